@@ -1,0 +1,1 @@
+"""Data shipped inside the wheel: the default model bundle (`helium-default/`)."""

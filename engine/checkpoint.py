@@ -1,0 +1,174 @@
+"""Model bundles: a directory with config.json, model.safetensors, tokenizer.json and metadata.json.
+
+A bundle may carry the model card's plain `model.pt` state dict instead (loaded `weights_only=True`). Every problem is a
+`BundleError` whose message names the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from engine.config import ModelConfig
+from engine.files import atomic_write, atomic_write_text
+from engine.model import TinySLM
+from engine.tokenizer import TextTokenizer
+
+CONFIG, WEIGHTS, TOKENIZER, METADATA = "config.json", "model.safetensors", "tokenizer.json", "metadata.json"
+PT_WEIGHTS = "model.pt"
+FORMAT = "helium-bundle/1"
+
+
+class BundleError(Exception):
+    """A model bundle or weights file that cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class Bundle:
+    """A loaded model with its tokenizer and metadata."""
+
+    model: TinySLM
+    tokenizer: TextTokenizer
+    config: ModelConfig
+    metadata: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """Short name for display."""
+        return self.path.name if self.path else "unsaved"
+
+
+def save_bundle(
+    directory: str | Path, model: TinySLM, tokenizer: TextTokenizer, metadata: dict | None = None
+) -> Path:
+    """Write a bundle; each file lands atomically. Weights are saved from the uncompiled module."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_embeddings:
+        state.pop("output.weight", None)
+    atomic_write(directory / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    atomic_write(directory / TOKENIZER, lambda p: tokenizer.hf.save(str(p)))
+    config = {
+        "format": FORMAT,
+        "model": model.config.to_dict(),
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+    }
+    atomic_write_text(directory / CONFIG, json.dumps(config, indent=2) + "\n")
+    meta = {"created_by": "helium", "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta |= metadata or {}
+    meta["parameters"] = model.num_params()
+    atomic_write_text(directory / METADATA, json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def read_config(directory: Path) -> tuple[ModelConfig, dict]:
+    """Parse config.json into the model config and the raw dict."""
+    path = directory / CONFIG
+    if not path.is_file():
+        raise BundleError(f"{path}: missing (not a Helium model bundle)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return ModelConfig.from_dict(raw["model"]), raw
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{path}: bad model config ({exc})") from None
+
+
+def read_metadata(directory: Path) -> dict:
+    """metadata.json as a dict ({} when absent or unreadable)."""
+    try:
+        return json.loads((directory / METADATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from .safetensors or a plain .pt state dict, never unpickling arbitrary objects."""
+    if not path.is_file():
+        raise BundleError(f"{path}: missing")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise BundleError(f"{path}: unreadable or truncated safetensors file ({_first_line(exc)})") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except Exception as exc:  # noqa: BLE001 - pickle refusals, truncation, zip errors all land here
+        raise BundleError(f"{path}: cannot load safely with weights_only=True ({_first_line(exc)})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a training checkpoint: the weights live under "model"
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BundleError(f"{path}: not a state dict of tensors")
+    return state
+
+
+def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: Path) -> TinySLM:
+    """A TinySLM with state loaded, or a BundleError naming missing/unexpected keys and bad shapes."""
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    with torch.device("meta"):
+        model = TinySLM(config)
+    expected = model.state_dict()
+    if config.tie_embeddings:
+        expected.pop("output.weight", None)
+        state.pop("output.weight", None)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        raise BundleError(f"{source}: weights do not match the config: {'; '.join(parts)}")
+    for k, v in expected.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise BundleError(
+                f"{source}: wrong shape for {k}: file has {tuple(state[k].shape)}, config needs {tuple(v.shape)}"
+            )
+    model = TinySLM(config)
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
+def load_bundle(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Bundle:
+    """Load a bundle directory onto device in dtype."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise BundleError(f"{directory}: not a directory (a model bundle is a directory)")
+    config, raw = read_config(directory)
+    tok_path = directory / TOKENIZER
+    if not tok_path.is_file():
+        raise BundleError(f"{tok_path}: missing")
+    try:
+        tokenizer = TextTokenizer.from_file(tok_path, raw.get("bos_token_id"), raw.get("eos_token_id"))
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+        raise BundleError(f"{tok_path}: not a valid HF tokenizers file ({_first_line(exc)})") from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise BundleError(
+            f"{tok_path}: tokenizer has {tokenizer.vocab_size} tokens but the model has {config.vocab_size}"
+        )
+    weights = directory / WEIGHTS
+    if not weights.exists() and (directory / PT_WEIGHTS).exists():
+        weights = directory / PT_WEIGHTS  # the model card's plain PyTorch state dict
+    model = build_model(config, load_state_dict(weights), weights)
+    model = model.to(device=device, dtype=dtype)
+    return Bundle(model, tokenizer, config, read_metadata(directory), directory)
+
+
+def _short(keys: list[str]) -> str:
+    return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

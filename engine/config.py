@@ -1,0 +1,90 @@
+"""Model configuration: one frozen dataclass and the named presets.
+
+A bundle's config.json is `ModelConfig.to_dict()`; `ModelConfig.from_dict` rebuilds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a TinySLM: a Llama-style decoder (RMSNorm, RoPE, SwiGLU, optional GQA)."""
+
+    vocab_size: int = 32000  # tokens in the vocabulary (≤ 65535 for uint16 shards)
+    d_model: int = 512  # width of the residual stream
+    n_layer: int = 10  # transformer blocks
+    n_head: int = 8  # query heads
+    n_kv_head: int | None = None  # key/value heads (grouped-query attention); None = n_head
+    hidden_dim: int = 1152  # SwiGLU inner width
+    context_length: int = 512  # longest sequence the model attends over
+    rope_theta: float = 10000.0  # RoPE base; angles are always computed in float32
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+    tie_embeddings: bool = True  # output head shares the token embedding matrix
+    dropout: float = 0.0  # dropout on attention output and MLP output during training
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_head {self.n_head} is not divisible by n_kv_head {self.kv_heads}")
+        if (self.d_model // self.n_head) % 2:
+            raise ValueError("head dimension must be even for RoPE")
+        if not 1 <= self.vocab_size <= 1 << 20:
+            raise ValueError(f"vocab_size {self.vocab_size} out of range")
+
+    @property
+    def kv_heads(self) -> int:
+        """Number of key/value heads actually used."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict:
+        """Plain dict for config.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """Rebuild from config.json, rejecting unknown keys with a clear message."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+    def with_(self, **changes) -> ModelConfig:
+        """A copy with some fields changed (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # The model card's Helium-Nano: ~45M parameters.
+    "nano": ModelConfig(),
+    # ~13M: a GPU-friendly small model.
+    "small": ModelConfig(vocab_size=8192, d_model=384, n_layer=8, n_head=6, hidden_dim=1024),
+    # ~4M: the largest that trains comfortably on a laptop CPU.
+    "mini": ModelConfig(
+        vocab_size=4096, d_model=256, n_layer=6, n_head=8, n_kv_head=4, hidden_dim=704, context_length=256
+    ),
+    # ~1.5M: quick CPU runs.
+    "micro": ModelConfig(
+        vocab_size=4096, d_model=160, n_layer=4, n_head=4, hidden_dim=448, context_length=256
+    ),
+    # <1M: tests and smoke runs.
+    "tiny": ModelConfig(
+        vocab_size=1024, d_model=64, n_layer=2, n_head=4, n_kv_head=2, hidden_dim=176, context_length=128
+    ),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """Look up a preset by name, with the list of names in the error."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None

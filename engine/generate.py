@@ -1,0 +1,273 @@
+"""Sampling and streaming generation over a TinySLM with a static KV cache.
+
+Small functions (penalty, logits_to_probs, sample) feed `Generator`, which prefills the prompt,
+decodes one token at a time, slides its window when the context fills, and streams text deltas.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.model import TinySLM
+from engine.runtime import CompiledFn
+from engine.tokenizer import StreamDecoder, TextTokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token."""
+
+    max_new_tokens: int = 400  # stop after this many generated tokens
+    temperature: float = 0.8  # 0 = greedy
+    top_k: int = 0  # keep only the k most likely tokens (0 = off)
+    top_p: float = 0.95  # nucleus: smallest set with this much probability (1 = off)
+    repetition_penalty: float = 1.1  # CTRL-style penalty on tokens already in context (1 = off)
+    seed: int | None = None  # fixed seed → the same story every time
+    stop_at_eos: bool = True  # stop at the end-of-story token
+
+    def validate(self) -> SamplingParams:
+        """Raise ValueError with a one-line message for out-of-range values."""
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be ≥ 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top-k must be ≥ 0 (0 = off), got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max tokens must be ≥ 1, got {self.max_new_tokens}")
+        return self
+
+
+def apply_repetition_penalty(logits: torch.Tensor, context: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL penalty: for tokens in context (B, L), divide positive logits by penalty, multiply negative."""
+    if penalty == 1.0 or context.numel() == 0:
+        return logits
+    seen = logits.gather(1, context)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(1, context, seen)
+
+
+def logits_to_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Float32 probabilities (B, V) after temperature, top-k and top-p; temperature > 0."""
+    logits = logits.float() / temperature
+    if top_k > 0 and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep tokens until the mass before them ≥ p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
+    return logits.softmax(-1)
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> torch.Tensor:
+    """Next token ids (B,) from logits (B, V)."""
+    if params.temperature == 0:
+        return logits.argmax(-1)
+    probs = logits_to_probs(logits, params.temperature, params.top_k, params.top_p)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+@dataclass
+class TokenInfo:
+    """One generated token for the inspector: its id, text, probability and the top alternatives."""
+
+    id: int
+    text: str
+    prob: float  # under the model's distribution (after repetition penalty, temperature 1)
+    top: list[tuple[str, int, float]] = field(default_factory=list)  # (text, id, prob), best first
+
+
+@dataclass
+class Delta:
+    """A piece of streamed text; `token` is set when the caller asked for token details."""
+
+    text: str
+    token: TokenInfo | None = None
+
+
+@dataclass
+class GenerationResult:
+    """What a finished generation produced and how fast."""
+
+    text: str  # the generated continuation (without the prompt)
+    prompt_tokens: int
+    generated_tokens: int
+    ttft_s: float  # time to first token: prefill and the first sample
+    tokens_per_s: float  # generated tokens / decode time after the first token
+    finish_reason: str  # "eos", "length" or "cancelled"
+    elapsed_s: float
+
+
+class Generator:
+    """Samples stories from a model; the decode step is optionally compiled."""
+
+    def __init__(self, model: TinySLM, tokenizer: TextTokenizer, compile: bool = False) -> None:
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.device = model.tok_embeddings.weight.device
+        self.ctx = model.config.context_length
+        self.keep = self.ctx // 2  # tokens kept when the window slides
+        self.batch = 0
+        self._decode = CompiledFn(self._decode_step, self.device, enabled=compile)
+
+    @property
+    def compile_failed(self) -> str | None:
+        """Why torch.compile fell back to eager, if it did."""
+        return self._decode.failed
+
+    def _decode_step(self, token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        return self.model(token, input_pos)[:, -1]
+
+    def _ensure_cache(self, batch: int) -> None:
+        if self.batch != batch:
+            self.model.setup_cache(batch, self.ctx)
+            self.batch = batch
+
+    def _prefill(self, window: torch.Tensor) -> torch.Tensor:
+        """Run window (B, T) from position 0 and return last-position logits (B, V)."""
+        return self.model(window, torch.arange(window.size(1), device=self.device))[:, -1]
+
+
+    @torch.inference_mode()
+    def _tokens(
+        self, prompt_ids: list[int], params: SamplingParams, batch: int, cancel: Callable[[], bool]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (next ids (B,), penalized logits (B, V)) until max tokens; the caller decides to stop."""
+        self._ensure_cache(batch)
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(params.seed)
+        elif params.temperature > 0:
+            gen = torch.Generator(device=self.device)
+            gen.seed()
+        history = torch.tensor([prompt_ids] * batch, device=self.device)  # (B, L)
+        pos = history.size(1) if history.size(1) < self.ctx else self.keep  # a long prompt: its tail
+        logits = self._prefill(history[:, -pos:])
+        for _ in range(params.max_new_tokens):
+            if cancel():
+                return
+            ctx_ids = history[:, -pos:]
+            logits = apply_repetition_penalty(logits, ctx_ids, params.repetition_penalty)
+            nxt = sample(logits, params, gen)
+            yield nxt, logits
+            history = torch.cat([history, nxt[:, None]], dim=1)
+            if pos >= self.ctx:  # context full: slide the window and re-prefill the kept tokens
+                pos = self.keep
+                logits = self._prefill(history[:, -pos:])
+            else:
+                logits = self._decode(nxt[:, None], torch.tensor([pos], device=self.device)).clone()
+                pos += 1
+
+    def stream(
+        self,
+        prompt: str,
+        params: SamplingParams = SamplingParams(),
+        cancel: threading.Event | Callable[[], bool] | None = None,
+        inspect_top: int = 0,
+    ) -> Stream:
+        """Stream the continuation of prompt as text deltas (see `Stream`)."""
+        return Stream(self, prompt, params.validate(), _as_cancel(cancel), inspect_top)
+
+    def generate(self, prompt: str, params: SamplingParams = SamplingParams()) -> GenerationResult:
+        """The whole continuation at once."""
+        s = self.stream(prompt, params)
+        for _ in s:
+            pass
+        return s.result
+
+    def generate_batch(self, prompt: str, n: int, params: SamplingParams = SamplingParams()) -> list[str]:
+        """n stories sampled at once from one prompt (rows stop independently at the end token)."""
+        params = params.validate()
+        prompt_ids = self.tok.encode(prompt)
+        rows: list[list[int]] = [[] for _ in range(n)]
+        done = [False] * n
+        for nxt, _ in self._tokens(prompt_ids, params, n, lambda: all(done)):
+            for i, t in enumerate(nxt.tolist()):
+                if done[i]:
+                    continue
+                if params.stop_at_eos and t == self.tok.eos_id:
+                    done[i] = True
+                else:
+                    rows[i].append(t)
+        return [_decode_continuation(self.tok, prompt_ids, r) for r in rows]
+
+
+def _decode_continuation(tok: TextTokenizer, prompt_ids: list[int], ids: list[int]) -> str:
+    dec = StreamDecoder(tok, prompt_ids)
+    return "".join(dec.push(t) for t in ids) + dec.flush()
+
+
+def _as_cancel(cancel: threading.Event | Callable[[], bool] | None) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    return cancel
+
+
+class Stream:
+    """Iterator of `Delta`s for one story; `result` holds the `GenerationResult` once it ends."""
+
+    def __init__(self, gen: Generator, prompt: str, params: SamplingParams, cancel, inspect_top: int):
+        self.gen, self.params, self.cancel, self.inspect_top = gen, params, cancel, inspect_top
+        self.prompt_ids = gen.tok.encode(prompt)
+        if not self.prompt_ids:
+            raise ValueError("empty prompt, and this model has no start token to begin from")
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[Delta]:
+        tok, params = self.gen.tok, self.params
+        decoder = StreamDecoder(tok, self.prompt_ids)
+        pieces: list[str] = []
+        start = time.perf_counter()
+        first = None
+        count = 0
+        finish = "length"
+        for nxt, logits in self.gen._tokens(self.prompt_ids, params, 1, self.cancel):
+            t = int(nxt[0])
+            if first is None:
+                first = time.perf_counter()
+            if params.stop_at_eos and t == tok.eos_id:
+                finish = "eos"
+                break
+            count += 1
+            info = self._token_info(t, logits[0]) if self.inspect_top else None
+            text = decoder.push(t)
+            pieces.append(text)
+            if text or info:
+                yield Delta(text, info)
+        if finish == "length" and count < params.max_new_tokens:
+            finish = "cancelled"  # only cancellation ends the token stream early
+        tail = decoder.flush()
+        if tail:
+            pieces.append(tail)
+            yield Delta(tail)
+        end = time.perf_counter()
+        first = first or end
+        decode_time = end - first
+        self.result = GenerationResult(
+            text="".join(pieces),
+            prompt_tokens=len(self.prompt_ids),
+            generated_tokens=count,
+            ttft_s=first - start,
+            tokens_per_s=(count - 1) / decode_time if count > 1 and decode_time > 0 else 0.0,
+            finish_reason=finish,
+            elapsed_s=end - start,
+        )
+
+    def _token_info(self, token_id: int, logits: torch.Tensor) -> TokenInfo:
+        probs = logits.float().softmax(-1)
+        top_p, top_i = probs.topk(self.inspect_top)
+        tok = self.gen.tok
+        top = [(tok.token_text(i), i, p) for p, i in zip(top_p.tolist(), top_i.tolist(), strict=True)]
+        return TokenInfo(token_id, tok.token_text(token_id), float(probs[token_id]), top)

@@ -1,0 +1,97 @@
+"""Runtime choices: device, dtype and `torch.compile` with an eager fallback.
+
+Auto picks cuda > mps > cpu, and bf16 where matmuls run natively in bf16 (CUDA, CPUs with
+AVX512-BF16 or AMX), else float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """The requested device, or the best available: cuda > mps > cpu."""
+    if requested and requested != "auto":
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise ValueError(f"unknown device {requested!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' requested but MPS is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has AVX512-BF16 or AMX-BF16 (bf16 matmuls in hardware)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
+    """The requested dtype, or bf16 where the hardware runs it natively, else float32."""
+    if requested and requested != "auto":
+        try:
+            return DTYPES[requested]
+        except KeyError:
+            raise ValueError(f"unknown dtype {requested!r} (use auto, float32 or bfloat16)") from None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'bfloat16' / 'float32'."""
+    return str(dtype).removeprefix("torch.")
+
+
+def set_cpu_threads() -> None:
+    """Use every core for intra-op parallelism unless the user pinned OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+class CompiledFn:
+    """A callable that runs `torch.compile(fn)` and falls back to eager if compiling fails."""
+
+    def __init__(self, fn: Callable, device: torch.device, enabled: bool = True) -> None:
+        self.eager = fn
+        self.enabled = enabled
+        self.failed: str | None = None  # why compilation was abandoned, if it was
+        self.compiled = None
+        if enabled:
+            mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs on GPU
+            self.compiled = torch.compile(fn, mode=mode, fullgraph=True, dynamic=False)
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is None:
+            return self.eager(*args, **kwargs)
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager
+            self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.warning("torch.compile failed, running eager: %s", self.failed)
+            self.compiled = None
+            return self.eager(*args, **kwargs)

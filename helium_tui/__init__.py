@@ -1,0 +1,1 @@
+"""Helium's user interfaces: the Typer CLI (`helium ...`) and the Textual story studio (`helium`)."""

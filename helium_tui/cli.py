@@ -1,0 +1,37 @@
+"""The `helium` command: no subcommand opens the story studio; subcommands tell, train, import, bench...
+
+Each command lives in `helium_tui.commands`; heavy imports (torch, textual) happen inside commands.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from helium_tui.commands.tell import tell
+
+app = typer.Typer(
+    name="helium",
+    help="Helium: a terminal story studio around small story-telling transformers.",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(help="Tell a story: stream the continuation of PROMPT.")(tell)
+
+
+@app.callback(invoke_without_command=True)
+def root(ctx: typer.Context) -> None:
+    """Open the story studio when no subcommand is given."""
+    if ctx.invoked_subcommand is None:
+        from helium_tui.app import run_app
+
+        run_app()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""`helium tell PROMPT`: stream one story to stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from helium_tui.errors import fail, user_errors
+
+DEFAULTS = dict(max_tokens=400, temperature=0.8, top_k=0, top_p=0.95, repetition_penalty=1.1)
+
+
+def tell(
+    prompt: Annotated[str, typer.Argument(help="Story opening; '-' reads it from stdin.")] = "Once upon a time",
+    model: Annotated[str, typer.Option(help="Model bundle: a path or an installed name.")] = "",
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = DEFAULTS["max_tokens"],
+    temperature: Annotated[float, typer.Option(help="Randomness; 0 = greedy.")] = DEFAULTS["temperature"],
+    top_k: Annotated[int, typer.Option(help="Keep the k likeliest tokens (0 = off).")] = DEFAULTS["top_k"],
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1].")] = DEFAULTS["top_p"],
+    repetition_penalty: Annotated[
+        float, typer.Option(help="Penalty on tokens already in context (1 = off).")
+    ] = DEFAULTS["repetition_penalty"],
+    seed: Annotated[int | None, typer.Option(help="Seed for a reproducible story.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the decode step (slow to start on CPU).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end instead of streaming.")] = False,
+) -> None:
+    """Tell a story: stream the continuation of PROMPT to stdout."""
+    if prompt == "-":
+        prompt = sys.stdin.read().rstrip("\n")
+    with user_errors():
+        from engine.generate import SamplingParams
+
+        params = SamplingParams(
+            max_new_tokens=max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            seed=seed,
+        ).validate()
+        from engine.session import open_session
+
+        session = open_session(model or None, device=device, dtype=dtype, compile=compile)
+        stream = session.generator.stream(prompt, params)
+        if not as_json:
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+        try:
+            for delta in stream:
+                if not as_json:
+                    sys.stdout.write(delta.text)
+                    sys.stdout.flush()
+        except KeyboardInterrupt:
+            raise fail("interrupted", code=130) from None
+    result = stream.result
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "text": result.text,
+                    "prompt": prompt,
+                    "prompt_tokens": result.prompt_tokens,
+                    "generated_tokens": result.generated_tokens,
+                    "finish_reason": result.finish_reason,
+                    "ttft_s": round(result.ttft_s, 4),
+                    "tokens_per_s": round(result.tokens_per_s, 2),
+                    "model": session.name,
+                    "device": str(session.device),
+                    "dtype": session.dtype_name,
+                    "compiled": compile and session.generator.compile_failed is None,
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        sys.stdout.write("\n")

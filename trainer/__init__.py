@@ -1,0 +1,1 @@
+"""Helium's trainer: TinyStories preparation, the training loop, checkpoints and resume."""
