@@ -1,0 +1,115 @@
+"""Random training windows from a prepared data directory (uint16 shards read through np.memmap).
+
+Batches depend only on (seed, step, rank), so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MANIFEST = "manifest.json"
+FORMAT = "helium-data/1"
+
+
+def read_manifest(data_dir: str | Path) -> dict:
+    """The manifest of a prepared data dir; ValueError with a one-line message when missing or corrupt."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{data_dir}: not a prepared data dir (no {MANIFEST}; run `helium data prepare`)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable manifest ({exc.__class__.__name__}); run `helium data prepare` again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} manifest; run `helium data prepare` again")
+    try:
+        int(manifest["vocab_size"])
+        for split in manifest["splits"].values():
+            list(split["shards"]), int(split["tokens"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ValueError(f"{path}: corrupt manifest (missing fields); run `helium data prepare` again") from None
+    return manifest
+
+
+class TokenLoader:
+    """Random windows of context+1 tokens from one split, drawn from (seed, step, rank) only.
+
+    The split's shards are one list of token streams; a window never crosses a shard boundary (shards are
+    large, so this loses at most `context` start positions per shard). Every start position in the split is
+    equally likely. Each rank draws from its own random stream, so ranks see different windows.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        split: str,
+        batch_size: int,
+        context: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1 or context < 1:
+            raise ValueError(f"batch size and context must be positive, got {batch_size} and {context}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.data_dir = Path(data_dir)
+        self.manifest = read_manifest(self.data_dir)
+        splits = self.manifest["splits"]
+        if split not in splits:
+            raise ValueError(f"{self.data_dir}: no split {split!r} (have: {', '.join(sorted(splits))})")
+        self.split = split
+        self.batch_size = batch_size  # rows per batch
+        self.context = context  # tokens per row of x (windows hold context + 1)
+        self.seed = seed  # base seed of the window stream
+        self.rank = rank  # this process's rank: its own window stream
+        self.world_size = world_size  # number of ranks (validated only; streams differ per rank)
+        self.vocab_size = int(self.manifest["vocab_size"])  # ids are < vocab_size
+        self.eot_id = int(self.manifest.get("eot_id", 0))  # story separator / BOS
+        self.shards = [self._open(name) for name in splits[split]["shards"]]
+        self.tokens = sum(len(s) for s in self.shards)  # tokens in the split
+        if self.tokens != int(splits[split]["tokens"]):
+            raise ValueError(
+                f"{self.data_dir}: split {split!r} has {self.tokens} tokens on disk but the manifest says "
+                f"{splits[split]['tokens']}; run `helium data prepare` again"
+            )
+        starts = np.array([max(0, len(s) - context) for s in self.shards], dtype=np.int64)
+        self._cum_starts = np.cumsum(starts)  # start positions up to and including each shard
+        if self._cum_starts.size == 0 or self._cum_starts[-1] == 0:
+            raise ValueError(
+                f"{self.data_dir}: split {split!r} has no shard with {context + 1} tokens (context {context} + 1)"
+            )
+
+    def _open(self, name: str) -> np.memmap:
+        """Memory-map one shard; ValueError when it is missing or not whole uint16s."""
+        path = self.data_dir / name
+        if not path.is_file() or Path(name).name != name:
+            raise ValueError(f"{path}: shard missing; run `helium data prepare` again")
+        size = path.stat().st_size
+        if size % 2:
+            raise ValueError(f"{path}: truncated shard ({size} bytes); run `helium data prepare` again")
+        if size == 0:
+            return np.zeros(0, dtype=np.uint16).view(np.memmap)  # np.memmap cannot map empty files
+        return np.memmap(path, dtype=np.uint16, mode="r")
+
+    def rng(self, step: int) -> np.random.Generator:
+        """The random stream for one step of this rank."""
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, self.rank, step])))
+
+    def starts(self, step: int) -> list[tuple[int, int]]:
+        """(shard index, offset) of each window of this step's batch."""
+        picks = self.rng(step).integers(0, int(self._cum_starts[-1]), size=self.batch_size)
+        shard_ids = np.searchsorted(self._cum_starts, picks, side="right")
+        before = np.concatenate([[0], self._cum_starts[:-1]])
+        return [(int(i), int(p - before[i])) for i, p in zip(shard_ids, picks, strict=True)]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) int64 tensors (batch_size, context) on CPU; y is x shifted left by one token."""
+        n = self.context + 1
+        rows = np.stack([np.asarray(self.shards[i][o : o + n], dtype=np.int64) for i, o in self.starts(step)])
+        data = torch.from_numpy(rows)
+        return data[:, :-1].contiguous(), data[:, 1:].contiguous()
