@@ -143,6 +143,14 @@ class TinySLM(nn.Module):
             if name.endswith(("wo.weight", "w2.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
 
+    def _apply(self, fn, recurse=True):
+        """After .to()/.cuda()/.half(): rebuild the RoPE tables in float32 on the new device."""
+        super()._apply(fn, recurse)
+        cfg = self.config
+        cos, sin = precompute_rope(cfg.head_dim, cfg.context_length, cfg.rope_theta)
+        self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
+        return self
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):

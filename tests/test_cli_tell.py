@@ -1,0 +1,80 @@
+"""`helium tell`: streaming output, --json, stdin prompts and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from helium_tui.cli import app
+
+runner = CliRunner()
+GREEDY = ["--temperature", "0", "--dtype", "float32", "--max-tokens", "12"]
+
+
+def _tell(*args, input=None):
+    return runner.invoke(app, ["tell", *args], input=input)
+
+
+def test_tell_streams_prompt_and_story(tiny_bundle, tiny_model, tiny_tokenizer):
+    from engine.generate import Generator, SamplingParams
+
+    r = _tell("Lily had", "--model", str(tiny_bundle), *GREEDY, "--repetition-penalty", "1.0")
+    assert r.exit_code == 0, r.output
+    expected = Generator(tiny_model, tiny_tokenizer).generate(
+        "Lily had", SamplingParams(max_new_tokens=12, temperature=0, repetition_penalty=1.0)
+    )
+    assert r.output == "Lily had" + expected.text + "\n"
+
+
+def test_tell_json_reports_stats(tiny_bundle):
+    r = _tell("Tom", "--model", str(tiny_bundle), *GREEDY, "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    for key in ("text", "prompt_tokens", "generated_tokens", "ttft_s", "tokens_per_s", "model", "device", "dtype"):
+        assert key in data
+    assert data["device"] == "cpu" and data["dtype"] == "float32" and data["model"] == "tiny-bundle"
+
+
+def test_tell_reads_prompt_from_stdin(tiny_bundle):
+    a = _tell("-", "--model", str(tiny_bundle), *GREEDY, "--json", input="Sue found a cake\n")
+    b = _tell("Sue found a cake", "--model", str(tiny_bundle), *GREEDY, "--json")
+    assert json.loads(a.output)["text"] == json.loads(b.output)["text"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "-1"], "temperature must be ≥ 0"),
+        (["--top-p", "0"], "top-p must be in (0, 1]"),
+        (["--top-p", "1.5"], "top-p must be in (0, 1]"),
+        (["--model", "no-such-model"], "no-such-model: no such model bundle"),
+        (["--dtype", "float64"], "unknown dtype"),
+        (["--device", "cuda:0"], "cuda"),
+    ],
+)
+def test_bad_values_give_one_line_and_exit_2(tiny_bundle, helium_home, args, message):
+    full = ["Tom", "--model", str(tiny_bundle), *args] if "--model" not in args else ["Tom", *args]
+    r = runner.invoke(app, ["tell", *full])
+    assert r.exit_code == 2
+    err = r.stderr.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in r.output
+
+
+def test_unreadable_model_file_is_a_clear_error(tiny_bundle):
+    (tiny_bundle / "model.safetensors").write_bytes(b"garbage")
+    r = _tell("Tom", "--model", str(tiny_bundle))
+    assert r.exit_code == 2 and "model.safetensors" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    env_home = tmp_path / "home"
+    r = subprocess.run(
+        [sys.executable, "-m", "helium_tui.cli", "tell", "Hi", "--model", str(tmp_path / "missing")],
+        capture_output=True, text=True, env={"HELIUM_HOME": str(env_home), "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("helium: error:")

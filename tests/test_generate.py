@@ -1,0 +1,164 @@
+"""Sampling properties, streaming detokenization, cancellation, batching and token details."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from engine.generate import (
+    Generator,
+    SamplingParams,
+    apply_repetition_penalty,
+    logits_to_probs,
+    sample,
+)
+from engine.tokenizer import StreamDecoder
+
+TEXTS = [
+    "Once upon a time, Lily had a ball.",
+    "café naïve 😀 日本 — “quoted”",
+    "Tom said, \"Hi!\"\n\nThe end.",
+    "  spaces   and\ttabs ",
+]
+
+
+def test_top_k_never_leaves_the_k_best():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50)
+    probs = logits_to_probs(logits, temperature=1.0, top_k=5, top_p=1.0)
+    best = logits.topk(5).indices
+    for row in range(4):
+        allowed = set(best[row].tolist())
+        assert set(probs[row].nonzero().flatten().tolist()) <= allowed
+    gen = torch.Generator().manual_seed(1)
+    params = SamplingParams(temperature=1.5, top_k=3, top_p=1.0)
+    best3 = logits.topk(3).indices
+    for _ in range(200):
+        tok = sample(logits, params, gen)
+        assert all(int(tok[r]) in best3[r].tolist() for r in range(4))
+
+
+def test_top_p_keeps_smallest_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    probs = logits_to_probs(logits, 1.0, 0, 0.7)
+    assert probs[0, 2] == 0 and probs[0, 3] == 0
+    torch.testing.assert_close(probs[0, :2], torch.tensor([0.625, 0.375]))
+    assert logits_to_probs(logits, 1.0, 0, 0.01)[0].nonzero().flatten().tolist() == [0]
+
+
+def test_repetition_penalty_lowers_repeated_token_probability():
+    logits = torch.tensor([[2.0, 1.0, -1.0, 0.5]])
+    out = apply_repetition_penalty(logits, torch.tensor([[0, 2, 0]]), 2.0)
+    assert out[0, 0] == 1.0 and out[0, 2] == -2.0 and out[0, 1] == 1.0 and out[0, 3] == 0.5
+    assert out.softmax(-1)[0, 0] < logits.softmax(-1)[0, 0]
+    assert out.softmax(-1)[0, 2] < logits.softmax(-1)[0, 2]
+    assert torch.equal(apply_repetition_penalty(logits, torch.tensor([[0]]), 1.0), logits)
+
+
+def test_sampling_params_reject_bad_values():
+    for bad in (dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1), dict(max_new_tokens=0)):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad).validate()
+
+
+def test_temperature_zero_is_deterministic_and_greedy(tiny_model, tiny_tokenizer):
+    gen = Generator(tiny_model, tiny_tokenizer)
+    p = SamplingParams(max_new_tokens=30, temperature=0, repetition_penalty=1.0, stop_at_eos=False)
+    a, b = gen.generate("Once upon a time", p), gen.generate("Once upon a time", p)
+    assert a.text == b.text and a.generated_tokens == 30
+    ids = tiny_tokenizer.encode("Once upon a time")
+    manual = list(ids)
+    with torch.no_grad():
+        for _ in range(30):
+            manual.append(int(tiny_model(torch.tensor([manual]))[0, -1].argmax()))
+    assert tiny_tokenizer.decode(manual[len(ids) :]) == a.text
+
+
+def test_same_seed_same_story_different_seed_differs(tiny_model, tiny_tokenizer):
+    gen = Generator(tiny_model, tiny_tokenizer)
+    p = SamplingParams(max_new_tokens=40, temperature=1.0, seed=7, stop_at_eos=False)
+    assert gen.generate("Tom", p).text == gen.generate("Tom", p).text
+    other = SamplingParams(max_new_tokens=40, temperature=1.0, seed=8, stop_at_eos=False)
+    assert gen.generate("Tom", p).text != gen.generate("Tom", other).text
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_stream_decoder_round_trips_text(tiny_tokenizer, text):
+    ids = tiny_tokenizer.encode(text, add_bos=False)
+    dec = StreamDecoder(tiny_tokenizer, [tiny_tokenizer.bos_id])
+    pieces = [dec.push(i) for i in ids] + [dec.flush()]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)  # never a broken UTF-8 character
+
+
+def test_stream_decoder_holds_back_split_multibyte_characters(tiny_tokenizer):
+    ids = tiny_tokenizer.encode("😀", add_bos=False)
+    assert len(ids) > 1  # the emoji is split over byte tokens in this tiny vocabulary
+    dec = StreamDecoder(tiny_tokenizer)
+    pieces = [dec.push(i) for i in ids]
+    assert pieces[:-1] == [""] * (len(ids) - 1) and pieces[-1] == "😀"
+
+
+def test_stream_yields_incremental_deltas_and_result(tiny_model, tiny_tokenizer):
+    gen = Generator(tiny_model, tiny_tokenizer)
+    p = SamplingParams(max_new_tokens=25, temperature=0, stop_at_eos=False)
+    stream = gen.stream("Lily", p)
+    deltas = [d.text for d in stream]
+    assert len(deltas) > 1
+    r = stream.result
+    assert "".join(deltas) == r.text and r.generated_tokens == 25 and r.finish_reason == "length"
+    assert r.prompt_tokens == len(tiny_tokenizer.encode("Lily"))
+
+
+def test_stops_at_end_of_story_token(tiny_model, tiny_tokenizer):
+    with torch.no_grad():  # make EOS overwhelmingly likely
+        tiny_model.output.weight.data[tiny_tokenizer.eos_id] *= 0
+        tiny_model.norm.weight.data.fill_(1.0)
+    bias = torch.zeros(tiny_model.config.vocab_size)
+    bias[tiny_tokenizer.eos_id] = 1e4
+    tiny_model.output.register_forward_hook(lambda m, i, o: o + bias)
+    r = Generator(tiny_model, tiny_tokenizer).generate("Tom", SamplingParams(max_new_tokens=50, temperature=0))
+    assert r.finish_reason == "eos" and r.generated_tokens == 0 and r.text == ""
+
+
+def test_cancellation_stops_between_tokens(tiny_model, tiny_tokenizer):
+    gen = Generator(tiny_model, tiny_tokenizer)
+    cancel = threading.Event()
+    stream = gen.stream("Tom", SamplingParams(max_new_tokens=200, stop_at_eos=False, seed=1), cancel=cancel)
+    for n, _ in enumerate(stream):
+        if n == 3:
+            cancel.set()
+    assert stream.result.finish_reason == "cancelled"
+    assert stream.result.generated_tokens <= 6
+
+
+def test_token_details_carry_probabilities_and_alternatives(tiny_model, tiny_tokenizer):
+    gen = Generator(tiny_model, tiny_tokenizer)
+    p = SamplingParams(max_new_tokens=10, temperature=0, repetition_penalty=1.0, stop_at_eos=False)
+    infos = [d.token for d in gen.stream("Tom", p, inspect_top=3) if d.token]
+    assert len(infos) == 10
+    for info in infos:
+        assert len(info.top) == 3
+        probs = [pr for _, _, pr in info.top]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+        assert info.top[0][1] == info.id and info.prob == pytest.approx(probs[0])  # greedy picks the best
+
+
+def test_batched_sampling_gives_several_stories(tiny_model, tiny_tokenizer):
+    gen = Generator(tiny_model, tiny_tokenizer)
+    stories = gen.generate_batch("Once", 4, SamplingParams(max_new_tokens=20, seed=3, temperature=1.0, stop_at_eos=False))
+    assert len(stories) == 4 and len(set(stories)) > 1
+    greedy = SamplingParams(max_new_tokens=20, temperature=0, stop_at_eos=False)
+    assert gen.generate_batch("Once", 3, greedy) == [gen.generate("Once", greedy).text] * 3
+
+
+def test_long_generation_slides_past_the_context(tiny_model, tiny_tokenizer):
+    gen = Generator(tiny_model, tiny_tokenizer)
+    ctx = tiny_model.config.context_length
+    r = gen.generate("Tom", SamplingParams(max_new_tokens=3 * ctx, stop_at_eos=False, seed=0))
+    assert r.generated_tokens == 3 * ctx
+    long_prompt = "Lily had a ball. " * 40
+    assert len(tiny_tokenizer.encode(long_prompt)) > ctx
+    assert gen.generate(long_prompt, SamplingParams(max_new_tokens=5, stop_at_eos=False)).generated_tokens == 5
