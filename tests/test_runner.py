@@ -1,0 +1,255 @@
+"""The background runner against real subprocesses: a fake trainer written here, and the real one if present."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from engine.runner import (
+    EVENTS_FILE,
+    LOG_FILE,
+    PID_FILE,
+    EventReader,
+    RunEvent,
+    RunState,
+    attach,
+    start_run,
+)
+
+FAKE_TRAINER = textwrap.dedent(
+    '''
+    """A stand-in for trainer.train: writes events.jsonl per docs/INTERFACES.md, stops on SIGINT."""
+    import argparse, json, os, signal, sys, time
+
+    stop = False
+
+    def on_signal(signum, frame):
+        global stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    args = argparse.ArgumentParser()
+    args.add_argument("--config")
+    args.add_argument("--resume", action="store_true")
+    args = args.parse_args()
+    cfg = json.load(open(args.config))
+    run_dir = os.path.dirname(args.config)
+    out = open(os.path.join(run_dir, "events.jsonl"), "a")
+
+    def emit(**fields):
+        out.write(json.dumps({"time": time.time(), **fields}) + "\\n")
+        out.flush()
+
+    first = cfg.get("resume_from", 0) if args.resume else 0
+    emit(event="start", step=first, max_steps=cfg["max_steps"], tokens_per_step=64, params=1234,
+         preset="fake", device="cpu", dtype="float32", world_size=1, pid=os.getpid())
+    emit(event="status", status="running", step=first)
+    print("fake trainer started", flush=True)
+    step = first
+    while step < cfg["max_steps"]:
+        if stop:
+            emit(event="checkpoint", step=step, path=f"checkpoints/step_{step:06d}.pt", best=False)
+            emit(event="status", status="stopped", step=step)
+            sys.exit(0)
+        if step == cfg.get("crash_at"):
+            print("Traceback (most recent call last):", file=sys.stderr)
+            print("RuntimeError: boom at step %d" % step, file=sys.stderr, flush=True)
+            os._exit(3)
+        if step == cfg.get("hang_at"):
+            time.sleep(0.02)
+            continue
+        step += 1
+        emit(event="step", step=step, loss=10.0 / step, lr=0.001, tokens_per_s=1000.0, mfu=None,
+             grad_norm=1.0, tokens=64 * step, elapsed_s=0.1 * step, eta_s=0.1 * (cfg["max_steps"] - step),
+             extra_field="kept")
+        if step % 2 == 0:
+            emit(event="eval", step=step, val_loss=11.0 / step)
+    emit(event="log", message="exporting bundle")
+    emit(event="checkpoint", step=step, path="checkpoints/best.pt", best=True)
+    emit(event="status", status="finished", step=step, bundle=os.path.join(run_dir, "bundle"))
+    '''
+)
+
+
+@pytest.fixture
+def fake(tmp_path) -> dict:
+    """start_run keyword arguments that run the fake trainer module instead of trainer.train."""
+    mod_dir = tmp_path / "fakemods"
+    mod_dir.mkdir()
+    (mod_dir / "fake_trainer.py").write_text(FAKE_TRAINER)
+    return {"module": "fake_trainer", "env": {"PYTHONPATH": str(mod_dir)}}
+
+
+def kinds(events: list[RunEvent]) -> list[tuple[str, int | None]]:
+    return [(ev.event, ev.step) for ev in events]
+
+
+def test_run_to_finish_streams_events_in_order(tmp_path, fake):
+    run_dir = tmp_path / "run"
+    seen: list[RunEvent] = []
+    handle = start_run({"max_steps": 4}, run_dir, **fake)
+    handle.on_event(seen.append)
+    events = list(handle.events(follow=True, poll_interval=0.02))
+    assert handle.process is not None and handle.process.wait(10) == 0
+    assert json.loads((run_dir / "train_config.json").read_text()) == {"max_steps": 4}
+    assert int((run_dir / PID_FILE).read_text()) == handle.pid
+    assert "fake trainer started" in (run_dir / LOG_FILE).read_text()
+    assert kinds(events) == [
+        ("start", 0), ("status", 0),
+        ("step", 1), ("step", 2), ("eval", 2), ("step", 3), ("step", 4), ("eval", 4),
+        ("log", None), ("checkpoint", 4), ("status", 4),
+    ]  # fmt: skip
+    assert seen == events
+    assert events[2].get("extra_field") == "kept"  # unknown fields survive in .data
+    assert handle.status() == "finished"
+    state = handle.snapshot()
+    assert state.steps == [1, 2, 3, 4] and state.losses == [10.0, 5.0, 10 / 3, 2.5]
+    assert state.val_steps == [2, 4] and state.val_losses == [5.5, 2.75]
+    assert state.progress == 1.0 and state.step == 4 and state.max_steps == 4
+    assert state.lr == 0.001 and state.tokens_per_s == 1000.0 and state.tokens == 256
+    assert state.last_checkpoint == state.best_checkpoint == "checkpoints/best.pt"
+    assert state.bundle == str(run_dir.resolve() / "bundle")
+    assert state.logs == ["exporting bundle"] and state.params == 1234 and state.preset == "fake"
+
+
+def test_graceful_stop_writes_stopped(tmp_path, fake):
+    handle = start_run({"max_steps": 100, "hang_at": 3}, tmp_path / "run", **fake)
+    assert handle.owned
+    for ev in handle.events(poll_interval=0.02):
+        if ev.event == "step" and ev.step == 3:
+            break
+    assert handle.is_alive() and handle.status() == "running"
+    assert handle.stop(timeout=20) == "stopped"
+    assert handle.process is not None and handle.process.returncode == 0
+    assert not handle.is_alive()
+    state = handle.snapshot()
+    assert state.status == "stopped" and state.step == 3
+    assert state.last_checkpoint == "checkpoints/step_000003.pt"
+    assert list(handle.events()) == []  # nothing new, and follow ends at once
+
+
+def test_crash_without_status_is_failed_with_log_tail(tmp_path, fake):
+    handle = start_run({"max_steps": 10, "crash_at": 2}, tmp_path / "run", **fake)
+    events = list(handle.events(poll_interval=0.02))
+    assert [ev.event for ev in events[-2:]] == ["error", "status"]
+    assert all(ev.synthetic for ev in events[-2:])
+    assert handle.status() == "failed"
+    state = handle.snapshot()
+    assert state.error == "training process exited with code 3 without a final status"
+    assert state.error_tail[-1] == "RuntimeError: boom at step 2"
+    assert state.steps == [1, 2]
+
+
+def test_attach_to_finished_run_replays_everything(tmp_path, fake):
+    run_dir = tmp_path / "run"
+    first = list(start_run({"max_steps": 3}, run_dir, **fake).events(poll_interval=0.02))
+    handle = attach(run_dir)
+    assert not handle.owned and not handle.is_alive()
+    replay = list(handle.events(follow=True))
+    assert [ev.to_json() for ev in replay] == [ev.to_json() for ev in first]
+    assert handle.status() == "finished" and handle.snapshot().steps == [1, 2, 3]
+
+
+def test_attach_to_running_run_and_stop_it(tmp_path, fake):
+    run_dir = tmp_path / "run"
+    owner = start_run({"max_steps": 100, "hang_at": 2}, run_dir, **fake)
+    for ev in owner.events(poll_interval=0.02):
+        if ev.step == 2 and ev.event == "step":
+            break
+    handle = attach(run_dir)
+    assert handle.pid == owner.pid and handle.is_alive() and handle.status() == "running"
+    handle.request_stop()
+    assert owner.process is not None and owner.process.wait(20) == 0  # reap it (it is owner's child)
+    assert [ev.event for ev in handle.events(poll_interval=0.02)][-1] == "status"
+    assert handle.status() == "stopped"
+
+
+def test_resume_keeps_history_and_follows_the_new_segment(tmp_path, fake):
+    run_dir = tmp_path / "run"
+    first = start_run({"max_steps": 100, "hang_at": 3}, run_dir, **fake)
+    for ev in first.events(poll_interval=0.02):
+        if ev.step == 3 and ev.event == "step":
+            break
+    assert first.stop(timeout=20) == "stopped"
+    with pytest.raises(ValueError, match="already holds a training run"):
+        start_run({"max_steps": 5}, run_dir, **fake)
+    handle = start_run({"max_steps": 5, "resume_from": 3}, run_dir, resume=True, **fake)
+    assert handle.snapshot().status == "running" or not handle.is_alive()  # not the old 'stopped'
+    list(handle.events(poll_interval=0.02))
+    state = handle.snapshot()
+    assert state.status == "finished" and state.steps == [1, 2, 3, 4, 5]
+    assert "--resume" in (run_dir / LOG_FILE).read_text()
+
+
+def test_start_refuses_a_dir_with_a_live_run(tmp_path, fake):
+    run_dir = tmp_path / "run"
+    handle = start_run({"max_steps": 100, "hang_at": 1}, run_dir, **fake)
+    try:
+        with pytest.raises(ValueError, match="already going"):
+            start_run({"max_steps": 5}, run_dir, resume=True, **fake)
+    finally:
+        assert handle.stop(timeout=20) == "stopped"
+
+
+def test_attach_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="no such run directory"):
+        attach(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no training events"):
+        attach(tmp_path / "empty")
+
+
+def test_reader_waits_for_half_written_line_and_skips_bad_ones(tmp_path):
+    path = tmp_path / EVENTS_FILE
+    reader = EventReader(path)
+    assert reader.read() == []  # no file yet
+    line = json.dumps({"event": "step", "time": 1.0, "step": 1, "loss": 2.0, "new": [1]})
+    path.write_text("not json\n" + line[:10])
+    assert reader.read() == [] and reader.skipped == 1
+    with open(path, "a") as f:
+        f.write(line[10:] + "\n" + '{"time": 2}\n')  # completes the line; then one without an event name
+    (ev,) = reader.read()
+    assert (ev.event, ev.time, ev.step, ev.data) == ("step", 1.0, 1, {"step": 1, "loss": 2.0, "new": [1]})
+    assert reader.skipped == 2
+    with open(path, "a") as f:
+        f.write('{"event": "log", "time": 3, "message": "last words"}')  # never gets its newline
+    assert reader.read() == []
+    (ev,) = reader.read(final=True)
+    assert ev.get("message") == "last words"
+
+
+def test_dead_run_with_half_line_and_no_status_is_failed(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    start = {"event": "start", "time": 1, "step": 0, "max_steps": 10}
+    (run_dir / EVENTS_FILE).write_text(json.dumps(start) + '\n{"event": "step", "ti')
+    (run_dir / LOG_FILE).write_text("line one\nKilled\n")
+    (run_dir / PID_FILE).write_text(f"{dead_pid()}\n")
+    handle = attach(run_dir)
+    assert [ev.event for ev in handle.events()] == ["start", "error", "status"]
+    state = handle.snapshot()
+    assert state.status == "failed" and state.error_tail == ["line one", "Killed"]
+
+
+def test_state_resume_start_drops_points_past_the_checkpoint():
+    state = RunState(run_dir="r")
+    for step in (1, 2, 3, 4):
+        state.apply(RunEvent("step", 0, {"step": step, "loss": float(step)}))
+    state.apply(RunEvent("eval", 0, {"step": 4, "val_loss": 1.0}))
+    state.apply(RunEvent("status", 0, {"status": "failed", "step": 4}))
+    state.apply(RunEvent("start", 0, {"step": 2, "max_steps": 8}))
+    assert state.steps == [1, 2] and state.val_steps == [] and state.status == "running"
+    assert state.progress == 0.25
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
