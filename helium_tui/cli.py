@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from helium_tui.commands.data import data_app
 from helium_tui.commands.tell import tell
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(help="Tell a story: stream the continuation of PROMPT.")(tell)
+app.add_typer(data_app, name="data")
 
 
 @app.callback(invoke_without_command=True)

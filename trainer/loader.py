@@ -23,7 +23,9 @@ def read_manifest(data_dir: str | Path) -> dict:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable manifest ({exc.__class__.__name__}); run `helium data prepare` again") from None
+        raise ValueError(
+            f"{path}: unreadable manifest ({exc.__class__.__name__}); run `helium data prepare` again"
+        ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} manifest; run `helium data prepare` again")
     try:
@@ -31,7 +33,9 @@ def read_manifest(data_dir: str | Path) -> dict:
         for split in manifest["splits"].values():
             list(split["shards"]), int(split["tokens"])
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise ValueError(f"{path}: corrupt manifest (missing fields); run `helium data prepare` again") from None
+        raise ValueError(
+            f"{path}: corrupt manifest (missing fields); run `helium data prepare` again"
+        ) from None
     return manifest
 
 

@@ -1,0 +1,65 @@
+"""`helium data download`: fetch TinyStories text files from the Hugging Face Hub.
+
+Reachability is checked first with a short timeout, so an offline machine fails in seconds with a hint.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = "roneneldan/TinyStories"
+VARIANTS = {
+    "v2": ("TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-valid.txt"),
+    "v1": ("TinyStories-train.txt", "TinyStories-valid.txt"),
+}
+DEFAULT_ENDPOINT = "https://huggingface.co"
+CHECK_TIMEOUT_S = 5.0  # how long the reachability check waits
+
+
+def endpoint() -> str:
+    """The Hub address (HF_ENDPOINT overrides, as in huggingface_hub)."""
+    return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+
+
+def default_out() -> Path:
+    """Where downloads go by default: `<user data dir>/data/tinystories`."""
+    from engine.registry import user_data_dir
+
+    return user_data_dir() / "data" / "tinystories"
+
+
+def check_reachable(url: str, timeout: float = CHECK_TIMEOUT_S) -> None:
+    """Raise OSError with a one-line hint when url cannot be reached (any HTTP answer counts as reachable)."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise OSError(
+            f"cannot reach {url} ({reason}); offline? use local files instead: "
+            "`helium data prepare your.txt --out DIR`"
+        ) from None
+
+
+def download(variant: str = "v2", out: Path | None = None) -> list[Path]:
+    """Download the train and valid files of a variant into out; return their paths (resumes partial files)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
+    out = Path(out) if out else default_out()
+    hub = endpoint()
+    check_reachable(hub)
+    from huggingface_hub import hf_hub_download
+
+    paths = []
+    for filename in VARIANTS[variant]:
+        try:
+            path = hf_hub_download(REPO, filename, repo_type="dataset", local_dir=out, endpoint=hub)
+        except Exception as exc:  # huggingface_hub's HTTP errors: one line, no traceback
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise OSError(f"download of {filename} from {hub} failed: {first}") from None
+        paths.append(Path(path))
+    return paths

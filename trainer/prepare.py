@@ -1,0 +1,316 @@
+"""`helium data prepare`: stories -> byte-level BPE -> uint16 token shards + manifest.json.
+
+Layout and manifest follow docs/INTERFACES.md. The old manifest is removed before any file is replaced and
+the new one is written last (atomically), so an interrupted run never leaves a manifest over half-written shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.files import atomic_write, atomic_write_text
+from engine.tokenizer import TextTokenizer
+from trainer.loader import FORMAT, MANIFEST, read_manifest
+from trainer.text import FORMATS, NORMALIZE_VERSION, ReadStats, read_stories, split_stories
+from trainer.tokenizer import EOT, MAX_VOCAB, train_bpe
+
+TOKENIZER = "tokenizer.json"
+SHARD_NAME = re.compile(r"^(train|val)_\d{3,}\.bin$")
+ENCODE_BATCH = 1024  # stories per encode_batch call (tokenizers parallelizes inside a batch)
+
+# progress(stage, done, total): stage is "hashing", "reading", "tokenizer", "encoding train", "encoding val"
+Progress = Callable[[str, int, int | None], None]
+
+
+def _no_progress(stage: str, done: int, total: int | None) -> None:
+    """Default progress callback: report nothing."""
+
+
+@dataclass
+class PrepareOptions:
+    """Everything `prepare` needs besides the input files and the output dir."""
+
+    vocab_size: int = 4096  # BPE vocabulary to train (ignored with `tokenizer`); at most 65535 (uint16)
+    tokenizer: Path | None = None  # an existing tokenizer.json to use instead of training one
+    val: Path | None = None  # a separate validation file; None: hash-split the inputs by val_fraction
+    val_fraction: float = 0.05  # share of stories put in the val split when no `val` file is given
+    seed: int = 0  # seed of the hash split
+    fmt: str = "auto"  # input format: auto, eot, blank, jsonl, stream
+    val_format: str = "auto"  # format of `val`; auto treats a file without EOT markers as one stream
+    shard_tokens: int = 1 << 26  # a new shard starts once a shard holds this many tokens (128 MiB)
+    bpe_max_chars: int = 400_000_000  # train the BPE on the first stories up to this many characters
+    workers: int = 0  # encoding threads (0: all cores); sets RAYON_NUM_THREADS for tokenizers
+
+    def fingerprint(self) -> dict:
+        """The options that change the output (recorded in the manifest; a change forces a rebuild)."""
+        return {
+            "vocab_size": None if self.tokenizer else self.vocab_size,
+            "tokenizer": "given" if self.tokenizer else "trained",  # a given one is identified by its sha256
+            "val_file": self.val is not None,  # the file itself is identified in "sources"
+            "val_fraction": None if self.val else self.val_fraction,
+            "seed": None if self.val else self.seed,
+            "format": self.fmt,
+            "val_format": self.val_format if self.val else None,
+            "shard_tokens": self.shard_tokens,
+            "bpe_max_chars": None if self.tokenizer else self.bpe_max_chars,
+            "normalize": NORMALIZE_VERSION,
+        }
+
+
+@dataclass
+class PrepareResult:
+    """What `prepare` did."""
+
+    manifest: dict  # the manifest now in the output dir
+    up_to_date: bool  # True when nothing had to be done
+    seconds: float  # wall time of this call
+
+
+def sha256_file(path: Path, progress: Progress = _no_progress) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+            progress("hashing", len(block), None)
+    return h.hexdigest()
+
+
+def load_tokenizer(path: Path) -> TextTokenizer:
+    """A given tokenizer.json; ValueError when unreadable, too large for uint16 or without `<|endoftext|>`."""
+    from tokenizers import Tokenizer
+
+    try:
+        hf = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for missing and malformed files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: unreadable tokenizer ({reason})") from None
+    eot = hf.token_to_id(EOT)
+    if eot is None:
+        raise ValueError(f"{path}: tokenizer has no {EOT} token (needed between stories)")
+    tok = TextTokenizer(hf, bos_id=eot, eos_id=eot)
+    if tok.vocab_size > MAX_VOCAB:
+        raise ValueError(f"{path}: vocab size {tok.vocab_size} > {MAX_VOCAB} (ids are stored as uint16)")
+    return tok
+
+
+def check_inputs(files: list[Path], out: Path, opts: PrepareOptions) -> dict | None:
+    """Validate everything before any work; return the existing manifest (None when there is none)."""
+    if not files:
+        raise ValueError("no input files given")
+    for path in [*files, *([opts.val] if opts.val else [])]:
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file")
+    if opts.tokenizer is None and not 257 <= opts.vocab_size <= MAX_VOCAB:
+        raise ValueError(
+            f"vocab size must be between 257 and {MAX_VOCAB} (ids are stored as uint16), got {opts.vocab_size}"
+        )
+    if opts.tokenizer is not None and not opts.tokenizer.is_file():
+        raise ValueError(f"{opts.tokenizer}: no such tokenizer file")
+    if not 0 <= opts.val_fraction < 1:
+        raise ValueError(f"val fraction must be in [0, 1), got {opts.val_fraction}")
+    if opts.shard_tokens < 1:
+        raise ValueError(f"shard tokens must be positive, got {opts.shard_tokens}")
+    for fmt in (opts.fmt, opts.val_format):
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a directory")
+    if not (out / MANIFEST).exists():
+        return None
+    try:
+        return read_manifest(out)
+    except ValueError:
+        raise ValueError(
+            f"{out / MANIFEST}: corrupt manifest; delete it or choose another --out (nothing was changed)"
+        ) from None
+
+
+def is_up_to_date(out: Path, old: dict | None, sources: list[dict], options: dict) -> bool:
+    """Whether the prepared dir already holds exactly what these inputs and options would produce."""
+    if (
+        not old
+        or _source_keys(old.get("sources", [])) != _source_keys(sources)
+        or old.get("options") != options
+    ):
+        return False
+    tok_path = out / TOKENIZER
+    if not tok_path.is_file() or sha256_file(tok_path) != old.get("tokenizer_sha256"):
+        return False
+    for split in old["splits"].values():
+        sizes = [(out / name).stat().st_size if (out / name).is_file() else -1 for name in split["shards"]]
+        if -1 in sizes or sum(sizes) != 2 * int(split["tokens"]):
+            return False
+    return True
+
+
+def _source_keys(sources: list[dict]) -> list[tuple]:
+    """What identifies the inputs: content and role, not the path they were read from."""
+    return [(s.get("sha256"), s.get("bytes"), s.get("role")) for s in sources]
+
+
+class ShardWriter:
+    """Collects encoded stories of one split and writes `split_NNN.bin` files atomically."""
+
+    def __init__(self, out: Path, split: str, shard_tokens: int) -> None:
+        self.out = out  # the prepared dir
+        self.split = split  # "train" or "val"
+        self.shard_tokens = shard_tokens  # flush a shard once it holds this many tokens
+        self.pending: list[np.ndarray] = []  # arrays of the shard being built
+        self.pending_tokens = 0  # tokens in `pending`
+        self.names: list[str] = []  # shard files written so far
+        self.tokens = 0  # tokens written in all shards
+
+    def add(self, ids: np.ndarray) -> None:
+        """Append one story's ids (EOT first); stories never straddle two shards."""
+        self.pending.append(ids)
+        self.pending_tokens += len(ids)
+        if self.pending_tokens >= self.shard_tokens:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending tokens as the next shard."""
+        if not self.pending:
+            return
+        data = np.concatenate(self.pending).astype(np.uint16)
+        name = f"{self.split}_{len(self.names):03d}.bin"
+        atomic_write(self.out / name, data.tofile)
+        self.names.append(name)
+        self.tokens += len(data)
+        self.pending, self.pending_tokens = [], 0
+
+
+def encode_split(
+    tok: TextTokenizer, stories: list[str], writer: ShardWriter, eot: int, progress: Progress
+) -> int:
+    """Encode stories as `EOT story` into the writer (parallel inside each batch); return text bytes."""
+    text_bytes = 0
+    stage = f"encoding {writer.split}"
+    progress(stage, 0, len(stories))
+    for start in range(0, len(stories), ENCODE_BATCH):
+        batch = stories[start : start + ENCODE_BATCH]
+        for story, enc in zip(batch, tok.hf.encode_batch(batch, add_special_tokens=False), strict=True):
+            ids = np.empty(len(enc.ids) + 1, dtype=np.uint16)
+            ids[0] = eot
+            ids[1:] = enc.ids
+            writer.add(ids)
+            text_bytes += len(story.encode("utf-8"))
+        progress(stage, len(batch), len(stories))
+    writer.flush()
+    return text_bytes
+
+
+def prepare(
+    files: list[Path], out: Path, opts: PrepareOptions, progress: Progress = _no_progress
+) -> PrepareResult:
+    """Prepare `out` from files (see module docstring); a no-op when it is already up to date."""
+    started = time.perf_counter()
+    files = [Path(f) for f in files]
+    out = Path(out)
+    old = check_inputs(files, out, opts)
+    tokenizer = load_tokenizer(opts.tokenizer) if opts.tokenizer else None
+    if opts.workers > 0:
+        os.environ["RAYON_NUM_THREADS"] = str(opts.workers)  # read by tokenizers when its pool starts
+
+    inputs = [(p, "train") for p in files] + ([(opts.val, "val")] if opts.val else [])
+    progress("hashing", 0, sum(p.stat().st_size for p, _ in inputs))
+    sources = [
+        {
+            "path": str(p.resolve()),
+            "sha256": sha256_file(p, progress),
+            "bytes": p.stat().st_size,
+            "role": role,
+        }
+        for p, role in inputs
+    ]
+    options = opts.fingerprint()
+    if opts.tokenizer:
+        options["tokenizer_sha256"] = sha256_file(opts.tokenizer)
+    if is_up_to_date(out, old, sources, options):
+        return PrepareResult(old, True, time.perf_counter() - started)
+
+    progress("reading", 0, sum(s["bytes"] for s in sources))
+    on_bytes = lambda n: progress("reading", n, None)  # noqa: E731
+    stats = ReadStats()
+    stories, stats = read_stories(files, opts.fmt, stats=stats, on_bytes=on_bytes)
+    if opts.val:
+        train = stories
+        val, stats = read_stories(
+            [opts.val], opts.val_format, whole_if_unmarked=True, stats=stats, on_bytes=on_bytes
+        )
+    else:
+        train, val = split_stories(stories, opts.val_fraction, opts.seed)
+    if not train:
+        raise ValueError(f"no stories found in {', '.join(map(str, files))} (after dropping empty ones)")
+
+    if tokenizer is None:
+        progress("tokenizer", 0, None)
+        tokenizer = train_bpe(_first_chars(train, opts.bpe_max_chars), opts.vocab_size)
+        progress("tokenizer", 1, 1)
+    eot = tokenizer.hf.token_to_id(EOT)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # from here on the old shards are being replaced
+    if opts.tokenizer:
+        tok_bytes = opts.tokenizer.read_bytes()
+        atomic_write(out / TOKENIZER, lambda p: p.write_bytes(tok_bytes))
+    else:
+        atomic_write_text(out / TOKENIZER, tokenizer.hf.to_str())
+
+    splits = {}
+    for name, split_stories_ in (("train", train), ("val", val)):
+        writer = ShardWriter(out, name, opts.shard_tokens)
+        text_bytes = encode_split(tokenizer, split_stories_, writer, eot, progress)
+        splits[name] = {
+            "shards": writer.names,
+            "tokens": writer.tokens,
+            "stories": len(split_stories_),
+            "text_bytes": text_bytes,
+        }
+
+    manifest = {
+        "format": FORMAT,
+        "vocab_size": tokenizer.vocab_size,
+        "eot_id": eot,
+        "tokenizer_sha256": sha256_file(out / TOKENIZER),
+        "sources": sources,
+        "splits": splits,
+        "stats": {
+            "stories_read": stats.stories_read,
+            "empty_dropped": stats.empty_dropped,
+            "duplicates_dropped": stats.duplicates_dropped,
+            "formats": stats.formats,
+        },
+        "options": options,
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    keep = {n for s in splits.values() for n in s["shards"]}
+    for stale in out.iterdir():
+        if SHARD_NAME.match(stale.name) and stale.name not in keep:
+            stale.unlink()
+    return PrepareResult(manifest, False, time.perf_counter() - started)
+
+
+def _first_chars(stories: list[str], max_chars: int) -> list[str]:
+    """The leading stories holding at most max_chars characters (at least one story)."""
+    total = 0
+    for i, story in enumerate(stories):
+        total += len(story)
+        if total > max_chars:
+            return stories[: max(i, 1)]
+    return stories
+
+
+def bytes_per_token(split: dict) -> float | None:
+    """UTF-8 text bytes per story token (EOT tokens not counted); None for an empty split."""
+    story_tokens = int(split["tokens"]) - int(split["stories"])
+    return split["text_bytes"] / story_tokens if story_tokens > 0 and "text_bytes" in split else None
