@@ -365,16 +365,16 @@ class RunHandle:
 
     def stop(self, timeout: float = 30.0, term_timeout: float = 5.0) -> str:
         """Stop gracefully; after timeout seconds send SIGTERM, then SIGKILL. Returns the final status."""
-        if self.request_stop() and not self._wait(timeout):
+        if self.request_stop() and not self.wait(timeout):
             assert self.pid is not None
             _signal(self.pid, signal.SIGTERM)
-            if not self._wait(term_timeout):
+            if not self.wait(term_timeout):
                 self._killed = True
                 _kill_group(self.pid)
-                self._wait(5.0)
+                self.wait(5.0)
         return self.status()
 
-    def _wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float) -> bool:
         """Wait up to timeout seconds for the process to exit; True if it did."""
         if self.process is not None:
             try:

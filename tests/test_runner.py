@@ -146,7 +146,9 @@ def test_crash_without_status_is_failed_with_log_tail(tmp_path, fake):
 
 def test_attach_to_finished_run_replays_everything(tmp_path, fake):
     run_dir = tmp_path / "run"
-    first = list(start_run({"max_steps": 3}, run_dir, **fake).events(poll_interval=0.02))
+    owner = start_run({"max_steps": 3}, run_dir, **fake)
+    first = list(owner.events(poll_interval=0.02))
+    assert owner.wait(10)  # the final status comes just before the process exits
     handle = attach(run_dir)
     assert not handle.owned and not handle.is_alive()
     replay = list(handle.events(follow=True))
