@@ -8,7 +8,11 @@ from __future__ import annotations
 import typer
 
 from helium_tui.commands.data import data_app
+from helium_tui.commands.importer import import_app
+from helium_tui.commands.bench import bench_app
+from helium_tui.commands.evaluate import eval_cmd
 from helium_tui.commands.tell import tell
+from helium_tui.commands.train import train
 
 app = typer.Typer(
     name="helium",
@@ -18,6 +22,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(help="Tell a story: stream the continuation of PROMPT.")(tell)
+app.add_typer(bench_app, name="bench")
+app.command("eval", help="Score a model on a text file (nats/token, bits/byte).")(eval_cmd)
+app.add_typer(import_app, name="import")
+app.command(help="Train a model on a prepared data dir (--watch: live dashboard).")(train)
 app.add_typer(data_app, name="data")
 
 

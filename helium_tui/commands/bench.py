@@ -1,0 +1,57 @@
+"""`helium bench ...`: benchmarks that print a table and, with --json, one JSON object."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from helium_tui.errors import user_errors
+
+bench_app = typer.Typer(help="Benchmarks: decoding speed (and training speed).", no_args_is_help=True)
+
+
+@bench_app.command("decode")
+def bench_decode_cmd(
+    preset: Annotated[str, typer.Option(help="Model preset (random weights).")] = "nano",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the decode step.")] = False,
+    packed: Annotated[
+        bool, typer.Option("--packed/--no-packed", help="CPU bf16: prepacked oneDNN linears.")
+    ] = True,
+    prompt_tokens: Annotated[int, typer.Option(help="Prompt length for prefill.")] = 128,
+    new_tokens: Annotated[int, typer.Option(help="Tokens to decode per run.")] = 200,
+    batch_size: Annotated[int, typer.Option(help="Sequences decoded together.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Timed runs (best is reported).")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
+) -> None:
+    """Prefill and batch-1 decode speed, time to first token, peak memory and the memory roofline."""
+    with user_errors():
+        from engine.bench import bench_decode
+
+        r = bench_decode(preset, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("device / dtype", f"{r.device} / {r.dtype} ({r.threads} threads)"),
+        ("compiled / packed", f"{r.compiled} / {r.packed}"),
+        ("prefill", f"{r.prefill_tokens_per_s:,.0f} tok/s ({r.prompt_tokens} tokens)"),
+        (f"decode (batch {r.batch_size})", f"{r.decode_tokens_per_s:,.1f} tok/s per sequence"),
+        ("time to first token", f"{r.ttft_s * 1000:.1f} ms"),
+        ("peak memory", f"{r.peak_mem_bytes / 2**20:,.0f} MiB"),
+        ("weights read per token", f"{r.weight_bytes / 2**20:,.1f} MiB"),
+        ("measured bandwidth", f"{r.bandwidth_bytes_per_s / 1e9:,.1f} GB/s"),
+        ("roofline", f"{r.roofline_tokens_per_s:,.0f} tok/s"),
+        ("achieved", f"{r.roofline_fraction:.0%} of roofline"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    Console(stderr=as_json).print(table)
+    if as_json:
+        print(json.dumps(r.to_dict()))
