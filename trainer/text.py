@@ -54,14 +54,19 @@ def detect_format(path: Path, fmt: str = "auto", whole_if_unmarked: bool = False
 
 def _lines(path: Path, on_bytes: Callable[[int], None] | None) -> Iterator[tuple[int, str]]:
     """(line number, decoded line with its newline); ValueError naming the line when it is not UTF-8."""
+    pending = 0  # bytes read but not yet reported (reports come per MiB, not per line)
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
-            if on_bytes:
-                on_bytes(len(raw))
+            pending += len(raw)
+            if on_bytes and pending >= 1 << 20:
+                on_bytes(pending)
+                pending = 0
             try:
                 yield number, raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise ValueError(f"{path}:{number}: not UTF-8 text") from None
+    if on_bytes and pending:
+        on_bytes(pending)
 
 
 def iter_chunks(path: Path, fmt: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:
