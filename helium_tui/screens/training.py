@@ -1,0 +1,376 @@
+"""The training monitor: start a background run or attach to one, and watch its loss, speed and progress.
+
+Runs go through `engine.runner` (a separate process writing RUN_DIR/events.jsonl), so leaving this screen or
+the app never stops a run; a finished run's bundle is installed by name for the model picker.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Sparkline, Static
+from textual_plotext import PlotextPlot
+
+from engine.config import PRESETS
+from engine.registry import user_data_dir, user_models_dir
+from engine.runner import RunEvent, RunHandle, RunState, attach, start_run
+
+POLL_S = 0.5  # how often the screen reads new events
+MAX_PLOT_POINTS = 400  # curves are thinned to about this many points before plotting
+SPARK_POINTS = 120  # tokens/s values kept for the sparkline
+DEFAULT_PRESET = "tiny"  # preset selected when the screen opens
+DEFAULT_STEPS = 1000  # steps pre-filled in the form
+
+
+def default_run_dir(now: datetime | None = None) -> Path:
+    """A fresh run directory under the user data dir: runs/<YYYYMMDD-HHMMSS>."""
+    return user_data_dir() / "runs" / f"{(now or datetime.now()):%Y%m%d-%H%M%S}"
+
+
+def train_config(preset: str, data: str, out: str, max_steps: int, **extra: Any) -> dict[str, Any]:
+    """The trainer's TrainConfig as JSON for a run started from this screen (ValueError for bad values)."""
+    from trainer.train import TrainConfig
+
+    values = {"command": "helium (training monitor)", **extra}
+    values.update(preset=preset, data=data, out=out, max_steps=max_steps)
+    return TrainConfig.from_dict(values).to_dict()
+
+
+def install_bundle(run_dir: Path, bundle: str | Path) -> str:
+    """Make a finished run's bundle visible to the model picker as user_models_dir()/<run name>.
+
+    A symlink (a copy where links are not possible); a name already taken by another bundle gets a
+    numeric suffix. Returns the installed name; installing the same bundle twice is a no-op.
+    """
+    source = Path(bundle)
+    source = (source if source.is_absolute() else run_dir / source).resolve()
+    if not source.joinpath("config.json").is_file():
+        raise ValueError(f"{source}: the run's bundle is missing")
+    models = user_models_dir()
+    models.mkdir(parents=True, exist_ok=True)
+    base = run_dir.resolve().name
+    for n in range(1, 100):
+        name = base if n == 1 else f"{base}-{n}"
+        target = models / name
+        if target.is_symlink() or target.exists():
+            if target.resolve() == source:
+                return name
+            continue
+        try:
+            target.symlink_to(source, target_is_directory=True)
+        except OSError:
+            shutil.copytree(source, target)
+        return name
+    raise ValueError(f"too many models named {base}-N in {models}")
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds as '1h02m', '3m05s' or '12s' ('?' when unknown)."""
+    if seconds is None or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def thin(xs: list[int], ys: list[float], limit: int = MAX_PLOT_POINTS) -> tuple[list[int], list[float]]:
+    """Every k-th point (and always the last) so a long curve plots quickly."""
+    if len(xs) <= limit:
+        return xs, ys
+    k = -(-len(xs) // limit)
+    idx = list(range(0, len(xs), k))
+    if idx[-1] != len(xs) - 1:
+        idx.append(len(xs) - 1)
+    return [xs[i] for i in idx], [ys[i] for i in idx]
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    """A number with a format spec, or '–' when unknown."""
+    return "–" if value is None else format(value, spec)
+
+
+class TrainingScreen(Screen):
+    """Start, attach to and watch a training run; Stop asks the run to save a checkpoint and exit."""
+
+    DEFAULT_CSS = """
+    TrainingScreen .row { height: auto; }
+    TrainingScreen .row Label { padding: 1 1 0 1; }
+    TrainingScreen #preset { width: 16; }
+    TrainingScreen #data { width: 2fr; }
+    TrainingScreen #steps { width: 12; }
+    TrainingScreen #out { width: 2fr; }
+    TrainingScreen #run-dir { width: 1fr; }
+    TrainingScreen #monitor { height: 1fr; }
+    TrainingScreen #loss-plot { width: 3fr; height: 1fr; }
+    TrainingScreen #side { width: 2fr; height: 1fr; padding: 0 1; }
+    TrainingScreen #stats { height: auto; }
+    TrainingScreen #progress { margin: 1 0 0 0; }
+    TrainingScreen #throughput { height: 3; margin-bottom: 1; }
+    TrainingScreen #error { height: auto; max-height: 12; color: $error; overflow-y: auto; }
+    """
+    BINDINGS = [
+        Binding("escape", "back", "Back (run continues)", id="training.back"),
+        Binding("ctrl+x", "stop_run", "Stop run", id="training.stop"),
+    ]
+
+    last_run_dir: ClassVar[Path | None] = (
+        None  # the run this app last watched; a new screen re-attaches to it
+    )
+
+    def __init__(
+        self, runner_options: dict[str, Any] | None = None, config_overrides: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__()
+        self.runner_options = runner_options or {}  # extra start_run keywords (tests run a stand-in trainer)
+        self.config_overrides = config_overrides or {}  # extra TrainConfig fields for runs started here
+        self.handle: RunHandle | None = None  # the run being watched
+        self.state: RunState | None = None  # the last snapshot rendered
+        self.throughput: list[float] = []  # recent tokens/s values
+        self._timer: Timer | None = None  # the polling timer while a run is watched
+        self._rendered: tuple[int, str] = (-1, "")  # (events seen, status) of the last render
+        self._reported: str = ""  # the final status already notified for the current run
+        self._installed: str | None = None  # model name the finished run's bundle was installed as
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(classes="row"):
+            options = [(name, name) for name in PRESETS]
+            yield Select(options, value=DEFAULT_PRESET, allow_blank=False, id="preset")
+            yield Input(placeholder="prepared data dir (helium data prepare --out DIR)", id="data")
+            yield Input(str(DEFAULT_STEPS), placeholder="steps", type="integer", id="steps")
+            yield Input(placeholder=f"out dir (default {user_data_dir() / 'runs'}/<time>)", id="out")
+            yield Button("Start", variant="success", id="start")
+        with Horizontal(classes="row"):
+            yield Input(placeholder="run directory to attach to (running or finished)", id="run-dir")
+            yield Button("Attach", id="attach")
+            yield Button("Stop", variant="error", id="stop", disabled=True)
+        with Horizontal(id="monitor"):
+            yield PlotextPlot(id="loss-plot")
+            with Vertical(id="side"):
+                yield Static("No run yet: start one above, or attach to a run directory.", id="stats")
+                yield ProgressBar(total=None, show_eta=False, id="progress")
+                yield Label("tokens/s", id="throughput-label")
+                yield Sparkline([], summary_function=max, id="throughput")
+                yield Static("", id="error")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Training monitor"
+        self._draw_plot(None)
+        last = TrainingScreen.last_run_dir
+        if last is not None and last.joinpath("events.jsonl").exists():
+            self.query_one("#run-dir", Input).value = str(last)
+            self.watch_run(attach(last))
+
+    # --- starting and attaching ---------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#start")
+    def _start_pressed(self) -> None:
+        self.start_from_form()
+
+    @on(Button.Pressed, "#attach")
+    @on(Input.Submitted, "#run-dir")
+    def _attach_pressed(self) -> None:
+        self.attach_to(self.query_one("#run-dir", Input).value)
+
+    @on(Button.Pressed, "#stop")
+    def _stop_pressed(self) -> None:
+        self.action_stop_run()
+
+    def start_from_form(self) -> RunHandle | None:
+        """Start a run with the form's preset, data dir, steps and out dir; None (and a notice) on bad input."""
+        if self.handle is not None and self.handle.is_alive():
+            self.notify("A run is already going: stop it first.", severity="warning")
+            return None
+        preset = str(self.query_one("#preset", Select).value)
+        data = self.query_one("#data", Input).value.strip()
+        steps_text = self.query_one("#steps", Input).value.strip()
+        out = self.query_one("#out", Input).value.strip()
+        data_dir = Path(data).expanduser()
+        if not data or not data_dir.joinpath("manifest.json").is_file():
+            self.notify(
+                f"{data or 'data dir'}: not a prepared data dir (run `helium data prepare --out DIR`)",
+                severity="error",
+            )
+            return None
+        if not steps_text.isdigit() or int(steps_text) < 1:
+            self.notify("steps must be a whole number ≥ 1", severity="error")
+            return None
+        run_dir = Path(out).expanduser() if out else default_run_dir()
+        try:
+            config = train_config(
+                preset,
+                str(data_dir.resolve()),
+                str(run_dir.resolve()),
+                int(steps_text),
+                **self.config_overrides,
+            )
+            handle = start_run(config, run_dir, **self.runner_options)
+        except (ValueError, OSError) as exc:
+            self.notify(str(exc), severity="error")
+            return None
+        self.query_one("#run-dir", Input).value = str(run_dir)
+        self.notify(f"Training started in {run_dir}")
+        self.watch_run(handle)
+        return handle
+
+    def attach_to(self, run_dir: str) -> RunHandle | None:
+        """Watch the run in run_dir (going or ended); None (and a notice) when it is not a run directory."""
+        if not run_dir.strip():
+            self.notify("type a run directory to attach to", severity="warning")
+            return None
+        try:
+            handle = attach(Path(run_dir.strip()).expanduser())
+        except (ValueError, OSError) as exc:
+            self.notify(str(exc), severity="error")
+            return None
+        self.watch_run(handle)
+        return handle
+
+    def watch_run(self, handle: RunHandle) -> None:
+        """Make handle the watched run, reset the monitor and start polling it."""
+        self.handle = handle
+        TrainingScreen.last_run_dir = handle.run_dir
+        self.state, self.throughput = None, []
+        self._rendered, self._reported, self._installed = (-1, ""), "", None
+        self.query_one("#error", Static).update("")
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_interval(POLL_S, self.refresh_run)
+        self.refresh_run()
+
+    # --- polling and rendering ----------------------------------------------------------------------------
+
+    def refresh_run(self) -> None:
+        """Read new events (non-blocking) and redraw what changed; stop polling once the run has ended."""
+        handle = self.handle
+        if handle is None:
+            return
+        events = handle.poll()
+        self._collect_throughput(events)
+        state = handle.snapshot()
+        key = (state.events_seen, state.status)
+        if key != self._rendered:
+            self._rendered = key
+            self.state = state
+            self.render_state(state)
+            self._on_final(state)
+        alive = handle.is_alive()
+        self.query_one("#stop", Button).disabled = not alive or handle.stop_requested
+        if state.is_final and not alive and self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    def _collect_throughput(self, events: list[RunEvent]) -> None:
+        """Keep the tokens/s of new step events for the sparkline."""
+        for ev in events:
+            if ev.event == "step" and isinstance(ev.get("tokens_per_s"), (int, float)):
+                self.throughput.append(float(ev.get("tokens_per_s")))
+        del self.throughput[:-SPARK_POINTS]
+
+    def render_state(self, state: RunState) -> None:
+        """Show a snapshot: stats, progress, curves, throughput and any error."""
+        self.query_one("#stats", Static).update(self._stats_text(state))
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=state.max_steps, progress=state.step)
+        self.query_one("#throughput", Sparkline).data = list(self.throughput) or [0.0]
+        self._draw_plot(state)
+        error = self.query_one("#error", Static)
+        if state.error:
+            error.update(Text("\n".join([f"error: {state.error}", *state.error_tail])))
+        else:
+            error.update("")
+
+    def _stats_text(self, state: RunState) -> Text:
+        """The stats block as styled text."""
+        colors = {"running": "green", "finished": "bold green", "stopped": "yellow", "failed": "bold red"}
+        steps = f"{state.step}/{state.max_steps}" if state.max_steps else str(state.step)
+        eta = "done" if state.status == "finished" else format_duration(state.eta_s)
+        text = Text()
+        text.append("status ", style="dim").append(state.status, style=colors.get(state.status, ""))
+        text.append(f"   {Path(state.run_dir).name}\n", style="dim")
+        text.append("step ", style="dim").append(f"{steps}   ")
+        text.append("ETA ", style="dim").append(f"{eta}\n")
+        text.append("loss ", style="dim").append(_fmt(state.last_loss, ".4f"))
+        text.append("   val ", style="dim").append(f"{_fmt(state.last_val_loss, '.4f')}\n")
+        text.append("lr ", style="dim").append(_fmt(state.lr, ".2e"))
+        text.append("   tok/s ", style="dim").append(f"{_fmt(state.tokens_per_s, ',.0f')}\n")
+        if state.preset or state.params:
+            params = f"{state.params:,}" if state.params else "?"
+            text.append("model ", style="dim").append(f"{state.preset or '?'} · {params} params")
+            text.append(f" · {state.device or '?'} {state.dtype or ''}\n")
+        checkpoint = Path(state.last_checkpoint).name if state.last_checkpoint else "–"
+        text.append("checkpoint ", style="dim").append(checkpoint)
+        if self._installed:
+            text.append("\nmodel installed as ", style="dim").append(self._installed, style="bold")
+        return text
+
+    def _draw_plot(self, state: RunState | None) -> None:
+        """Redraw the loss and val-loss curves."""
+        plot = self.query_one("#loss-plot", PlotextPlot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title("loss")
+        plt.xlabel("step")
+        if state is not None and state.steps:
+            plt.plot(*thin(state.steps, state.losses), label="train", marker="braille")
+        if state is not None and state.val_steps:
+            plt.plot(*thin(state.val_steps, state.val_losses), label="val", marker="braille")
+        plot.refresh()
+
+    def _on_final(self, state: RunState) -> None:
+        """Notify once about how the run ended, and install a finished run's bundle for the model picker."""
+        if not state.is_final or self._reported == state.status:
+            return
+        self._reported = state.status
+        if state.status == "failed":
+            self.notify(f"Training failed: {state.error or 'see train.log'}", severity="error", timeout=10)
+        elif state.status == "finished" and state.bundle:
+            try:
+                self._installed = install_bundle(Path(state.run_dir), state.bundle)
+            except (ValueError, OSError) as exc:
+                self._installed = ""
+                self.notify(f"Could not install the run's model: {exc}", severity="error")
+            else:
+                self.query_one("#stats", Static).update(self._stats_text(state))
+                self.notify(f"Training finished: model {self._installed!r} is in the model picker (ctrl+o)")
+        elif state.status == "stopped":
+            self.notify(f"Training stopped at step {state.step} (checkpoint saved)")
+
+    # --- stopping and leaving -----------------------------------------------------------------------------
+
+    def action_stop_run(self) -> None:
+        """Ask the watched run to stop gracefully (in a thread: stopping waits for the checkpoint)."""
+        if self.handle is None or not self.handle.is_alive():
+            self.notify("No running training to stop.", severity="warning")
+            return
+        self.query_one("#stop", Button).disabled = True
+        self.notify("Stopping: the run saves a checkpoint first…")
+        self._stop_worker(self.handle)
+
+    @work(thread=True, exclusive=True, group="training-stop")
+    def _stop_worker(self, handle: RunHandle) -> None:
+        """Stop handle's run (blocking), then refresh the monitor on the UI thread."""
+        handle.stop(timeout=60)
+        self.app.call_from_thread(self.refresh_run)
+
+    def action_back(self) -> None:
+        """Leave the monitor; the run keeps going in the background."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self.app.pop_screen()

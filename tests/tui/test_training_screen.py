@@ -1,0 +1,313 @@
+"""Training monitor screen: attach to run directories, start/stop real subprocess runs, show failures."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from textual.app import App, ComposeResult
+from textual.widgets import Input, ProgressBar, Select, Sparkline, Static
+
+from engine.registry import list_models, user_models_dir
+from helium_tui.screens.training import TrainingScreen, format_duration, install_bundle, thin
+from tests import conftest
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT_S = 60.0  # upper bound for a subprocess to reach a state (bounded polling, never a timing assert)
+
+# A stand-in for `python -m trainer.train`: events per docs/INTERFACES.md, SIGINT → checkpoint + stopped.
+FAKE_TRAINER = textwrap.dedent(
+    """
+    import argparse, json, os, signal, sys, time
+
+    stop = False
+
+    def on_signal(signum, frame):
+        global stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    parser.add_argument("--resume", action="store_true")
+    cfg = json.load(open(parser.parse_args().config))
+    out = open(os.path.join(cfg["out"], "events.jsonl"), "a")
+
+    def emit(**fields):
+        out.write(json.dumps({"time": time.time(), **fields}) + "\\n")
+        out.flush()
+
+    emit(event="start", step=0, max_steps=cfg["max_steps"], tokens_per_step=64, params=1234,
+         preset=cfg["preset"], device="cpu", dtype="float32", world_size=1, pid=os.getpid())
+    for step in range(1, cfg["max_steps"] + 1):
+        if stop:
+            emit(event="checkpoint", step=step - 1, path="checkpoints/step_%06d.pt" % (step - 1), best=False)
+            emit(event="status", status="stopped", step=step - 1)
+            sys.exit(0)
+        if step == 3 and os.environ.get("FAKE_CRASH"):
+            print("Traceback (most recent call last):", file=sys.stderr)
+            print("RuntimeError: boom at step 3", file=sys.stderr, flush=True)
+            os._exit(3)
+        time.sleep(0.05)
+        emit(event="step", step=step, loss=10.0 / step, lr=1e-3, tokens_per_s=1000.0 + step, mfu=None,
+             grad_norm=1.0, tokens=64 * step, elapsed_s=0.05 * step, eta_s=0.05 * (cfg["max_steps"] - step))
+    emit(event="status", status="finished", step=cfg["max_steps"], bundle=os.environ.get("FAKE_BUNDLE", ""))
+    """
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_screen_memory():
+    """Each test starts with a screen that remembers no earlier run."""
+    TrainingScreen.last_run_dir = None
+    yield
+    TrainingScreen.last_run_dir = None
+
+
+@pytest.fixture
+def fake_runner(tmp_path) -> dict:
+    """start_run keyword arguments that run FAKE_TRAINER instead of trainer.train (a real subprocess)."""
+    mods = tmp_path / "fakemods"
+    mods.mkdir()
+    (mods / "fake_train.py").write_text(FAKE_TRAINER)
+    return {"module": "fake_train", "env": {"PYTHONPATH": str(mods)}}
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    """A directory that passes the form's 'prepared data dir' check (the fake trainer never reads it)."""
+    d = tmp_path / "prepared"
+    d.mkdir()
+    (d / "manifest.json").write_text('{"format": "helium-data/1"}')
+    return d
+
+
+class MonitorApp(App):
+    """A bare app hosting the training screen."""
+
+    def __init__(self, screen: TrainingScreen) -> None:
+        super().__init__()
+        self.training = screen
+
+    def compose(self) -> ComposeResult:
+        yield Static("studio")
+
+    def on_mount(self) -> None:
+        self.push_screen(self.training)
+
+
+def write_events(run_dir: Path, events: list[dict]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"time": 1_700_000_000.0 + i, **ev}) for i, ev in enumerate(events)]
+    (run_dir / "events.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def stats(screen: TrainingScreen) -> str:
+    return str(screen.query_one("#stats", Static).render())
+
+
+def notifications(app: App) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+async def wait_for(pilot, condition, what: str) -> None:
+    """Let the app run until condition() holds (bounded by WAIT_S so CI cannot hang)."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.1)
+
+
+def test_helpers():
+    assert format_duration(None) == "?" and format_duration(12.4) == "12s"
+    assert format_duration(185) == "3m05s" and format_duration(3720) == "1h02m"
+    xs, ys = thin(list(range(1000)), [float(i) for i in range(1000)], limit=100)
+    assert len(xs) <= 101 and xs[0] == 0 and xs[-1] == 999 and ys[-1] == 999.0
+
+
+async def test_attach_to_a_finished_run_shows_curves_and_installs_its_bundle(
+    tmp_path, helium_home, tiny_bundle
+):
+    run_dir = tmp_path / "runs" / "my-run"
+    events = [dict(event="start", step=0, max_steps=10, tokens_per_step=64, params=4321, preset="tiny",
+                   device="cpu", dtype="float32", world_size=1, pid=999_999_999)]  # fmt: skip
+    for step in range(1, 11):
+        events.append(dict(event="step", step=step, loss=5.0 - 0.25 * step, lr=3e-4, tokens_per_s=2000.0 + step,
+                           mfu=None, grad_norm=1.0, tokens=64 * step, elapsed_s=step, eta_s=10 - step))  # fmt: skip
+        if step % 5 == 0:
+            events.append(dict(event="eval", step=step, val_loss=5.1 - 0.25 * step))
+    events += [dict(event="checkpoint", step=10, path=str(run_dir / "checkpoints/step_000010.pt"), best=True),
+               dict(event="status", status="finished", step=10, bundle=str(tiny_bundle))]  # fmt: skip
+    write_events(run_dir, events)
+
+    screen = TrainingScreen()
+    app = MonitorApp(screen)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.pause()
+        screen.query_one("#run-dir", Input).value = str(run_dir)
+        await pilot.click("#attach")
+        await pilot.pause()
+        text = stats(screen)
+        assert "finished" in text and "10/10" in text and "loss 2.5000" in text and "val 2.6000" in text
+        assert "lr 3.00e-04" in text and "tok/s 2,010" in text and "step_000010.pt" in text
+        assert "4,321 params" in text
+        bar = screen.query_one("#progress", ProgressBar)
+        assert (bar.progress, bar.total) == (10, 10)
+        assert screen.query_one("#throughput", Sparkline).data == [2000.0 + s for s in range(1, 11)]
+        assert screen.state.steps == list(range(1, 11)) and screen.state.val_steps == [5, 10]
+        assert "installed as my-run" in stats(screen)
+        assert any("model 'my-run' is in the model picker" in m for m in notifications(app))
+    installed = user_models_dir() / "my-run"
+    assert installed.is_symlink() and installed.resolve() == tiny_bundle.resolve()
+    assert "my-run" in [m.name for m in list_models()]
+    assert install_bundle(run_dir, tiny_bundle) == "my-run"  # idempotent
+
+
+async def test_attach_shows_a_recorded_failure_and_its_tail(tmp_path):
+    run_dir = tmp_path / "crashed"
+    write_events(run_dir, [
+        dict(event="start", step=0, max_steps=100, tokens_per_step=64, params=1, preset="tiny", device="cpu",
+             dtype="float32", world_size=1, pid=999_999_999),
+        dict(event="step", step=1, loss=6.0, lr=1e-4, tokens_per_s=10.0, mfu=None, grad_norm=1.0, tokens=64,
+             elapsed_s=1.0, eta_s=99.0),
+        dict(event="error", message="CUDA out of memory", tail=["Traceback (most recent call last):",
+                                                              "torch.OutOfMemoryError: CUDA out of memory"]),
+        dict(event="status", status="failed", step=1),
+    ])  # fmt: skip
+    app = MonitorApp(TrainingScreen())
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.pause()
+        screen = app.training
+        assert screen.attach_to(str(run_dir)) is not None
+        await pilot.pause()
+        error = str(screen.query_one("#error", Static).render())
+        assert "error: CUDA out of memory" in error and "torch.OutOfMemoryError" in error
+        assert "failed" in stats(screen)
+        assert any("Training failed: CUDA out of memory" in m for m in notifications(app))
+        assert screen.attach_to(str(tmp_path / "nowhere")) is None  # a bad directory: a notice, no crash
+        await pilot.pause()
+        assert any("no such run directory" in m for m in notifications(app))
+
+
+async def test_start_and_stop_a_run_through_the_form(tmp_path, helium_home, fake_runner, data_dir):
+    screen = TrainingScreen(runner_options=fake_runner)
+    app = MonitorApp(screen)
+    out = tmp_path / "runs" / "form-run"
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.pause()
+        screen.query_one("#preset", Select).value = "micro"
+        screen.query_one("#data", Input).value = str(data_dir)
+        screen.query_one("#steps", Input).value = "100000"
+        screen.query_one("#out", Input).value = str(out)
+        await pilot.click("#start")
+        await wait_for(pilot, lambda: screen.state is not None and screen.state.step >= 3, "three steps")
+        assert "running" in stats(screen) and "/100000" in stats(screen)
+        assert screen.query_one("#stop").disabled is False
+        assert screen.query_one("#progress", ProgressBar).total == 100000
+        await pilot.press("ctrl+x")
+        await wait_for(pilot, lambda: screen.state.status == "stopped", "the run to stop")
+        assert screen.handle.process.wait(10) == 0
+        assert "checkpoint step_" in stats(screen)
+        assert screen.query_one("#stop").disabled is True
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["preset"] == "micro" and config["max_steps"] == 100000
+    assert Path(config["data"]) == data_dir.resolve() and Path(config["out"]) == out.resolve()
+
+
+async def test_a_crashing_run_shows_the_error_tail_and_the_app_keeps_running(
+    tmp_path, helium_home, fake_runner, data_dir
+):
+    fake_runner["env"]["FAKE_CRASH"] = "1"
+    screen = TrainingScreen(runner_options=fake_runner)
+    app = MonitorApp(screen)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.pause()
+        screen.query_one("#data", Input).value = str(data_dir)
+        screen.query_one("#out", Input).value = str(tmp_path / "crash-run")
+        assert screen.start_from_form() is not None
+        await wait_for(
+            pilot, lambda: screen.state is not None and screen.state.status == "failed", "the crash"
+        )
+        error = str(screen.query_one("#error", Static).render())
+        assert "exited with code 3" in error and "RuntimeError: boom at step 3" in error
+        assert app.screen is screen and app.is_running
+
+
+async def test_bad_form_input_is_reported_not_started(tmp_path, helium_home, fake_runner):
+    screen = TrainingScreen(runner_options=fake_runner)
+    app = MonitorApp(screen)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.pause()
+        screen.query_one("#data", Input).value = str(tmp_path / "missing")
+        assert screen.start_from_form() is None
+        await pilot.pause()
+        assert any("not a prepared data dir" in m for m in notifications(app))
+        assert not (helium_home / "runs").exists()
+
+
+async def test_a_new_screen_reattaches_to_the_last_run(tmp_path):
+    run_dir = tmp_path / "run"
+    write_events(
+        run_dir, [dict(event="start", step=0, max_steps=5), dict(event="status", status="stopped", step=2)]
+    )
+    TrainingScreen.last_run_dir = run_dir
+    app = MonitorApp(TrainingScreen())
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.pause()
+        assert app.training.handle is not None and "stopped" in stats(app.training)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, TrainingScreen)
+
+
+@pytest.mark.slow
+async def test_a_real_tiny_training_run_through_the_screen(tmp_path, helium_home, request):
+    if not (REPO / "trainer" / "train.py").exists():
+        pytest.skip("trainer/train.py (the real trainer) is not built yet")
+    if not hasattr(conftest, "prepared_dir"):
+        pytest.skip("no prepared_dir fixture in tests/conftest.py yet")
+    prepared = request.getfixturevalue("prepared_dir")
+    small = dict(batch_size=4, context=32, log_interval=1, eval_interval=2, eval_batches=1, warmup_steps=2)
+    screen = TrainingScreen(config_overrides=small)
+    app = MonitorApp(screen)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.pause()
+        screen.query_one("#data", Input).value = str(prepared)
+        screen.query_one("#steps", Input).value = "100000"
+        screen.query_one("#out", Input).value = str(tmp_path / "real-run")
+        assert screen.start_from_form() is not None
+        await wait_for(pilot, lambda: screen.state is not None and screen.state.step >= 2, "two real steps")
+        assert screen.state.losses and screen.state.losses[-1] > 0
+        assert "running" in stats(screen) and "/100000" in stats(screen) and "tiny" in stats(screen)
+        await pilot.press("ctrl+x")
+        await wait_for(pilot, lambda: screen.state.status in ("stopped", "failed"), "the real run to stop")
+        assert screen.state.status == "stopped", screen.state.error_tail
+        assert screen.handle.process.wait(30) == 0
+        assert "checkpoint step_" in stats(screen)
+    assert list((tmp_path / "real-run" / "checkpoints").glob("step_*.pt"))
+
+
+@pytest.mark.slow
+async def test_a_real_tiny_run_finishes_and_its_model_is_installed(tmp_path, helium_home, request):
+    if not (REPO / "trainer" / "train.py").exists():
+        pytest.skip("trainer/train.py (the real trainer) is not built yet")
+    if not hasattr(conftest, "prepared_dir"):
+        pytest.skip("no prepared_dir fixture in tests/conftest.py yet")
+    prepared = request.getfixturevalue("prepared_dir")
+    small = dict(batch_size=4, context=32, log_interval=1, eval_interval=2, eval_batches=1, warmup_steps=1)
+    screen = TrainingScreen(config_overrides=small)
+    app = MonitorApp(screen)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.pause()
+        screen.query_one("#data", Input).value = str(prepared)
+        screen.query_one("#steps", Input).value = "4"
+        screen.query_one("#out", Input).value = str(tmp_path / "runs" / "finished-run")
+        assert screen.start_from_form() is not None
+        await wait_for(pilot, lambda: screen.state is not None and screen.state.is_final, "the run to end")
+        assert screen.state.status == "finished", screen.state.error_tail
+        assert screen.state.steps == [1, 2, 3, 4] and screen.state.val_steps
+        assert "installed as finished-run" in stats(screen)
+    assert "finished-run" in [m.name for m in list_models()]
