@@ -331,3 +331,45 @@ def test_prepare_real_tinystories_slice(tmp_path):
     assert sorted(decode_split(out, "train") + decode_split(out, "val")) == sorted(expected)
     x, _ = TokenLoader(out, "val", batch_size=2, context=64).batch(0)
     assert int(x.max()) < 512
+
+
+def test_interrupted_prepare_leaves_no_manifest_and_rerun_recovers(tmp_path):
+    src = write_eot(tmp_path / "in.txt", distinct_stories(80))
+    out = tmp_path / "out"
+    opts = PrepareOptions(vocab_size=300, shard_tokens=1000)
+    prepare([src], out, opts)
+    src2 = write_eot(tmp_path / "in2.txt", distinct_stories(90, seed=1))
+
+    def interrupt(stage: str, done: int, total: int | None) -> None:
+        if stage == "encoding train" and done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare([src2], out, opts, progress=interrupt)
+    assert not (out / "manifest.json").exists()  # never a manifest over half-replaced shards
+    with pytest.raises(ValueError, match="not a prepared data dir"):
+        TokenLoader(out, "train", 2, 8)
+    result = prepare([src2], out, opts)
+    assert not result.up_to_date
+    assert sorted(decode_split(out, "train") + decode_split(out, "val")) == sorted(
+        distinct_stories(90, seed=1)
+    )
+    on_disk = {p.name for p in out.glob("*.bin")}
+    assert on_disk == {
+        n for s in result.manifest["splits"].values() for n in s["shards"]
+    }  # stale shards removed
+
+
+def test_given_tokenizer_needs_endoftext(tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    path = tmp_path / "noeot.json"
+    tok.save(str(path))
+    src = write_eot(tmp_path / "in.txt", distinct_stories(10))
+    assert_user_error(
+        run_cli("prepare", str(src), "--out", str(tmp_path / "o"), "--tokenizer", str(path)), "<|endoftext|>"
+    )
+    assert not (tmp_path / "o").exists()
