@@ -19,7 +19,7 @@ def test_packed_model_matches_plain_bf16():
     with torch.inference_mode():
         plain = model(idx).float()
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        assert pack_linears(model) == 1 + 3 * CFG.n_layer
+        assert pack_linears(model) == 1 + 4 * CFG.n_layer  # wqkv, wo, w13, w2 per layer + output
         packed = model(idx).float()
     assert isinstance(model.output, PackedLinear)
     assert model.output.weight is model.tok_embeddings.weight
