@@ -66,3 +66,34 @@ def helium_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "helium-home"
     monkeypatch.setenv("HELIUM_HOME", str(home))
     return home
+
+
+def write_prepared_dir(directory: Path, stories: list[str], vocab_size: int = 300, val_every: int = 10) -> Path:
+    """A prepared data dir per docs/INTERFACES.md: tokenizer.json, uint16 shards, manifest.json."""
+    import json
+
+    import numpy as np
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = train_bpe(stories, vocab_size=vocab_size)
+    tok.hf.save(str(directory / "tokenizer.json"))
+    splits: dict = {}
+    for split, chosen in (
+        ("train", [s for i, s in enumerate(stories) if i % val_every]),
+        ("val", [s for i, s in enumerate(stories) if i % val_every == 0]),
+    ):
+        ids = [t for s in chosen for t in [0, *tok.encode(s, add_bos=False)]]
+        np.asarray(ids, dtype=np.uint16).tofile(directory / f"{split}_000.bin")
+        splits[split] = {"shards": [f"{split}_000.bin"], "tokens": len(ids), "stories": len(chosen)}
+    manifest = {
+        "format": "helium-data/1", "vocab_size": tok.vocab_size, "eot_id": 0, "tokenizer_sha256": "",
+        "sources": [], "splits": splits, "stats": {}, "options": {"fixture": True},
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory) -> Path:
+    """A small prepared data dir built from `make_stories(400)` (read-only: copy it before changing files)."""
+    return write_prepared_dir(tmp_path_factory.mktemp("prepared"), make_stories(400))

@@ -1,0 +1,101 @@
+"""`helium train`: train a model on a prepared data dir, with checkpoints, resume and a bundle at the end.
+
+Runs in this process with plain progress lines, or in the background with a live dashboard (`--watch`).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from helium_tui.errors import fail, user_errors
+
+
+def train(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="With --watch alone: attach the dashboard to this run dir.", show_default=False)
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Model preset: nano, small, mini, micro, tiny.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Prepared data dir (`helium data prepare`).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run dir for config, events, checkpoints and the bundle.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train (default 1000).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Train for this many tokens instead of --max-steps.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its newest checkpoint.")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="Global sequences per micro-step (split over ranks). [32]")] = None,
+    context: Annotated[int | None, typer.Option(help="Tokens per sequence. [preset's context]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate. [1e-3]")] = None,
+    min_lr: Annotated[float | None, typer.Option(help="Learning rate at the end of the cosine decay. [1e-4]")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Linear warmup steps. [100]")] = None,
+    decay_steps: Annotated[int | None, typer.Option(help="Cosine decay length in steps. [max steps]")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay on matrices. [0.1]")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-steps per optimizer step. [1]")] = None,
+    grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm to this; 0 = off. [1.0]")] = None,
+    eval_interval: Annotated[int | None, typer.Option(help="Steps between val-loss evals; 0 = end only. [200]")] = None,
+    eval_batches: Annotated[int | None, typer.Option(help="Fixed val batches per eval. [20]")] = None,
+    ckpt_interval: Annotated[int | None, typer.Option(help="Steps between checkpoints; 0 = end only. [500]")] = None,
+    keep_last: Annotated[int | None, typer.Option(help="Step checkpoints to keep; 0 = all. [3]")] = None,
+    log_interval: Annotated[int | None, typer.Option(help="Steps between progress lines. [10]")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout on attention and MLP outputs. [0.0]")] = None,
+    compile: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model. [on for CUDA, off on CPU]")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, bfloat16 or float32. [auto]")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for weights, dropout and data order. [1337]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps. [auto]")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Train in the background and show a live dashboard.")] = False,
+) -> None:
+    """Train a model on a prepared data dir; ends with a bundle in RUN_DIR/bundle."""
+    if run_dir is not None:
+        if not watch or preset or data or out or resume:
+            raise fail("a RUN_DIR argument only goes with --watch alone (to attach to a run)")
+        from helium_tui.dashboard import watch as watch_run
+
+        with user_errors():
+            code = watch_run(run_dir)
+        raise typer.Exit(code)
+
+    with user_errors():
+        from trainer.train import CONFIG_FILE, TrainConfig, check_fresh_run_dir
+
+        overrides = dict(
+            max_steps=max_steps, max_tokens=max_tokens, batch_size=batch_size, context=context, lr=lr,
+            min_lr=min_lr, warmup_steps=warmup, decay_steps=decay_steps, weight_decay=weight_decay,
+            grad_accum=grad_accum, grad_clip=grad_clip, eval_interval=eval_interval, eval_batches=eval_batches,
+            ckpt_interval=ckpt_interval, keep_last=keep_last, log_interval=log_interval, dropout=dropout,
+            compile=compile, dtype=dtype, seed=seed, device=device, preset=preset,
+            data=str(data.resolve()) if data else None,
+        )  # fmt: skip
+        if out is None:
+            raise fail("--out RUN_DIR is required")
+        out = out.resolve()
+        if resume:
+            cfg = TrainConfig.load(out / CONFIG_FILE).with_(**overrides)
+            if max_tokens is not None and max_steps is None:
+                cfg.max_steps = None  # a new token budget replaces the old step count
+        else:
+            if data is None:
+                raise fail("--data PREPARED_DIR is required")
+            if int(os.environ.get("RANK", "0")) == 0 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+                check_fresh_run_dir(out)  # under torchrun rank 0 checks inside the trainer
+            cfg = TrainConfig(out=str(out)).with_(**overrides)
+        cfg.command = shlex.join(["helium", *sys.argv[1:]])
+        cfg.validate()
+
+    if watch:
+        from engine.runner import start_run
+        from helium_tui.dashboard import watch as watch_run
+
+        with user_errors():
+            handle = start_run(cfg.to_dict(), out, resume=resume)
+        raise typer.Exit(watch_run(out, handle))
+
+    from trainer.train import run_training
+
+    code = run_training(cfg, resume=resume)
+    if code:
+        raise typer.Exit(code)

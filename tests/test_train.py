@@ -1,0 +1,123 @@
+"""Tests for the training loop: loss falls, events and bundle, NaN guard, bad inputs, `helium train` CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from engine.checkpoint import load_bundle
+from helium_tui.cli import app
+from trainer.metrics import flops_per_token, matmul_params, progress_line, read_events
+from trainer.optim import lr_at, param_groups
+from trainer.train import TrainConfig, run_training
+
+runner = CliRunner()
+
+
+def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    """A config small enough for a few hundred CPU steps in seconds."""
+    base = dict(
+        data=str(data), out=str(out), preset="tiny", context=32, batch_size=8, max_steps=20, lr=3e-3,
+        min_lr=3e-4, warmup_steps=5, eval_interval=10, eval_batches=2, ckpt_interval=10, log_interval=5,
+        dtype="float32", device="cpu", seed=0,
+    )  # fmt: skip
+    return TrainConfig(**(base | kw))
+
+
+def test_loss_falls_and_run_dir_is_complete(prepared_dir, tmp_path):
+    out = tmp_path / "run"
+    assert run_training(tiny_cfg(prepared_dir, out, max_steps=150, eval_interval=50, ckpt_interval=50, keep_last=2)) == 0
+    events = read_events(out / "events.jsonl")
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and events[0]["max_steps"] == 150 and events[0]["tokens_per_step"] == 256
+    vals = [e["val_loss"] for e in events if e["event"] == "eval"]
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps[0]["loss"] > 5.0  # about ln(300) = 5.7 at the start
+    assert len(vals) == 3 and vals[0] > vals[1] > vals[2] and vals[2] < 1.0
+    assert steps[-1]["step"] == 150 and steps[-1]["tokens"] == 150 * 256
+    assert {"loss", "lr", "tokens_per_s", "mfu", "grad_norm", "elapsed_s", "eta_s"} <= set(steps[-1])
+    assert events[-1] == events[-1] | {"event": "status", "status": "finished", "step": 150}
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "step_000100.pt", "step_000150.pt"]
+    state = torch.load(out / "checkpoints" / "step_000150.pt", weights_only=True)
+    assert state["step"] == 150
+    bundle = load_bundle(events[-1]["bundle"])
+    assert bundle.metadata["steps"] == 150 and bundle.metadata["val_loss"] == pytest.approx(vals[-1])
+    assert bundle.config.dropout == 0.0 and bundle.config.context_length == 32
+    assert json.loads((out / "train_config.json").read_text())["max_steps"] == 150
+
+
+def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(prepared_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HELIUM_TEST_NAN_AT_STEP", "12")
+    out = tmp_path / "run"
+    assert run_training(tiny_cfg(prepared_dir, out)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "loss is nan at step 15" in err[0] and "step_000010.pt" in err[0]
+    events = read_events(out / "events.jsonl")
+    assert events[-2]["event"] == "error" and events[-1] == events[-1] | {"status": "failed", "step": 15}
+    assert torch.load(out / "checkpoints" / "step_000010.pt", weights_only=True)["step"] == 10
+    assert not (out / "bundle").exists()
+
+
+def test_huge_lr_is_caught_by_the_nan_guard(prepared_dir, tmp_path, capsys):
+    cfg = tiny_cfg(prepared_dir, tmp_path / "run", lr=1e12, min_lr=1e12, warmup_steps=0, grad_clip=0.0)
+    assert run_training(cfg) == 1
+    assert "helium: error: " in capsys.readouterr().err
+
+
+def test_bad_inputs_are_one_line_errors_and_touch_nothing(prepared_dir, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--data", str(prepared_dir), "--out", str(out)])
+    assert result.exit_code == 2 and "not empty" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+    fresh = tmp_path / "fresh"
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "missing"), "--out", str(fresh)])
+    assert result.exit_code == 2 and "not a prepared data dir" in result.stderr and not fresh.exists()
+
+    bad = tmp_path / "bad-data"
+    shutil.copytree(prepared_dir, bad)
+    (bad / "manifest.json").write_text("{not json")
+    result = runner.invoke(app, ["train", "--data", str(bad), "--out", str(fresh)])
+    assert result.exit_code == 2 and "manifest" in result.stderr and not fresh.exists()
+
+    for args, needle in [
+        (["--preset", "huge"], "unknown preset"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--lr", "1e-3", "--min-lr", "1e-2"], "min_lr"),
+    ]:
+        result = runner.invoke(app, ["train", "--data", str(prepared_dir), "--out", str(fresh), *args])
+        assert result.exit_code == 2 and needle in result.stderr and len(result.stderr.splitlines()) == 1
+        assert not fresh.exists()
+
+    result = runner.invoke(app, ["train", "--out", str(fresh), "--resume"])
+    assert result.exit_code == 2 and "train_config.json" in result.stderr
+
+
+def test_schedule_param_groups_and_flops():
+    assert lr_at(0, 1.0, 0.1, 10, 100) == pytest.approx(0.1)
+    assert lr_at(9, 1.0, 0.1, 10, 100) == pytest.approx(1.0)
+    assert lr_at(55, 1.0, 0.1, 10, 100) == pytest.approx(0.55)  # halfway through the cosine
+    assert lr_at(100, 1.0, 0.1, 10, 100) == lr_at(500, 1.0, 0.1, 10, 100) == pytest.approx(0.1)
+    from engine.config import PRESETS
+    from engine.model import TinySLM
+
+    cfg = PRESETS["tiny"]
+    model = TinySLM(cfg)
+    decay, no_decay = param_groups(model, 0.1)
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_params()
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert matmul_params(cfg) == linear  # every Linear, the (tied) output head included
+    assert flops_per_token(cfg, 128) == 6 * linear + 12 * 2 * 64 * 128
+
+
+def test_progress_line_format():
+    line = progress_line(100, 1000, 3.2109, 3.4, 6e-4, 12345.0, 0.0123, 190)
+    assert line == "step 100/1000 | loss 3.21 | val 3.40 | lr 6.0e-04 | 12.3k tok/s | mfu 1.2% | eta 3m10s"
