@@ -135,7 +135,8 @@ class RunState:
     bundle: str | None = None  # exported model bundle (on finished)
     error: str | None = None  # one-line error message (on failed)
     error_tail: list[str] = field(default_factory=list)  # last lines of the traceback/log (on failed)
-    logs: list[str] = field(default_factory=list)  # recent log messages, oldest first
+    logs: list[str] = field(default_factory=list)  # recent `log` event messages, oldest first
+    log_tail: list[str] = field(default_factory=list)  # last lines of train.log (what the trainer printed)
     params: int | None = None  # model parameter count
     preset: str | None = None  # model preset name
     device: str | None = None  # device the trainer runs on
@@ -290,6 +291,7 @@ class RunHandle:
         self._lock = threading.Lock()
         self._stop_requested_at: float | None = None
         self._killed = False
+        self._log_size = -1  # size of train.log when log_tail was last read
 
     @property
     def owned(self) -> bool:
@@ -318,6 +320,7 @@ class RunHandle:
             events = self._reader.read(final=not alive)
             for ev in events:
                 self._state.apply(ev)
+            self._read_log_tail()
             known = self.pid is not None or self._state.status == "running"  # else: no process to judge by
             if not alive and known and not self._state.is_final:
                 events += self._synthesize_failure()
@@ -325,6 +328,16 @@ class RunHandle:
                 for callback in self._callbacks:
                     callback(ev)
             return events
+
+    def _read_log_tail(self) -> None:
+        """Refresh state.log_tail when train.log changed size."""
+        try:
+            size = self.log_path.stat().st_size
+        except OSError:
+            return
+        if size != self._log_size:
+            self._log_size = size
+            self._state.log_tail = tail_lines(self.log_path, RECENT_LOG_LINES)
 
     def events(self, follow: bool = True, poll_interval: float = 0.2) -> Iterator[RunEvent]:
         """Iterate over new events; with follow, wait for more until the run ends or its process is gone."""

@@ -98,6 +98,8 @@ def _follow_live(handle: RunHandle, console: Console, poll_interval: float) -> s
         while True:
             try:
                 _, done = follower.step()
+                if done:
+                    follower.footer = ""  # the exit lines say what happened
                 live.update(view())
                 if done:
                     return "done"
@@ -109,39 +111,35 @@ def _follow_live(handle: RunHandle, console: Console, poll_interval: float) -> s
 
 
 def _follow_plain(handle: RunHandle, console: Console, poll_interval: float) -> str:
-    """Print one line per eval, checkpoint, log and status event, and a step line every few seconds."""
+    """Print one line per eval, checkpoint, log, status and error event, and a step line every few seconds."""
     follower = _Follower(handle)
-    last_step_line = float("-inf")
-    pending_step: RunEvent | None = None
+    last_step_line = float("-inf")  # monotonic time of the last step line printed
+    pending: RunEvent | None = None  # newest step event not printed yet
     while True:
         try:
             events, done = follower.step()
-        except KeyboardInterrupt:
-            if follower.interrupt():
-                return "detached"
-            console.print(follower.footer, markup=False, highlight=False)
-            continue
-        state = handle.snapshot()
-        for ev in events:
-            if ev.event == "step":
-                pending_step = ev
-                if time.monotonic() - last_step_line < PLAIN_STEP_EVERY_S:
-                    continue
-            line = plain_line(ev, state)
-            if line is not None:
-                console.print(line, markup=False, highlight=False, soft_wrap=True)
-            if ev.event == "step":
-                last_step_line, pending_step = time.monotonic(), None
-        if done:
-            if pending_step is not None:  # the last step line, so the output ends with the final numbers
-                console.print(plain_line(pending_step, state), markup=False, highlight=False, soft_wrap=True)
-            return "done"
-        try:
+            state = handle.snapshot()
+            for ev in events:
+                if ev.event == "step":
+                    pending = ev
+                    if time.monotonic() - last_step_line < PLAIN_STEP_EVERY_S:
+                        continue
+                if pending is not None and ev.event in (
+                    "step",
+                    "status",
+                    "error",
+                ):  # numbers before an outcome
+                    _say(console, plain_line(pending, state))
+                    last_step_line, pending = time.monotonic(), None
+                if ev.event != "step":
+                    _say(console, plain_line(ev, state))
+            if done:
+                return "done"
             time.sleep(poll_interval)
         except KeyboardInterrupt:
             if follower.interrupt():
                 return "detached"
-            console.print(follower.footer, markup=False, highlight=False)
+            _say(console, follower.footer)
 
 
 def plain_line(ev: RunEvent, state: RunState) -> str | None:
@@ -154,8 +152,8 @@ def plain_line(ev: RunEvent, state: RunState) -> str | None:
         )
     if ev.event == "step":
         parts = [f"step {ev.step}/{_n(state.max_steps)}"]
-        if state.progress is not None:
-            parts[0] += f" ({state.progress:.1%})"
+        if state.max_steps and ev.step is not None:
+            parts[0] += f" ({ev.step / state.max_steps:.1%})"
         parts += [
             f"loss {_f4(d.get('loss'))}",
             f"lr {_lr(d.get('lr'))}",
@@ -182,36 +180,36 @@ def plain_line(ev: RunEvent, state: RunState) -> str | None:
 
 def _report(state: RunState, handle: RunHandle, console: Console, detached: bool) -> int:
     """Print the exit line(s) and pick the exit code."""
-    where = state.run_dir
     if detached:
-        console.print(
-            f"Detached; the run goes on (pid {handle.pid}). Watch it again: helium train --watch {where}",
-            markup=False,
-            highlight=False,
+        _say(
+            console,
+            f"Detached; the run goes on (pid {handle.pid}). Watch again: helium train --watch {state.run_dir}",
         )
         return 0
     if state.status == "finished":
-        console.print(f"Training finished at step {state.step}.", markup=False, highlight=False)
+        _say(console, f"Training finished at step {state.step}.", "green")
         if state.bundle:
-            console.print(
-                f"Model bundle: {state.bundle} (try: helium tell --model {state.bundle})", markup=False
-            )
+            _say(console, f"Model bundle: {state.bundle} (try: helium tell --model {state.bundle})")
         return 0
     if state.status == "stopped":
         checkpoint = f"; last checkpoint: {state.last_checkpoint}" if state.last_checkpoint else ""
-        console.print(f"Training stopped at step {state.step}{checkpoint}.", markup=False, highlight=False)
+        _say(console, f"Training stopped at step {state.step}{checkpoint}.", "yellow")
         return 0
     if state.status == "failed":
-        if not console.is_terminal:  # the plain stream already printed the error event
-            console.print(f"Training failed at step {state.step}.", markup=False, highlight=False)
-        else:
-            console.print(f"Training failed: {state.error}", style="red", markup=False, highlight=False)
+        _say(console, f"Training failed at step {state.step}: {state.error}", "red")
+        if console.is_terminal:  # plain output already printed the error event with its tail
             for line in state.error_tail:
-                console.print(f"  | {line}", markup=False, highlight=False)
-        console.print(f"Full log: {Path(where) / 'train.log'}", markup=False, highlight=False)
+                _say(console, f"  | {line}")
+        _say(console, f"Full log: {Path(state.run_dir) / 'train.log'}")
         return 1
-    console.print(f"Run status {state.status}: the run wrote no final status.", markup=False, highlight=False)
+    _say(console, f"Run status {state.status}: no final status and no process to follow.")
     return 1
+
+
+def _say(console: Console, line: str | None, style: str | None = None) -> None:
+    """Print a plain line (no markup, no highlighting, no hard wrapping); None prints nothing."""
+    if line is not None:
+        console.print(line, style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 def render(state: RunState, width: int = 80, height: int = 24, footer: str = "") -> RenderableType:
@@ -327,7 +325,8 @@ def downsample(xs: list[int], ys: list[float], n: int) -> tuple[list[float], lis
 
 def _log_block(state: RunState, width: int) -> list[Text]:
     """The last few log lines (always LOG_LINES lines, so the layout does not jump)."""
-    lines = [Text(f"› {m}", style="dim", no_wrap=True, overflow="ellipsis") for m in state.logs[-LOG_LINES:]]
+    recent = (state.logs or state.log_tail)[-LOG_LINES:]  # `log` events, else what the trainer printed
+    lines = [Text(f"› {m}", style="dim", no_wrap=True, overflow="ellipsis") for m in recent]
     return [Text("")] * (LOG_LINES - len(lines)) + lines
 
 

@@ -115,7 +115,7 @@ def test_watch_failed_run_returns_1_and_prints_error_tail(tmp_path):
     assert watch(run_dir, console=console) == 1
     out = console.export_text()
     assert "error: RuntimeError: boom\n  | Traceback (most recent call last):\n  | RuntimeError: boom" in out
-    assert "Training failed at step 2." in out and "train.log" in out
+    assert "Training failed at step 2: RuntimeError: boom" in out and "train.log" in out
 
 
 def test_watch_crashed_run_without_status_shows_log_tail(tmp_path):
@@ -189,3 +189,9 @@ def test_helpers():
     assert [format_duration(s) for s in (None, 5, 65, 3725)] == ["?", "5s", "1m 05s", "1h 02m"]
     assert downsample([1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0], 2) == ([1.5, 3.5], [1.5, 3.5])
     assert downsample([1, 2], [1.0, 2.0], 5) == ([1.0, 2.0], [1.0, 2.0])
+
+
+def test_render_falls_back_to_the_train_log_tail():
+    state = RunState(run_dir="r", status="running", log_tail=["one", "two", "three", "SIGINT: finishing"])
+    out = text_of(render(state, 80, 24))
+    assert "› two" in out and "› SIGINT: finishing" in out and "› one" not in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -255,3 +256,45 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+@pytest.fixture
+def real_prepared_dir(request) -> Path:
+    """The training engineer's prepared data fixture, when the real trainer is there."""
+    if not (Path(__file__).resolve().parents[1] / "trainer" / "train.py").is_file():
+        pytest.skip("trainer/train.py is not there yet")
+    try:
+        return request.getfixturevalue("prepared_dir")
+    except pytest.FixtureLookupError:
+        pytest.skip("no prepared_dir fixture in tests/conftest.py yet")
+
+
+@pytest.mark.slow  # two real trainer processes: ~25 s on a loaded 2-core box
+def test_real_trainer_start_stop_resume_finish(real_prepared_dir, tmp_path):
+    from trainer.train import TrainConfig
+
+    run_dir = tmp_path / "run"
+    cfg = TrainConfig(
+        data=str(real_prepared_dir), out=str(run_dir), preset="tiny", context=32, batch_size=8, max_steps=400,
+        lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_interval=200, eval_batches=2, ckpt_interval=200,
+        log_interval=2, dtype="float32", device="cpu", seed=0,
+    )  # fmt: skip
+    handle = start_run(cfg.to_dict(), run_dir)
+    for ev in handle.events(poll_interval=0.1):
+        if ev.event == "step":
+            break  # training is under way: stop it gracefully
+    assert handle.stop(timeout=60) == "stopped"
+    assert handle.process is not None and handle.process.returncode == 0
+    stopped = handle.snapshot()
+    assert stopped.last_checkpoint is not None and Path(stopped.last_checkpoint).is_file()
+    assert 0 < stopped.step < 400 and stopped.device == "cpu" and stopped.params
+
+    resumed = start_run(cfg.with_(max_steps=stopped.step + 4).to_dict(), run_dir, resume=True)
+    events = list(resumed.events(poll_interval=0.1))
+    assert resumed.wait(30)
+    state = resumed.snapshot()
+    assert state.status == "finished", state.error_tail or state.log_tail
+    assert [ev.step for ev in events if ev.event == "start"] == [stopped.step]
+    assert state.steps[-1] == state.step == stopped.step + 4
+    assert state.bundle and (Path(state.bundle) / "model.safetensors").is_file()
+    assert state.log_tail and "finished" in state.log_tail[-1]
