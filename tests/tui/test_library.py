@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from textual.app import App, ComposeResult
@@ -199,16 +200,29 @@ async def test_screen_warns_about_a_corrupt_file_and_leaves_it(store):
     assert store.get(saved.id) == saved
 
 
-async def test_story_saved_in_the_real_app_is_listed(store, tmp_path):
+async def test_real_app_saves_lists_and_reopens_a_story(store, helium_home, tiny_bundle):
     app_module = pytest.importorskip("helium_tui.app", reason="helium_tui/app.py (HeliumApp) not built yet")
-    saved = store.save(make_story())
-    app = app_module.HeliumApp(stories_dir=store.root)
+    app = app_module.HeliumApp(model=str(tiny_bundle), dtype="float32", stories_dir=store.root)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.session is not None, "the model to load")
+        app.studio.apply_params({"max_new_tokens": 24}, seed=5)  # a short story keeps the test quick
+        await pilot.press("ctrl+g")  # generate: the studio saves the finished story through app.store
+        await wait_for(pilot, lambda: store.list()[0], "the story to be saved")
+        (saved,), _ = store.list()
+        assert saved.model == "tiny-bundle" and saved.text and saved.prompt and saved.seed == 5
+        assert 0 < saved.tokens <= 24
         await pilot.press("ctrl+l")
         await pilot.pause()
-        assert isinstance(app.screen, LibraryScreen)
-        assert app.screen.stories == [saved]
-        await pilot.press("escape")
+        assert isinstance(app.screen, LibraryScreen) and app.screen.stories == [saved]
+        await pilot.press("enter")
         await pilot.pause()
-        assert not isinstance(app.screen, LibraryScreen)
+        assert app.screen is app.studio
+        assert (app.studio.story.prompt, app.studio.story.text) == (saved.prompt, saved.text)
+
+
+async def wait_for(pilot, condition, what: str, limit_s: float = 60.0) -> None:
+    """Let the app run until condition() holds (bounded so CI cannot hang)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.1)
