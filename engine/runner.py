@@ -277,8 +277,8 @@ def pid_alive(pid: int) -> bool:
 class RunHandle:
     """A training run seen through its directory: read new events, ask for status, stop it.
 
-    Made by `start_run` (owns the child process) or `attach` (knows only the pid). Not thread-safe beyond
-    `poll` and `snapshot` being callable from any one thread while another reads the snapshot.
+    Made by `start_run` (owns the child process) or `attach` (knows only the pid). Read events (poll, events,
+    status) from one thread at a time; snapshot() is safe from any thread.
     """
 
     def __init__(self, run_dir: str | Path, process: subprocess.Popen | None = None, pid: int | None = None):
@@ -324,10 +324,10 @@ class RunHandle:
             known = self.pid is not None or self._state.status == "running"  # else: no process to judge by
             if not alive and known and not self._state.is_final:
                 events += self._synthesize_failure()
-            for ev in events:
-                for callback in self._callbacks:
-                    callback(ev)
-            return events
+        for ev in events:  # outside the lock: a callback may call snapshot()
+            for callback in self._callbacks:
+                callback(ev)
+        return events
 
     def _read_log_tail(self) -> None:
         """Refresh state.log_tail when train.log changed size."""
