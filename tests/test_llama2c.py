@@ -195,6 +195,10 @@ def test_import_matches_llama2c_forward(tmp_path, synth_tok, version, shared):
         got = bundle.model(torch.tensor([tokens]))[0].double().numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
     assert np.argmax(got, -1).tolist() == np.argmax(expected, -1).tolist()
+    bundle.model.setup_cache(1)  # the decode path: one token at a time through the KV cache
+    with torch.no_grad():
+        steps = [bundle.model(torch.tensor([[t]]), torch.tensor([i]))[0, -1] for i, t in enumerate(tokens)]
+    np.testing.assert_allclose(torch.stack(steps).double().numpy(), expected, rtol=0, atol=2e-4)
     meta = bundle.metadata
     assert meta["created_by"] == "helium import llama2c" and meta["llama2c_version"] == version
     assert meta["source_files"]["model"]["name"] == "model.bin"
@@ -276,6 +280,9 @@ def test_cli_import_out_and_name(tmp_path, synth_tok, helium_home, one_thread):
     base[2] = str(tmp_path / "nope.bin")
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "nope.bin: missing" in res.stderr
+    base[2] = str(tok_path)  # a tokenizer where the checkpoint belongs
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "d")])
+    assert res.exit_code == 2 and "not a llama2.c checkpoint" in res.stderr and not (tmp_path / "d").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------
