@@ -26,6 +26,7 @@ EVENTS_FILE = "events.jsonl"
 LOG_FILE = "train.log"
 PID_FILE = "run.pid"
 TRAIN_MODULE = "trainer.train"
+USER_ERROR_PREFIX = "helium: error: "  # how the trainer prints a one-line error before exiting
 FINAL_STATUSES = ("finished", "stopped", "failed")
 LOG_TAIL_LINES = 20
 RECENT_LOG_LINES = 20
@@ -415,13 +416,17 @@ class RunHandle:
             for ev in events:
                 self._state.apply(ev)
             return events
-        if code is not None:
+        tail = [
+            line for line in tail_lines(self.log_path) if not line.startswith("$ ")
+        ]  # not our command line
+        if tail and tail[-1].startswith(USER_ERROR_PREFIX):  # the trainer's own one-line error (bad input)
+            message = tail[-1][len(USER_ERROR_PREFIX) :]
+        elif code is not None:
             message = f"training process exited with code {code} without a final status"
         else:
             message = "training process is gone without a final status"
         events = []
         if self._state.error is None:
-            tail = tail_lines(self.log_path)
             events.append(RunEvent("error", now, {"message": message, "tail": tail}, synthetic=True))
         events.append(RunEvent("status", now, {"status": "failed", "step": self._state.step}, synthetic=True))
         for ev in events:

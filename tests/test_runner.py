@@ -38,6 +38,9 @@ FAKE_TRAINER = textwrap.dedent(
     args.add_argument("--resume", action="store_true")
     args = args.parse_args()
     cfg = json.load(open(args.config))
+    if cfg.get("bad_input"):
+        print("helium: error: " + cfg["bad_input"], file=sys.stderr)
+        sys.exit(2)
     run_dir = os.path.dirname(args.config)
     out = open(os.path.join(run_dir, "events.jsonl"), "a")
 
@@ -143,6 +146,14 @@ def test_crash_without_status_is_failed_with_log_tail(tmp_path, fake):
     assert state.error == "training process exited with code 3 without a final status"
     assert state.error_tail[-1] == "RuntimeError: boom at step 2"
     assert state.steps == [1, 2]
+
+
+def test_bad_input_exit_uses_the_trainers_one_line_error(tmp_path, fake):
+    handle = start_run({"max_steps": 1, "bad_input": "no such data dir: /nope"}, tmp_path / "run", **fake)
+    assert [ev.event for ev in handle.events(poll_interval=0.02)] == ["error", "status"]
+    state = handle.snapshot()
+    assert state.status == "failed" and state.error == "no such data dir: /nope"
+    assert state.error_tail == ["helium: error: no such data dir: /nope"]  # without the runner's `$ cmd` line
 
 
 def test_attach_to_finished_run_replays_everything(tmp_path, fake):
