@@ -97,7 +97,7 @@ class LibraryScreen(Screen):
     """
     BINDINGS = [
         Binding("escape", "back", "Back", id="library.back"),
-        Binding("enter", "open_story", "Open", id="library.open"),
+        Binding("enter", "open_story", "Open", id="library.open", priority=True),
         Binding("d", "delete", "Delete", id="library.delete"),
         Binding("m", "export('md')", "Export .md", id="library.export_md"),
         Binding("t", "export('txt')", "Export .txt", id="library.export_txt"),
@@ -129,8 +129,8 @@ class LibraryScreen(Screen):
         table = self.query_one("#stories", DataTable)
         table.add_column("date", key="date")
         table.add_column("model", key="model")
-        table.add_column("story", key="story")
         table.add_column("tokens", key="tokens")
+        table.add_column("story", key="story")
         self.reload()
         table.focus()
 
@@ -143,8 +143,8 @@ class LibraryScreen(Screen):
             table.add_row(
                 _short_date(story.created),
                 story.model or "?",
-                first_words(story.full_text, 8),
                 str(story.tokens),
+                first_words(story.full_text, 6),
                 key=story.id,
             )
         for warning in self.warnings:
@@ -250,8 +250,9 @@ class LibraryScreen(Screen):
 
 
 def _short_date(created: str) -> str:
-    """An ISO time as 'YYYY-MM-DD HH:MM' (the raw text when it does not parse)."""
+    """An ISO time as local 'YYYY-MM-DD HH:MM' (the raw text when it does not parse)."""
     try:
-        return f"{datetime.fromisoformat(created):%Y-%m-%d %H:%M}"
+        when = datetime.fromisoformat(created)
     except ValueError:
         return created
+    return f"{when.astimezone() if when.tzinfo else when:%Y-%m-%d %H:%M}"

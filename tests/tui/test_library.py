@@ -137,7 +137,7 @@ async def test_screen_lists_previews_and_reopens(store):
         screen = app.screen
         table = screen.query_one("#stories", DataTable)
         assert table.row_count == 2
-        assert table.get_row_at(0)[1:] == ["tiny", "Once upon a time the new story.", "9"]
+        assert table.get_row_at(0)[1:] == ["tiny", "9", "Once upon a time the new …"]
         assert "the new story." in str(screen.query_one("#preview", Static).render())
         await pilot.press("down")
         assert "the old story." in str(screen.query_one("#preview", Static).render())

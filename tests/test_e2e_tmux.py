@@ -1,0 +1,113 @@
+"""End to end in a real terminal: `helium --model BUNDLE` inside tmux, type a prompt, watch the story stream, quit.
+
+Drives the installed console script through a private tmux server (its own socket); every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.tmux,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+
+WIDTH, HEIGHT = 100, 30  # terminal size
+START_S = 90.0  # most seconds for the app to import torch and load the model on a loaded CI box
+STORY_S = 90.0  # most seconds for a story to finish
+EXIT_S = 30.0  # most seconds for the app to quit
+
+
+class Tmux:
+    """A private tmux server (own socket) with one session running a command."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket  # the -L socket name, unique per test
+
+    def __call__(self, *args: str) -> str:
+        """Run a tmux command against this server and return its stdout."""
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=20, check=False
+        )
+        return done.stdout
+
+    def screen(self) -> str:
+        """The visible pane as text."""
+        return self("capture-pane", "-p", "-t", "helium")
+
+    def wait(self, condition: Callable[[str], bool], what: str, limit_s: float) -> str:
+        """Poll the pane until condition(text) holds; fail with the last screen after limit_s."""
+        deadline = time.monotonic() + limit_s
+        text = ""
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if condition(text):
+                return text
+            time.sleep(0.2)
+        pytest.fail(f"timed out waiting for {what}; last screen:\n{text}")
+
+
+def helium_command() -> list[str]:
+    """The installed `helium` script beside this Python, else `python -m helium_tui.cli`."""
+    script = Path(sys.executable).with_name("helium")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "helium_tui.cli"]
+
+
+def tokens_shown(screen: str) -> int:
+    """The token count in the studio's status bar (`│ 12 tokens │`), 0 when absent."""
+    found = re.search(r"(\d+) tokens", screen)
+    return int(found.group(1)) if found else 0
+
+
+@pytest.fixture
+def tmux(tmp_path):
+    server = Tmux(f"helium-test-{uuid.uuid4().hex[:8]}")
+    yield server
+    server("kill-server")  # ends only this test's private server
+
+
+def test_studio_streams_a_story_and_quits_cleanly(tmp_path, tiny_bundle, tmux):
+    home = tmp_path / "home"
+    exit_file = tmp_path / "exit.txt"
+    app = shlex.join([*helium_command(), "--model", str(tiny_bundle), "--dtype", "float32"])
+    script = f"HELIUM_HOME={shlex.quote(str(home))} {app}; echo EXIT=$? > {shlex.quote(str(exit_file))}"
+    tmux("new-session", "-d", "-s", "helium", "-x", str(WIDTH), "-y", str(HEIGHT), "bash", "-c", script)
+
+    tmux.wait(lambda s: "ready" in s and "tiny-bundle" in s, "the studio with the model loaded", START_S)
+    tmux("send-keys", "-t", "helium", "End")
+    tmux("send-keys", "-t", "helium", "-l", " there was a dog")
+    tmux.wait(lambda s: "Once upon a time there was a dog" in s, "the typed prompt", 10)
+
+    tmux("send-keys", "-t", "helium", "C-g")
+    seen: list[int] = []  # token counts observed while the story streams
+
+    def grown_and_done(screen: str) -> bool:
+        seen.append(tokens_shown(screen))
+        return "Story" in screen and tokens_shown(screen) > 0 and "generating" not in screen
+
+    final = tmux.wait(grown_and_done, "the story to stream and finish", STORY_S)
+    assert seen == sorted(seen), f"token count went backwards: {seen}"  # the story only ever grows
+    assert "ready" in final and "Once upon a time there was a dog" in final
+
+    stories = sorted((home / "stories").glob("*.json"))
+    assert len(stories) == 1, "the finished story was saved in HELIUM_HOME/stories"
+    saved = json.loads(stories[0].read_text(encoding="utf-8"))
+    assert saved["prompt"] == "Once upon a time there was a dog" and saved["tokens"] == tokens_shown(final)
+
+    tmux("send-keys", "-t", "helium", "C-q")
+    deadline = time.monotonic() + EXIT_S
+    while not exit_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert exit_file.exists(), f"helium did not quit; last screen:\n{tmux.screen()}"
+    assert exit_file.read_text().strip() == "EXIT=0"
