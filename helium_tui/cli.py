@@ -5,6 +5,8 @@ Each command lives in `helium_tui.commands`; heavy imports (torch, textual) happ
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from helium_tui.commands.data import data_app
@@ -30,12 +32,20 @@ app.add_typer(data_app, name="data")
 
 
 @app.callback(invoke_without_command=True)
-def root(ctx: typer.Context) -> None:
+def root(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option(help="Studio: model bundle, a path or an installed name.")] = "",
+    device: Annotated[str, typer.Option(help="Studio: auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Studio: auto, float32 or bfloat16.")] = "auto",
+    stories_dir: Annotated[
+        str, typer.Option(help="Studio: where the story library keeps stories (default: the user data dir).")
+    ] = "",
+) -> None:
     """Open the story studio when no subcommand is given."""
     if ctx.invoked_subcommand is None:
         from helium_tui.app import run_app
 
-        run_app()
+        run_app(model=model or None, device=device, dtype=dtype, stories_dir=stories_dir or None)
 
 
 def main() -> None:

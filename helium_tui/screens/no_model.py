@@ -1,0 +1,52 @@
+"""Shown when no model could be loaded: why, and how to get one.
+
+Offers the model picker (when bundles exist elsewhere), retry and quit.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Center, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Markdown
+
+GUIDE = """\
+# No model to tell stories with
+
+> {error}
+
+Helium needs a model bundle (a folder with `config.json`, `model.safetensors` and `tokenizer.json`).
+Get one of these ways:
+
+* **Use the shipped default** `helium-default`: it comes with Helium in `assets/`;
+  reinstall Helium (`pip install -e .`) if it is missing.
+* **Import a llama2.c model**, e.g. stories260K:
+  `helium import llama2c stories260K.bin --tokenizer tok512.bin --out ~/models/stories260K`
+* **Train your own** on TinyStories: `helium train --out runs/mine` (its bundle lands in `runs/mine/bundle`).
+
+Then start the studio with `helium --model PATH_OR_NAME`, or press **ctrl+o** to pick an installed model.
+"""
+
+
+class NoModelScreen(Screen[None]):
+    """Explains that no model is loaded and how to get one."""
+
+    BINDINGS = [
+        Binding("ctrl+o", "app.models", "Models"),
+        Binding("r", "retry", "Retry"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self, error: str) -> None:
+        super().__init__(id="no-model")
+        self.error = error  # why loading failed (one line)
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="no-model-scroll"), Center():
+            yield Markdown(GUIDE.format(error=self.error), id="no-model-guide")
+        yield Footer(compact=True)
+
+    def action_retry(self) -> None:
+        """Try the model given at startup again."""
+        self.app.load_model(self.app.model_spec)  # type: ignore[attr-defined]

@@ -1,0 +1,148 @@
+"""The story pane: the prompt, then the generated tokens as they stream in.
+
+With the inspector on, each token is coloured by its probability and can be selected (click or arrows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from engine.generate import TokenInfo
+
+# (lowest probability, background colour): a token's colour is the first row its probability reaches
+PROB_COLOURS: list[tuple[float, str]] = [
+    (0.75, "#1d5c3a"),
+    (0.45, "#4a5c1a"),
+    (0.20, "#6b5212"),
+    (0.08, "#7a3414"),
+    (0.0, "#7d1c2c"),
+]
+
+
+def prob_colour(prob: float) -> str:
+    """Background colour for a token of this probability (green = likely, red = surprising)."""
+    return next(colour for floor, colour in PROB_COLOURS if prob >= floor)
+
+
+@dataclass
+class Piece:
+    """A run of generated text; `token` is set for a sampled token (None for a decoder tail)."""
+
+    text: str
+    token: TokenInfo | None = None
+
+
+class StoryView(Widget, can_focus=True):
+    """Renders prompt + generated pieces; keeps a token cursor for the inspector."""
+
+    BINDINGS = [
+        Binding("left", "move(-1)", "Prev token", show=False),
+        Binding("right", "move(1)", "Next token", show=False),
+        Binding("home", "move_to(0)", "First token", show=False),
+        Binding("end", "move_to(-1)", "Last token", show=False),
+    ]
+
+    COMPONENT_CLASSES = {"story--prompt", "story--text", "story--cursor", "story--hint"}
+
+    inspect: reactive[bool] = reactive(False)
+    """Colour tokens by probability and allow selecting them."""
+    cursor: reactive[int] = reactive(-1)
+    """Index into `pieces` of the selected token (-1: none)."""
+
+    class TokenSelected(Message):
+        """The token cursor moved onto a token."""
+
+        def __init__(self, index: int, token: TokenInfo) -> None:
+            super().__init__()
+            self.index = index  # its index in StoryView.pieces
+            self.token = token  # the token and its alternatives
+
+    def __init__(self, hint: str = "", id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.hint = hint  # shown while there is neither prompt nor story
+        self.prompt = ""  # the text the story continues (shown dimmed)
+        self.pieces: list[Piece] = []  # generated text, in order
+
+    @property
+    def text(self) -> str:
+        """The generated text so far (without the prompt)."""
+        return "".join(p.text for p in self.pieces)
+
+    @property
+    def token_indices(self) -> list[int]:
+        """Indices of pieces that are sampled tokens (what the cursor can select)."""
+        return [i for i, p in enumerate(self.pieces) if p.token is not None]
+
+    def reset(self, prompt: str) -> None:
+        """Start a new story after prompt."""
+        self.prompt = prompt
+        self.pieces = []
+        self.cursor = -1
+        self.refresh(layout=True)
+
+    def extend(self, pieces: list[Piece]) -> None:
+        """Append streamed pieces and redraw once."""
+        if pieces:
+            self.pieces.extend(pieces)
+            self.refresh(layout=True)
+
+    def render(self) -> Text:
+        if not self.prompt and not self.pieces:
+            return Text(self.hint, style=self.get_component_rich_style("story--hint"))
+        out = Text()
+        out.append(self.prompt, style=self.get_component_rich_style("story--prompt"))
+        plain = self.get_component_rich_style("story--text")
+        cursor_style = self.get_component_rich_style("story--cursor")
+        if not self.inspect:
+            out.append(self.text, style=plain)
+            return out
+        for i, piece in enumerate(self.pieces):
+            if piece.token is None:
+                out.append(piece.text, style=plain)
+                continue
+            style = plain + Style(bgcolor=prob_colour(piece.token.prob), meta={"@click": f"select({i})"})
+            if i == self.cursor:
+                style += cursor_style
+            out.append(piece.text or "·", style=style)  # a token with no text yet still gets a cell
+        return out
+
+    def watch_inspect(self) -> None:
+        self.refresh(layout=True)
+
+    def watch_cursor(self, index: int) -> None:
+        self.refresh()
+        if 0 <= index < len(self.pieces) and (token := self.pieces[index].token) is not None:
+            self.post_message(self.TokenSelected(index, token))
+
+    def action_select(self, index: int) -> None:
+        """Select the token at piece index (mouse click)."""
+        if self.inspect and 0 <= index < len(self.pieces) and self.pieces[index].token is not None:
+            self.focus()
+            self.cursor = index
+
+    def action_move(self, step: int) -> None:
+        """Move the token cursor by step tokens."""
+        indices = self.token_indices
+        if not indices:
+            return
+        if not self.inspect:
+            self.inspect = True
+        if self.cursor not in indices:
+            self.cursor = indices[0 if step > 0 else -1]
+            return
+        pos = indices.index(self.cursor) + step
+        self.cursor = indices[max(0, min(len(indices) - 1, pos))]
+
+    def action_move_to(self, where: int) -> None:
+        """Select the first (0) or last (-1) token."""
+        indices = self.token_indices
+        if indices:
+            self.inspect = True
+            self.cursor = indices[where]

@@ -1,0 +1,43 @@
+"""Snapshot tests of the studio's screens at 80×24 (pytest-textual-snapshot).
+
+Only deterministic content: a tiny CPU model, no generation timings. Update with `--snapshot-update`.
+"""
+
+from __future__ import annotations
+
+from tests.tui.conftest import make_app
+
+SIZE = (80, 24)
+
+
+async def settle(pilot) -> None:
+    """Let the startup model load finish and the screen redraw, with a steady (non-blinking) cursor."""
+    await pilot.app.workers.wait_for_complete()
+    pilot.app.studio.query_one("#prompt").cursor_blink = False
+    await pilot.pause()
+
+
+def test_studio(snap_compare, tiny_bundle):
+    assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=settle)
+
+
+def test_model_picker(snap_compare, tiny_bundle, installed_second):
+    async def open_picker(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+
+    assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=open_picker)
+
+
+def test_help(snap_compare, tiny_bundle):
+    async def open_help(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=open_help)
+
+
+def test_no_model(snap_compare, helium_home):
+    assert snap_compare(make_app(None), terminal_size=SIZE, run_before=settle)
