@@ -19,6 +19,15 @@ from trainer.train import TrainConfig, run_training
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: far faster than two on a shared, loaded 2-core box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
     """A config small enough for a few hundred CPU steps in seconds."""
     base = dict(
@@ -31,7 +40,12 @@ def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
 
 def test_loss_falls_and_run_dir_is_complete(prepared_dir, tmp_path):
     out = tmp_path / "run"
-    assert run_training(tiny_cfg(prepared_dir, out, max_steps=150, eval_interval=50, ckpt_interval=50, keep_last=2)) == 0
+    assert (
+        run_training(
+            tiny_cfg(prepared_dir, out, max_steps=150, eval_interval=50, ckpt_interval=50, keep_last=2)
+        )
+        == 0
+    )
     events = read_events(out / "events.jsonl")
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and events[0]["max_steps"] == 150 and events[0]["tokens_per_step"] == 256
@@ -42,7 +56,11 @@ def test_loss_falls_and_run_dir_is_complete(prepared_dir, tmp_path):
     assert steps[-1]["step"] == 150 and steps[-1]["tokens"] == 150 * 256
     assert {"loss", "lr", "tokens_per_s", "mfu", "grad_norm", "elapsed_s", "eta_s"} <= set(steps[-1])
     assert events[-1] == events[-1] | {"event": "status", "status": "finished", "step": 150}
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "step_000100.pt", "step_000150.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "best.pt",
+        "step_000100.pt",
+        "step_000150.pt",
+    ]
     state = torch.load(out / "checkpoints" / "step_000150.pt", weights_only=True)
     assert state["step"] == 150
     bundle = load_bundle(events[-1]["bundle"])
@@ -51,7 +69,9 @@ def test_loss_falls_and_run_dir_is_complete(prepared_dir, tmp_path):
     assert json.loads((out / "train_config.json").read_text())["max_steps"] == 150
 
 
-def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(prepared_dir, tmp_path, monkeypatch, capsys):
+def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(
+    prepared_dir, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("HELIUM_TEST_NAN_AT_STEP", "12")
     out = tmp_path / "run"
     assert run_training(tiny_cfg(prepared_dir, out)) == 1

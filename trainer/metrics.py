@@ -51,8 +51,9 @@ def flops_per_token(config: ModelConfig, context: int) -> int:
 def measured_cpu_flops(dtype: torch.dtype = torch.float32, n: int = 1024, reps: int = 4) -> float | None:
     """Best-of-reps FLOP/s of an n x n matmul on this CPU in dtype (None if it cannot be measured)."""
     try:
-        a = torch.randn(n, n, dtype=dtype)
-        b = torch.randn(n, n, dtype=dtype)
+        gen = torch.Generator().manual_seed(0)  # never touch the global RNG (a run's dropout uses it)
+        a = torch.randn(n, n, generator=gen).to(dtype)
+        b = torch.randn(n, n, generator=gen).to(dtype)
         a @ b  # warm up
         best = float("inf")
         for _ in range(reps):

@@ -18,36 +18,56 @@ from helium_tui.errors import fail, user_errors
 
 def train(
     run_dir: Annotated[
-        Path | None, typer.Argument(help="With --watch alone: attach the dashboard to this run dir.", show_default=False)
+        Path | None,
+        typer.Argument(help="With --watch alone: attach the dashboard to this run dir.", show_default=False),
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset: nano, small, mini, micro, tiny.")] = None,
     data: Annotated[Path | None, typer.Option(help="Prepared data dir (`helium data prepare`).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run dir for config, events, checkpoints and the bundle.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run dir for config, events, checkpoints and the bundle.")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train (default 1000).")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Train for this many tokens instead of --max-steps.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its newest checkpoint.")] = False,
-    batch_size: Annotated[int | None, typer.Option(help="Global sequences per micro-step (split over ranks). [32]")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Train for this many tokens instead of --max-steps.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its newest checkpoint.")
+    ] = False,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global sequences per micro-step (split over ranks). [32]")
+    ] = None,
     context: Annotated[int | None, typer.Option(help="Tokens per sequence. [preset's context]")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate. [1e-3]")] = None,
-    min_lr: Annotated[float | None, typer.Option(help="Learning rate at the end of the cosine decay. [1e-4]")] = None,
+    min_lr: Annotated[
+        float | None, typer.Option(help="Learning rate at the end of the cosine decay. [1e-4]")
+    ] = None,
     warmup: Annotated[int | None, typer.Option(help="Linear warmup steps. [100]")] = None,
     decay_steps: Annotated[int | None, typer.Option(help="Cosine decay length in steps. [max steps]")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay on matrices. [0.1]")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Micro-steps per optimizer step. [1]")] = None,
-    grad_clip: Annotated[float | None, typer.Option(help="Clip the gradient norm to this; 0 = off. [1.0]")] = None,
-    eval_interval: Annotated[int | None, typer.Option(help="Steps between val-loss evals; 0 = end only. [200]")] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option(help="Clip the gradient norm to this; 0 = off. [1.0]")
+    ] = None,
+    eval_interval: Annotated[
+        int | None, typer.Option(help="Steps between val-loss evals; 0 = end only. [200]")
+    ] = None,
     eval_batches: Annotated[int | None, typer.Option(help="Fixed val batches per eval. [20]")] = None,
-    ckpt_interval: Annotated[int | None, typer.Option(help="Steps between checkpoints; 0 = end only. [500]")] = None,
+    ckpt_interval: Annotated[
+        int | None, typer.Option(help="Steps between checkpoints; 0 = end only. [500]")
+    ] = None,
     keep_last: Annotated[int | None, typer.Option(help="Step checkpoints to keep; 0 = all. [3]")] = None,
     log_interval: Annotated[int | None, typer.Option(help="Steps between progress lines. [10]")] = None,
     dropout: Annotated[float | None, typer.Option(help="Dropout on attention and MLP outputs. [0.0]")] = None,
     compile: Annotated[
-        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model. [on for CUDA, off on CPU]")
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the model. [on for CUDA, off on CPU]"),
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, bfloat16 or float32. [auto]")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for weights, dropout and data order. [1337]")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps. [auto]")] = None,
-    watch: Annotated[bool, typer.Option("--watch", help="Train in the background and show a live dashboard.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Train in the background and show a live dashboard.")
+    ] = False,
 ) -> None:
     """Train a model on a prepared data dir; ends with a bundle in RUN_DIR/bundle."""
     if run_dir is not None:
