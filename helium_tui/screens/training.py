@@ -123,7 +123,7 @@ class TrainingScreen(Screen):
     """
     BINDINGS = [
         Binding("escape", "back", "Back (run continues)", id="training.back"),
-        Binding("ctrl+x", "stop_run", "Stop run", id="training.stop"),
+        Binding("ctrl+s", "stop_run", "Stop run", id="training.stop"),
     ]
 
     last_run_dir: ClassVar[Path | None] = (
@@ -178,6 +178,7 @@ class TrainingScreen(Screen):
     # --- starting and attaching ---------------------------------------------------------------------------
 
     @on(Button.Pressed, "#start")
+    @on(Input.Submitted, "#data, #steps, #out")
     def _start_pressed(self) -> None:
         self.start_from_form()
 
@@ -269,7 +270,10 @@ class TrainingScreen(Screen):
             self.render_state(state)
             self._on_final(state)
         alive = handle.is_alive()
-        self.query_one("#stop", Button).disabled = not alive or handle.stop_requested
+        stoppable = alive and not handle.stop_requested
+        if self.query_one("#stop", Button).disabled == stoppable:
+            self.query_one("#stop", Button).disabled = not stoppable
+            self.refresh_bindings()
         if state.is_final and not alive and self._timer is not None:
             self._timer.stop()
             self._timer = None
@@ -298,7 +302,9 @@ class TrainingScreen(Screen):
         """The stats block as styled text."""
         colors = {"running": "green", "finished": "bold green", "stopped": "yellow", "failed": "bold red"}
         steps = f"{state.step}/{state.max_steps}" if state.max_steps else str(state.step)
-        eta = "done" if state.status == "finished" else format_duration(state.eta_s)
+        eta = (
+            "done" if state.status == "finished" else "–" if state.is_final else format_duration(state.eta_s)
+        )
         text = Text()
         text.append("status ", style="dim").append(state.status, style=colors.get(state.status, ""))
         text.append(f"   {Path(state.run_dir).name}\n", style="dim")
@@ -352,6 +358,12 @@ class TrainingScreen(Screen):
             self.notify(f"Training stopped at step {state.step} (checkpoint saved)")
 
     # --- stopping and leaving -----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Stop is dimmed in the footer unless a run is going."""
+        if action == "stop_run":
+            return None if self.query("#stop") and self.query_one("#stop", Button).disabled else True
+        return True
 
     def action_stop_run(self) -> None:
         """Ask the watched run to stop gracefully (in a thread: stopping waits for the checkpoint)."""

@@ -207,7 +207,7 @@ async def test_start_and_stop_a_run_through_the_form(tmp_path, helium_home, fake
         assert "running" in stats(screen) and "/100000" in stats(screen)
         assert screen.query_one("#stop").disabled is False
         assert screen.query_one("#progress", ProgressBar).total == 100000
-        await pilot.press("ctrl+x")
+        await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: screen.state.status == "stopped", "the run to stop")
         assert screen.handle.process.wait(10) == 0
         assert "checkpoint step_" in stats(screen)
@@ -263,7 +263,6 @@ async def test_a_new_screen_reattaches_to_the_last_run(tmp_path):
         assert not isinstance(app.screen, TrainingScreen)
 
 
-@pytest.mark.slow
 async def test_a_real_tiny_training_run_through_the_screen(tmp_path, helium_home, request):
     if not (REPO / "trainer" / "train.py").exists():
         pytest.skip("trainer/train.py (the real trainer) is not built yet")
@@ -282,7 +281,7 @@ async def test_a_real_tiny_training_run_through_the_screen(tmp_path, helium_home
         await wait_for(pilot, lambda: screen.state is not None and screen.state.step >= 2, "two real steps")
         assert screen.state.losses and screen.state.losses[-1] > 0
         assert "running" in stats(screen) and "/100000" in stats(screen) and "tiny" in stats(screen)
-        await pilot.press("ctrl+x")
+        await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: screen.state.status in ("stopped", "failed"), "the real run to stop")
         assert screen.state.status == "stopped", screen.state.error_tail
         assert screen.handle.process.wait(30) == 0
@@ -290,7 +289,6 @@ async def test_a_real_tiny_training_run_through_the_screen(tmp_path, helium_home
     assert list((tmp_path / "real-run" / "checkpoints").glob("step_*.pt"))
 
 
-@pytest.mark.slow
 async def test_a_real_tiny_run_finishes_and_its_model_is_installed(tmp_path, helium_home, request):
     if not (REPO / "trainer" / "train.py").exists():
         pytest.skip("trainer/train.py (the real trainer) is not built yet")
@@ -311,3 +309,17 @@ async def test_a_real_tiny_run_finishes_and_its_model_is_installed(tmp_path, hel
         assert screen.state.steps == [1, 2, 3, 4] and screen.state.val_steps
         assert "installed as finished-run" in stats(screen)
     assert "finished-run" in [m.name for m in list_models()]
+
+
+async def test_ctrl_t_opens_the_monitor_in_the_real_app(helium_home):
+    app_module = pytest.importorskip("helium_tui.app", reason="helium_tui/app.py (HeliumApp) not built yet")
+    app = app_module.HeliumApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert isinstance(app.screen, TrainingScreen)
+        assert "No run yet" in stats(app.screen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, TrainingScreen)
