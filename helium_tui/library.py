@@ -60,9 +60,21 @@ class Story:
         for key in ("prompt", "text"):
             if not isinstance(values.get(key), str):
                 raise ValueError(f"missing or invalid {key!r}")
-        if not isinstance(values.get("params", {}), dict):
-            raise ValueError("'params' is not an object")
+        for key, kinds in FIELD_TYPES.items():
+            if key in values and not isinstance(values[key], kinds):
+                raise ValueError(f"{key!r} has the wrong type ({type(values[key]).__name__})")
         return cls(**values)
+
+
+FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "params": dict,
+    "model": str,
+    "seed": (int, type(None)),
+    "created": str,
+    "tokens": int,
+    "finish_reason": str,
+    "id": str,
+}  # the types a story file's optional fields must have
 
 
 def first_words(text: str, n: int) -> str:

@@ -66,11 +66,11 @@ def test_corrupt_file_is_skipped_with_a_warning_and_left_untouched(store):
     bad.write_text('{"prompt": "half a fi', encoding="utf-8")
     wrong = store.root / "20200101-000000-beef.json"
     wrong.write_text('{"text": 3}', encoding="utf-8")
+    typed = store.root / "20200101-000000-cafe.json"
+    typed.write_text('{"prompt": "a", "text": "b", "created": 5}', encoding="utf-8")
     stories, warnings = store.list()
     assert [s.id for s in stories] == [good.id]
-    assert (
-        len(warnings) == 2 and any(str(bad) in w for w in warnings) and any(str(wrong) in w for w in warnings)
-    )
+    assert len(warnings) == 3 and all(any(str(p) in w for w in warnings) for p in (bad, wrong, typed))
     assert bad.read_text(encoding="utf-8") == '{"prompt": "half a fi'  # never rewritten or deleted
     assert wrong.read_text(encoding="utf-8") == '{"text": 3}'
 
