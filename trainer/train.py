@@ -430,6 +430,21 @@ class Trainer:
         total /= len(self.val_batches)
         return float(all_reduce_mean(total, self.dist).item())
 
+    def check_ranks_in_sync(self) -> None:
+        """Under DDP every rank must hold the same weights; compare a checksum across ranks."""
+        import torch.distributed as td
+
+        total = sum(p.detach().double().sum() for p in self.model.parameters())
+        device = _collective_device(self.dist)
+        lo, hi = total.to(device).clone(), total.to(device).clone()
+        td.all_reduce(lo, op=td.ReduceOp.MIN)
+        td.all_reduce(hi, op=td.ReduceOp.MAX)
+        if lo.item() != hi.item():
+            raise RuntimeError(f"DDP ranks hold different weights (checksums {lo.item()} vs {hi.item()})")
+        self.emit(
+            "log", message=f"ddp: {self.dist.world} ranks hold identical weights (checksum {hi.item():.6f})"
+        )
+
     # ------------------------------------------------------------ checkpoints and export
 
     def state_dict(self) -> dict:
@@ -598,6 +613,8 @@ class Trainer:
             if dist.main:
                 print(f"helium: error: {message}", file=sys.stderr, flush=True)
             return 1
+        if dist.world > 1:
+            self.check_ranks_in_sync()
         if evaluated_step != self.step:
             self.last_val = self.evaluate()
         if self.saved_step != self.step:
