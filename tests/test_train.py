@@ -141,3 +141,22 @@ def test_schedule_param_groups_and_flops():
 def test_progress_line_format():
     line = progress_line(100, 1000, 3.2109, 3.4, 6e-4, 12345.0, 0.0123, 190)
     assert line == "step 100/1000 | loss 3.21 | val 3.40 | lr 6.0e-04 | 12.3k tok/s | mfu 1.2% | eta 3m10s"
+
+
+def test_bench_train_json():
+    import typer
+
+    from helium_tui.commands.bench_train import bench_train
+
+    bench = typer.Typer()
+    bench.command("train")(bench_train)
+    bench.command("other")(lambda: None)  # a group, like `helium bench`
+    args = ["train", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--context", "32"]
+    result = runner.invoke(bench, [*args, "--device", "cpu", "--dtype", "float32", "--no-compile", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["compiled"] is False and report["dtype"] == "float32" and report["context"] == 32
+    assert report["tokens_per_s"] == pytest.approx(2 * 32 / report["step_time_s"])
+    assert report["params"] > 0 and report["peak_mem_bytes"] > 0 and report["flops_per_token"] > 0
+    result = runner.invoke(bench, ["train", "--preset", "nope"])
+    assert result.exit_code == 2 and "unknown preset" in result.stderr

@@ -1,0 +1,116 @@
+"""Training-speed benchmark on random tokens: tokens/s, MFU, step time and peak memory, eager or compiled.
+
+No dataset needed. Warmup steps (which include compilation) are excluded and the device is synchronized
+before each clock read.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from engine.config import get_preset
+from engine.model import TinySLM
+from engine.runtime import dtype_name, pick_device, pick_dtype
+from trainer.metrics import flops_per_token, mfu, peak_flops
+from trainer.optim import make_optimizer
+
+
+@dataclass
+class TrainBench:
+    """Results of one training benchmark."""
+
+    preset: str  # model preset
+    params: int  # parameter count
+    device: str  # where it ran
+    dtype: str  # autocast dtype
+    compiled: bool  # torch.compile of the model
+    batch_size: int  # sequences per step
+    context: int  # tokens per sequence
+    steps: int  # timed steps
+    warmup_steps: int  # untimed steps first (compilation happens here)
+    step_time_s: float  # mean wall time of one timed step
+    tokens_per_s: float  # batch_size * context / step_time_s
+    mfu: float | None  # achieved FLOP/s over the device peak (None: unknown peak)
+    peak_flops: float | None  # the peak used for MFU (datasheet for GPUs, measured matmul for CPUs)
+    flops_per_token: int  # 6 x matmul params + 12 x n_layer x d_model x context
+    peak_mem_bytes: int  # CUDA: max allocated; CPU: peak resident set of the process
+
+    def to_dict(self) -> dict:
+        """Plain dict for --json."""
+        return asdict(self)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mem(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
+
+
+def bench_train(
+    preset: str = "nano",
+    device: str = "auto",
+    dtype: str = "auto",
+    compile: bool | None = None,
+    batch_size: int = 8,
+    steps: int = 10,
+    warmup_steps: int = 3,
+    context: int | None = None,
+    seed: int = 0,
+) -> TrainBench:
+    """Time `steps` AdamW training steps of preset on random tokens after `warmup_steps` untimed ones."""
+    if batch_size < 1 or steps < 1 or warmup_steps < 0:
+        raise ValueError("batch size and steps must be positive and warmup steps non-negative")
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    compiled = compile if compile is not None else dev.type == "cuda"
+    config = get_preset(preset).with_(context_length=context)
+    ctx = config.context_length
+    torch.manual_seed(seed)
+    model = TinySLM(config).to(dev).train()
+    optimizer = make_optimizer(model, 1e-4, 0.1, (0.9, 0.95), dev)
+    fwd = torch.compile(model) if compiled else model
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dt == torch.bfloat16 else nullcontext()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    def step() -> None:
+        tokens = torch.randint(0, config.vocab_size, (batch_size, ctx + 1), device=dev, generator=gen)
+        with autocast:
+            logits = fwd(tokens[:, :-1])  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup_steps):
+        step()
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(dev)
+    step_time = (time.perf_counter() - t0) / steps
+    rate = batch_size * ctx / step_time
+    fpt = flops_per_token(config, ctx)
+    peak = peak_flops(dev, dt)
+    return TrainBench(
+        preset=preset, params=model.num_params(), device=str(dev), dtype=dtype_name(dt), compiled=compiled,
+        batch_size=batch_size, context=ctx, steps=steps, warmup_steps=warmup_steps, step_time_s=step_time,
+        tokens_per_s=rate, mfu=mfu(rate, fpt, peak), peak_flops=peak, flops_per_token=fpt,
+        peak_mem_bytes=_peak_mem(dev),
+    )  # fmt: skip
