@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.config import ModelConfig
+from engine.errors import BundleError
 from engine.files import atomic_write, atomic_write_text
 from engine.model import TinySLM
 from engine.tokenizer import TextTokenizer
@@ -23,10 +24,6 @@ from engine.tokenizer import TextTokenizer
 CONFIG, WEIGHTS, TOKENIZER, METADATA = "config.json", "model.safetensors", "tokenizer.json", "metadata.json"
 PT_WEIGHTS = "model.pt"
 FORMAT = "helium-bundle/1"
-
-
-class BundleError(Exception):
-    """A model bundle or weights file that cannot be used; the message is one line for the user."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Map ValueError, OSError and BundleError raised inside to a one-line error and exit 2."""
-    from engine.checkpoint import BundleError
+    from engine.errors import BundleError  # torch-free, so cheap
 
     try:
         yield
