@@ -67,6 +67,8 @@ def test_loss_falls_and_run_dir_is_complete(prepared_dir, tmp_path):
     assert bundle.metadata["steps"] == 150 and bundle.metadata["val_loss"] == pytest.approx(vals[-1])
     assert bundle.config.dropout == 0.0 and bundle.config.context_length == 32
     assert json.loads((out / "train_config.json").read_text())["max_steps"] == 150
+    result = runner.invoke(app, ["train", "--watch", str(out)])  # attach to the finished run (plain lines)
+    assert result.exit_code == 0 and "finished" in result.output
 
 
 def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(

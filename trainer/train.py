@@ -315,15 +315,34 @@ class Trainer:
         if self.dist.main:
             atomic_write_text(self.out / CONFIG_FILE, json.dumps(self.cfg.to_dict(), indent=2) + "\n")
 
-        self.fwd = torch.compile(self.model) if self.compiled else self.model  # eval runs this
-        self.train_model = self.fwd
-        if dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [dist.local_rank] if self.device.type == "cuda" else None
-            self.train_model = DDP(self.fwd, device_ids=ids)
+        self.wrap_model()
         self.flops_token = flops_per_token(self.model_config, self.context)
         self.peak = peak_flops(self.device, self.dtype)
+
+    def wrap_model(self) -> None:
+        """self.fwd: the (compiled) model that eval runs; self.train_model: the same under DDP."""
+        self.fwd = torch.compile(self.model) if self.compiled else self.model
+        self.train_model = self.fwd
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.train_model = DDP(self.fwd, device_ids=ids)
+
+    def first_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first step of a session; if torch.compile fails there, fall back to eager and retry."""
+        if not self.compiled:
+            return self.train_step(self.step)
+        try:
+            return self.train_step(self.step)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: train eager instead
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            self.emit("log", message=f"torch.compile failed, training eager: {type(exc).__name__}: {reason}")
+            self.say(f"torch.compile failed ({type(exc).__name__}); training eager")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.compiled = False
+            self.wrap_model()
+            return self.train_step(self.step)
 
     def _claim_run_dir(self) -> None:
         """Rank 0 checks and prepares the run dir; every rank learns whether that worked."""
@@ -542,11 +561,13 @@ class Trainer:
         )
         self.t_start = time.perf_counter()
         t_log, step_log = time.perf_counter(), self.step
+        start_step = self.step
         loss_sum = torch.zeros((), device=self.device)
         grad_norm = torch.zeros((), device=self.device)
         try:
             while self.step < self.max_steps:
-                loss, grad_norm = self.train_step(self.step)
+                first = self.step == start_step
+                loss, grad_norm = self.first_step() if first else self.train_step(self.step)
                 loss_sum += loss
                 self.step += 1
                 self.tokens += self.tokens_per_step
