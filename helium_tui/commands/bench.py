@@ -55,3 +55,35 @@ def bench_decode_cmd(
     Console(stderr=as_json).print(table)
     if as_json:
         print(json.dumps(r.to_dict()))
+
+
+@bench_app.command("startup")
+def bench_startup_cmd(
+    model: Annotated[str, typer.Option(help="Model for `helium tell` (default model if empty).")] = "",
+    prompt: Annotated[str, typer.Option(help="Prompt to tell.")] = "Once upon a time",
+    repeats: Annotated[int, typer.Option(help="Runs (best is reported).")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
+) -> None:
+    """Time to first token of a fresh `helium tell` process, Python and torch start-up included."""
+    import shutil
+    import sys
+
+    from engine.bench import bench_startup
+
+    helium = shutil.which("helium")
+    base = [helium] if helium else [sys.executable, "-m", "helium_tui.cli"]
+    command = [*base, "tell", prompt, "--max-tokens", "16", *(["--model", model] if model else [])]
+    with user_errors():
+        r = bench_startup(command, prompt, repeats)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="helium bench startup — fresh `helium tell` process")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("time to first token (best)", f"{r.first_token_s:.2f} s")
+    table.add_row("runs", ", ".join(f"{t:.2f}" for t in r.runs_s))
+    table.add_row("whole process (16 tokens)", f"{r.total_s:.2f} s")
+    Console(stderr=as_json).print(table)
+    if as_json:
+        print(json.dumps(r.to_dict()))
