@@ -128,7 +128,7 @@ class StudioScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Horizontal(id="studio-body"):
             with Vertical(id="main-column"):
-                yield TextArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, tab_behavior="focus")
+                yield TextArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, tab_behavior="focus", highlight_cursor_line=False)
                 with VerticalScroll(id="story-scroll", can_focus=False):
                     yield StoryView(hint=HINT, id="story")
             with Vertical(id="sidebar"):

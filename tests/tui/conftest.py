@@ -47,6 +47,10 @@ def make_app(model: Path | str | None, **kwargs) -> HeliumApp:
 
 
 async def loaded(app: HeliumApp, pilot) -> None:
-    """Wait until the startup model load (and anything else in flight) has finished."""
+    """Wait until a model is loaded (or the no-model screen is up) and nothing else is in flight."""
+    from helium_tui.screens.no_model import NoModelScreen
+
+    while app.session is None and not isinstance(app.screen, NoModelScreen):
+        await pilot.pause(0.01)
     await app.workers.wait_for_complete()
     await pilot.pause()

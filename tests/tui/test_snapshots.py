@@ -5,15 +5,16 @@ Only deterministic content: a tiny CPU model, no generation timings. Update with
 
 from __future__ import annotations
 
-from tests.tui.conftest import make_app
+from tests.tui.conftest import loaded, make_app
 
 SIZE = (80, 24)
 
 
 async def settle(pilot) -> None:
-    """Let the startup model load finish and the screen redraw, with a steady (non-blinking) cursor."""
-    await pilot.app.workers.wait_for_complete()
-    pilot.app.studio.query_one("#prompt").cursor_blink = False
+    """Let the startup model load finish; focus on a slider (a text cursor would blink)."""
+    await loaded(pilot.app, pilot)
+    if pilot.app.screen is pilot.app.studio:
+        pilot.app.studio.query_one("#param-temperature KeySlider").focus()
     await pilot.pause()
 
 

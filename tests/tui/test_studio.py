@@ -36,13 +36,12 @@ async def test_generate_streams_tokens_incrementally(tiny_bundle):
         await loaded(app, pilot)
         studio = app.studio
         await type_prompt(pilot, studio, "Tom had a ball")
-        greedy(studio, 64)
+        greedy(studio, 256)
+        states: list[str] = []  # the pane's text after each UI update while streaming
+        extend = studio.story.extend
+        studio.story.extend = lambda pieces: (extend(pieces), states.append(studio.story.text))
         await pilot.press("ctrl+g")
-        states = []
-        while studio.generating:
-            await pilot.pause(0.01)
-            states.append(studio.story.text)
-        await pilot.pause()
+        await loaded(app, pilot)
         final = studio.story.text
         result = studio.last_result
         assert result is not None and result.finish_reason in ("length", "eos")
@@ -52,7 +51,7 @@ async def test_generate_streams_tokens_incrementally(tiny_bundle):
         assert studio.story.prompt == "Tom had a ball"
         # the studio's greedy story is exactly the engine's greedy story
         direct = open_session(str(tiny_bundle), "cpu", "float32").generator.generate(
-            "Tom had a ball", SamplingParams(max_new_tokens=64, temperature=0)
+            "Tom had a ball", SamplingParams(max_new_tokens=256, temperature=0)
         )
         assert final == direct.text
         assert studio.status.stats.tokens == result.generated_tokens
@@ -234,3 +233,30 @@ async def test_help_and_palette_commands(tiny_bundle):
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Generate", "Stop", "Retell", "Continue story", "Clear", "Token inspector", "Models",
                 "Library", "Training", "Help"} <= titles
+
+
+async def test_small_terminal_and_resize(tiny_bundle):
+    app = make_app(tiny_bundle)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        studio = app.studio
+        greedy(studio, 32)
+        await pilot.press("ctrl+g")
+        await loaded(app, pilot)
+        for size in ((120, 40), (60, 20), (80, 24)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            assert app.size == size
+            assert studio.story.region.width > 0 and studio.status.region.height == 1
+        assert studio.last_result.generated_tokens > 0
+
+
+def test_cli_root_has_studio_options():
+    from typer.testing import CliRunner
+
+    from helium_tui.cli import app
+
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--model", "--device", "--dtype", "--stories-dir"):
+        assert option in result.output
