@@ -82,9 +82,8 @@ class Attention(nn.Module):
                 k, v = k_all, v_all
         gqa = self.n_head != self.n_kv_head
         if mask is None:  # training, or a prefill that starts at position 0
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0, enable_gqa=gqa
-            )
+            # no dropout inside attention: it would force the math kernel (a materialized T x T matrix)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, C)

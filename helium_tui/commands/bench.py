@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
 
 bench_app = typer.Typer(help="Benchmarks: decoding speed (and training speed).", no_args_is_help=True)
@@ -87,3 +88,6 @@ def bench_startup_cmd(
     Console(stderr=as_json).print(table)
     if as_json:
         print(json.dumps(r.to_dict()))
+
+
+bench_app.command("train", help="Training speed on random tokens: tokens/s, MFU, peak memory.")(bench_train)
