@@ -162,3 +162,13 @@ def test_bench_train_json():
     assert report["params"] > 0 and report["peak_mem_bytes"] > 0 and report["flops_per_token"] > 0
     result = runner.invoke(bench, ["train", "--preset", "nope"])
     assert result.exit_code == 2 and "unknown preset" in result.stderr
+
+
+@pytest.mark.slow
+def test_compiled_training_on_cpu(prepared_dir, tmp_path):
+    out = tmp_path / "run"
+    assert run_training(tiny_cfg(prepared_dir, out, max_steps=4, compile=True, eval_interval=0)) == 0
+    events = read_events(out / "events.jsonl")
+    assert events[0]["compiled"] is True and events[-1]["status"] == "finished"
+    assert not any(e["event"] == "log" and "compile failed" in e["message"] for e in events)
+    assert load_bundle(out / "bundle").metadata["steps"] == 4

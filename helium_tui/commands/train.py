@@ -94,6 +94,11 @@ def train(
             raise fail("--out RUN_DIR is required")
         out = out.resolve()
         if resume:
+            from engine.runner import pid_alive, read_pid
+
+            pid = read_pid(out)
+            if pid is not None and pid != os.getpid() and pid_alive(pid):
+                raise fail(f"a training run is already going in {out} (pid {pid})")
             cfg = TrainConfig.load(out / CONFIG_FILE).with_(**overrides)
             if max_tokens is not None and max_steps is None:
                 cfg.max_steps = None  # a new token budget replaces the old step count
