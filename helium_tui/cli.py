@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-from helium_tui.commands.data import data_app
-from helium_tui.commands.importer import import_app
 from helium_tui.commands.bench import bench_app
+from helium_tui.commands.data import data_app
 from helium_tui.commands.evaluate import eval_cmd
+from helium_tui.commands.importer import import_app
 from helium_tui.commands.tell import tell
 from helium_tui.commands.train import train
 
