@@ -15,7 +15,9 @@ MAX_VOCAB = 65535  # ids must fit uint16 shards
 def train_bpe(stories: Iterable[str], vocab_size: int) -> TextTokenizer:
     """A byte-level BPE with vocab_size ids trained on stories; EOT is both BOS and EOS."""
     if not 257 <= vocab_size <= MAX_VOCAB:
-        raise ValueError(f"vocab size must be between 257 and {MAX_VOCAB} (ids are stored as uint16), got {vocab_size}")
+        raise ValueError(
+            f"vocab size must be between 257 and {MAX_VOCAB} (ids are stored as uint16), got {vocab_size}"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
