@@ -15,6 +15,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from engine.humanize import format_duration
 from engine.runner import RunEvent, RunHandle, RunState, attach
 
 REFRESH_PER_SECOND = 4  # dashboard redraws per second
@@ -347,18 +348,6 @@ def _footer(handle: RunHandle) -> str:
     if handle.owned:
         return "Ctrl-C: stop the run gracefully (saves a checkpoint)"
     return "Ctrl-C: detach (the run keeps going)"
-
-
-def format_duration(seconds: float | None) -> str:
-    """'1h 02m', '5m 03s', '42s' ('?' when unknown)."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "?"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s}s"
 
 
 def _f4(value: object) -> str:

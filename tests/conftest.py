@@ -97,3 +97,13 @@ def write_prepared_dir(directory: Path, stories: list[str], vocab_size: int = 30
 def prepared_dir(tmp_path_factory) -> Path:
     """A small prepared data dir built from `make_stories(400)` (read-only: copy it before changing files)."""
     return write_prepared_dir(tmp_path_factory.mktemp("prepared"), make_stories(400))
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One intra-op thread: tiny models run far faster than on two threads of a shared 2-core box."""
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # open_session() leaves the thread count alone then
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

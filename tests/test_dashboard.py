@@ -41,7 +41,7 @@ def test_render_shows_the_key_numbers_in_80x24():
     lines = out.splitlines()
     assert len(lines) <= 23 and max(len(line) for line in lines) <= 80
     for needle in [
-        "step 1,200/5,000", "24.0%", "ETA 12m 03s", f"loss {2 + 8 * math.exp(-6):.4f}", "val 2.1234",
+        "step 1,200/5,000", "24.0%", "ETA 12m03s", f"loss {2 + 8 * math.exp(-6):.4f}", "val 2.1234",
         "lr 3.00e-04", "tok/s 12,346", "mfu 3.1%", "15.2M params", "1.2M tokens",
         "checkpoint runs/nano/checkpoints/step_001000.pt", "› saved checkpoint step_001000.pt",
         "running", "Ctrl-C: detach",
@@ -65,7 +65,7 @@ def test_render_failed_shows_error_tail_and_waiting_chart():
 def test_render_finished_shows_bundle_and_fits_small_height():
     state = sample_state(status="finished", bundle="runs/nano/bundle", eta_s=0.0)
     out = text_of(render(state, 80, 16))
-    assert "bundle runs/nano/bundle" in out and "took 5m 00s" in out and "finished" in out
+    assert "bundle runs/nano/bundle" in out and "took 5m00s" in out and "finished" in out
 
 
 def write_run(run_dir: Path, events: list[dict], log: str = "") -> Path:
@@ -186,7 +186,7 @@ def test_ctrl_c_detaches_from_an_attached_run(tmp_path, fake):
 
 
 def test_helpers():
-    assert [format_duration(s) for s in (None, 5, 65, 3725)] == ["?", "5s", "1m 05s", "1h 02m"]
+    assert [format_duration(s) for s in (None, 5, 65, 3725)] == ["?", "5s", "1m05s", "1h02m"]
     assert downsample([1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0], 2) == ([1.5, 3.5], [1.5, 3.5])
     assert downsample([1, 2], [1.0, 2.0], 5) == ([1.0, 2.0], [1.0, 2.0])
 

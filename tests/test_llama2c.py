@@ -342,16 +342,6 @@ def golden() -> str:
     return (LLAMA2C / "stories260K_greedy_200.txt").read_text(encoding="utf-8")
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    """Tiny models decode fastest on one thread; more threads only contend on a shared CPU."""
-    before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # open_session() leaves the thread count alone then
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 GREEDY = ["--temperature", "0", "--repetition-penalty", "1", "--dtype", "float32", "--device", "cpu"]
 
 

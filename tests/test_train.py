@@ -20,12 +20,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: far faster than two on a shared, loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here runs on one intra-op thread (see conftest.one_thread)."""
 
 
 def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from engine.config import ModelConfig
+from engine.humanize import format_duration
 
 # Dense bf16 tensor-core peak per GPU, from NVIDIA datasheets (the "with sparsity" numbers halved).
 # Matched in order against torch.cuda.get_device_name(), so more specific names come first.
@@ -113,16 +114,6 @@ def read_events(path: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return events
-
-
-def format_duration(seconds: float) -> str:
-    """3m10s, 1h02m, 45s."""
-    s = int(max(0, round(seconds)))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
 
 
 def format_rate(tokens_per_s: float) -> str:

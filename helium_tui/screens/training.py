@@ -22,6 +22,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, S
 from textual_plotext import PlotextPlot
 
 from engine.config import PRESETS
+from engine.humanize import format_duration
 from engine.registry import user_data_dir, user_models_dir
 from engine.runner import RunEvent, RunHandle, RunState, attach, start_run
 
@@ -72,18 +73,6 @@ def install_bundle(run_dir: Path, bundle: str | Path) -> str:
             shutil.copytree(source, target)
         return name
     raise ValueError(f"too many models named {base}-N in {models}")
-
-
-def format_duration(seconds: float | None) -> str:
-    """Seconds as '1h02m', '3m05s' or '12s' ('?' when unknown)."""
-    if seconds is None or seconds < 0:
-        return "?"
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
 
 
 def thin(xs: list[int], ys: list[float], limit: int = MAX_PLOT_POINTS) -> tuple[list[int], list[float]]:
