@@ -49,8 +49,11 @@ def flops_per_token(config: ModelConfig, context: int) -> int:
 
 
 @functools.cache
-def measured_cpu_flops(dtype: torch.dtype = torch.float32, n: int = 1024, reps: int = 4) -> float | None:
-    """Best-of-reps FLOP/s of an n x n matmul on this CPU in dtype (None if it cannot be measured)."""
+def measured_cpu_flops(dtype: torch.dtype = torch.float32, n: int = 1024, reps: int = 20) -> float | None:
+    """Best-of-reps FLOP/s of an n x n matmul on this CPU in dtype (None if it cannot be measured).
+
+    Many short reps (~0.4 s in all) so one busy moment on a shared machine does not set the peak.
+    """
     try:
         gen = torch.Generator().manual_seed(0)  # never touch the global RNG (a run's dropout uses it)
         a = torch.randn(n, n, generator=gen).to(dtype)
