@@ -43,12 +43,19 @@ class Bundle:
 
 
 def save_bundle(
-    directory: str | Path, model: TinySLM, tokenizer: TextTokenizer, metadata: dict | None = None
+    directory: str | Path,
+    model: TinySLM,
+    tokenizer: TextTokenizer,
+    metadata: dict | None = None,
+    weights_dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write a bundle; each file lands atomically. Weights are saved from the uncompiled module."""
+    """Write a bundle; each file lands atomically. Weights are saved from the uncompiled module,
+    in weights_dtype if given (bfloat16 halves the size; loading casts to the run's dtype)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", dtype=weights_dtype or v.dtype).contiguous() for k, v in model.state_dict().items()
+    }
     if model.config.tie_embeddings:
         state.pop("output.weight", None)
     atomic_write(directory / WEIGHTS, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
