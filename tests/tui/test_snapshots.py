@@ -42,3 +42,24 @@ def test_help(snap_compare, tiny_bundle):
 
 def test_no_model(snap_compare, helium_home):
     assert snap_compare(make_app(None), terminal_size=SIZE, run_before=settle)
+
+
+def test_story_library(snap_compare, tiny_bundle, tmp_path):
+    from helium_tui.library import Story
+
+    app = make_app(tiny_bundle, stories_dir=tmp_path / "stories")
+
+    async def open_library(pilot) -> None:
+        await settle(pilot)
+        for i, (prompt, text) in enumerate([
+            ("Once upon a time", ", there was a girl named Lily. She had a red ball. The end."),
+            ("Tom had a boat", ". He sailed it on the pond with his dad. They were happy."),
+        ]):  # fmt: skip
+            story = Story(prompt, text, {"temperature": 0.8, "top_p": 0.95}, "tiny-bundle", seed=7 + i,
+                          created=f"2026-11-2{i + 1}T10:00:00+00:00", tokens=20 + i, finish_reason="eos",
+                          id=f"2026112{i + 1}-100000-ab1{i}")  # fmt: skip
+            pilot.app.store.save(story)
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=open_library)
