@@ -98,7 +98,7 @@ def bench_decode(
         raise ValueError(f"prompt + new tokens must fit the context ({cfg.context_length})")
     torch.manual_seed(0)
     model = TinySLM(cfg).to(device=dev, dtype=dt).eval()
-    packed = packed and dev.type == "cpu" and dt == torch.bfloat16 and pack_linears(model) > 0
+    packed = packed and not compile and dev.type == "cpu" and dt == torch.bfloat16 and pack_linears(model) > 0
     prompt = torch.randint(0, cfg.vocab_size, (prompt_tokens,)).tolist()
     gen = Generator(model, _RandomTokenizer(prompt), compile=compile)
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0, repetition_penalty=1.0, stop_at_eos=False)
