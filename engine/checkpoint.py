@@ -119,8 +119,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: Path) -> TinySLM:
     """A TinySLM with state loaded, or a BundleError naming missing/unexpected keys and bad shapes."""
     state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
-    with torch.device("meta"):
-        model = TinySLM(config)
+    model = TinySLM(config)  # on the CPU: first use of the meta device costs ~1 s of torch warm-up
     expected = model.state_dict()
     if config.tie_embeddings:
         expected.pop("output.weight", None)
@@ -139,7 +138,6 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: Pat
             raise BundleError(
                 f"{source}: wrong shape for {k}: file has {tuple(state[k].shape)}, config needs {tuple(v.shape)}"
             )
-    model = TinySLM(config)
     model.load_state_dict(state, strict=False)
     return model.eval()
 

@@ -143,9 +143,11 @@ class TinySLM(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
 
     def _apply(self, fn, recurse=True):
-        """After .to()/.cuda()/.half(): rebuild the RoPE tables in float32 on the new device."""
+        """After .to()/.to_empty()/.half(): keep embeddings tied, rebuild RoPE in float32 on the device."""
         super()._apply(fn, recurse)
         cfg = self.config
+        if cfg.tie_embeddings:  # to_empty() gives each module its own tensor; tie them again
+            self.output.weight = self.tok_embeddings.weight
         cos, sin = precompute_rope(cfg.head_dim, cfg.context_length, cfg.rope_theta)
         self.rope_cos, self.rope_sin = cos.to(self.rope_cos.device), sin.to(self.rope_sin.device)
         return self
