@@ -15,7 +15,7 @@ from engine.config import get_preset
 from engine.cpu_linear import pack_linears
 from engine.generate import Generator, SamplingParams
 from engine.model import TinySLM
-from engine.runtime import dtype_name, pick_device, pick_dtype, set_cpu_threads
+from engine.runtime import dtype_name, pick_device, pick_dtype
 
 
 @dataclass
@@ -90,7 +90,6 @@ def bench_decode(
     repeats: int = 3,
 ) -> DecodeBench:
     """Benchmark prefill and decode of a randomly initialised preset."""
-    set_cpu_threads()
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     cfg = get_preset(preset)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,12 +64,6 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
 def dtype_name(dtype: torch.dtype) -> str:
     """'bfloat16' / 'float32'."""
     return str(dtype).removeprefix("torch.")
-
-
-def set_cpu_threads() -> None:
-    """Use every core for intra-op parallelism unless the user pinned OMP_NUM_THREADS."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
 
 
 class CompiledFn:

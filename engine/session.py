@@ -10,7 +10,7 @@ from engine.checkpoint import Bundle, load_bundle
 from engine.cpu_linear import pack_linears
 from engine.generate import Generator
 from engine.registry import resolve_model
-from engine.runtime import dtype_name, pick_device, pick_dtype, set_cpu_threads
+from engine.runtime import dtype_name, pick_device, pick_dtype
 
 
 @dataclass
@@ -37,7 +37,6 @@ def open_session(
     model: str | None = None, device: str = "auto", dtype: str = "auto", compile: bool = False
 ) -> Session:
     """Load model (path or name; None = the default) for sampling."""
-    set_cpu_threads()
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     bundle = load_bundle(resolve_model(model), device=dev, dtype=dt)

@@ -103,7 +103,7 @@ def prepared_dir(tmp_path_factory) -> Path:
 def one_thread(monkeypatch):
     """One intra-op thread: tiny models run far faster than on two threads of a shared 2-core box."""
     before = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # open_session() leaves the thread count alone then
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for subprocesses the test starts
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
