@@ -671,9 +671,10 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> int:
             print(f"helium: error: {prefix}{message}", file=sys.stderr, flush=True)
         _fail_events(trainer, message, [])
         return 2
-    except KeyboardInterrupt:
-        print("helium: error: interrupted", file=sys.stderr, flush=True)
-        _fail_events(trainer, "interrupted", [])
+    except KeyboardInterrupt:  # Ctrl-C before the handler was installed, or a second Ctrl-C
+        print("helium: interrupted: stopped without saving this step (the last checkpoint is kept)", file=sys.stderr)
+        if trainer is not None and trainer.events is not None:
+            trainer.emit("status", status="stopped", step=trainer.step)
         return 130
     except Exception as exc:  # noqa: BLE001 - record the crash for the dashboard, then show it
         tail = traceback.format_exc().strip().splitlines()[-12:]
