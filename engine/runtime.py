@@ -61,6 +61,13 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
     return torch.float32
 
 
+def pick_training_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
+    """Like pick_dtype, but auto trains in float32 on CPUs: bf16 autocast measured ~1.4x slower there."""
+    if (not requested or requested == "auto") and device.type == "cpu":
+        return torch.float32
+    return pick_dtype(device, requested)
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """'bfloat16' / 'float32'."""
     return str(dtype).removeprefix("torch.")

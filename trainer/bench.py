@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from engine.config import get_preset
 from engine.model import TinySLM
-from engine.runtime import dtype_name, pick_device, pick_dtype
+from engine.runtime import dtype_name, pick_device, pick_training_dtype
 from trainer.metrics import flops_per_token, mfu, peak_flops
 from trainer.optim import make_optimizer
 
@@ -74,7 +74,7 @@ def bench_train(
     if batch_size < 1 or steps < 1 or warmup_steps < 0:
         raise ValueError("batch size and steps must be positive and warmup steps non-negative")
     dev = pick_device(device)
-    dt = pick_dtype(dev, dtype)
+    dt = pick_training_dtype(dev, dtype)
     compiled = compile if compile is not None else dev.type == "cuda"
     config = get_preset(preset).with_(context_length=context)
     ctx = config.context_length

@@ -29,7 +29,7 @@ from engine.checkpoint import BundleError, save_bundle
 from engine.config import ModelConfig, get_preset
 from engine.files import atomic_write_text
 from engine.model import TinySLM
-from engine.runtime import dtype_name, pick_device, pick_dtype
+from engine.runtime import dtype_name, pick_device, pick_training_dtype
 from engine.tokenizer import TextTokenizer
 from trainer import checkpoints as ckpt
 from trainer.loader import TokenLoader, read_manifest
@@ -269,9 +269,7 @@ class Trainer:
             self.device = torch.device("cuda", dist.local_rank)
         else:
             self.device = pick_device(cfg.device)
-        # CPU training: autocast bf16 measured ~1.4x slower than float32 here (docs/BENCHMARKS.md)
-        auto_cpu = cfg.dtype == "auto" and self.device.type == "cpu"
-        self.dtype = torch.float32 if auto_cpu else pick_dtype(self.device, cfg.dtype)
+        self.dtype = pick_training_dtype(self.device, cfg.dtype)
         self.compiled = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
