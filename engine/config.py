@@ -65,13 +65,13 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # The model card's Helium-Nano: ~45M parameters.
     "nano": ModelConfig(),
-    # ~13M: a GPU-friendly small model.
+    # ~17M: a GPU-friendly small model.
     "small": ModelConfig(vocab_size=8192, d_model=384, n_layer=8, n_head=6, hidden_dim=1024),
-    # ~4M: the largest that trains comfortably on a laptop CPU.
+    # ~5.5M: the largest that trains comfortably on a laptop CPU (the shipped default model).
     "mini": ModelConfig(
         vocab_size=4096, d_model=256, n_layer=6, n_head=8, n_kv_head=4, hidden_dim=704, context_length=256
     ),
-    # ~1.5M: quick CPU runs.
+    # ~1.9M: quick CPU runs.
     "micro": ModelConfig(
         vocab_size=4096, d_model=160, n_layer=4, n_head=4, hidden_dim=448, context_length=256
     ),
