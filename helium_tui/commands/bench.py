@@ -10,7 +10,7 @@ import typer
 from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
 
-bench_app = typer.Typer(help="Benchmarks: decoding speed (and training speed).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: decoding, start-up and training speed.", no_args_is_help=True)
 
 
 @bench_app.command("decode")
