@@ -12,7 +12,7 @@ from rich.console import Console
 
 from engine.runner import EVENTS_FILE, LOG_FILE, RunEvent, RunState, attach, start_run
 from helium_tui.dashboard import downsample, format_duration, render, watch
-from tests.test_runner import FAKE_TRAINER
+from tests.fakes import fake_trainer_kwargs
 
 
 def sample_state(**overrides) -> RunState:
@@ -143,10 +143,7 @@ def test_watch_missing_run_dir_is_a_value_error(tmp_path):
 
 @pytest.fixture
 def fake(tmp_path) -> dict:
-    mod_dir = tmp_path / "fakemods"
-    mod_dir.mkdir()
-    (mod_dir / "fake_trainer.py").write_text(FAKE_TRAINER)
-    return {"module": "fake_trainer", "env": {"PYTHONPATH": str(mod_dir)}}
+    return fake_trainer_kwargs(tmp_path)
 
 
 def ctrl_c_at_step(step: int):
