@@ -107,3 +107,15 @@ def one_thread(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def tiny_train_config(data: Path, out: Path, **overrides):
+    """A TrainConfig small enough for a few hundred CPU steps in seconds (tiny preset, float32, CPU)."""
+    from trainer.train import TrainConfig
+
+    base = dict(
+        data=str(data), out=str(out), preset="tiny", context=32, batch_size=8, max_steps=20, lr=3e-3,
+        min_lr=3e-4, warmup_steps=5, eval_interval=10, eval_batches=2, ckpt_interval=10, log_interval=5,
+        dtype="float32", device="cpu", seed=0,
+    )  # fmt: skip
+    return TrainConfig(**(base | overrides))

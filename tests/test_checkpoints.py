@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from helium_tui.cli import app
+from tests.conftest import tiny_train_config
 from trainer import checkpoints as ckpt
 from trainer.metrics import read_events
 from trainer.train import TrainConfig, run_training
@@ -31,12 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(
-        data=str(data), out=str(out), preset="tiny", context=32, batch_size=4, max_steps=10, lr=3e-3,
-        min_lr=3e-4, warmup_steps=3, eval_interval=5, eval_batches=2, ckpt_interval=5, log_interval=5,
-        dtype="float32", device="cpu", seed=3,
-    )  # fmt: skip
-    return TrainConfig(**(base | kw))
+    """The shared tiny config with this file's smaller batch, shorter run and its own seed."""
+    base = dict(batch_size=4, max_steps=10, warmup_steps=3, eval_interval=5, ckpt_interval=5, seed=3)
+    return tiny_train_config(data, out, **(base | kw))
 
 
 def spawn(config: Path, *args: str, env: dict | None = None) -> subprocess.Popen:

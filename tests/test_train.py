@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from engine.checkpoint import load_bundle
 from helium_tui.cli import app
+from tests.conftest import tiny_train_config
 from trainer.metrics import flops_per_token, matmul_params, progress_line, read_events
 from trainer.optim import lr_at, param_groups
 from trainer.train import TrainConfig, run_training
@@ -26,12 +27,7 @@ def _one_thread(one_thread):
 
 def tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
     """A config small enough for a few hundred CPU steps in seconds."""
-    base = dict(
-        data=str(data), out=str(out), preset="tiny", context=32, batch_size=8, max_steps=20, lr=3e-3,
-        min_lr=3e-4, warmup_steps=5, eval_interval=10, eval_batches=2, ckpt_interval=10, log_interval=5,
-        dtype="float32", device="cpu", seed=0,
-    )  # fmt: skip
-    return TrainConfig(**(base | kw))
+    return tiny_train_config(data, out, **kw)
 
 
 def test_loss_falls_and_run_dir_is_complete(prepared_dir, tmp_path):
