@@ -641,6 +641,10 @@ class Trainer:
         if self.saved_step != self.step:
             self.save()
         bundle = self.export() if dist.main else None
+        if dist.world > 1:  # every rank leaves together, after rank 0 has written the bundle
+            import torch.distributed as td
+
+            td.barrier()
         self.emit("status", status="finished", step=self.step, bundle=str(bundle) if bundle else None)
         self.say(
             f"finished: {self.step} steps, {self.tokens} tokens, val loss {self.last_val:.3f}; bundle {bundle}"
@@ -681,10 +685,24 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> int:
         return 1
     finally:
         if dist is not None and dist.world > 1:
-            import torch.distributed as td
+            trainer = None  # drop the DDP wrapper (it holds the process group) before tearing down
+            leave_process_group()
 
-            if td.is_initialized():
-                td.destroy_process_group()
+
+def leave_process_group() -> None:
+    """Tear down gloo/NCCL while the interpreter is fully alive.
+
+    The DDP reducer keeps the process group (and gloo's worker threads) alive; left to interpreter
+    shutdown they can abort the process ("terminate called without an active exception"). So: collect
+    the dropped DDP wrapper, then destroy the group.
+    """
+    import gc
+
+    import torch.distributed as td
+
+    gc.collect()
+    if td.is_initialized():
+        td.destroy_process_group()
 
 
 def _fail_events(trainer: Trainer | None, message: str, tail: list[str]) -> None:

@@ -365,9 +365,9 @@ class TrainingScreen(Screen):
 
     @work(thread=True, exclusive=True, group="training-stop")
     def _stop_worker(self, handle: RunHandle) -> None:
-        """Stop handle's run (blocking), then refresh the monitor on the UI thread."""
+        """Stop handle's run (blocking). It touches no widget: the polling timer shows the outcome, and a
+        UI call from here could land while the app is closing (a flaky crash on exit)."""
         handle.stop(timeout=60)
-        self.app.call_from_thread(self.refresh_run)
 
     def action_back(self) -> None:
         """Leave the monitor; the run keeps going in the background."""
