@@ -128,6 +128,12 @@ class Generator:
     def _decode_step(self, token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         return self.model(token, input_pos)[:, -1]
 
+    def warm_up(self) -> None:
+        """Decode a couple of tokens now, so a compiled decode step compiles here, not in the first story."""
+        params = SamplingParams(max_new_tokens=2, temperature=0, repetition_penalty=1.0, stop_at_eos=False)
+        for _ in self._tokens([0], params, 1, lambda: False):
+            pass
+
     def _ensure_cache(self, batch: int) -> None:
         if self.batch != batch:
             self.model.setup_cache(batch, self.ctx)

@@ -74,13 +74,22 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 class CompiledFn:
-    """A callable that runs `torch.compile(fn)` and falls back to eager if compiling fails."""
+    """A callable that runs `torch.compile(fn)` for inference and falls back to eager if compiling fails.
+
+    CUDA: CUDA graphs (mode="reduce-overhead"). CPU: Inductor with `freezing`, which folds the weights
+    into the graph as constants and prepacks them for oneDNN (nano bf16 decode: ~155 -> ~215 tok/s).
+    Freezing must be on while Dynamo traces (it decides there whether weights are graph inputs or
+    constants), so each call runs inside a scoped config patch rather than flipping torch's global
+    config, which would also freeze the trainer's no_grad evaluation. Frozen weights mean: call fn only
+    under no_grad/inference_mode, on weights that no longer change.
+    """
 
     def __init__(self, fn: Callable, device: torch.device, enabled: bool = True) -> None:
         self.eager = fn
         self.enabled = enabled
         self.failed: str | None = None  # why compilation was abandoned, if it was
         self.compiled = None
+        self.freeze = device.type == "cpu"
         if enabled:
             mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs on GPU
             self.compiled = torch.compile(fn, mode=mode, fullgraph=True, dynamic=False)
@@ -89,7 +98,12 @@ class CompiledFn:
         if self.compiled is None:
             return self.eager(*args, **kwargs)
         try:
-            return self.compiled(*args, **kwargs)
+            if not self.freeze:
+                return self.compiled(*args, **kwargs)
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch(freezing=True):
+                return self.compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager
             self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
             log.warning("torch.compile failed, running eager: %s", self.failed)

@@ -60,11 +60,13 @@ class HeliumApp(App[None]):
         device: str = "auto",
         dtype: str = "auto",
         stories_dir: str | Path | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.model_spec = model  # what --model asked for (None: the default model)
         self.device_spec = device  # auto, cpu, cuda, mps
         self.dtype_spec = dtype  # auto, float32, bfloat16
+        self.compile = compile  # torch.compile the decode step (compiled while the model loads)
         self.stories_dir = Path(stories_dir) if stories_dir else None  # None: the store's default
         self.session: Session | None = None  # the loaded model
         self.studio = StudioScreen()  # the main screen (always at the bottom of the stack)
@@ -100,9 +102,13 @@ class HeliumApp(App[None]):
         """Open a model in a background thread; the studio shows a loading indicator meanwhile."""
         from engine.session import open_session
 
-        self.call_from_thread(self.studio.set_loading, Path(spec).name if spec else "default model")
+        name = Path(spec).name if spec else "default model"
+        self.call_from_thread(self.studio.set_loading, name)
         try:
-            session = open_session(spec, device=self.device_spec, dtype=self.dtype_spec)
+            session = open_session(spec, device=self.device_spec, dtype=self.dtype_spec, compile=self.compile)
+            if self.compile:
+                self.call_from_thread(self.studio.set_loading, f"{name} · compiling")
+                session.generator.warm_up()
         except (BundleError, ValueError, OSError) as exc:
             self.call_from_thread(self._load_failed, one_line(exc))
         except Exception as exc:  # noqa: BLE001 - a broken bundle must not take the app down

@@ -260,3 +260,21 @@ def test_cli_root_has_studio_options():
     assert result.exit_code == 0
     for option in ("--model", "--device", "--dtype", "--stories-dir"):
         assert option in result.output
+
+
+async def test_compiled_studio_compiles_while_loading_and_tells_the_same_story(tiny_bundle):
+    app = make_app(tiny_bundle, compile=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        decode = app.session.generator._decode
+        assert decode.compiled is not None and decode.failed is None  # compiled during loading, no fallback
+        studio = app.studio
+        await type_prompt(pilot, studio, "Tom had a ball")
+        greedy(studio, 48)
+        await pilot.press("ctrl+g")
+        await loaded(app, pilot)
+        assert decode.failed is None and studio.last_result.generated_tokens > 0
+        eager = open_session(str(tiny_bundle), "cpu", "float32").generator.generate(
+            "Tom had a ball", SamplingParams(max_new_tokens=48, temperature=0)
+        )
+        assert studio.story.text == eager.text
