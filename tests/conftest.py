@@ -14,6 +14,16 @@ from engine.model import TinySLM
 from trainer.tokenizer import train_bpe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `gpu` skip, with the reason, on machines without CUDA (CI, laptops)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 LLAMA2C = SHARED / "peers" / "llama2c"
 TINYSTORIES = SHARED / "data" / "tinystories"
 
