@@ -132,6 +132,17 @@ def test_schedule_param_groups_and_flops():
     assert flops_per_token(cfg, 128) == 6 * linear + 12 * 2 * 64 * 128
 
 
+def test_min_lr_defaults_to_a_tenth_of_the_peak():
+    from trainer.train import TrainConfig
+
+    assert TrainConfig().final_lr == pytest.approx(1e-4)  # the default schedule: 1e-3 decaying to 1e-4
+    small = TrainConfig(lr=5e-5).validate()  # a peak below the old fixed 1e-4 floor is fine
+    assert small.final_lr == pytest.approx(5e-6)
+    assert TrainConfig(lr=5e-5, min_lr=0.0).validate().final_lr == 0.0
+    with pytest.raises(ValueError, match="min_lr <= lr"):
+        TrainConfig(lr=1e-4, min_lr=1e-3).validate()
+
+
 def test_progress_line_format():
     line = progress_line(100, 1000, 3.2109, 3.4, 6e-4, 12345.0, 0.0123, 190)
     assert line == "step 100/1000 | loss 3.21 | val 3.40 | lr 6.0e-04 | 12.3k tok/s | mfu 1.2% | eta 3m10s"

@@ -56,7 +56,7 @@ class TrainConfig:
     context: int | None = None  # tokens per sequence (None: the preset's context_length)
     grad_accum: int = 1  # micro-steps accumulated per optimizer step
     lr: float = 1e-3  # peak learning rate after warmup
-    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
+    min_lr: float | None = None  # learning rate at the end of the cosine decay (None: lr / 10)
     warmup_steps: int = 100  # linear warmup steps
     decay_steps: int | None = None  # steps of the cosine decay (None: max_steps)
     weight_decay: float = 0.1  # AdamW weight decay on matrices only
@@ -78,6 +78,11 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """Plain dict for train_config.json."""
         return asdict(self)
+
+    @property
+    def final_lr(self) -> float:
+        """The learning rate the cosine decays to: min_lr, or a tenth of the peak when it is not set."""
+        return self.min_lr if self.min_lr is not None else self.lr / 10
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -123,7 +128,7 @@ class TrainConfig:
         for name in ["warmup_steps", "eval_interval", "ckpt_interval", "keep_last"]:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
-        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
+        if not self.lr > 0 or not (self.final_lr >= 0 and self.final_lr <= self.lr):
             raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr {self.lr} and min_lr {self.min_lr}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay and grad_clip must be >= 0")
@@ -418,7 +423,7 @@ class Trainer:
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step (all micro-steps); returns (mean loss, grad norm) as device tensors."""
         cfg = self.cfg
-        set_lr(self.optimizer, lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, self.decay_steps))
+        set_lr(self.optimizer, lr_at(step, cfg.lr, cfg.final_lr, cfg.warmup_steps, self.decay_steps))
         total = torch.zeros((), device=self.device)
         for micro in range(cfg.grad_accum):
             x, y = self.train_loader.batch(step * cfg.grad_accum + micro)

@@ -39,7 +39,7 @@ def train(
     context: Annotated[int | None, typer.Option(help="Tokens per sequence. [preset's context]")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate. [1e-3]")] = None,
     min_lr: Annotated[
-        float | None, typer.Option(help="Learning rate at the end of the cosine decay. [1e-4]")
+        float | None, typer.Option(help="Learning rate at the end of the cosine decay. [lr / 10]")
     ] = None,
     warmup: Annotated[int | None, typer.Option(help="Linear warmup steps. [100]")] = None,
     decay_steps: Annotated[int | None, typer.Option(help="Cosine decay length in steps. [max steps]")] = None,

@@ -1,4 +1,4 @@
-"""The training monitor: start a background run or attach to one, and watch its loss, speed and progress.
+"""The training monitor: start, resume or attach to a background run, and watch its loss, speed and progress.
 
 Runs go through `engine.runner` (a separate process writing RUN_DIR/events.jsonl), so leaving this screen or
 the app never stops a run; a finished run's bundle is installed by name for the model picker.
@@ -6,6 +6,7 @@ the app never stops a run; a finished run's bundle is installed by name for the 
 
 from __future__ import annotations
 
+import math
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,44 @@ def train_config(preset: str, data: str, out: str, max_steps: int, **extra: Any)
     values = {"command": "helium (training monitor)", **extra}
     values.update(preset=preset, data=data, out=out, max_steps=max_steps)
     return TrainConfig.from_dict(values).to_dict()
+
+
+def resume_config(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    """The TrainConfig saved in run_dir as JSON, with changes applied, to resume it (ValueError when unusable)."""
+    from trainer.train import CONFIG_FILE, TrainConfig
+
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no {CONFIG_FILE} to resume from (is it a run directory?)")
+    config = TrainConfig.load(path).with_(out=str(run_dir.resolve()), **changes)
+    return config.validate().to_dict()
+
+
+def default_hyperparams(overrides: dict[str, Any]) -> tuple[int, float]:
+    """The batch size and learning rate a run gets when the form leaves them empty."""
+    from trainer.train import TrainConfig
+
+    config = TrainConfig().with_(**{k: v for k, v in overrides.items() if k in ("batch_size", "lr")})
+    return config.batch_size, config.lr
+
+
+def parse_count(text: str, what: str) -> int:
+    """A whole number >= 1 typed in the form; ValueError naming `what` otherwise."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError(f"{what} must be a whole number ≥ 1")
+    return int(text)
+
+
+def parse_lr(text: str) -> float:
+    """A positive, finite learning rate typed in the form (3e-4, 0.001); ValueError otherwise."""
+    try:
+        lr = float(text.strip())
+    except ValueError:
+        lr = math.nan
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError("learning rate must be a positive number such as 3e-4")
+    return lr
 
 
 def install_bundle(run_dir: Path, bundle: str | Path) -> str:
@@ -96,11 +135,11 @@ class TrainingScreen(Screen):
 
     DEFAULT_CSS = """
     TrainingScreen .row { height: auto; }
-    TrainingScreen .row Label { padding: 1 1 0 1; }
+    TrainingScreen .row Button { min-width: 8; }
     TrainingScreen #preset { width: 16; }
-    TrainingScreen #data { width: 2fr; }
-    TrainingScreen #steps { width: 12; }
-    TrainingScreen #out { width: 2fr; }
+    TrainingScreen #data { width: 1fr; }
+    TrainingScreen #steps, TrainingScreen #batch, TrainingScreen #lr { width: 12; padding: 0 1; }
+    TrainingScreen #out { width: 1fr; }
     TrainingScreen #run-dir { width: 1fr; }
     TrainingScreen #monitor { height: 1fr; }
     TrainingScreen #loss-plot { width: 3fr; height: 1fr; }
@@ -135,16 +174,20 @@ class TrainingScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Horizontal(classes="row"):
+        batch, lr = default_hyperparams(self.config_overrides)
+        with Horizontal(classes="row"):  # what to train
             options = [(name, name) for name in PRESETS]
             yield Select(options, value=DEFAULT_PRESET, allow_blank=False, id="preset")
             yield Input(placeholder="prepared data dir (helium data prepare --out DIR)", id="data")
             yield Input(str(DEFAULT_STEPS), placeholder="steps", type="integer", id="steps")
-            yield Input(placeholder=f"out dir (default {user_data_dir() / 'runs'}/<time>)", id="out")
+            yield Input(placeholder=f"batch {batch}", type="integer", valid_empty=True, id="batch")
+            yield Input(placeholder=f"lr {lr:g}", type="number", valid_empty=True, id="lr")
+        with Horizontal(classes="row"):  # where: a new run's out dir, or a run to attach to or resume
+            yield Input(placeholder="out dir (default: <user data dir>/runs/<time>)", id="out")
             yield Button("Start", variant="success", id="start")
-        with Horizontal(classes="row"):
-            yield Input(placeholder="run directory to attach to (running or finished)", id="run-dir")
+            yield Input(placeholder="run directory to attach to or resume", id="run-dir")
             yield Button("Attach", id="attach")
+            yield Button("Resume", variant="primary", id="resume")
             yield Button("Stop", variant="error", id="stop", disabled=True)
         with Horizontal(id="monitor"):
             yield PlotextPlot(id="loss-plot")
@@ -167,9 +210,13 @@ class TrainingScreen(Screen):
     # --- starting and attaching ---------------------------------------------------------------------------
 
     @on(Button.Pressed, "#start")
-    @on(Input.Submitted, "#data, #steps, #out")
+    @on(Input.Submitted, "#data, #steps, #batch, #lr, #out")
     def _start_pressed(self) -> None:
         self.start_from_form()
+
+    @on(Button.Pressed, "#resume")
+    def _resume_pressed(self) -> None:
+        self.resume_from_form()
 
     @on(Button.Pressed, "#attach")
     @on(Input.Submitted, "#run-dir")
@@ -181,13 +228,12 @@ class TrainingScreen(Screen):
         self.action_stop_run()
 
     def start_from_form(self) -> RunHandle | None:
-        """Start a run with the form's preset, data dir, steps and out dir; None (and a notice) on bad input."""
-        if self.handle is not None and self.handle.is_alive():
-            self.notify("A run is already going: stop it first.", severity="warning")
+        """Start a run with the form's preset, data dir, steps, batch, lr and out dir; None (and a notice) on
+        bad input."""
+        if self._run_going():
             return None
         preset = str(self.query_one("#preset", Select).value)
         data = self.query_one("#data", Input).value.strip()
-        steps_text = self.query_one("#steps", Input).value.strip()
         out = self.query_one("#out", Input).value.strip()
         data_dir = Path(data).expanduser()
         if not data or not data_dir.joinpath("manifest.json").is_file():
@@ -196,26 +242,61 @@ class TrainingScreen(Screen):
                 severity="error",
             )
             return None
-        if not steps_text.isdigit() or int(steps_text) < 1:
-            self.notify("steps must be a whole number ≥ 1", severity="error")
-            return None
         run_dir = Path(out).expanduser() if out else default_run_dir()
         try:
-            config = train_config(
-                preset,
-                str(data_dir.resolve()),
-                str(run_dir.resolve()),
-                int(steps_text),
-                **self.config_overrides,
-            )
+            steps = parse_count(self.query_one("#steps", Input).value, "steps")
+            extra = {**self.config_overrides, **self.form_hyperparams()}
+            config = train_config(preset, str(data_dir.resolve()), str(run_dir.resolve()), steps, **extra)
             handle = start_run(config, run_dir, **self.runner_options)
         except (ValueError, OSError) as exc:
             self.notify(str(exc), severity="error")
             return None
-        self.query_one("#run-dir", Input).value = str(run_dir)
-        self.notify(f"Training started in {run_dir}")
-        self.watch_run(handle)
+        self._watch_new(handle, f"Training started in {run_dir}")
         return handle
+
+    def resume_from_form(self) -> RunHandle | None:
+        """Resume the run in the run-dir field (else the out dir) from its newest checkpoint, with its saved
+        config and the form's batch and lr when typed; None (and a notice) on bad input."""
+        if self._run_going():
+            return None
+        run_dir_text = self.query_one("#run-dir", Input).value.strip()
+        target = run_dir_text or self.query_one("#out", Input).value.strip()
+        if not target:
+            self.notify("type the run directory to resume", severity="warning")
+            return None
+        run_dir = Path(target).expanduser()
+        try:
+            config = resume_config(run_dir, **self.form_hyperparams())
+            handle = start_run(config, run_dir, resume=True, **self.runner_options)
+        except (ValueError, OSError) as exc:
+            self.notify(str(exc), severity="error")
+            return None
+        self._watch_new(handle, f"Training resumed in {run_dir}")
+        return handle
+
+    def form_hyperparams(self) -> dict[str, Any]:
+        """The batch_size and lr typed in the form (an empty field is left out); ValueError for bad values."""
+        values: dict[str, Any] = {}
+        batch = self.query_one("#batch", Input).value.strip()
+        lr = self.query_one("#lr", Input).value.strip()
+        if batch:
+            values["batch_size"] = parse_count(batch, "batch size")
+        if lr:
+            values["lr"] = parse_lr(lr)
+        return values
+
+    def _run_going(self) -> bool:
+        """True (and a notice) while the watched run is still going: one run at a time from this screen."""
+        if self.handle is not None and self.handle.is_alive():
+            self.notify("A run is already going: stop it first.", severity="warning")
+            return True
+        return False
+
+    def _watch_new(self, handle: RunHandle, message: str) -> None:
+        """Show a run this screen just launched: its directory in the run-dir field, a notice, the monitor."""
+        self.query_one("#run-dir", Input).value = str(handle.run_dir)
+        self.notify(message)
+        self.watch_run(handle)
 
     def attach_to(self, run_dir: str) -> RunHandle | None:
         """Watch the run in run_dir (going or ended); None (and a notice) when it is not a run directory."""

@@ -63,3 +63,17 @@ def test_story_library(snap_compare, tiny_bundle, tmp_path):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_library)
+
+
+def test_training_monitor(snap_compare, tiny_bundle, monkeypatch):
+    from helium_tui.screens.training import TrainingScreen
+
+    monkeypatch.setattr(TrainingScreen, "last_run_dir", None)  # no run from an earlier test to re-attach to
+
+    async def open_monitor(pilot) -> None:
+        await settle(pilot)
+        pilot.app.animation_level = "none"  # the idle progress bar would pulse
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+
+    assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=open_monitor)
