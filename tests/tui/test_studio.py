@@ -278,3 +278,26 @@ async def test_compiled_studio_compiles_while_loading_and_tells_the_same_story(t
             "Tom had a ball", SamplingParams(max_new_tokens=48, temperature=0)
         )
         assert studio.story.text == eager.text
+
+
+async def test_a_long_story_grows_the_pane_and_follows_the_end(tiny_bundle):
+    app = make_app(tiny_bundle)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(app, pilot)
+        studio = app.studio
+        greedy(studio, 400)
+        heights: list[int] = []  # the story widget's laid-out height at each redraw
+        show = studio._show
+        studio._show = lambda run: (show(run), heights.append(studio.story.size.height))
+        await pilot.press("ctrl+g")
+        await loaded(app, pilot)
+        await pilot.pause()
+        story = studio.story
+        width = story.content_size.width
+        lines = story.get_content_height(story.size, app.size, width)
+        assert lines > 20  # longer than the pane: it must scroll
+        assert story.size.height == lines, "every line of the story is laid out"
+        grown = heights[1:]  # (the first redraw can come before the layout of the reset pane)
+        assert grown == sorted(grown) and grown[-1] > grown[0], "the pane grew while streaming"
+        scroll = studio.query_one("#story-scroll")
+        assert scroll.max_scroll_y > 0 and scroll.scroll_y == scroll.max_scroll_y, "the view followed the end"
