@@ -19,7 +19,7 @@ def test_compiled_decode_matches_eager_through_the_sliding_window(tiny_model, ti
     assert compiled.compile_failed is None, compiled.compile_failed  # it really ran compiled
     assert compiled._decode.compiled is not None and compiled._decode.freeze
     assert len(got) == len(want) == 100
-    for (ids_w, logits_w), (ids_g, logits_g) in zip(want, got):
+    for (ids_w, logits_w), (ids_g, logits_g) in zip(want, got, strict=True):
         assert torch.equal(ids_w, ids_g)
         torch.testing.assert_close(logits_g, logits_w, rtol=1e-4, atol=1e-4)
     # freezing is scoped to the decode step: torch's global config (which the trainer compiles under) is untouched

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 from pathlib import Path
 
@@ -14,49 +13,10 @@ from textual.widgets import Input, ProgressBar, Select, Sparkline, Static
 from engine.registry import list_models, user_models_dir
 from helium_tui.screens.training import TrainingScreen, format_duration, install_bundle, thin
 from tests import conftest
+from tests.fakes import fake_trainer_kwargs
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0  # upper bound for a subprocess to reach a state (bounded polling, never a timing assert)
-
-# A stand-in for `python -m trainer.train`: events per docs/INTERFACES.md, SIGINT → checkpoint + stopped.
-FAKE_TRAINER = textwrap.dedent(
-    """
-    import argparse, json, os, signal, sys, time
-
-    stop = False
-
-    def on_signal(signum, frame):
-        global stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config")
-    parser.add_argument("--resume", action="store_true")
-    cfg = json.load(open(parser.parse_args().config))
-    out = open(os.path.join(cfg["out"], "events.jsonl"), "a")
-
-    def emit(**fields):
-        out.write(json.dumps({"time": time.time(), **fields}) + "\\n")
-        out.flush()
-
-    emit(event="start", step=0, max_steps=cfg["max_steps"], tokens_per_step=64, params=1234,
-         preset=cfg["preset"], device="cpu", dtype="float32", world_size=1, pid=os.getpid())
-    for step in range(1, cfg["max_steps"] + 1):
-        if stop:
-            emit(event="checkpoint", step=step - 1, path="checkpoints/step_%06d.pt" % (step - 1), best=False)
-            emit(event="status", status="stopped", step=step - 1)
-            sys.exit(0)
-        if step == 3 and os.environ.get("FAKE_CRASH"):
-            print("Traceback (most recent call last):", file=sys.stderr)
-            print("RuntimeError: boom at step 3", file=sys.stderr, flush=True)
-            os._exit(3)
-        time.sleep(0.05)
-        emit(event="step", step=step, loss=10.0 / step, lr=1e-3, tokens_per_s=1000.0 + step, mfu=None,
-             grad_norm=1.0, tokens=64 * step, elapsed_s=0.05 * step, eta_s=0.05 * (cfg["max_steps"] - step))
-    emit(event="status", status="finished", step=cfg["max_steps"], bundle=os.environ.get("FAKE_BUNDLE", ""))
-    """
-)
 
 
 @pytest.fixture(autouse=True)
@@ -69,11 +29,11 @@ def fresh_screen_memory():
 
 @pytest.fixture
 def fake_runner(tmp_path) -> dict:
-    """start_run keyword arguments that run FAKE_TRAINER instead of trainer.train (a real subprocess)."""
-    mods = tmp_path / "fakemods"
-    mods.mkdir()
-    (mods / "fake_train.py").write_text(FAKE_TRAINER)
-    return {"module": "fake_train", "env": {"PYTHONPATH": str(mods)}}
+    """start_run keyword arguments that run the fake trainer (tests/fakes.py, a real subprocess) slowly
+    enough for the screen to watch it, with no bundle at the end."""
+    kwargs = fake_trainer_kwargs(tmp_path)
+    kwargs["env"].update(FAKE_STEP_S="0.05", FAKE_BUNDLE="")
+    return kwargs
 
 
 @pytest.fixture
@@ -220,7 +180,7 @@ async def test_start_and_stop_a_run_through_the_form(tmp_path, helium_home, fake
 async def test_a_crashing_run_shows_the_error_tail_and_the_app_keeps_running(
     tmp_path, helium_home, fake_runner, data_dir
 ):
-    fake_runner["env"]["FAKE_CRASH"] = "1"
+    fake_runner["env"]["FAKE_CRASH_AT"] = "3"
     screen = TrainingScreen(runner_options=fake_runner)
     app = MonitorApp(screen)
     async with app.run_test(size=(110, 32)) as pilot:
