@@ -10,7 +10,7 @@ import typer
 from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
 
-bench_app = typer.Typer(help="Benchmarks: decoding, start-up and training speed.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: decoding, start-up, studio streaming and training speed.", no_args_is_help=True)
 
 
 @bench_app.command("decode")
@@ -85,6 +85,36 @@ def bench_startup_cmd(
     table.add_row("time to first token (best)", f"{r.first_token_s:.2f} s")
     table.add_row("runs", ", ".join(f"{t:.2f}" for t in r.runs_s))
     table.add_row("whole process (16 tokens)", f"{r.total_s:.2f} s")
+    Console(stderr=as_json).print(table)
+    if as_json:
+        print(json.dumps(r.to_dict()))
+
+
+@bench_app.command("studio")
+def bench_studio_cmd(
+    model: Annotated[str, typer.Option(help="Model to tell with (default model if empty).")] = "",
+    prompt: Annotated[str, typer.Option(help="Story opening.")] = "Once upon a time",
+    max_tokens: Annotated[int, typer.Option(help="Tokens per story (a multiple of 16).")] = 208,
+    width: Annotated[int, typer.Option(help="Terminal columns of the headless app.")] = 80,
+    height: Annotated[int, typer.Option(help="Terminal rows of the headless app.")] = 24,
+    repeats: Annotated[int, typer.Option(help="Timed stories each way (best is reported).")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
+) -> None:
+    """Streaming speed in the studio (headless) against the same generator with no UI."""
+    with user_errors():
+        from helium_tui.bench_studio import bench_studio
+
+        r = bench_studio(model or None, prompt, max_tokens, width, height, repeats)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"helium bench studio — {r.model}, greedy, {r.max_tokens} tokens, {r.width}x{r.height}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("raw generator (no UI)", f"{r.raw_tokens_per_s:,.1f} tok/s")
+    table.add_row("studio (headless)", f"{r.studio_tokens_per_s:,.1f} tok/s")
+    table.add_row("studio / raw", f"{r.studio_fraction:.0%}")
+    table.add_row("studio runs", ", ".join(f"{t:.0f}" for t in r.studio_runs))
     Console(stderr=as_json).print(table)
     if as_json:
         print(json.dumps(r.to_dict()))

@@ -1,0 +1,63 @@
+"""`helium bench decode | startup | studio`: a table, then one JSON object with --json; bad input exits 2.
+
+These check what the benchmarks report and that their numbers hang together, never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from helium_tui.cli import app
+
+runner = CliRunner()
+
+
+def last_json(output: str) -> dict:
+    """The JSON object a benchmark prints after its table."""
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_bench_decode_json_on_a_tiny_preset():
+    args = ["bench", "decode", "--preset", "tiny", "--device", "cpu", "--dtype", "float32"]
+    r = runner.invoke(app, [*args, "--prompt-tokens", "8", "--new-tokens", "8", "--repeats", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    report = last_json(r.stdout)
+    assert report["preset"] == "tiny" and report["dtype"] == "float32" and report["compiled"] is False
+    assert report["decode_tokens_per_s"] > 0 and report["prefill_tokens_per_s"] > 0 and report["ttft_s"] > 0
+    assert report["weight_bytes"] == report["params"] * 4  # float32 weights, each counted once
+    roofline = report["bandwidth_bytes_per_s"] / report["weight_bytes"]
+    assert report["roofline_tokens_per_s"] == pytest.approx(roofline)
+    assert report["roofline_fraction"] == pytest.approx(report["decode_tokens_per_s"] / roofline)
+
+
+def test_bench_decode_rejects_a_run_longer_than_the_context():
+    r = runner.invoke(app, ["bench", "decode", "--preset", "tiny", "--prompt-tokens", "9000", "--json"])
+    assert r.exit_code == 2 and "must fit the context" in r.stderr and "Traceback" not in r.output
+
+
+def test_bench_studio_json_with_a_tiny_model(tiny_bundle, helium_home):
+    args = ["bench", "studio", "--model", str(tiny_bundle), "--max-tokens", "32", "--repeats", "1", "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    report = last_json(r.stdout)
+    assert report["model"] == "tiny-bundle" and (report["width"], report["height"]) == (80, 24)
+    assert len(report["studio_runs"]) == len(report["raw_runs"]) == 1
+    assert report["studio_tokens_per_s"] > 0 and report["raw_tokens_per_s"] > 0
+    assert report["studio_fraction"] == pytest.approx(report["studio_tokens_per_s"] / report["raw_tokens_per_s"])
+    assert not (helium_home / "stories").exists()  # the benchmark's stories never reach the user's library
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-tokens", "20"], "multiple of 16"),
+        (["--width", "40"], "at least 60x20"),
+        (["--model", "no-such-model"], "no such model bundle"),
+    ],
+)
+def test_bench_studio_bad_input_is_one_line(args, message, helium_home):
+    r = runner.invoke(app, ["bench", "studio", *args])
+    assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output
