@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -74,27 +74,14 @@ def bench_studio(
 
 
 def _in_thread(fn: Callable[[], T]) -> T:
-    """Run fn in a short-lived thread, as the studio runs its workers.
+    """Run fn in a short-lived worker thread, as the studio runs its workers, and return its result.
 
     Torch's OpenMP pool belongs to the thread that first runs a parallel op. A pool left in the main thread
     would exceed the 2 cores of a small machine once the studio's worker builds its own, and libgomp then
     stops spin-waiting: the studio measured at half its speed. The pool dies with the thread.
     """
-    box: list[T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            box.append(fn())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="helium-bench-raw")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return box[0]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="helium-bench-raw") as pool:
+        return pool.submit(fn).result()
 
 
 def _raw_runs(model: str | None, prompt: str, max_tokens: int, repeats: int) -> tuple[str, list[float]]:

@@ -10,7 +10,24 @@ import typer
 from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
 
-bench_app = typer.Typer(help="Benchmarks: decoding, start-up, studio streaming and training speed.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: decoding, start-up, studio streaming and training speed.", no_args_is_help=True
+)
+
+
+def print_report(title: str, rows: list[tuple[str, str]], report: dict, as_json: bool) -> None:
+    """A benchmark's metric/value table (on stderr with --json), then with --json one JSON object on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    Console(stderr=as_json).print(table)
+    if as_json:
+        print(json.dumps(report))
 
 
 @bench_app.command("decode")
@@ -33,12 +50,6 @@ def bench_decode_cmd(
         from engine.bench import bench_decode
 
         r = bench_decode(preset, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
     rows = [
         ("device / dtype", f"{r.device} / {r.dtype} ({r.threads} threads)"),
         ("compiled / packed", f"{r.compiled} / {r.packed}"),
@@ -51,11 +62,7 @@ def bench_decode_cmd(
         ("roofline", f"{r.roofline_tokens_per_s:,.0f} tok/s"),
         ("achieved", f"{r.roofline_fraction:.0%} of roofline"),
     ]
-    for k, v in rows:
-        table.add_row(k, v)
-    Console(stderr=as_json).print(table)
-    if as_json:
-        print(json.dumps(r.to_dict()))
+    print_report(f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params)", rows, r.to_dict(), as_json)
 
 
 @bench_app.command("startup")
@@ -76,18 +83,12 @@ def bench_startup_cmd(
     command = [*base, "tell", prompt, "--max-tokens", "16", *(["--model", model] if model else [])]
     with user_errors():
         r = bench_startup(command, prompt, repeats)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="helium bench startup — fresh `helium tell` process")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("time to first token (best)", f"{r.first_token_s:.2f} s")
-    table.add_row("runs", ", ".join(f"{t:.2f}" for t in r.runs_s))
-    table.add_row("whole process (16 tokens)", f"{r.total_s:.2f} s")
-    Console(stderr=as_json).print(table)
-    if as_json:
-        print(json.dumps(r.to_dict()))
+    rows = [
+        ("time to first token (best)", f"{r.first_token_s:.2f} s"),
+        ("runs", ", ".join(f"{t:.2f}" for t in r.runs_s)),
+        ("whole process (16 tokens)", f"{r.total_s:.2f} s"),
+    ]
+    print_report("helium bench startup — fresh `helium tell` process", rows, r.to_dict(), as_json)
 
 
 @bench_app.command("studio")
@@ -105,19 +106,14 @@ def bench_studio_cmd(
         from helium_tui.bench_studio import bench_studio
 
         r = bench_studio(model or None, prompt, max_tokens, width, height, repeats)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"helium bench studio — {r.model}, greedy, {r.max_tokens} tokens, {r.width}x{r.height}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("raw generator (no UI)", f"{r.raw_tokens_per_s:,.1f} tok/s")
-    table.add_row("studio (headless)", f"{r.studio_tokens_per_s:,.1f} tok/s")
-    table.add_row("studio / raw", f"{r.studio_fraction:.0%}")
-    table.add_row("studio runs", ", ".join(f"{t:.0f}" for t in r.studio_runs))
-    Console(stderr=as_json).print(table)
-    if as_json:
-        print(json.dumps(r.to_dict()))
+    rows = [
+        ("raw generator (no UI)", f"{r.raw_tokens_per_s:,.1f} tok/s"),
+        ("studio (headless)", f"{r.studio_tokens_per_s:,.1f} tok/s"),
+        ("studio / raw", f"{r.studio_fraction:.0%}"),
+        ("studio runs", ", ".join(f"{t:.0f}" for t in r.studio_runs)),
+    ]
+    title = f"helium bench studio — {r.model}, greedy, {r.max_tokens} tokens, {r.width}x{r.height}"
+    print_report(title, rows, r.to_dict(), as_json)
 
 
 bench_app.command("train", help="Training speed on random tokens: tokens/s, MFU, peak memory.")(bench_train)
