@@ -77,7 +77,7 @@ class CompiledFn:
     """A callable that runs `torch.compile(fn)` for inference and falls back to eager if compiling fails.
 
     CUDA: CUDA graphs (mode="reduce-overhead"). CPU: Inductor with `freezing`, which folds the weights
-    into the graph as constants and prepacks them for oneDNN (nano bf16 decode: ~155 -> ~215 tok/s).
+    into the graph as constants and prepacks them for oneDNN (nano bf16 decode: 150-168 -> 222 tok/s).
     Freezing must be on while Dynamo traces (it decides there whether weights are graph inputs or
     constants), so each call runs inside a scoped config patch rather than flipping torch's global
     config, which would also freeze the trainer's no_grad evaluation. Frozen weights mean: call fn only

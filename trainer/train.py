@@ -128,7 +128,7 @@ class TrainConfig:
         for name in ["warmup_steps", "eval_interval", "ckpt_interval", "keep_last"]:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
-        if not self.lr > 0 or not (self.final_lr >= 0 and self.final_lr <= self.lr):
+        if not (self.lr > 0 and 0 <= self.final_lr <= self.lr):
             raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr {self.lr} and min_lr {self.min_lr}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay and grad_clip must be >= 0")
