@@ -9,6 +9,7 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Input, Static
 
+from helium_tui.app import HeliumApp
 from helium_tui.library import Story, StoryStore
 from helium_tui.screens.library import ConfirmDialog, LibraryScreen, PathDialog
 
@@ -201,8 +202,7 @@ async def test_screen_warns_about_a_corrupt_file_and_leaves_it(store):
 
 
 async def test_real_app_saves_lists_and_reopens_a_story(store, helium_home, tiny_bundle):
-    app_module = pytest.importorskip("helium_tui.app", reason="helium_tui/app.py (HeliumApp) not built yet")
-    app = app_module.HeliumApp(model=str(tiny_bundle), dtype="float32", stories_dir=store.root)
+    app = HeliumApp(model=str(tiny_bundle), dtype="float32", stories_dir=store.root)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.session is not None, "the model to load")
         app.studio.apply_params({"max_new_tokens": 24}, seed=5)  # a short story keeps the test quick

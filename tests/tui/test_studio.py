@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from engine.generate import SamplingParams
 from engine.session import open_session
+from helium_tui.library import StoryStore
 from helium_tui.screens.models import ModelPicker
 from helium_tui.screens.no_model import NoModelScreen
 from helium_tui.widgets.inspector import InspectorPanel
@@ -209,14 +210,13 @@ async def test_generation_error_becomes_a_notification(no_bos_bundle):
 
 
 async def test_finished_story_goes_to_the_library(tiny_bundle, tmp_path):
-    library = __import__("pytest").importorskip("helium_tui.library", reason="story library not built yet")
     app = make_app(tiny_bundle, stories_dir=tmp_path / "stories")
     async with app.run_test(size=SIZE) as pilot:
         await loaded(app, pilot)
         greedy(app.studio, 16)
         await pilot.press("ctrl+g")
         await loaded(app, pilot)
-        stories, _ = library.StoryStore(tmp_path / "stories").list()
+        stories, _ = StoryStore(tmp_path / "stories").list()
         assert len(stories) == 1
         assert stories[0].prompt == "Once upon a time" and stories[0].text == app.studio.story.text
         assert stories[0].params["temperature"] == 0

@@ -12,10 +12,8 @@ from textual.widgets import Input, ProgressBar, Select, Sparkline, Static
 
 from engine.registry import list_models, user_models_dir
 from helium_tui.screens.training import TrainingScreen, format_duration, install_bundle, thin
-from tests import conftest
 from tests.fakes import fake_trainer_kwargs
 
-REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 60.0  # upper bound for a subprocess to reach a state (bounded polling, never a timing assert)
 
 
@@ -63,6 +61,14 @@ def write_events(run_dir: Path, events: list[dict]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps({"time": 1_700_000_000.0 + i, **ev}) for i, ev in enumerate(events)]
     (run_dir / "events.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def fill_form(screen: TrainingScreen, data: str, out: str, steps: str | None = None) -> None:
+    """Type a prepared data dir, an out dir and (optionally) the steps into the start form."""
+    screen.query_one("#data", Input).value = data
+    screen.query_one("#out", Input).value = out
+    if steps is not None:
+        screen.query_one("#steps", Input).value = steps
 
 
 def stats(screen: TrainingScreen) -> str:
@@ -159,9 +165,7 @@ async def test_start_and_stop_a_run_through_the_form(tmp_path, helium_home, fake
     async with app.run_test(size=(110, 32)) as pilot:
         await pilot.pause()
         screen.query_one("#preset", Select).value = "micro"
-        screen.query_one("#data", Input).value = str(data_dir)
-        screen.query_one("#steps", Input).value = "100000"
-        screen.query_one("#out", Input).value = str(out)
+        fill_form(screen, str(data_dir), str(out), steps="100000")
         await pilot.click("#start")
         await wait_for(pilot, lambda: screen.state is not None and screen.state.step >= 3, "three steps")
         assert "running" in stats(screen) and "/100000" in stats(screen)
@@ -185,8 +189,7 @@ async def test_a_crashing_run_shows_the_error_tail_and_the_app_keeps_running(
     app = MonitorApp(screen)
     async with app.run_test(size=(110, 32)) as pilot:
         await pilot.pause()
-        screen.query_one("#data", Input).value = str(data_dir)
-        screen.query_one("#out", Input).value = str(tmp_path / "crash-run")
+        fill_form(screen, str(data_dir), str(tmp_path / "crash-run"))
         assert screen.start_from_form() is not None
         await wait_for(
             pilot, lambda: screen.state is not None and screen.state.status == "failed", "the crash"
@@ -216,9 +219,7 @@ async def test_batch_and_lr_typed_in_the_form_reach_the_run_config(
     out = tmp_path / "runs" / "hyper-run"
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        screen.query_one("#data", Input).value = str(data_dir)
-        screen.query_one("#steps", Input).value = "3"
-        screen.query_one("#out", Input).value = str(out)
+        fill_form(screen, str(data_dir), str(out), steps="3")
         await pilot.click("#batch")
         await pilot.press("1", "6")
         await pilot.click("#lr")
@@ -238,9 +239,7 @@ async def test_empty_batch_and_lr_use_the_defaults(tmp_path, helium_home, fake_r
         await pilot.pause()
         assert screen.query_one("#batch", Input).placeholder == "batch 4"
         assert screen.query_one("#lr", Input).placeholder == "lr 0.001"
-        screen.query_one("#data", Input).value = str(data_dir)
-        screen.query_one("#steps", Input).value = "3"
-        screen.query_one("#out", Input).value = str(out)
+        fill_form(screen, str(data_dir), str(out), steps="3")
         assert screen.start_from_form() is not None
         await wait_for(pilot, lambda: screen.state is not None and screen.state.is_final, "the run to end")
     config = json.loads((out / "train_config.json").read_text())
@@ -267,8 +266,7 @@ async def test_bad_batch_or_lr_is_reported_and_starts_nothing(
     out = tmp_path / "runs" / "never"
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        screen.query_one("#data", Input).value = str(data_dir)
-        screen.query_one("#out", Input).value = str(out)
+        fill_form(screen, str(data_dir), str(out))
         screen.query_one(f"#{field}", Input).value = value
         await pilot.click("#start")
         await pilot.pause()
@@ -304,9 +302,7 @@ async def test_a_stopped_real_run_resumes_from_its_checkpoint(
     run_dir = tmp_path / "resumed-run"
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        screen.query_one("#data", Input).value = str(prepared_dir)
-        screen.query_one("#steps", Input).value = "100000"
-        screen.query_one("#out", Input).value = str(run_dir)
+        fill_form(screen, str(prepared_dir), str(run_dir), steps="100000")
         assert screen.start_from_form() is not None
         await wait_for(pilot, lambda: screen.state is not None and screen.state.step >= 2, "two real steps")
         await pilot.press("ctrl+s")
@@ -352,20 +348,13 @@ async def test_a_new_screen_reattaches_to_the_last_run(tmp_path):
         assert not isinstance(app.screen, TrainingScreen)
 
 
-async def test_a_real_tiny_training_run_through_the_screen(tmp_path, helium_home, request):
-    if not (REPO / "trainer" / "train.py").exists():
-        pytest.skip("trainer/train.py (the real trainer) is not built yet")
-    if not hasattr(conftest, "prepared_dir"):
-        pytest.skip("no prepared_dir fixture in tests/conftest.py yet")
-    prepared = request.getfixturevalue("prepared_dir")
+async def test_a_real_tiny_training_run_through_the_screen(tmp_path, helium_home, prepared_dir):
     small = dict(batch_size=4, context=32, log_interval=1, eval_interval=2, eval_batches=1, warmup_steps=2)
     screen = TrainingScreen(config_overrides=small)
     app = MonitorApp(screen)
     async with app.run_test(size=(110, 32)) as pilot:
         await pilot.pause()
-        screen.query_one("#data", Input).value = str(prepared)
-        screen.query_one("#steps", Input).value = "100000"
-        screen.query_one("#out", Input).value = str(tmp_path / "real-run")
+        fill_form(screen, str(prepared_dir), str(tmp_path / "real-run"), steps="100000")
         assert screen.start_from_form() is not None
         await wait_for(pilot, lambda: screen.state is not None and screen.state.step >= 2, "two real steps")
         assert screen.state.losses and screen.state.losses[-1] > 0
@@ -378,20 +367,13 @@ async def test_a_real_tiny_training_run_through_the_screen(tmp_path, helium_home
     assert list((tmp_path / "real-run" / "checkpoints").glob("step_*.pt"))
 
 
-async def test_a_real_tiny_run_finishes_and_its_model_is_installed(tmp_path, helium_home, request):
-    if not (REPO / "trainer" / "train.py").exists():
-        pytest.skip("trainer/train.py (the real trainer) is not built yet")
-    if not hasattr(conftest, "prepared_dir"):
-        pytest.skip("no prepared_dir fixture in tests/conftest.py yet")
-    prepared = request.getfixturevalue("prepared_dir")
+async def test_a_real_tiny_run_finishes_and_its_model_is_installed(tmp_path, helium_home, prepared_dir):
     small = dict(batch_size=4, context=32, log_interval=1, eval_interval=2, eval_batches=1, warmup_steps=1)
     screen = TrainingScreen(config_overrides=small)
     app = MonitorApp(screen)
     async with app.run_test(size=(110, 32)) as pilot:
         await pilot.pause()
-        screen.query_one("#data", Input).value = str(prepared)
-        screen.query_one("#steps", Input).value = "4"
-        screen.query_one("#out", Input).value = str(tmp_path / "runs" / "finished-run")
+        fill_form(screen, str(prepared_dir), str(tmp_path / "runs" / "finished-run"), steps="4")
         assert screen.start_from_form() is not None
         await wait_for(pilot, lambda: screen.state is not None and screen.state.is_final, "the run to end")
         assert screen.state.status == "finished", screen.state.error_tail
@@ -401,8 +383,9 @@ async def test_a_real_tiny_run_finishes_and_its_model_is_installed(tmp_path, hel
 
 
 async def test_ctrl_t_opens_the_monitor_in_the_real_app(helium_home):
-    app_module = pytest.importorskip("helium_tui.app", reason="helium_tui/app.py (HeliumApp) not built yet")
-    app = app_module.HeliumApp()
+    from helium_tui.app import HeliumApp
+
+    app = HeliumApp()
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+t")
