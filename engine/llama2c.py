@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers
 
-from engine.checkpoint import BundleError, build_model, save_bundle
+from engine.bundle import build_model, save_bundle
 from engine.config import ModelConfig
+from engine.errors import BundleError
 from engine.tokenizer import TextTokenizer
 
 MAGIC = 0x616B3432  # "ak42": the header of llama2.c's versioned exports

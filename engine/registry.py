@@ -1,6 +1,6 @@
 """Where model bundles live and how `--model NAME_OR_PATH` finds one.
 
-Names resolve in the user data dir (platformdirs) first, then in the installed `assets/` package.
+Names resolve in the user data dir (platformdirs) first, then in the installed `assets/` package. No torch here.
 """
 
 from __future__ import annotations
@@ -9,29 +9,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
-from engine.checkpoint import CONFIG, BundleError, read_config, read_metadata
+from engine.bundle_info import CONFIG, read_config, read_metadata
+from engine.errors import BundleError
+from engine.paths import assets_dir, user_models_dir
 
 DEFAULT_MODEL = "helium-default"
-
-
-def user_data_dir() -> Path:
-    """Helium's data directory (HELIUM_HOME overrides, for tests and portable installs)."""
-    override = os.environ.get("HELIUM_HOME")
-    return Path(override) if override else Path(platformdirs.user_data_dir("helium", appauthor=False))
-
-
-def user_models_dir() -> Path:
-    """Where trained and imported bundles are installed by name."""
-    return user_data_dir() / "models"
-
-
-def assets_dir() -> Path:
-    """The bundles shipped inside the package."""
-    import assets
-
-    return Path(assets.__file__).parent
 
 
 def search_dirs() -> list[Path]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.checkpoint import Bundle, load_bundle
+from engine.bundle import Bundle, load_bundle
 from engine.cpu_linear import pack_linears
 from engine.generate import Generator
 from engine.registry import resolve_model

@@ -15,7 +15,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from engine.checkpoint import BundleError
+from engine.errors import BundleError
 from engine.registry import ModelInfo
 from helium_tui.screens.help import HelpScreen
 from helium_tui.screens.models import ModelPicker

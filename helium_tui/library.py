@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from engine.files import atomic_write_text
-from engine.registry import user_data_dir
+from engine.paths import user_data_dir
 
 FORMAT = "helium-story/1"
 EXPORT_FORMATS = ("md", "txt")

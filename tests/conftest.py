@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoint import save_bundle
+from engine.bundle import save_bundle
 from engine.config import ModelConfig
 from engine.model import TinySLM
 from trainer.tokenizer import train_bpe

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.checkpoint import load_bundle
+from engine.bundle import load_bundle
 from engine.generate import Generator, SamplingParams
-from engine.registry import DEFAULT_MODEL, assets_dir, resolve_model
+from engine.paths import assets_dir
+from engine.registry import DEFAULT_MODEL, resolve_model
 from helium_tui.cli import app
 
 DEFAULT_DIR = assets_dir() / DEFAULT_MODEL

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.checkpoint import load_bundle
+from engine.bundle import load_bundle
 from engine.evaluate import evaluate_text
 from engine.llama2c import import_llama2c, read_checkpoint, read_tokenizer_bin
 from tests.conftest import LLAMA2C, TINYSTORIES

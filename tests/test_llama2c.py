@@ -15,7 +15,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.checkpoint import BundleError, load_bundle
+from engine.bundle import load_bundle
+from engine.errors import BundleError
 from engine.generate import Generator, SamplingParams
 from engine.llama2c import MAGIC, import_llama2c, load_tokenizer, read_checkpoint, read_tokenizer_bin
 from helium_tui.cli import app

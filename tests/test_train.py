@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.checkpoint import load_bundle
+from engine.bundle import load_bundle
 from helium_tui.cli import app
 from tests.conftest import tiny_train_config
 from trainer.metrics import flops_per_token, matmul_params, progress_line, read_events

@@ -26,7 +26,7 @@ def endpoint() -> str:
 
 def default_out() -> Path:
     """Where downloads go by default: `<user data dir>/data/tinystories`."""
-    from engine.registry import user_data_dir
+    from engine.paths import user_data_dir
 
     return user_data_dir() / "data" / "tinystories"
 

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.checkpoint import BundleError, save_bundle
+from engine.bundle import save_bundle
 from engine.config import ModelConfig, get_preset
+from engine.errors import BundleError
 from engine.files import atomic_write_text
 from engine.model import TinySLM
 from engine.runtime import dtype_name, pick_device, pick_training_dtype

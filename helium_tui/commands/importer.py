@@ -40,9 +40,9 @@ def llama2c(
     if (out is None) == (name is None):
         raise fail("give exactly one of --out DIR or --name NAME")
     with user_errors():
-        from engine.checkpoint import read_config, read_metadata
+        from engine.bundle_info import read_config, read_metadata
         from engine.llama2c import import_llama2c
-        from engine.registry import user_models_dir
+        from engine.paths import user_models_dir
 
         if name is not None:
             if not name.strip() or name in {".", ".."} or os.sep in name or "/" in name:

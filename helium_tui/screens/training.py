@@ -7,7 +7,6 @@ the app never stops a run; a finished run's bundle is installed by name for the 
 from __future__ import annotations
 
 import math
-import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +23,8 @@ from textual_plotext import PlotextPlot
 
 from engine.config import PRESETS
 from engine.humanize import format_duration
-from engine.registry import user_data_dir, user_models_dir
+from engine.install import install_run_bundle
+from engine.paths import user_data_dir
 from engine.runner import RunEvent, RunHandle, RunState, attach, start_run
 
 POLL_S = 0.5  # how often the screen reads new events
@@ -84,34 +84,6 @@ def parse_lr(text: str) -> float:
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError("learning rate must be a positive number such as 3e-4")
     return lr
-
-
-def install_bundle(run_dir: Path, bundle: str | Path) -> str:
-    """Make a finished run's bundle visible to the model picker as user_models_dir()/<run name>.
-
-    A symlink (a copy where links are not possible); a name already taken by another bundle gets a
-    numeric suffix. Returns the installed name; installing the same bundle twice is a no-op.
-    """
-    source = Path(bundle)
-    source = (source if source.is_absolute() else run_dir / source).resolve()
-    if not source.joinpath("config.json").is_file():
-        raise ValueError(f"{source}: the run's bundle is missing")
-    models = user_models_dir()
-    models.mkdir(parents=True, exist_ok=True)
-    base = run_dir.resolve().name
-    for n in range(1, 100):
-        name = base if n == 1 else f"{base}-{n}"
-        target = models / name
-        if target.is_symlink() or target.exists():
-            if target.resolve() == source:
-                return name
-            continue
-        try:
-            target.symlink_to(source, target_is_directory=True)
-        except OSError:
-            shutil.copytree(source, target)
-        return name
-    raise ValueError(f"too many models named {base}-N in {models}")
 
 
 def thin(xs: list[int], ys: list[float], limit: int = MAX_PLOT_POINTS) -> tuple[list[int], list[float]]:
@@ -417,7 +389,7 @@ class TrainingScreen(Screen):
             self.notify(f"Training failed: {state.error or 'see train.log'}", severity="error", timeout=10)
         elif state.status == "finished" and state.bundle:
             try:
-                self._installed = install_bundle(Path(state.run_dir), state.bundle)
+                self._installed = install_run_bundle(Path(state.run_dir), state.bundle)
             except (ValueError, OSError) as exc:
                 self._installed = ""
                 self.notify(f"Could not install the run's model: {exc}", severity="error")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoint import save_bundle
+from engine.bundle import save_bundle
 from engine.model import TinySLM
 from engine.tokenizer import TextTokenizer
 from helium_tui.app import HeliumApp

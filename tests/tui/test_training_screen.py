@@ -10,8 +10,10 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Input, ProgressBar, Select, Sparkline, Static
 
-from engine.registry import list_models, user_models_dir
-from helium_tui.screens.training import TrainingScreen, format_duration, install_bundle, thin
+from engine.install import install_run_bundle
+from engine.paths import user_models_dir
+from engine.registry import list_models
+from helium_tui.screens.training import TrainingScreen, format_duration, thin
 from tests.fakes import fake_trainer_kwargs
 
 WAIT_S = 60.0  # upper bound for a subprocess to reach a state (bounded polling, never a timing assert)
@@ -129,7 +131,7 @@ async def test_attach_to_a_finished_run_shows_curves_and_installs_its_bundle(
     installed = user_models_dir() / "my-run"
     assert installed.is_symlink() and installed.resolve() == tiny_bundle.resolve()
     assert "my-run" in [m.name for m in list_models()]
-    assert install_bundle(run_dir, tiny_bundle) == "my-run"  # idempotent
+    assert install_run_bundle(run_dir, tiny_bundle) == "my-run"  # idempotent
 
 
 async def test_attach_shows_a_recorded_failure_and_its_tail(tmp_path):

@@ -1,4 +1,4 @@
-"""Model bundles: a directory with config.json, model.safetensors, tokenizer.json and metadata.json.
+"""Model bundles, loaded and saved: config.json, model.safetensors, tokenizer.json and metadata.json.
 
 A bundle may carry the model card's plain `model.pt` state dict instead (loaded `weights_only=True`). Every problem is a
 `BundleError` whose message names the file and what is wrong with it.
@@ -15,15 +15,21 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from engine.bundle_info import (
+    CONFIG,
+    FORMAT,
+    METADATA,
+    PT_WEIGHTS,
+    TOKENIZER,
+    WEIGHTS,
+    read_config,
+    read_metadata,
+)
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.files import atomic_write, atomic_write_text
 from engine.model import TinySLM
 from engine.tokenizer import TextTokenizer
-
-CONFIG, WEIGHTS, TOKENIZER, METADATA = "config.json", "model.safetensors", "tokenizer.json", "metadata.json"
-PT_WEIGHTS = "model.pt"
-FORMAT = "helium-bundle/1"
 
 
 @dataclass
@@ -72,28 +78,6 @@ def save_bundle(
     meta["parameters"] = model.num_params()
     atomic_write_text(directory / METADATA, json.dumps(meta, indent=2) + "\n")
     return directory
-
-
-def read_config(directory: Path) -> tuple[ModelConfig, dict]:
-    """Parse config.json into the model config and the raw dict."""
-    path = directory / CONFIG
-    if not path.is_file():
-        raise BundleError(f"{path}: missing (not a Helium model bundle)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return ModelConfig.from_dict(raw["model"]), raw
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{path}: bad model config ({exc})") from None
-
-
-def read_metadata(directory: Path) -> dict:
-    """metadata.json as a dict ({} when absent or unreadable)."""
-    try:
-        return json.loads((directory / METADATA).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.checkpoint import BundleError, load_bundle, save_bundle
+from engine.bundle import load_bundle, save_bundle
+from engine.errors import BundleError
 from engine.registry import list_models, resolve_model
 
 

@@ -1,0 +1,152 @@
+"""Install a model bundle by name in the user models dir, so `--model NAME` and the studio's picker find it.
+
+One function for every way a bundle arrives: `helium models install` (a copy, optionally re-saved in another
+dtype), imports and the studio's finished training runs (a link to the run's bundle). The target appears
+whole or not at all: it is built under a hidden temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from engine.bundle_info import CONFIG, METADATA, PT_WEIGHTS, TOKENIZER, WEIGHTS, is_bundle
+from engine.errors import BundleError
+from engine.paths import user_models_dir
+
+WEIGHT_DTYPES = ("float32", "bfloat16")  # what `dtype=` may ask for (None keeps the stored dtype)
+BUNDLE_FILES = (CONFIG, WEIGHTS, PT_WEIGHTS, TOKENIZER, METADATA)  # what a plain copy takes along
+
+
+def check_model_name(name: str) -> str:
+    """name if it can be a directory name in the models dir, else ValueError."""
+    if not name or not name.strip() or name.startswith(".") or "/" in name or os.sep in name or "\0" in name:
+        raise ValueError(f"{name!r}: not a valid model name (no slashes, not starting with a dot)")
+    if len(name.encode("utf-8")) > 200:
+        raise ValueError("model name too long (at most 200 bytes)")
+    return name
+
+
+def installed_path(name: str) -> Path:
+    """Where a model of that name lives in the user models dir."""
+    return user_models_dir() / check_model_name(name)
+
+
+def install_bundle(
+    source: str | Path,
+    name: str,
+    *,
+    link: bool = False,
+    dtype: str | None = None,
+    force: bool = False,
+    unique: bool = False,
+) -> tuple[str, Path]:
+    """Install the bundle directory `source` as `name`; returns (installed name, path).
+
+    link: a symlink to source (a copy where links are not possible), else a validated copy.
+    dtype: store the weights in float32 or bfloat16 (copies only; None keeps them as they are).
+    An existing `name` is an error unless force (replace it) or unique (use name-2, name-3, ...);
+    installing the same source again as a link is a no-op.
+    """
+    source = Path(source).expanduser().resolve()
+    if not source.is_dir() or not is_bundle(source):
+        raise BundleError(f"{source}: not a model bundle directory (no config.json)")
+    if dtype is not None and dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (use {', '.join(WEIGHT_DTYPES)})")
+    models = user_models_dir()
+    models.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 100 if unique else 2):
+        candidate = check_model_name(name if n == 1 else f"{name}-{n}")
+        target = models / candidate
+        exists = target.is_symlink() or target.exists()
+        if exists and link and target.resolve() == source:
+            return candidate, target
+        if not exists or force:
+            break
+    else:
+        if unique:
+            raise ValueError(f"too many models named {name}-N in {models}")
+        raise ValueError(f"{target}: a model named {name!r} is already installed (use --force to replace it)")
+    tmp = models / f".{candidate}.installing"
+    _remove(tmp)
+    try:
+        if link:
+            _link_or_copy(source, tmp)
+        else:
+            _copy_bundle(source, tmp, dtype)
+        _replace(tmp, target)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return candidate, target
+
+
+def _link_or_copy(source: Path, tmp: Path) -> None:
+    try:
+        tmp.symlink_to(source, target_is_directory=True)
+    except OSError:
+        shutil.copytree(source, tmp)
+
+
+def _copy_bundle(source: Path, tmp: Path, dtype: str | None) -> None:
+    """Validate source by loading it, then copy its files (or re-save the weights in dtype); cards travel too."""
+    from engine.bundle import load_bundle, save_bundle
+    from engine.runtime import DTYPES
+
+    bundle = load_bundle(source)
+    if dtype is None:
+        tmp.mkdir()
+        for path in source.iterdir():
+            if path.is_file() and (path.name in BUNDLE_FILES or path.suffix == ".md"):
+                shutil.copy2(path, tmp / path.name)
+    else:
+        meta = {k: v for k, v in bundle.metadata.items() if k not in ("created_at", "parameters")}
+        save_bundle(tmp, bundle.model, bundle.tokenizer, meta, weights_dtype=DTYPES[dtype])
+        for extra in source.glob("*.md"):
+            shutil.copy2(extra, tmp / extra.name)
+    os.chmod(tmp, 0o777 & ~_umask())
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Move tmp to target; an existing target (a directory or a link) is moved aside first, then removed."""
+    old = target.with_name(f".{target.name}.old")
+    _remove(old)
+    had_old = target.is_symlink() or target.exists()
+    if had_old:
+        target.rename(old)
+    try:
+        tmp.rename(target)
+    except BaseException:
+        if had_old:
+            old.rename(target)
+        raise
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, a link (never what it points to) or a directory tree, if present."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def install_run_bundle(run_dir: str | Path, bundle: str | Path, name: str | None = None) -> str:
+    """Link a finished training run's bundle into the models dir as `name` (default: the run dir's name).
+
+    A name taken by another bundle gets a numeric suffix; installing the same bundle again is a no-op.
+    Returns the installed name.
+    """
+    run_dir = Path(run_dir)
+    source = Path(bundle)
+    source = source if source.is_absolute() else run_dir / source
+    if not is_bundle(source):
+        raise ValueError(f"{source}: the run's bundle is missing")
+    return install_bundle(source, name or run_dir.resolve().name, link=True, unique=True)[0]
