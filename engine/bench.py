@@ -13,9 +13,10 @@ import torch
 
 from engine.config import get_preset
 from engine.cpu_linear import pack_linears
-from engine.generate import Generator, SamplingParams
+from engine.generate import Generator
 from engine.model import TinySLM
 from engine.runtime import dtype_name, pick_device, pick_dtype
+from engine.sampling import SamplingParams
 
 
 @dataclass
@@ -107,7 +108,7 @@ def bench_decode(
     def run_once() -> tuple[float, float, float]:
         sync(dev)
         t0 = time.perf_counter()
-        it = gen._tokens(prompt, params, batch_size, lambda: False)
+        it = gen.tokens(prompt, params, batch_size)
         next(it)
         sync(dev)
         t1 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 Small functions (penalty, logits_to_probs, sample) feed `Generator`, which prefills the prompt,
 decodes one token at a time, slides its window when the context fills, and streams text deltas.
+`Generator.tokens` is the token-level iterator (benchmarks, batches); `Generator.stream` yields text.
 """
 
 from __future__ import annotations
@@ -9,40 +10,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import torch
 
 from engine.model import TinySLM
 from engine.runtime import CompiledFn
+from engine.sampling import SamplingParams
 from engine.tokenizer import StreamDecoder, TextTokenizer
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick each next token."""
-
-    max_new_tokens: int = 400  # stop after this many generated tokens
-    temperature: float = 0.8  # 0 = greedy
-    top_k: int = 0  # keep only the k most likely tokens (0 = off)
-    top_p: float = 0.95  # nucleus: smallest set with this much probability (1 = off)
-    repetition_penalty: float = 1.1  # CTRL-style penalty on tokens already in context (1 = off)
-    seed: int | None = None  # fixed seed → the same story every time
-    stop_at_eos: bool = True  # stop at the end-of-story token
-
-    def validate(self) -> SamplingParams:
-        """Raise ValueError with a one-line message for out-of-range values."""
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be ≥ 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top-k must be ≥ 0 (0 = off), got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition penalty must be > 0, got {self.repetition_penalty}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max tokens must be ≥ 1, got {self.max_new_tokens}")
-        return self
+__all__ = ["Delta", "GenerationResult", "Generator", "SamplingParams", "Stream", "TokenInfo"]
 
 
 def apply_repetition_penalty(logits: torch.Tensor, context: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -55,8 +33,12 @@ def apply_repetition_penalty(logits: torch.Tensor, context: torch.Tensor, penalt
 
 
 def logits_to_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """Float32 probabilities (B, V) after temperature, top-k and top-p; temperature > 0."""
-    logits = logits.float() / temperature
+    """Float32 probabilities (B, V) after temperature, top-k and top-p; temperature > 0.
+
+    The best logit is subtracted before dividing, so a tiny temperature gives 0 and -inf, never nan.
+    """
+    logits = logits.float()
+    logits = (logits - logits.amax(-1, keepdim=True)) / temperature
     if top_k > 0 and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -64,6 +46,7 @@ def logits_to_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         cum = sorted_logits.softmax(-1).cumsum(-1)
         drop = cum - sorted_logits.softmax(-1) >= top_p  # keep tokens until the mass before them ≥ p
+        drop[:, 0] = False  # the likeliest token always stays, however small p is
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
     return logits.softmax(-1)
@@ -71,7 +54,7 @@ def logits_to_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p:
 
 def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> torch.Tensor:
     """Next token ids (B,) from logits (B, V)."""
-    if params.temperature == 0:
+    if params.greedy:
         return logits.argmax(-1)
     probs = logits_to_probs(logits, params.temperature, params.top_k, params.top_p)
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
@@ -109,7 +92,11 @@ class GenerationResult:
 
 
 class Generator:
-    """Samples stories from a model; the decode step is optionally compiled."""
+    """Samples stories from a model; the decode step is optionally compiled.
+
+    One story at a time: the KV cache is shared, so `tokens` (and everything built on it) holds a lock
+    while it runs and a second caller waits for the first to finish or be cancelled.
+    """
 
     def __init__(self, model: TinySLM, tokenizer: TextTokenizer, compile: bool = False) -> None:
         self.model = model.eval()
@@ -119,6 +106,7 @@ class Generator:
         self.keep = self.ctx // 2  # tokens kept when the window slides
         self.batch = 0
         self._decode = CompiledFn(self._decode_step, self.device, enabled=compile)
+        self._lock = threading.Lock()  # held while a generation uses the KV cache
 
     @property
     def compile_failed(self) -> str | None:
@@ -131,7 +119,7 @@ class Generator:
     def warm_up(self) -> None:
         """Decode a couple of tokens now, so a compiled decode step compiles here, not in the first story."""
         params = SamplingParams(max_new_tokens=2, temperature=0, repetition_penalty=1.0, stop_at_eos=False)
-        for _ in self._tokens([0], params, 1, lambda: False):
+        for _ in self.tokens([0], params):
             pass
 
     def _ensure_cache(self, batch: int) -> None:
@@ -143,17 +131,30 @@ class Generator:
         """Run window (B, T) from position 0 and return last-position logits (B, V)."""
         return self.model(window, torch.arange(window.size(1), device=self.device))[:, -1]
 
+    def tokens(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        batch: int = 1,
+        cancel: threading.Event | Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (next ids (B,), penalized logits (B, V)) for up to max_new_tokens steps.
 
-    @torch.inference_mode()
-    def _tokens(
+        Every row starts from prompt_ids; the caller decides when to stop (end tokens are yielded too).
+        Checks cancel before each token. Close the iterator (or run it to the end) to release the model.
+        """
+        is_cancelled = _as_cancel(cancel)
+        with self._lock, torch.inference_mode():
+            yield from self._sample(prompt_ids, params, batch, is_cancelled)
+
+    def _sample(
         self, prompt_ids: list[int], params: SamplingParams, batch: int, cancel: Callable[[], bool]
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (next ids (B,), penalized logits (B, V)) until max tokens; the caller decides to stop."""
         self._ensure_cache(batch)
         gen = None
         if params.seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(params.seed)
-        elif params.temperature > 0:
+        elif not params.greedy:
             gen = torch.Generator(device=self.device)
             gen.seed()
         history = torch.tensor([prompt_ids] * batch, device=self.device)  # (B, L)
@@ -197,7 +198,7 @@ class Generator:
         prompt_ids = self.tok.encode(prompt)
         rows: list[list[int]] = [[] for _ in range(n)]
         done = [False] * n
-        for nxt, _ in self._tokens(prompt_ids, params, n, lambda: all(done)):
+        for nxt, _ in self.tokens(prompt_ids, params, n, lambda: all(done)):
             for i, t in enumerate(nxt.tolist()):
                 if done[i]:
                     continue
@@ -239,19 +240,20 @@ class Stream:
         first = None
         count = 0
         finish = "length"
-        for nxt, logits in self.gen._tokens(self.prompt_ids, params, 1, self.cancel):
-            t = int(nxt[0])
-            if first is None:
-                first = time.perf_counter()
-            if params.stop_at_eos and t == tok.eos_id:
-                finish = "eos"
-                break
-            count += 1
-            info = self._token_info(t, logits[0]) if self.inspect_top else None
-            text = decoder.push(t)
-            pieces.append(text)
-            if text or info:
-                yield Delta(text, info)
+        with closing(self.gen.tokens(self.prompt_ids, params, 1, self.cancel)) as steps:
+            for nxt, logits in steps:
+                t = int(nxt[0])
+                if first is None:
+                    first = time.perf_counter()
+                if params.stop_at_eos and t == tok.eos_id:
+                    finish = "eos"
+                    break
+                count += 1
+                info = self._token_info(t, logits[0]) if self.inspect_top else None
+                text = decoder.push(t)
+                pieces.append(text)
+                if text or info:
+                    yield Delta(text, info)
         if finish == "length" and count < params.max_new_tokens:
             finish = "cancelled"  # only cancellation ends the token stream early
         tail = decoder.flush()

@@ -86,7 +86,7 @@ def _in_thread(fn: Callable[[], T]) -> T:
 
 def _raw_runs(model: str | None, prompt: str, max_tokens: int, repeats: int) -> tuple[str, list[float]]:
     """The model's name and tokens/s of `repeats` streamed greedy stories (after a warm-up), no UI."""
-    from engine.generate import SamplingParams
+    from engine.sampling import SamplingParams
     from engine.session import open_session
     from helium_tui.screens.studio import INSPECT_TOP
 

@@ -48,7 +48,7 @@ def test_tell_reads_prompt_from_stdin(tiny_bundle):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--temperature", "-1"], "temperature must be ≥ 0"),
+        (["--temperature", "-1"], "temperature must be a number from 0 (greedy) to 100"),
         (["--top-p", "0"], "top-p must be in (0, 1]"),
         (["--top-p", "1.5"], "top-p must be in (0, 1]"),
         (["--model", "no-such-model"], "no-such-model: no such model bundle"),

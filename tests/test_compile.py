@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from engine.generate import Generator, SamplingParams
+from engine.generate import Generator
 from engine.runtime import CompiledFn
+from engine.sampling import SamplingParams
 
 
 def test_compiled_decode_matches_eager_through_the_sliding_window(tiny_model, tiny_tokenizer, one_thread):
@@ -14,8 +15,8 @@ def test_compiled_decode_matches_eager_through_the_sliding_window(tiny_model, ti
     prompt = tiny_tokenizer.encode("Once upon a time")
     eager = Generator(tiny_model, tiny_tokenizer)
     compiled = Generator(tiny_model, tiny_tokenizer, compile=True)
-    want = [(ids.clone(), logits.clone()) for ids, logits in eager._tokens(prompt, params, 1, lambda: False)]
-    got = [(ids.clone(), logits.clone()) for ids, logits in compiled._tokens(prompt, params, 1, lambda: False)]
+    want = [(ids.clone(), logits.clone()) for ids, logits in eager.tokens(prompt, params)]
+    got = [(ids.clone(), logits.clone()) for ids, logits in compiled.tokens(prompt, params)]
     assert compiled.compile_failed is None, compiled.compile_failed  # it really ran compiled
     assert compiled._decode.compiled is not None and compiled._decode.freeze
     assert len(got) == len(want) == 100

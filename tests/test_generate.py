@@ -6,14 +6,11 @@ import threading
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from engine.generate import (
-    Generator,
-    SamplingParams,
-    apply_repetition_penalty,
-    logits_to_probs,
-    sample,
-)
+from engine.generate import Generator, apply_repetition_penalty, logits_to_probs, sample
+from engine.sampling import SamplingParams
 from engine.tokenizer import StreamDecoder
 
 TEXTS = [
@@ -162,3 +159,65 @@ def test_long_generation_slides_past_the_context(tiny_model, tiny_tokenizer):
     long_prompt = "Lily had a ball. " * 40
     assert len(tiny_tokenizer.encode(long_prompt)) > ctx
     assert gen.generate(long_prompt, SamplingParams(max_new_tokens=5, stop_at_eos=False)).generated_tokens == 5
+
+
+ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(temperature=ANY_FLOAT, top_p=ANY_FLOAT, penalty=ANY_FLOAT)
+def test_any_float_either_is_refused_in_one_line_or_samples_a_real_token(temperature, top_p, penalty):
+    params = SamplingParams(temperature=temperature, top_p=top_p, repetition_penalty=penalty, seed=0)
+    try:
+        params.validate()
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+        return
+    logits = torch.tensor([[3.0, 1.0, 0.5, -2.0, 0.0]])
+    logits = apply_repetition_penalty(logits, torch.tensor([[0, 3]]), penalty)
+    if not params.greedy:
+        probs = logits_to_probs(logits, temperature, 0, top_p)
+        assert torch.isfinite(probs).all() and probs.sum().item() == pytest.approx(1.0)
+    tok = sample(logits, params, torch.Generator().manual_seed(0))
+    assert 0 <= int(tok) < 5
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(temperature=float("nan")), dict(temperature=float("inf")), dict(top_p=float("nan")),
+     dict(repetition_penalty=float("nan")), dict(repetition_penalty=1e-300), dict(seed=10**23), dict(seed=-1),
+     dict(max_new_tokens=10**9), dict(top_k=2.5)],
+)  # fmt: skip
+def test_nan_inf_and_huge_values_are_refused(bad):
+    with pytest.raises(ValueError):
+        SamplingParams(**bad).validate()
+
+
+def test_tiny_temperatures_and_top_p_sample_like_greedy(tiny_model, tiny_tokenizer):
+    gen = Generator(tiny_model, tiny_tokenizer)
+    greedy = gen.generate("Tom", SamplingParams(max_new_tokens=12, temperature=0, stop_at_eos=False)).text
+    for params in (dict(temperature=1e-45), dict(temperature=0.5, top_p=1e-300)):
+        p = SamplingParams(max_new_tokens=12, stop_at_eos=False, seed=1, **params)
+        assert gen.generate("Tom", p).text == greedy
+
+
+def test_one_story_at_a_time_a_second_caller_waits(tiny_model, tiny_tokenizer):
+    gen = Generator(tiny_model, tiny_tokenizer)
+    params = SamplingParams(max_new_tokens=20, temperature=0, stop_at_eos=False)
+    first = gen.tokens(tiny_tokenizer.encode("Tom"), params)
+    next(first)  # the first generation holds the model
+    started, finished = threading.Event(), threading.Event()
+
+    def second() -> None:
+        started.set()
+        gen.generate("Lily", params)
+        finished.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert started.wait(5)
+    assert not finished.wait(0.3)  # blocked while the first is open
+    rest = list(first)  # the first runs to its end and releases the model
+    assert len(rest) == 19
+    assert finished.wait(10)
+    thread.join(5)

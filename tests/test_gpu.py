@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.generate import Generator, SamplingParams
+from engine.generate import Generator
+from engine.sampling import SamplingParams
 from tests.conftest import tiny_train_config
 
 pytestmark = pytest.mark.gpu
@@ -19,9 +20,9 @@ def test_cuda_graph_decode_matches_eager(tiny_model, tiny_tokenizer):
     model = tiny_model.to("cuda")
     params = SamplingParams(max_new_tokens=100, temperature=0, stop_at_eos=False)
     prompt = tiny_tokenizer.encode("Once upon a time")
-    eager = [ids.clone() for ids, _ in Generator(model, tiny_tokenizer)._tokens(prompt, params, 1, lambda: False)]
+    eager = [ids.clone() for ids, _ in Generator(model, tiny_tokenizer).tokens(prompt, params)]
     compiled = Generator(model, tiny_tokenizer, compile=True)
-    got = [ids.clone() for ids, _ in compiled._tokens(prompt, params, 1, lambda: False)]
+    got = [ids.clone() for ids, _ in compiled.tokens(prompt, params)]
     assert compiled.compile_failed is None, compiled.compile_failed
     assert torch.equal(torch.cat(eager), torch.cat(got))
 

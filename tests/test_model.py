@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from engine.config import PRESETS, ModelConfig, get_preset
-from engine.generate import Generator, SamplingParams
+from engine.generate import Generator
 from engine.model import TinySLM, apply_rope, precompute_rope
+from engine.sampling import SamplingParams
 
 CFG = ModelConfig(vocab_size=97, d_model=32, n_layer=2, n_head=4, n_kv_head=2, hidden_dim=64, context_length=24)
 
@@ -126,7 +127,7 @@ def test_cached_generation_equals_recompute_through_sliding_window():
         gen = Generator(model, _Tok(prompt))
         params = SamplingParams(max_new_tokens=60, temperature=0, repetition_penalty=1.0, stop_at_eos=False)
         got_tokens, got_logits = [], []
-        for nxt, logits in gen._tokens(prompt, params, 1, lambda: False):
+        for nxt, logits in gen.tokens(prompt, params):
             got_tokens.append(int(nxt))
             got_logits.append(logits)
         ref_tokens, ref_logits = _RecomputeReference(model).logits_trace(prompt, 60)

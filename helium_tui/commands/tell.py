@@ -8,21 +8,22 @@ from typing import Annotated
 
 import typer
 
+from engine.sampling import SamplingParams
 from helium_tui.errors import fail, user_errors
 
-DEFAULTS = dict(max_tokens=400, temperature=0.8, top_k=0, top_p=0.95, repetition_penalty=1.1)
+DEFAULTS = SamplingParams()
 
 
 def tell(
     prompt: Annotated[str, typer.Argument(help="Story opening; '-' reads it from stdin.")] = "Once upon a time",
     model: Annotated[str, typer.Option(help="Model bundle: a path or an installed name.")] = "",
-    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = DEFAULTS["max_tokens"],
-    temperature: Annotated[float, typer.Option(help="Randomness; 0 = greedy.")] = DEFAULTS["temperature"],
-    top_k: Annotated[int, typer.Option(help="Keep the k likeliest tokens (0 = off).")] = DEFAULTS["top_k"],
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1].")] = DEFAULTS["top_p"],
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = DEFAULTS.max_new_tokens,
+    temperature: Annotated[float, typer.Option(help="Randomness; 0 = greedy.")] = DEFAULTS.temperature,
+    top_k: Annotated[int, typer.Option(help="Keep the k likeliest tokens (0 = off).")] = DEFAULTS.top_k,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1].")] = DEFAULTS.top_p,
     repetition_penalty: Annotated[
         float, typer.Option(help="Penalty on tokens already in context (1 = off).")
-    ] = DEFAULTS["repetition_penalty"],
+    ] = DEFAULTS.repetition_penalty,
     seed: Annotated[int | None, typer.Option(help="Seed for a reproducible story.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
@@ -35,8 +36,6 @@ def tell(
     if prompt == "-":
         prompt = sys.stdin.read().rstrip("\n")
     with user_errors():
-        from engine.generate import SamplingParams
-
         params = SamplingParams(
             max_new_tokens=max_tokens,
             temperature=temperature,

@@ -21,7 +21,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, TextArea
 
-from engine.generate import Delta, GenerationResult, Generator, SamplingParams
+from engine.generate import Delta, GenerationResult, Generator
+from engine.sampling import SamplingParams
 from helium_tui.widgets.inspector import InspectorPanel
 from helium_tui.widgets.sliders import ParamSlider, ParamSpec, SeedRow
 from helium_tui.widgets.status_bar import StatusBar
@@ -36,12 +37,13 @@ INSPECT_TOP = 5  # alternatives recorded per token for the inspector
 FRAME_S = 1 / 15  # story redraws at most 15 times a second: at 30 the UI thread slows sampling ~20%
 HINT = "Write a story opening in the prompt above, then press ctrl+g to tell the story."
 
+DEFAULTS = SamplingParams()  # the sliders start at the engine's defaults
 PARAMS: list[ParamSpec] = [
-    ParamSpec("temperature", "Temperature", 0.0, 2.0, 0.05, 0.8),
-    ParamSpec("top_k", "Top-k", 0, 200, 1, 0, decimals=0, zero_label="off"),
-    ParamSpec("top_p", "Top-p", 0.05, 1.0, 0.05, 0.95),
-    ParamSpec("repetition_penalty", "Repetition pen.", 1.0, 2.0, 0.05, 1.1),
-    ParamSpec("max_tokens", "Max tokens", 16, 2048, 16, 400, decimals=0),
+    ParamSpec("temperature", "Temperature", 0.0, 2.0, 0.05, DEFAULTS.temperature),
+    ParamSpec("top_k", "Top-k", 0, 200, 1, DEFAULTS.top_k, decimals=0, zero_label="off"),
+    ParamSpec("top_p", "Top-p", 0.05, 1.0, 0.05, DEFAULTS.top_p),
+    ParamSpec("repetition_penalty", "Repetition pen.", 1.0, 2.0, 0.05, DEFAULTS.repetition_penalty),
+    ParamSpec("max_tokens", "Max tokens", 16, 2048, 16, DEFAULTS.max_new_tokens, decimals=0),
 ]
 
 
@@ -118,7 +120,6 @@ class StudioScreen(Screen[None]):
         self.run: Run | None = None  # the current (or last) run
         self.last_result: GenerationResult | None = None  # result of the last run that ended
         self.generating = False  # a run is in flight
-        self._model_lock = threading.Lock()  # one story at a time per model: the KV cache is shared
 
     @property
     def helium(self) -> HeliumApp:
@@ -293,16 +294,15 @@ class StudioScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
     def _generate(self, run: Run, generator: Generator) -> None:
         """Stream one story (worker thread); results reach the UI as Flush/Done/Failed messages."""
-        with self._model_lock:
-            try:
-                stream = generator.stream(run.prompt, run.params, cancel=run.cancel, inspect_top=INSPECT_TOP)
-                for delta in stream:
-                    if run.push(delta):
-                        self.post_message(self.Flush(run))
-                assert stream.result is not None
-                self.post_message(self.Done(run, stream.result))
-            except Exception as exc:  # noqa: BLE001 - any failure becomes a notification; the app keeps running
-                self.post_message(self.Failed(run, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+        try:  # the generator runs one story at a time: this waits while an earlier one winds down
+            stream = generator.stream(run.prompt, run.params, cancel=run.cancel, inspect_top=INSPECT_TOP)
+            for delta in stream:
+                if run.push(delta):
+                    self.post_message(self.Flush(run))
+            assert stream.result is not None
+            self.post_message(self.Done(run, stream.result))
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a notification; the app keeps running
+            self.post_message(self.Failed(run, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
 
     def _show(self, run: Run) -> None:
         """Move buffered deltas of run into the story pane and update the live numbers."""

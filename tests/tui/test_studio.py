@@ -5,7 +5,7 @@ A real tiny model generates every story (CPU, float32); nothing is mocked.
 
 from __future__ import annotations
 
-from engine.generate import SamplingParams
+from engine.sampling import SamplingParams
 from engine.session import open_session
 from helium_tui.library import StoryStore
 from helium_tui.screens.models import ModelPicker
