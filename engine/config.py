@@ -23,6 +23,7 @@ class ModelConfig:
     norm_eps: float = 1e-5  # RMSNorm epsilon
     tie_embeddings: bool = True  # output head shares the token embedding matrix
     dropout: float = 0.0  # dropout on attention output and MLP output during training
+    sliding_window: int | None = None  # a token sees itself and window - 1 before it; None = all before it
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -33,6 +34,8 @@ class ModelConfig:
             raise ValueError("head dimension must be even for RoPE")
         if not 1 <= self.vocab_size <= 1 << 20:
             raise ValueError(f"vocab_size {self.vocab_size} out of range")
+        if self.sliding_window is not None and (type(self.sliding_window) is not int or self.sliding_window < 1):
+            raise ValueError(f"sliding_window must be a positive integer or null, got {self.sliding_window!r}")
 
     @property
     def kv_heads(self) -> int:
@@ -65,6 +68,8 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # The model card's Helium-Nano: ~45M parameters.
     "nano": ModelConfig(),
+    # The card author's own Helium-Nano (HeliumLM): GQA, a 128-token sliding window; ~42.6M parameters.
+    "heliumlm-nano": ModelConfig(n_kv_head=2, hidden_dim=1280, sliding_window=128, norm_eps=1e-6),
     # ~17M: a GPU-friendly small model.
     "small": ModelConfig(vocab_size=8192, d_model=384, n_layer=8, n_head=6, hidden_dim=1024),
     # ~5.5M: the largest that trains comfortably on a laptop CPU (the shipped default model).

@@ -1,6 +1,7 @@
 """TinySLM: a small Llama-style decoder with a static KV cache for fast decoding.
 
-Read top-down: RoPE helpers, RMSNorm, KV cache, attention, MLP, block, model.
+Read top-down: RoPE helpers, RMSNorm, KV cache, attention, MLP, block, model. With a sliding window the
+cache is a ring of `window` slots, so decoding costs the same at every position.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.attention import causal_attention, window_mask
 from engine.config import ModelConfig
 
 
@@ -43,23 +45,50 @@ class RMSNorm(nn.Module):
 
 
 class KVCache(nn.Module):
-    """Preallocated keys and values, (B, H_kv, max_len, D), updated in place at the input positions."""
+    """Preallocated keys and values, (B, H_kv, slots, D), updated in place at the input positions.
 
-    def __init__(self, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device) -> None:
+    One slot per position, or with a sliding window shorter than max_len a ring of `window` slots where
+    position p lives in slot p % window: memory and the work per decoded token stop growing with position.
+    """
+
+    def __init__(
+        self, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device, window: int | None = None
+    ) -> None:
         super().__init__()
-        shape = (batch, n_kv_head, max_len, head_dim)
+        self.ring = window is not None and window < max_len
+        shape = (batch, n_kv_head, window if self.ring else max_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (B, H_kv, T, D) at input_pos (T,) and return the full buffers."""
+    @property
+    def slots(self) -> int:
+        """Positions the buffers hold at once."""
+        return self.k.size(2)
+
+    def write(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v (B, H_kv, T, D) of positions input_pos (T,); a ring keeps the last `slots` of them."""
+        if self.ring:
+            keep = min(k.size(2), self.slots)
+            input_pos, k, v = input_pos[-keep:] % self.slots, k[:, :, -keep:], v[:, :, -keep:]
         self.k.index_copy_(2, input_pos, k)
         self.v.index_copy_(2, input_pos, v)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v and return the keys and values that queries at input_pos attend over.
+
+        The buffers themselves, except for a ring given several positions at once: its old contents followed by
+        the new keys (the oldest still needed may be overwritten). `TinySLM._cache_mask` matches either.
+        """
+        if self.ring and k.size(2) > 1:
+            k_all, v_all = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+            self.write(input_pos, k, v)
+            return k_all, v_all
+        self.write(input_pos, k, v)
         return self.k, self.v
 
 
 class Attention(nn.Module):
-    """Multi-head (or grouped-query) causal self-attention through SDPA."""
+    """Multi-head (or grouped-query) causal self-attention, optionally within a sliding window."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -67,6 +96,7 @@ class Attention(nn.Module):
         self.wqkv = nn.Linear(cfg.d_model, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
+        self.window = cfg.sliding_window
         self.cache: KVCache | None = None
 
     def forward(self, x, cos, sin, input_pos: torch.Tensor | None, mask: torch.Tensor | None):
@@ -77,15 +107,14 @@ class Attention(nn.Module):
         k = apply_rope(k.view(B, T, self.n_kv_head, self.head_dim), cos, sin).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         if self.cache is not None and input_pos is not None:
-            k_all, v_all = self.cache.update(input_pos, k, v)
-            if mask is not None:  # decode or continued prefill: attend over the cache
-                k, v = k_all, v_all
-        gqa = self.n_head != self.n_kv_head
+            if mask is None:  # a prefill from position 0 attends over its own keys
+                self.cache.write(input_pos, k, v)
+            else:  # decode or continued prefill: attend over the cache
+                k, v = self.cache.update(input_pos, k, v)
         if mask is None:  # training, or a prefill that starts at position 0
-            # no dropout inside attention: it would force the math kernel (a materialized T x T matrix)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)
+            y = causal_attention(q, k, v, self.window)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_head != self.n_kv_head)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, C)
         y = self.wo(y)
         return F.dropout(y, self.dropout, self.training) if self.dropout else y
@@ -136,7 +165,8 @@ class TinySLM(nn.Module):
         cos, sin = precompute_rope(cfg.head_dim, cfg.context_length, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.cache_len = 0
+        self.cache_len = 0  # positions the KV cache covers (0: no cache)
+        self.cache_slots = 0  # positions it holds at once (the window for a ring)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2 style scaled init of residual projections
             if name.endswith(("wo.weight", "w2.weight")):
@@ -162,28 +192,33 @@ class TinySLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def setup_cache(self, batch_size: int, max_len: int | None = None) -> None:
-        """Allocate a static KV cache of max_len positions (default: the context length)."""
+        """Allocate a static KV cache for max_len positions (default: the context length).
+
+        A sliding window shorter than max_len allocates a ring of `window` slots instead.
+        """
         max_len = max_len or self.config.context_length
         if max_len > self.config.context_length:
             raise ValueError(f"cache length {max_len} exceeds context {self.config.context_length}")
         p = self.tok_embeddings.weight
+        window = self.config.sliding_window
         for layer in self.layers:
             attn = layer.attn
-            attn.cache = KVCache(batch_size, attn.n_kv_head, max_len, attn.head_dim, p.dtype, p.device)
+            attn.cache = KVCache(batch_size, attn.n_kv_head, max_len, attn.head_dim, p.dtype, p.device, window)
         self.cache_len = max_len
+        self.cache_slots = self.layers[0].attn.cache.slots if self.layers else max_len
 
     def drop_cache(self) -> None:
         """Free the KV cache."""
         for layer in self.layers:
             layer.attn.cache = None
-        self.cache_len = 0
+        self.cache_len = self.cache_slots = 0
 
     def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for token ids idx (B, T).
 
         Without input_pos: plain causal forward from position 0 (training, no cache).
         With input_pos (T,) and a cache: writes keys/values at input_pos. A prefill whose positions
-        start at 0 uses `is_causal` (flash kernels apply); otherwise a boolean mask over the cache.
+        start at 0 attends over its own keys (fused kernels apply); otherwise a boolean mask over the cache.
         """
         B, T = idx.shape
         if input_pos is None:
@@ -198,10 +233,16 @@ class TinySLM(nn.Module):
         return self.output(self.norm(x))  # (B, T, V)
 
     def _cache_mask(self, input_pos: torch.Tensor, T: int) -> torch.Tensor | None:
-        """None for a prefill from position 0 (causal over its own tokens), else (T, cache_len) bool."""
+        """None for a prefill from position 0 (causal over its own tokens), else a bool mask over what the
+        cache returns: (T, slots), or (T, slots + T) for a ring given several positions at once."""
         if self.cache_len == 0:
             return None
         if T > 1 and not torch.compiler.is_compiling() and int(input_pos[0]) == 0:
             return None
-        cols = torch.arange(self.cache_len, device=input_pos.device)
-        return cols[None, :] <= input_pos[:, None]
+        cols = torch.arange(self.cache_slots, device=input_pos.device)
+        if self.cache_slots == self.cache_len or T == 1:
+            # a slot is visible once written; a ring's slots only ever hold the window's positions
+            return cols[None, :] <= input_pos[:, None]
+        last = input_pos[0] - 1  # ring slot s holds the latest position before this chunk that is ≡ s
+        k_pos = torch.cat([last - (last - cols) % self.cache_slots, input_pos])  # (slots + T,)
+        return window_mask(input_pos, k_pos, self.config.sliding_window) & (k_pos >= 0)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 import torch
 
 from engine.generate import Generator
+from engine.model import TinySLM
 from engine.runtime import CompiledFn
 from engine.sampling import SamplingParams
 
 
-def test_compiled_decode_matches_eager_through_the_sliding_window(tiny_model, tiny_tokenizer, one_thread):
-    # 100 new tokens outgrow the 64-token context: the window slides (an eager prefill) and decoding goes on
+@pytest.mark.parametrize("attention_window", [None, 8])
+def test_compiled_decode_matches_eager_through_the_sliding_window(
+    attention_window, tiny_model, tiny_tokenizer, one_thread
+):
+    # 100 new tokens outgrow the 64-token context: the window slides (an eager prefill) and decoding goes on;
+    # with an 8-token attention window the KV cache is a ring of 8 slots, overwritten again and again
+    if attention_window is not None:
+        state = tiny_model.state_dict()
+        tiny_model = TinySLM(replace(tiny_model.config, sliding_window=attention_window)).eval()
+        tiny_model.load_state_dict(state)
     params = SamplingParams(max_new_tokens=100, temperature=0, stop_at_eos=False)
     prompt = tiny_tokenizer.encode("Once upon a time")
     eager = Generator(tiny_model, tiny_tokenizer)
