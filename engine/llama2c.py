@@ -301,7 +301,16 @@ def build_tokenizer(pieces: list[bytes], scores: list[float], source: str | Path
 
 
 def load_tokenizer(path: str | Path) -> TextTokenizer:
-    """A llama2.c tokenizer.bin as a TextTokenizer with `<s>` as both start and end-of-story token."""
+    """A llama2.c tokenizer.bin as a TextTokenizer with `<s>` as both start and end-of-story token.
+
+    A `.json` path is a tokenizer.json converted from a tokenizer.bin by `build_tokenizer` (as shipped in
+    assets/llama2-tokenizer/), loaded as is.
+    """
+    if Path(path).suffix == ".json":
+        try:
+            return TextTokenizer.from_file(path, bos_id=BOS_ID, eos_id=BOS_ID)
+        except Exception as exc:  # tokenizers raises its own Exception type for missing or bad files
+            raise BundleError(f"{path}: not a tokenizer.json ({str(exc).splitlines()[0]})") from None
     pieces, scores = read_tokenizer_bin(path)
     return TextTokenizer(build_tokenizer(pieces, scores, path), bos_id=BOS_ID, eos_id=BOS_ID)
 

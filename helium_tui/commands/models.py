@@ -1,4 +1,4 @@
-"""`helium models`: list installed model bundles and install one by name."""
+"""`helium models`: list installed model bundles, install one by name, pull one from the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
-from helium_tui.errors import user_errors
+from helium_tui.errors import fail, user_errors
 
-models_app = typer.Typer(help="Installed model bundles: list them, install one by name.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model bundles: list the installed ones, install one by name, pull one from the Hugging Face Hub.",
+    no_args_is_help=True,
+)
 
 
 @models_app.command("list")
@@ -48,3 +51,96 @@ def install_cmd(
 
         name, path = install_bundle(source, name, dtype=None if dtype == "keep" else dtype, force=force)
     print(f"installed {source} as {name!r} -> {path}")
+
+
+@models_app.command("pull")
+def pull_cmd(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Catalog model to download and install, e.g. stories15M.", show_default=False),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Show the catalog: sizes and what is installed.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Download and install again even if it is installed.")] = False,
+) -> None:
+    """Download a TinyStories model from the Hugging Face Hub (HF_ENDPOINT), convert it and install it by name."""
+    if list_:
+        if name is not None:
+            raise fail("give a model NAME or --list, not both")
+        _print_catalog()
+        return
+    if name is None:
+        raise fail("which model? give a NAME (`helium models pull --list` shows the catalog)")
+    from rich.console import Console
+
+    with user_errors():
+        from engine.catalog import get_entry, human_bytes
+        from engine.pull import pull
+
+        entry = get_entry(name)
+        console = Console(stderr=True)
+        try:
+            with _PullBar(console, f"{entry.name} ({human_bytes(entry.download_bytes)})") as bar:
+                result = pull(entry, force=force, progress=bar)
+        except KeyboardInterrupt:
+            raise fail("interrupted; nothing was installed", code=130) from None
+    if not result.pulled:
+        print(f"{result.name} is already installed at {result.path} (--force pulls it again)")
+        return
+    print(f"pulled {result.name}: {entry.params:,} parameters -> {result.path} (use --model {result.name})")
+
+
+def _print_catalog() -> None:
+    """The catalog as a table: name, parameters, context, download size, installed or not."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.catalog import CATALOG, human_bytes, is_installed
+
+    table = Table(title="helium models pull NAME — TinyStories models on the Hugging Face Hub")
+    for col in ("name", "params", "context", "download", "installed", "about"):
+        table.add_column(col, justify="right" if col in ("params", "context", "download") else "left")
+    for m in CATALOG.values():
+        table.add_row(
+            m.name, f"{m.params / 1e6:.1f}M" if m.params >= 1e6 else f"{m.params / 1e3:.0f}K", str(m.seq_len),
+            human_bytes(m.download_bytes), "yes" if is_installed(m) else "no", m.about,
+        )  # fmt: skip
+    Console().print(table)
+
+
+class _PullBar:
+    """A rich progress bar (on a terminal only) fed with engine.pull's PullProgress reports."""
+
+    STAGES = {"convert": "converting", "install": "installing"}
+
+    def __init__(self, console, label: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.label = label
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=console, disable=not console.is_terminal,
+        )  # fmt: skip
+        self.task = self.bar.add_task(f"downloading {label}", total=None)
+
+    def __enter__(self) -> _PullBar:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, p) -> None:
+        """Show one PullProgress: bytes while downloading, then the stage name."""
+        if p.stage == "download":
+            self.bar.update(self.task, completed=p.done, total=p.total)
+        else:
+            self.bar.update(self.task, description=f"{self.STAGES.get(p.stage, p.stage)} {self.label}")
