@@ -121,7 +121,7 @@ def one_thread(monkeypatch):
 
 def tiny_train_config(data: Path, out: Path, **overrides):
     """A TrainConfig small enough for a few hundred CPU steps in seconds (tiny preset, float32, CPU)."""
-    from trainer.train import TrainConfig
+    from trainer.config import TrainConfig
 
     base = dict(
         data=str(data), out=str(out), preset="tiny", context=32, batch_size=8, max_steps=20, lr=3e-3,

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from helium_tui.cli import app
 from tests.conftest import tiny_train_config
 from trainer import checkpoints as ckpt
-from trainer.metrics import read_events
-from trainer.train import TrainConfig, run_training
+from tests.fakes import read_events
+from trainer.config import TrainConfig
+from trainer.train import run_training
 
 runner = CliRunner()
 
@@ -44,6 +45,34 @@ def spawn(config: Path, *args: str, env: dict | None = None) -> subprocess.Popen
     return subprocess.Popen(
         cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+SLOW_SAVE = """
+# Test-only start-up hook: each checkpoint temp file, once written, is announced on stderr and held for a
+# minute before its rename, so the test can kill the trainer in the window where only the temp file exists.
+import sys, time
+import torch
+
+_save = torch.save
+
+
+def _slow_save(obj, f, *args, **kwargs):
+    _save(obj, f, *args, **kwargs)
+    if str(f).endswith(".tmp") and "/checkpoints/.step_" in str(f):
+        print("checkpoint-temp-written", f, file=sys.stderr, flush=True)
+        time.sleep(60)
+
+
+torch.save = _slow_save
+"""
+
+
+def slow_save_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a trainer subprocess whose checkpoint saves pause after writing the temp file."""
+    hooks = tmp_path / "slow-save"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SLOW_SAVE)
+    return {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")])}
 
 
 def write_config(cfg: TrainConfig) -> Path:
@@ -98,7 +127,7 @@ def test_sigkill_during_save_leaves_previous_checkpoint_loadable(prepared_dir, t
     assert run_training(small_cfg(prepared_dir, out, max_steps=5, eval_interval=0)) == 0
     good = (out / "checkpoints" / "step_000005.pt").read_bytes()
     cfg = small_cfg(prepared_dir, out, max_steps=10, eval_interval=0, log_interval=1)
-    proc = spawn(write_config(cfg), "--resume", env={ckpt.PAUSE_ENV: "60"})
+    proc = spawn(write_config(cfg), "--resume", env=slow_save_env(tmp_path))
     line = ""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not line.startswith("checkpoint-temp-written"):

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from engine.runner import EVENTS_FILE, LOG_FILE, RunEvent, RunState, attach, start_run
+from engine.rundir import EVENTS_FILE, LOG_FILE
+from engine.runner import RunEvent, RunState, attach, start_run
 from helium_tui.dashboard import downsample, format_duration, render, watch
-from tests.fakes import fake_trainer_kwargs
+from tests.fakes import fake_trainer_kwargs, make_event
 
 
 def sample_state(**overrides) -> RunState:
@@ -76,11 +77,8 @@ def write_run(run_dir: Path, events: list[dict], log: str = "") -> Path:
     return run_dir
 
 
-START = {"event": "start", "step": 0, "max_steps": 4, "params": 1000, "preset": "tiny", "device": "cpu"}
-STEPS = [
-    {"event": "step", "step": s, "loss": 5.0 - s, "lr": 1e-3, "tokens_per_s": 500.0, "eta_s": 4 - s}
-    for s in (1, 2)
-]
+START = make_event("start", step=0, max_steps=4, params=1000, preset="tiny", device="cpu")
+STEPS = [make_event("step", step=s, loss=5.0 - s, lr=1e-3, tokens_per_s=500.0, eta_s=4.0 - s) for s in (1, 2)]
 
 
 def plain_console() -> Console:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.metrics import read_events
-from trainer.train import TrainConfig, run_training
+from tests.fakes import read_events
+from trainer.config import TrainConfig
+from trainer.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,9 +59,10 @@ def test_two_gloo_ranks_match_one_process(prepared_dir, tmp_path):
 
 
 def test_batch_must_divide_over_ranks(prepared_dir, tmp_path, monkeypatch, capsys):
-    from trainer.train import Dist, Trainer
+    from trainer.distributed import Dist
+    from trainer.train import Trainer
 
-    trainer = Trainer(cfg_for(prepared_dir, tmp_path / "run").with_(batch_size=7), False, Dist(0, 2, 0))
+    trainer = Trainer(cfg_for(prepared_dir, tmp_path / "run").with_(batch_size=7), "new", Dist(0, 2, 0))
     with pytest.raises(ValueError, match="not divisible by the world size 2"):
         trainer.setup()
     assert not (tmp_path / "run").exists()

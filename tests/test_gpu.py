@@ -28,7 +28,7 @@ def test_cuda_graph_decode_matches_eager(tiny_model, tiny_tokenizer):
 
 
 def test_bf16_compiled_training_on_cuda_learns(prepared_dir, tmp_path):
-    from trainer.metrics import read_events
+    from tests.fakes import read_events
     from trainer.train import run_training
 
     cfg = tiny_train_config(prepared_dir, tmp_path / "run", device="cuda", dtype="bfloat16", compile=True)

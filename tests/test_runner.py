@@ -8,16 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.runner import (
-    EVENTS_FILE,
-    LOG_FILE,
-    PID_FILE,
-    EventReader,
-    RunEvent,
-    RunState,
-    attach,
-    start_run,
-)
+from engine.rundir import EVENTS_FILE, LOCK_FILE, LOG_FILE, EventReader, is_running, lock_holder
+from engine.runner import RunEvent, RunState, attach, start_run
 from tests.fakes import fake_trainer_kwargs
 
 
@@ -38,7 +30,7 @@ def test_run_to_finish_streams_events_in_order(tmp_path, fake):
     events = list(handle.events(follow=True, poll_interval=0.02))
     assert handle.process is not None and handle.process.wait(10) == 0
     assert json.loads((run_dir / "train_config.json").read_text()) == {"max_steps": 4}
-    assert int((run_dir / PID_FILE).read_text()) == handle.pid
+    assert lock_holder(run_dir) == handle.pid and not is_running(run_dir)  # released: no stale pid file
     assert "fake trainer started" in (run_dir / LOG_FILE).read_text()
     assert kinds(events) == [
         ("start", 0), ("status", 0),
@@ -53,7 +45,7 @@ def test_run_to_finish_streams_events_in_order(tmp_path, fake):
     assert state.val_steps == [2, 4] and state.val_losses == [5.5, 2.75]
     assert state.progress == 1.0 and state.step == 4 and state.max_steps == 4
     assert state.lr == 0.001 and state.tokens_per_s == 1000.0 and state.tokens == 256
-    assert state.last_checkpoint == state.best_checkpoint == "checkpoints/best.pt"
+    assert state.last_checkpoint == state.best_checkpoint == str(run_dir.resolve() / "checkpoints/best.pt")
     assert state.bundle == str(run_dir.resolve() / "bundle")
     assert state.logs == ["exporting bundle"] and state.params == 1234 and state.preset == "fake"
 
@@ -70,7 +62,7 @@ def test_graceful_stop_writes_stopped(tmp_path, fake):
     assert not handle.is_alive()
     state = handle.snapshot()
     assert state.status == "stopped" and state.step == 3
-    assert state.last_checkpoint == "checkpoints/step_000003.pt"
+    assert state.last_checkpoint and state.last_checkpoint.endswith("checkpoints/step_000003.pt")
     assert list(handle.events()) == []  # nothing new, and follow ends at once
 
 
@@ -102,7 +94,7 @@ def test_attach_to_finished_run_replays_everything(tmp_path, fake):
     handle = attach(run_dir)
     assert not handle.owned and not handle.is_alive()
     replay = list(handle.events(follow=True))
-    assert [ev.to_json() for ev in replay] == [ev.to_json() for ev in first]
+    assert [ev.to_dict() for ev in replay] == [ev.to_dict() for ev in first]
     assert handle.status() == "finished" and handle.snapshot().steps == [1, 2, 3]
 
 
@@ -127,7 +119,7 @@ def test_resume_keeps_history_and_follows_the_new_segment(tmp_path, fake):
         if ev.step == 3 and ev.event == "step":
             break
     assert first.stop(timeout=20) == "stopped"
-    with pytest.raises(ValueError, match="already holds a training run"):
+    with pytest.raises(ValueError, match="holds an earlier run"):
         start_run({"max_steps": 5}, run_dir, **fake)
     handle = start_run({"max_steps": 5, "resume_from": 3}, run_dir, resume=True, **fake)
     assert handle.snapshot().status == "running" or not handle.is_alive()  # not the old 'stopped'
@@ -140,9 +132,11 @@ def test_resume_keeps_history_and_follows_the_new_segment(tmp_path, fake):
 def test_start_refuses_a_dir_with_a_live_run(tmp_path, fake):
     run_dir = tmp_path / "run"
     handle = start_run({"max_steps": 100, "hang_at": 1}, run_dir, **fake)
+    next(handle.events(poll_interval=0.02))  # the trainer is up: it holds the run dir's lock
     try:
-        with pytest.raises(ValueError, match="already going"):
-            start_run({"max_steps": 5}, run_dir, resume=True, **fake)
+        for resume in (True, False):
+            with pytest.raises(ValueError, match="already going"):
+                start_run({"max_steps": 5}, run_dir, resume=resume, **fake)
     finally:
         assert handle.stop(timeout=20) == "stopped"
 
@@ -159,13 +153,14 @@ def test_reader_waits_for_half_written_line_and_skips_bad_ones(tmp_path):
     path = tmp_path / EVENTS_FILE
     reader = EventReader(path)
     assert reader.read() == []  # no file yet
-    line = json.dumps({"event": "step", "time": 1.0, "step": 1, "loss": 2.0, "new": [1]})
+    step = dict(step=1, loss=2.0, lr=1e-3, tokens_per_s=9.0, mfu=None, grad_norm=1.0, tokens=8, elapsed_s=1.0, eta_s=2.0)
+    line = json.dumps({"event": "step", "time": 1.0, **step, "new": [1]})
     path.write_text("not json\n" + line[:10])
     assert reader.read() == [] and reader.skipped == 1
     with open(path, "a") as f:
         f.write(line[10:] + "\n" + '{"time": 2}\n')  # completes the line; then one without an event name
     (ev,) = reader.read()
-    assert (ev.event, ev.time, ev.step, ev.data) == ("step", 1.0, 1, {"step": 1, "loss": 2.0, "new": [1]})
+    assert (ev.event, ev.time, ev.step, ev.data) == ("step", 1.0, 1, {**step, "new": [1]})
     assert reader.skipped == 2
     with open(path, "a") as f:
         f.write('{"event": "log", "time": 3, "message": "last words"}')  # never gets its newline
@@ -177,10 +172,11 @@ def test_reader_waits_for_half_written_line_and_skips_bad_ones(tmp_path):
 def test_dead_run_with_half_line_and_no_status_is_failed(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    start = {"event": "start", "time": 1, "step": 0, "max_steps": 10}
+    start = {"event": "start", "time": 1, "step": 0, "max_steps": 10, "tokens_per_step": 8, "params": 1,
+             "preset": "tiny", "device": "cpu", "dtype": "float32", "world_size": 1, "pid": dead_pid()}
     (run_dir / EVENTS_FILE).write_text(json.dumps(start) + '\n{"event": "step", "ti')
     (run_dir / LOG_FILE).write_text("line one\nKilled\n")
-    (run_dir / PID_FILE).write_text(f"{dead_pid()}\n")
+    (run_dir / LOCK_FILE).write_text(f"{start['pid']}\n")  # left by the dead trainer, no longer locked
     handle = attach(run_dir)
     assert [ev.event for ev in handle.events()] == ["start", "error", "status"]
     state = handle.snapshot()
@@ -220,7 +216,7 @@ def real_prepared_dir(request) -> Path:
 
 @pytest.mark.slow  # two real trainer processes: ~25 s on a loaded 2-core box
 def test_real_trainer_start_stop_resume_finish(real_prepared_dir, tmp_path):
-    from trainer.train import TrainConfig
+    from trainer.config import TrainConfig
 
     run_dir = tmp_path / "run"
     cfg = TrainConfig(
@@ -247,3 +243,81 @@ def test_real_trainer_start_stop_resume_finish(real_prepared_dir, tmp_path):
     assert state.steps[-1] == state.step == stopped.step + 4
     assert state.bundle and (Path(state.bundle) / "model.safetensors").is_file()
     assert state.log_tail and "finished" in state.log_tail[-1]
+
+
+def test_attach_sees_a_run_started_elsewhere_as_running_through_its_lock(tmp_path):
+    """A trainer started in another terminal (not by a runner, no child process) holds the lock: attached
+    watchers see it running, can stop it, and see it gone once the lock is released."""
+    from engine.rundir import EventWriter, RunLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    code = (
+        "import signal, sys, time\n"
+        "from engine.rundir import RunLock\n"
+        "lock = RunLock(sys.argv[1]).acquire()\n"
+        "signal.signal(signal.SIGINT, lambda *a: sys.exit(0))\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        EventWriter(run_dir / EVENTS_FILE).write("status", status="running", step=0)
+        handle = attach(run_dir)
+        assert handle.is_alive() and handle.pid == proc.pid and handle.status() == "running"
+        with pytest.raises(ValueError, match="already going"):
+            RunLock(run_dir).acquire()
+        assert handle.request_stop()
+        assert proc.wait(20) == 0
+        assert not handle.is_alive()
+        events = list(handle.events())
+        assert events[-1].event == "status" and events[-1].get("status") == "stopped" and events[-1].synthetic
+    finally:
+        proc.kill()
+
+
+def test_events_ends_with_the_final_status_when_the_process_dies_between_checks(tmp_path, monkeypatch):
+    """The race: a run alive at poll() but dead by the time events() looks again must still end 'failed'."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / EVENTS_FILE).write_text(json.dumps({"event": "status", "time": 1, "status": "running", "step": 0}) + "\n")
+    handle = attach(run_dir)
+    alive = iter([True, False, False, False, False])  # alive for the first poll, dead right after
+    monkeypatch.setattr(handle, "is_alive", lambda: next(alive, False))
+    events = list(handle.events(poll_interval=0))
+    assert [e.event for e in events][-1] == "status" and handle.snapshot().status == "failed"
+
+
+def test_the_fake_and_the_real_trainer_write_only_valid_events(tmp_path, fake, prepared_dir, one_thread):
+    """Both writers go through engine.rundir; every line they write passes validate_event."""
+    from engine.rundir import validate_event
+    from tests.conftest import tiny_train_config
+    from trainer.train import run_training
+
+    handle = start_run({"max_steps": 3}, tmp_path / "fake-run", **fake)
+    list(handle.events(poll_interval=0.02))
+    assert run_training(tiny_train_config(prepared_dir, tmp_path / "real-run", max_steps=10)) == 0
+    for run in ("fake-run", "real-run"):
+        lines = (tmp_path / run / EVENTS_FILE).read_text().splitlines()
+        assert len(lines) > 5
+        for line in lines:
+            validate_event(json.loads(line))
+
+
+def test_validate_event_names_what_is_wrong():
+    from engine.rundir import validate_event
+
+    for bad, needle in [
+        ({"event": "step", "time": 1}, "missing 'step'"),
+        ({"event": "nope", "time": 1}, "unknown event type"),
+        ({"event": "status", "time": 1, "status": "weird", "step": 0}, "unknown status"),
+        ({"event": "eval", "time": 1, "step": True, "val_loss": 1.0}, "wrong type"),
+        ({"event": "log", "message": "x"}, "'time'"),
+    ]:
+        with pytest.raises(ValueError, match=needle):
+            validate_event(bad)
+    deep = "[" * 100_000 + "]" * 100_000
+    assert RunEvent.parse(deep) is None  # absurd nesting is skipped, not a RecursionError

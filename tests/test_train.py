@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 from engine.bundle import load_bundle
 from helium_tui.cli import app
 from tests.conftest import tiny_train_config
-from trainer.metrics import flops_per_token, matmul_params, progress_line, read_events
+from tests.fakes import read_events
+from trainer.metrics import flops_per_token, matmul_params, progress_line
 from trainer.optim import lr_at, param_groups
-from trainer.train import TrainConfig, run_training
+from trainer.config import TrainConfig
+from trainer.train import run_training
 
 runner = CliRunner()
 
@@ -63,18 +65,29 @@ def test_loss_falls_and_run_dir_is_complete(prepared_dir, tmp_path):
     assert result.exit_code == 0 and "finished" in result.output
 
 
-def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(
-    prepared_dir, tmp_path, monkeypatch, capsys
-):
-    monkeypatch.setenv("HELIUM_TEST_NAN_AT_STEP", "12")
+def test_nan_loss_stops_with_error_and_keeps_last_good_checkpoint(prepared_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert run_training(tiny_cfg(prepared_dir, out)) == 1
+    assert run_training(tiny_cfg(prepared_dir, out, max_steps=10)) == 0
+    capsys.readouterr()
+    blown = tiny_cfg(prepared_dir, out, max_steps=20, lr=1e9, min_lr=1e9, grad_clip=0.0, log_interval=1)
+    assert run_training(blown, resume=True) == 1  # a huge learning rate: the loss goes non-finite
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "loss is nan at step 15" in err[0] and "step_000010.pt" in err[0]
+    assert len(err) == 1 and "training diverged at step" in err[0] and "nan" in err[0], err
+    assert "last good checkpoint" in err[0] and "step_000010.pt" in err[0]
     events = read_events(out / "events.jsonl")
-    assert events[-2]["event"] == "error" and events[-1] == events[-1] | {"status": "failed", "step": 15}
+    assert events[-2]["event"] == "error" and events[-1]["status"] == "failed" and events[-1]["step"] > 10
     assert torch.load(out / "checkpoints" / "step_000010.pt", weights_only=True)["step"] == 10
-    assert not (out / "bundle").exists()
+    assert not (out / "bundle").exists() or (out / "bundle" / "metadata.json").is_file()
+
+
+def test_after_a_nan_the_same_dir_takes_a_new_run_or_a_resume(prepared_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = tiny_cfg(prepared_dir, out, lr=1e9, min_lr=1e9, warmup_steps=0, grad_clip=0.0, log_interval=1)
+    assert run_training(cfg) == 1  # dies before its first checkpoint
+    result = runner.invoke(app, ["train", "--out", str(out), "--resume"])
+    assert result.exit_code == 2 and "no checkpoint to resume from" in result.stderr and "--lr" in result.stderr
+    assert run_training(tiny_cfg(prepared_dir, out, max_steps=10)) == 0  # the natural fix: lower lr, run again
+    assert [e["event"] for e in read_events(out / "events.jsonl")][0] == "start"  # the old events are gone
 
 
 def test_huge_lr_is_caught_by_the_nan_guard(prepared_dir, tmp_path, capsys):
@@ -89,6 +102,8 @@ def test_bad_inputs_are_one_line_errors_and_touch_nothing(prepared_dir, tmp_path
     (out / "notes.txt").write_text("mine")
     result = runner.invoke(app, ["train", "--preset", "tiny", "--data", str(prepared_dir), "--out", str(out)])
     assert result.exit_code == 2 and "not empty" in result.stderr and len(result.stderr.splitlines()) == 1
+    result = runner.invoke(app, ["train", "--data", str(prepared_dir), "--out", str(out), "--restart"])
+    assert result.exit_code == 2 and "holds no training run" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
     fresh = tmp_path / "fresh"
@@ -133,13 +148,13 @@ def test_schedule_param_groups_and_flops():
 
 
 def test_min_lr_defaults_to_a_tenth_of_the_peak():
-    from trainer.train import TrainConfig
+    from trainer.config import TrainConfig
 
     assert TrainConfig().final_lr == pytest.approx(1e-4)  # the default schedule: 1e-3 decaying to 1e-4
     small = TrainConfig(lr=5e-5).validate()  # a peak below the old fixed 1e-4 floor is fine
     assert small.final_lr == pytest.approx(5e-6)
     assert TrainConfig(lr=5e-5, min_lr=0.0).validate().final_lr == 0.0
-    with pytest.raises(ValueError, match="min_lr <= lr"):
+    with pytest.raises(ValueError, match="min_lr must be from 0 to lr"):
         TrainConfig(lr=1e-4, min_lr=1e-3).validate()
 
 

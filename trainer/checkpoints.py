@@ -1,26 +1,27 @@
 """Training checkpoints: plain dicts of tensors, ints and floats, written atomically, loadable weights_only.
 
 `RUN_DIR/checkpoints/step_000100.pt` every N steps (the last K kept) plus `best.pt` (lowest val loss).
+`load_checkpoint` checks every field it returns, so a tampered file is one clear error, not a crash later.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import random
 import re
-import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from engine.config import ModelConfig
 from engine.files import atomic_write
 
 FORMAT = "helium-ckpt/1"
 BEST = "best.pt"
 STEP_RE = re.compile(r"^step_(\d+)\.pt$")
-PAUSE_ENV = "HELIUM_TEST_CKPT_PAUSE"  # tests: seconds to sleep after writing the temp file, before the rename
+MT_STATE_WORDS = 624  # numpy's MT19937 key length
 
 
 def step_path(directory: Path, step: int) -> Path:
@@ -44,29 +45,53 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 def save_checkpoint(path: Path, state: dict) -> Path:
     """torch.save state to path atomically (temp file, fsync, rename)."""
-
-    def write(tmp: Path) -> None:
-        torch.save(state, tmp)
-        pause = os.environ.get(PAUSE_ENV)
-        if pause:  # lets a test kill the process while only the temp file exists
-            print(f"checkpoint-temp-written {tmp}", file=sys.stderr, flush=True)
-            time.sleep(float(pause))
-
-    return atomic_write(path, write)
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """A checkpoint dict loaded with weights_only=True; ValueError with one line if unusable."""
+    """A checkpoint dict loaded with weights_only=True and checked field by field; ValueError (one line) if not."""
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint missing")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated zips, pickle refusals, etc.
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if "weights_only" in first or "Unpickl" in first:
+            first = "it holds objects other than tensors and plain values, which Helium never loads"
         raise ValueError(f"{path}: corrupt or unsafe checkpoint ({first})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a Helium training checkpoint")
+    try:
+        check_state(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: damaged checkpoint ({str(exc).splitlines()[0][:160]})") from None
     return state
+
+
+def check_state(state: dict[str, Any]) -> None:
+    """Raise (KeyError, TypeError or ValueError) unless a checkpoint's fields have the types training needs."""
+    for key in ("step", "tokens"):
+        if not _whole(state[key]) or state[key] < 0:
+            raise ValueError(f"{key!r} must be a whole number ≥ 0")
+    if not _finite(state["elapsed_s"]):
+        raise ValueError("'elapsed_s' must be a number")
+    for key in ("val_loss", "best_val_loss"):
+        if state[key] is not None and not _finite(state[key]):
+            raise ValueError(f"{key!r} must be a number or None")
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise ValueError("'model' must be a dict of tensors")
+    if not isinstance(state["optimizer"], dict):
+        raise ValueError("'optimizer' must be a dict")
+    ModelConfig.from_dict(state["model_config"])
+    check_rng_state(state["rng"])
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def prune(directory: Path, keep_last: int) -> list[Path]:
@@ -108,8 +133,26 @@ def rng_state(device: torch.device) -> dict:
     return state
 
 
+def check_rng_state(state: Any) -> None:
+    """Raise unless state has the shapes and types `set_rng_state` needs."""
+    if not isinstance(state, dict):
+        raise TypeError("'rng' must be a dict")
+    for key in ("torch", "numpy_keys", "python_internal"):
+        if not isinstance(state[key], torch.Tensor):
+            raise TypeError(f"rng {key!r} must be a tensor")
+    if state["numpy_keys"].numel() != MT_STATE_WORDS:
+        raise ValueError(f"rng 'numpy_keys' must hold {MT_STATE_WORDS} words")
+    if state["python_internal"].numel() != MT_STATE_WORDS + 1:
+        raise ValueError(f"rng 'python_internal' must hold {MT_STATE_WORDS + 1} words")
+    for key in ("numpy_pos", "numpy_has_gauss", "python_version"):
+        if not _whole(state[key]):
+            raise TypeError(f"rng {key!r} must be a whole number")
+    if not _finite(state["numpy_gauss"]) or not (state["python_gauss"] is None or _finite(state["python_gauss"])):
+        raise TypeError("rng gauss values must be numbers")
+
+
 def set_rng_state(state: dict, device: torch.device) -> None:
-    """Restore what `rng_state` captured."""
+    """Restore what `rng_state` captured (checked by `check_rng_state` on load)."""
     torch.set_rng_state(state["torch"].cpu())
     keys = state["numpy_keys"].cpu().numpy().astype(np.uint32)
     np.random.set_state(

@@ -1,4 +1,4 @@
-"""Training metrics: the events.jsonl writer, FLOPs per token, device peak FLOPs and MFU, progress lines.
+"""Training metrics: FLOPs per token, device peak FLOPs and MFU, the throughput meter and progress lines.
 
 Peak bf16 FLOPs of known GPUs come from the vendors' datasheets (dense, no sparsity); for a CPU the peak is
 measured once with a quick matmul (see `measured_cpu_flops`), so CPU MFU is relative to achievable matmul speed.
@@ -7,9 +7,8 @@ measured once with a quick matmul (see `measured_cpu_flops`), so CPU MFU is rela
 from __future__ import annotations
 
 import functools
-import json
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 
@@ -89,36 +88,6 @@ def mfu(tokens_per_s: float, flops_token: int, peak: float | None, world_size: i
     return tokens_per_s * flops_token / (peak * world_size)
 
 
-class EventLog:
-    """Append-only events.jsonl: one JSON object per line with `event` and `time` first."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, event: str, **fields) -> dict:
-        """Append one event line (flushed, so readers see it at once) and return it."""
-        record = {"event": event, "time": round(time.time(), 3), **fields}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        return record
-
-
-def read_events(path: str | Path) -> list[dict]:
-    """All complete events in an events.jsonl (a torn last line is skipped)."""
-    events = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
-
-
 def format_rate(tokens_per_s: float) -> str:
     """12.3k, 1.2M, 950."""
     if tokens_per_s >= 1e6:
@@ -146,3 +115,25 @@ def progress_line(
     parts.append(f"mfu {mfu_value * 100:.1f}%" if mfu_value is not None else "mfu -")
     parts.append(f"eta {format_duration(eta_s)}")
     return " | ".join(parts)
+
+
+@dataclass
+class Meter:
+    """Loss and time since the last log point: the mean loss, tokens/s and step time of that window."""
+
+    tokens_per_step: int  # tokens per optimizer step over all ranks
+    since_step: int = 0  # step at the last log point
+    since_time: float = field(default_factory=time.perf_counter)  # clock at the last log point
+
+    def window(self, step: int) -> tuple[int, float]:
+        """(steps, seconds) since the last log point."""
+        return max(1, step - self.since_step), max(time.perf_counter() - self.since_time, 1e-9)
+
+    def rate(self, step: int) -> tuple[float, float]:
+        """(tokens/s, seconds per step) over the window."""
+        steps, seconds = self.window(step)
+        return self.tokens_per_step * steps / seconds, seconds / steps
+
+    def reset(self, step: int) -> None:
+        """Start a new window at step."""
+        self.since_step, self.since_time = step, time.perf_counter()

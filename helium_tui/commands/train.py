@@ -31,7 +31,20 @@ def train(
         int | None, typer.Option(help="Train for this many tokens instead of --max-steps.")
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its newest checkpoint.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in --out from its newest checkpoint; options given override its config. "
+            "A longer run continues at the final learning rate unless --decay-steps sets a new schedule.",
+        ),
+    ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="Discard the earlier run in --out (checkpoints, bundle, events) and start over; "
+            "without --data it reuses the saved config.",
+        ),
     ] = False,
     batch_size: Annotated[
         int | None, typer.Option(help="Global sequences per micro-step (split over ranks). [32]")
@@ -42,7 +55,9 @@ def train(
         float | None, typer.Option(help="Learning rate at the end of the cosine decay. [lr / 10]")
     ] = None,
     warmup: Annotated[int | None, typer.Option(help="Linear warmup steps. [100]")] = None,
-    decay_steps: Annotated[int | None, typer.Option(help="Cosine decay length in steps. [max steps]")] = None,
+    decay_steps: Annotated[
+        int | None, typer.Option(help="Cosine decay length in steps. [the first session's max steps]")
+    ] = None,
     weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay on matrices. [0.1]")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Micro-steps per optimizer step. [1]")] = None,
     grad_clip: Annotated[
@@ -71,16 +86,23 @@ def train(
 ) -> None:
     """Train a model on a prepared data dir; ends with a bundle in RUN_DIR/bundle."""
     if run_dir is not None:
-        if not watch or preset or data or out or resume:
+        if not watch or preset or data or out or resume or restart:
             raise fail("a RUN_DIR argument only goes with --watch alone (to attach to a run)")
         from helium_tui.dashboard import watch as watch_run
 
         with user_errors():
             code = watch_run(run_dir)
         raise typer.Exit(code)
+    if out is None:
+        raise fail("--out RUN_DIR is required (or `helium train --watch RUN_DIR` to watch a run)")
+    if resume and restart:
+        raise fail("--resume continues a run and --restart discards it: give one of them")
+    if max_steps is not None and max_tokens is not None:
+        raise fail("give --max-steps or --max-tokens, not both")
 
     with user_errors():
-        from trainer.train import CONFIG_FILE, TrainConfig, check_fresh_run_dir
+        from engine.rundir import CONFIG_FILE, check_new_run_dir, check_resumable, is_running, lock_holder
+        from trainer.config import TrainConfig, resume_config
 
         overrides = dict(
             max_steps=max_steps, max_tokens=max_tokens, batch_size=batch_size, context=context, lr=lr,
@@ -90,24 +112,22 @@ def train(
             compile=compile, dtype=dtype, seed=seed, device=device, preset=preset,
             data=str(data.resolve()) if data else None,
         )  # fmt: skip
-        if out is None:
-            raise fail("--out RUN_DIR is required")
         out = out.resolve()
+        main_rank = int(os.environ.get("RANK", "0")) == 0 and int(os.environ.get("WORLD_SIZE", "1")) == 1
+        if is_running(out):
+            raise ValueError(f"{out}: a training run is already going there (pid {lock_holder(out) or '?'})")
         if resume:
-            from engine.runner import pid_alive, read_pid
-
-            pid = read_pid(out)
-            if pid is not None and pid != os.getpid() and pid_alive(pid):
-                raise fail(f"a training run is already going in {out} (pid {pid})")
-            cfg = TrainConfig.load(out / CONFIG_FILE).with_(**overrides)
-            if max_tokens is not None and max_steps is None:
-                cfg.max_steps = None  # a new token budget replaces the old step count
+            check_resumable(out)
+            cfg = resume_config(out, **overrides)
+        elif restart and data is None and (out / CONFIG_FILE).is_file():  # start over with the saved config
+            cfg = resume_config(out, **overrides)
+            cfg.decay_steps = decay_steps  # the old run's fixed schedule goes with it
         else:
             if data is None:
-                raise fail("--data PREPARED_DIR is required")
-            if int(os.environ.get("RANK", "0")) == 0 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-                check_fresh_run_dir(out)  # under torchrun rank 0 checks inside the trainer
+                raise ValueError("--data PREPARED_DIR is required")
             cfg = TrainConfig(out=str(out)).with_(**overrides)
+            if main_rank:
+                check_new_run_dir(out, restart=restart)  # under torchrun rank 0 checks inside the trainer
         cfg.command = shlex.join(["helium", *sys.argv[1:]])
         cfg.validate()
 
@@ -116,11 +136,11 @@ def train(
         from helium_tui.dashboard import watch as watch_run
 
         with user_errors():
-            handle = start_run(cfg.to_dict(), out, resume=resume)
+            handle = start_run(cfg.to_dict(), out, resume=resume, restart=restart)
         raise typer.Exit(watch_run(out, handle))
 
     from trainer.train import run_training
 
-    code = run_training(cfg, resume=resume)
+    code = run_training(cfg, resume=resume, restart=restart)
     if code:
         raise typer.Exit(code)

@@ -26,6 +26,7 @@ from engine.humanize import format_duration
 from engine.install import install_run_bundle
 from engine.paths import user_data_dir
 from engine.runner import RunEvent, RunHandle, RunState, attach, start_run
+from trainer.config import TrainConfig, resume_config
 
 POLL_S = 0.5  # how often the screen reads new events
 MAX_PLOT_POINTS = 400  # curves are thinned to about this many points before plotting
@@ -37,34 +38,6 @@ DEFAULT_STEPS = 1000  # steps pre-filled in the form
 def default_run_dir(now: datetime | None = None) -> Path:
     """A fresh run directory under the user data dir: runs/<YYYYMMDD-HHMMSS>."""
     return user_data_dir() / "runs" / f"{(now or datetime.now()):%Y%m%d-%H%M%S}"
-
-
-def train_config(preset: str, data: str, out: str, max_steps: int, **extra: Any) -> dict[str, Any]:
-    """The trainer's TrainConfig as JSON for a run started from this screen (ValueError for bad values)."""
-    from trainer.train import TrainConfig
-
-    values = {"command": "helium (training monitor)", **extra}
-    values.update(preset=preset, data=data, out=out, max_steps=max_steps)
-    return TrainConfig.from_dict(values).to_dict()
-
-
-def resume_config(run_dir: Path, **changes: Any) -> dict[str, Any]:
-    """The TrainConfig saved in run_dir as JSON, with changes applied, to resume it (ValueError when unusable)."""
-    from trainer.train import CONFIG_FILE, TrainConfig
-
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise ValueError(f"{run_dir}: no {CONFIG_FILE} to resume from (is it a run directory?)")
-    config = TrainConfig.load(path).with_(out=str(run_dir.resolve()), **changes)
-    return config.validate().to_dict()
-
-
-def default_hyperparams(overrides: dict[str, Any]) -> tuple[int, float]:
-    """The batch size and learning rate a run gets when the form leaves them empty."""
-    from trainer.train import TrainConfig
-
-    config = TrainConfig().with_(**{k: v for k, v in overrides.items() if k in ("batch_size", "lr")})
-    return config.batch_size, config.lr
 
 
 def parse_count(text: str, what: str) -> int:
@@ -146,7 +119,8 @@ class TrainingScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        batch, lr = default_hyperparams(self.config_overrides)
+        defaults = TrainConfig().with_(**{k: v for k, v in self.config_overrides.items() if k in ("batch_size", "lr")})
+        batch, lr = defaults.batch_size, defaults.lr
         with Horizontal(classes="row"):  # what to train
             options = [(name, name) for name in PRESETS]
             yield Select(options, value=DEFAULT_PRESET, allow_blank=False, id="preset")
@@ -218,8 +192,10 @@ class TrainingScreen(Screen):
         try:
             steps = parse_count(self.query_one("#steps", Input).value, "steps")
             extra = {**self.config_overrides, **self.form_hyperparams()}
-            config = train_config(preset, str(data_dir.resolve()), str(run_dir.resolve()), steps, **extra)
-            handle = start_run(config, run_dir, **self.runner_options)
+            values = {"command": "helium (training monitor)", **extra}
+            values |= dict(preset=preset, data=str(data_dir.resolve()), out=str(run_dir.resolve()), max_steps=steps)
+            config = TrainConfig.from_dict(values)
+            handle = start_run(config.to_dict(), run_dir, **self.runner_options)
         except (ValueError, OSError) as exc:
             self.notify(str(exc), severity="error")
             return None
@@ -239,7 +215,7 @@ class TrainingScreen(Screen):
         run_dir = Path(target).expanduser()
         try:
             config = resume_config(run_dir, **self.form_hyperparams())
-            handle = start_run(config, run_dir, resume=True, **self.runner_options)
+            handle = start_run(config.to_dict(), run_dir, resume=True, **self.runner_options)
         except (ValueError, OSError) as exc:
             self.notify(str(exc), severity="error")
             return None

@@ -1,0 +1,187 @@
+"""TrainConfig: everything a training run needs, with its defaults and checks (serialized as train_config.json).
+
+Torch-free, so the CLI's help, the studio's training form and the runner read defaults from it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from engine.config import ModelConfig, get_preset
+
+DEFAULT_MAX_STEPS = 1000  # when neither max_steps nor max_tokens is given
+MAX_SEED = 2**63 - 1
+MAX_COUNT = 10**9  # an upper bound for step/batch/interval counts (far past anything that fits in memory)
+MAX_EVAL_BATCHES = 10_000  # val batches per eval (each is read from disk when needed, never all held at once)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; serialized as RUN_DIR/train_config.json."""
+
+    data: str = ""  # prepared data dir (`helium data prepare`)
+    out: str = ""  # run dir: config, events.jsonl, checkpoints/, bundle/
+    preset: str = "micro"  # model shape from engine.config.PRESETS (vocab_size comes from the tokenizer)
+    max_steps: int | None = None  # optimizer steps to train (default 1000 unless max_tokens is set)
+    max_tokens: int | None = None  # alternatively: train until this many tokens (rounded up to whole steps)
+    batch_size: int = 32  # global sequences per micro-step, split evenly over the ranks
+    context: int | None = None  # tokens per sequence (None: the preset's context_length)
+    grad_accum: int = 1  # micro-steps accumulated per optimizer step
+    lr: float = 1e-3  # peak learning rate after warmup
+    min_lr: float | None = None  # learning rate at the end of the cosine decay (None: lr / 10)
+    warmup_steps: int = 100  # linear warmup steps
+    decay_steps: int | None = None  # steps of the cosine decay (None: the first session's max steps)
+    weight_decay: float = 0.1  # AdamW weight decay on matrices only
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.95  # AdamW beta2
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
+    dropout: float = 0.0  # dropout on attention and MLP outputs
+    eval_interval: int = 200  # steps between val-loss evals (0 = only at the end)
+    eval_batches: int = 20  # fixed val batches per eval
+    ckpt_interval: int = 500  # steps between checkpoints (0 = only at the end or on stop)
+    keep_last: int = 3  # step checkpoints kept (0 = all); best.pt is kept as well
+    log_interval: int = 10  # steps between progress lines / `step` events (the only host syncs)
+    compile: bool | None = None  # torch.compile the model (None: on for CUDA, off for CPU)
+    dtype: str = "auto"  # autocast dtype: auto, bfloat16 or float32
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
+    seed: int = 1337  # seeds weights, dropout and the data stream
+    command: str = ""  # the command line that started the run (recorded in the bundle)
+
+    def to_dict(self) -> dict:
+        """Plain dict for train_config.json."""
+        return asdict(self)
+
+    @property
+    def final_lr(self) -> float:
+        """The learning rate the cosine decays to: min_lr, or a tenth of the peak when it is not set."""
+        return self.min_lr if self.min_lr is not None else self.lr / 10
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Rebuild from a dict, rejecting unknown keys and bad values."""
+        if not isinstance(data, dict):
+            raise ValueError("training config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+        return cls(**data).validate()
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a train_config.json."""
+        path = Path(path)
+        try:
+            if not path.is_file():
+                raise FileNotFoundError
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"{path}: training config missing") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ValueError(f"{path}: unreadable training config ({type(exc).__name__})") from None
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def with_(self, **changes) -> TrainConfig:
+        """A copy with some fields changed (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError (one line) for values that cannot work: wrong types, nan, out of range."""
+        for name in ("data", "out", "preset", "dtype", "device", "command"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        get_preset(self.preset)
+        for name in ("batch_size", "grad_accum", "log_interval"):
+            _count(self, name, low=1)
+        _count(self, "eval_batches", low=1, high=MAX_EVAL_BATCHES)
+        for name in ("max_steps", "max_tokens", "context", "decay_steps"):
+            _count(self, name, low=1, optional=True, high=MAX_COUNT * 1000 if name == "max_tokens" else MAX_COUNT)
+        for name in ("warmup_steps", "eval_interval", "ckpt_interval", "keep_last"):
+            _count(self, name, low=0)
+        _count(self, "seed", low=0, high=MAX_SEED)
+        for name in ("lr", "weight_decay", "beta1", "beta2", "grad_clip", "dropout"):
+            _number(self, name)
+        if self.min_lr is not None:
+            _number(self, "min_lr")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be a positive learning rate such as 1e-3, got {self.lr}")
+        if not 0 <= self.final_lr <= self.lr:
+            raise ValueError(f"min_lr must be from 0 to lr ({self.lr}), got {self.min_lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay and grad_clip must be >= 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError("AdamW betas must be in [0, 1)")
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true, false or null, got {self.compile!r}")
+        if self.max_steps is not None and self.max_tokens is not None:
+            raise ValueError("give max_steps or max_tokens, not both")
+        return self
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        """The preset's shape with this run's vocab, context and dropout."""
+        return get_preset(self.preset).with_(
+            vocab_size=vocab_size, context_length=self.context, dropout=self.dropout
+        )
+
+    def tokens_per_step(self, context: int) -> int:
+        """Tokens per optimizer step over all ranks."""
+        return self.batch_size * self.grad_accum * context
+
+    def total_steps(self, context: int) -> int:
+        """max_steps, or max_tokens rounded up to whole steps, or the default."""
+        if self.max_steps is not None:
+            return self.max_steps
+        if self.max_tokens is not None:
+            return math.ceil(self.max_tokens / self.tokens_per_step(context))
+        return DEFAULT_MAX_STEPS
+
+
+def _count(cfg: TrainConfig, name: str, low: int, high: int = MAX_COUNT, optional: bool = False) -> None:
+    """A whole number in [low, high] (or None when optional), else ValueError naming the field."""
+    value = getattr(cfg, name)
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        kind = "a positive" if low == 1 else "a non-negative"
+        raise ValueError(f"{name} must be {kind} whole number (at most {high:,}), got {value!r}")
+
+
+def _number(cfg: TrainConfig, name: str) -> None:
+    """A finite number, else ValueError naming the field."""
+    value = getattr(cfg, name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def with_budget(cfg: TrainConfig, max_steps: int | None, max_tokens: int | None) -> TrainConfig:
+    """cfg with a new training budget: a given max_steps replaces a max_tokens budget and vice versa."""
+    if max_steps is not None:
+        return replace(cfg, max_steps=max_steps, max_tokens=None)
+    if max_tokens is not None:
+        return replace(cfg, max_steps=None, max_tokens=max_tokens)
+    return cfg
+
+
+def resume_config(run_dir: str | Path, **changes) -> TrainConfig:
+    """The config saved in run_dir, to continue the run there (wherever the directory has moved since).
+
+    `changes` override saved fields (None values are ignored); a new max_steps or max_tokens replaces the
+    saved budget. ValueError (one line) when run_dir holds no usable config.
+    """
+    from engine.rundir import CONFIG_FILE
+
+    run_dir = Path(run_dir).resolve()
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no {CONFIG_FILE} to resume from (is it a run directory?)")
+    budget = {k: changes.pop(k, None) for k in ("max_steps", "max_tokens")}
+    cfg = with_budget(TrainConfig.load(path), **budget).with_(**changes)
+    return replace(cfg, out=str(run_dir)).validate()
