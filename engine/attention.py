@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 
 def window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
-    """(Tq, Tk) bool: a query sees keys at its own position or before, and with a window fewer than window back."""
+    """(Tq, Tk) bool: a query sees keys at its position or before, and with a window fewer than window back."""
     delta = q_pos[:, None] - k_pos[None, :]  # (Tq, Tk)
     if window is None:
         return delta >= 0
@@ -39,7 +39,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
 
 @functools.cache
 def _flex() -> tuple | None:
-    """(flex_attention, its compiled form, create_block_mask), or None where this torch has no FlexAttention."""
+    """(flex_attention, its compiled form, create_block_mask), or None where torch has no FlexAttention."""
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError:
@@ -73,6 +73,8 @@ def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, win
     flex, compiled, _ = _flex()
     T = q.size(2)
     if torch.compiler.is_compiling():
-        return flex(q, k, v, block_mask=_window_block_mask(T, window, q.device), enable_gqa=q.size(1) != k.size(1))
+        return flex(
+            q, k, v, block_mask=_window_block_mask(T, window, q.device), enable_gqa=q.size(1) != k.size(1)
+        )
     mask = _cached_block_mask(T, window, q.device)
     return compiled(q, k, v, block_mask=mask, enable_gqa=q.size(1) != k.size(1))

@@ -52,7 +52,8 @@ class KVCache(nn.Module):
     """
 
     def __init__(
-        self, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device, window: int | None = None
+        self, batch: int, n_kv_head: int, max_len: int, head_dim: int, dtype, device,
+        window: int | None = None,
     ) -> None:
         super().__init__()
         self.ring = window is not None and window < max_len
@@ -76,7 +77,7 @@ class KVCache(nn.Module):
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Store k, v and return the keys and values that queries at input_pos attend over.
 
-        The buffers themselves, except for a ring given several positions at once: its old contents followed by
+        The buffers themselves, except for a ring given several positions at once: its old contents, then
         the new keys (the oldest still needed may be overwritten). `TinySLM._cache_mask` matches either.
         """
         if self.ring and k.size(2) > 1:
@@ -114,7 +115,8 @@ class Attention(nn.Module):
         if mask is None:  # training, or a prefill that starts at position 0
             y = causal_attention(q, k, v, self.window)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_head != self.n_kv_head)
+            gqa = self.n_head != self.n_kv_head
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, C)
         y = self.wo(y)
         return F.dropout(y, self.dropout, self.training) if self.dropout else y
@@ -203,7 +205,8 @@ class TinySLM(nn.Module):
         window = self.config.sliding_window
         for layer in self.layers:
             attn = layer.attn
-            attn.cache = KVCache(batch_size, attn.n_kv_head, max_len, attn.head_dim, p.dtype, p.device, window)
+            shape = (batch_size, attn.n_kv_head, max_len, attn.head_dim)
+            attn.cache = KVCache(*shape, p.dtype, p.device, window)
         self.cache_len = max_len
         self.cache_slots = self.layers[0].attn.cache.slots if self.layers else max_len
 

@@ -1,5 +1,5 @@
 """Sliding-window attention: the kernels equal an explicit masked reference, the ring-buffer KV cache decodes
-exactly like a full recompute far past the window, the Generator's context slide still works, bundles keep it."""
+like a full recompute far past the window, the Generator's context slide still works, bundles keep it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,14 @@ from engine.sampling import SamplingParams
 from tests.test_model import _RecomputeReference, _Tok
 
 CFG = ModelConfig(
-    vocab_size=97, d_model=32, n_layer=2, n_head=4, n_kv_head=2, hidden_dim=64, context_length=64, sliding_window=8
+    vocab_size=97,
+    d_model=32,
+    n_layer=2,
+    n_head=4,
+    n_kv_head=2,
+    hidden_dim=64,
+    context_length=64,
+    sliding_window=8,
 )
 
 FULL = replace(CFG, sliding_window=None)
@@ -68,7 +75,9 @@ def test_window_mask_sees_itself_and_window_minus_one_before():
 def test_flex_kernel_equals_the_masked_reference_on_cpu(one_thread):
     # the CUDA kernel's block mask, checked where it can run here (compiled FlexAttention on the CPU)
     q, k, v = _qkv(40, dim=16)
-    torch.testing.assert_close(flex_window_attention(q, k, v, 8), naive_attention(q, k, v, 8), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        flex_window_attention(q, k, v, 8), naive_attention(q, k, v, 8), atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.gpu
@@ -101,7 +110,9 @@ def test_ring_cache_holds_window_slots():
     model.setup_cache(3)
     cache = model.layers[0].attn.cache
     assert cache.ring and cache.k.shape == (3, 2, 8, 8) and model.cache_slots == 8 and model.cache_len == 64
-    _model(CFG.with_(sliding_window=64)).setup_cache(1)  # a window as long as the cache: one slot per position
+    _model(CFG.with_(sliding_window=64)).setup_cache(
+        1
+    )  # a window as long as the cache: one slot per position
     model = _model(CFG.with_(sliding_window=64))
     model.setup_cache(1)
     assert not model.layers[0].attn.cache.ring and model.cache_slots == 64
@@ -141,7 +152,9 @@ def test_generator_with_a_window_equals_recompute_through_the_context_slide():
         got = [(int(nxt), logits) for nxt, logits in Generator(model, _Tok(prompt)).tokens(prompt, params)]
         ref_tokens, ref_logits = _RecomputeReference(model).logits_trace(prompt, 100)
         assert [t for t, _ in got] == ref_tokens
-        torch.testing.assert_close(torch.cat([lg for _, lg in got]), torch.cat(ref_logits), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            torch.cat([lg for _, lg in got]), torch.cat(ref_logits), atol=1e-4, rtol=1e-4
+        )
 
 
 def test_sliding_window_config_is_validated_and_round_trips():
@@ -153,8 +166,15 @@ def test_sliding_window_config_is_validated_and_round_trips():
     del old["sliding_window"]  # bundles written before the field existed
     assert ModelConfig.from_dict(old).sliding_window is None
     preset = get_preset("heliumlm-nano")
-    assert (preset.sliding_window, preset.context_length, preset.kv_heads, preset.hidden_dim) == (128, 512, 2, 1280)
-    assert preset.norm_eps == 1e-6 and preset.n_head == 8 and preset.n_layer == 10 and preset.vocab_size == 32000
+    assert (preset.sliding_window, preset.context_length, preset.kv_heads, preset.hidden_dim) == (
+        128,
+        512,
+        2,
+        1280,
+    )
+    assert (
+        preset.norm_eps == 1e-6 and preset.n_head == 8 and preset.n_layer == 10 and preset.vocab_size == 32000
+    )
     with torch.device("meta"):
         assert round(TinySLM(preset).num_params() / 1e5) == 426  # the card's 42.6M
 

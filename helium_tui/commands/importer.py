@@ -55,3 +55,59 @@ def llama2c(
     print(
         f"imported {model_bin.name}: {params:,} parameters, vocab {config.vocab_size} -> {path} (use {use})"
     )
+
+
+@import_app.command(
+    "heliumlm", help="Import a HeliumLM checkpoint (the model card author's TinySLM state dict) and its tokenizer."
+)
+def heliumlm(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CKPT.pt", help="The author's state dict, e.g. helium_nano_45m.pt.", show_default=False
+        ),
+    ],
+    tokenizer: Annotated[
+        Path, typer.Option(help="The author's tokenizer, e.g. heliumLM-nano-tokenizer.json.", show_default=False)
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="The author's config JSON (n_head, window_size, max_seq_len); default: the card's Helium-Nano "
+            "(8 heads, window 128, context 512).",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Bundle directory to create (absent or empty).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Install under this name in the user models dir (use with --model NAME)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle (--out) or model (--name).")] = False,
+) -> None:
+    """Convert CHECKPOINT + --tokenizer (+ --config) into a Helium bundle and print a one-line summary."""
+    if (out is None) == (name is None):
+        raise fail("give exactly one of --out DIR or --name NAME")
+    with user_errors():
+        import tempfile
+
+        from engine.bundle_info import read_config, read_metadata
+        from engine.heliumlm import import_heliumlm
+        from engine.install import install_bundle, installed_path
+
+        if name is None:
+            path = import_heliumlm(checkpoint, tokenizer, out, config, force=force)
+        else:
+            target = installed_path(name)
+            if (target.exists() or target.is_symlink()) and not force:
+                raise ValueError(f"{target}: a model named {name!r} is already installed (use --force to replace it)")
+            with tempfile.TemporaryDirectory(prefix="helium-import-") as tmp:
+                built = import_heliumlm(checkpoint, tokenizer, Path(tmp) / name, config)
+                name, path = install_bundle(built, name, force=force)
+        model, _ = read_config(path)
+        params = int(read_metadata(path).get("parameters", 0))
+    use = f"--model {name}" if name is not None else f"--model {path}"
+    print(
+        f"imported {checkpoint.name}: {params:,} parameters, vocab {model.vocab_size}, "
+        f"window {model.sliding_window}, context {model.context_length} -> {path} (use {use})"
+    )
