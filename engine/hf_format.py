@@ -1,0 +1,536 @@
+"""Helium bundles to and from the Hugging Face layout that transformers' `LlamaForCausalLM` loads.
+
+Helium rotates adjacent pairs (x[2i], x[2i+1]); transformers rotates halves (x[i], x[i + D/2]), so q and k
+rows are permuted as transformers' own convert_llama_weights_to_hf.py does (and back on import).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from engine.bundle import Bundle, build_model, load_state_dict, save_bundle
+from engine.config import ModelConfig
+from engine.errors import BundleError
+from engine.export_checks import check_parent_writable, refuse_sliding_window, stored_dtype
+from engine.files import atomic_write_text
+from engine.sampling import SamplingParams
+from engine.tokenizer import TextTokenizer
+
+HF_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HUB_FILES = [  # what `import hf` downloads from a Hub repo
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
+]  # fmt: skip
+DATASET = "roneneldan/TinyStories"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Weights
+
+
+def rope_to_hf(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """q or k rows (n_heads·D, C) from adjacent-pair order to transformers' half-split order, per head."""
+    rows, cols = w.shape
+    return w.view(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def rope_from_hf(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The inverse of rope_to_hf."""
+    rows, cols = w.shape
+    return w.view(n_heads, 2, rows // n_heads // 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+def to_hf_state(config: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Helium's state dict as LlamaForCausalLM's (q, k, v and gate, up unfused; q/k rows permuted)."""
+    q_size, kv_size = config.n_head * config.head_dim, config.kv_heads * config.head_dim
+    out = {"model.embed_tokens.weight": state["tok_embeddings.weight"], "model.norm.weight": state["norm.weight"]}
+    if not config.tie_embeddings:
+        out["lm_head.weight"] = state["output.weight"]
+    for i in range(config.n_layer):
+        p, h = f"layers.{i}.", f"model.layers.{i}."
+        q, k, v = state[p + "attn.wqkv.weight"].split([q_size, kv_size, kv_size])
+        gate, up = state[p + "mlp.w13.weight"].chunk(2)
+        out[h + "input_layernorm.weight"] = state[p + "attn_norm.weight"]
+        out[h + "self_attn.q_proj.weight"] = rope_to_hf(q, config.n_head)
+        out[h + "self_attn.k_proj.weight"] = rope_to_hf(k, config.kv_heads)
+        out[h + "self_attn.v_proj.weight"] = v
+        out[h + "self_attn.o_proj.weight"] = state[p + "attn.wo.weight"]
+        out[h + "post_attention_layernorm.weight"] = state[p + "mlp_norm.weight"]
+        out[h + "mlp.gate_proj.weight"] = gate
+        out[h + "mlp.up_proj.weight"] = up
+        out[h + "mlp.down_proj.weight"] = state[p + "mlp.w2.weight"]
+    return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
+
+
+def from_hf_state(config: ModelConfig, hf: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """LlamaForCausalLM's state dict as Helium's; BundleError naming the first missing tensor."""
+
+    def get(key: str) -> torch.Tensor:
+        if key not in hf:
+            raise BundleError(f"{source}: missing tensor {key}")
+        return hf[key]
+
+    state = {"tok_embeddings.weight": get("model.embed_tokens.weight"), "norm.weight": get("model.norm.weight")}
+    if not config.tie_embeddings:
+        state["output.weight"] = get("lm_head.weight")
+    for i in range(config.n_layer):
+        p, h = f"layers.{i}.", f"model.layers.{i}.self_attn."
+        q = rope_from_hf(get(h + "q_proj.weight"), config.n_head)
+        k = rope_from_hf(get(h + "k_proj.weight"), config.kv_heads)
+        state[p + "attn.wqkv.weight"] = torch.cat([q, k, get(h + "v_proj.weight")])
+        state[p + "attn.wo.weight"] = get(h + "o_proj.weight")
+        m = f"model.layers.{i}."
+        state[p + "attn_norm.weight"] = get(m + "input_layernorm.weight")
+        state[p + "mlp_norm.weight"] = get(m + "post_attention_layernorm.weight")
+        state[p + "mlp.w13.weight"] = torch.cat([get(m + "mlp.gate_proj.weight"), get(m + "mlp.up_proj.weight")])
+        state[p + "mlp.w2.weight"] = get(m + "mlp.down_proj.weight")
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configs
+
+
+def hf_config(config: ModelConfig, tok: TextTokenizer, dtype: torch.dtype) -> dict:
+    """config.json for LlamaForCausalLM (keys read by transformers 4.x and 5.x)."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.d_model,
+        "intermediate_size": config.hidden_dim,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.kv_heads,
+        "head_dim": config.head_dim,
+        "max_position_embeddings": config.context_length,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "hidden_act": "silu",
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": config.tie_embeddings,
+        "bos_token_id": tok.bos_id,
+        "eos_token_id": tok.eos_id,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "use_cache": True,
+    }
+
+
+def config_from_hf(hf: dict, source: Path) -> ModelConfig:
+    """The TinySLM config of a LlamaForCausalLM config.json; BundleError for anything Helium cannot run."""
+    arch = hf.get("architectures") or ["LlamaForCausalLM"]
+    if hf.get("model_type") != "llama" or "LlamaForCausalLM" not in arch:
+        raise BundleError(f"{source}: not a LlamaForCausalLM model (model_type {hf.get('model_type')!r}, {arch})")
+    if hf.get("hidden_act", "silu") not in ("silu", "swish"):
+        raise BundleError(f"{source}: activation {hf['hidden_act']!r} is not supported (Helium uses SwiGLU)")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise BundleError(f"{source}: bias terms in attention or MLP are not supported")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise BundleError(f"{source}: RoPE scaling {rope.get('rope_type', rope.get('type'))!r} is not supported")
+    try:
+        d_model, n_head = int(hf["hidden_size"]), int(hf["num_attention_heads"])
+        n_kv = int(hf.get("num_key_value_heads") or n_head)
+        if int(hf.get("head_dim") or d_model // n_head) * n_head != d_model:
+            raise BundleError(f"{source}: head_dim × heads ≠ hidden_size is not supported")
+        return ModelConfig(
+            vocab_size=int(hf["vocab_size"]),
+            d_model=d_model,
+            n_layer=int(hf["num_hidden_layers"]),
+            n_head=n_head,
+            n_kv_head=None if n_kv == n_head else n_kv,
+            hidden_dim=int(hf["intermediate_size"]),
+            context_length=int(hf.get("max_position_embeddings", 2048)),
+            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{source}: bad config.json ({type(exc).__name__}: {exc})") from None
+
+
+def generation_config(tok: TextTokenizer, config: ModelConfig) -> dict:
+    """generation_config.json: Helium's default sampling (top_k 0 = off), stories up to the context length."""
+    p = SamplingParams()
+    return {
+        "bos_token_id": tok.bos_id,
+        "eos_token_id": tok.eos_id,
+        "pad_token_id": tok.eos_id,
+        "do_sample": True,
+        "temperature": p.temperature,
+        "top_k": p.top_k,
+        "top_p": p.top_p,
+        "repetition_penalty": p.repetition_penalty,
+        "max_length": config.context_length,
+    }
+
+
+def tokenizer_json(tok: TextTokenizer) -> str:
+    """tokenizer.json whose post-processor puts BOS first, so transformers encodes prompts as Helium does."""
+    from tokenizers import Tokenizer, processors
+
+    hf = Tokenizer.from_str(tok.hf.to_str())
+    if tok.bos_id is not None:
+        bos = hf.id_to_token(tok.bos_id)
+        hf.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.bos_id)]
+        )
+    return hf.to_str()
+
+
+def tokenizer_config(tok: TextTokenizer, config: ModelConfig) -> dict:
+    """tokenizer_config.json: a fast tokenizer with the special tokens named, no clean-up of spaces."""
+    unk = json.loads(tok.hf.to_str()).get("model", {}).get("unk_token")
+    out = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": config.context_length,
+        "clean_up_tokenization_spaces": False,
+    }
+    for name, tid in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id)):
+        if tid is not None:
+            out[name] = tok.hf.id_to_token(tid)
+    if unk:
+        out["unk_token"] = unk
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model card
+
+
+def model_card(bundle: Bundle, repo: str | None = None) -> str:
+    """README.md with Hub front matter: license, data set, pipeline tag, eval results, how it was trained."""
+    import yaml
+
+    meta, cfg = bundle.metadata, bundle.config
+    name = repo or bundle.name
+    params = int(meta.get("parameters") or bundle.model.num_params())
+    bpb = (meta.get("eval_valid_txt") or {}).get("bits_per_byte")
+    front: dict = {
+        "license": str(meta.get("license", "mit")).lower(),
+        "language": ["en"],
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "datasets": [DATASET],
+        "tags": ["helium", "llama", "tinystories", "story-generation"],
+    }
+    if isinstance(bpb, (int, float)):
+        front["model-index"] = [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": {"type": "text-generation", "name": "Text generation"},
+                        "dataset": {"name": "TinyStories (validation)", "type": DATASET, "split": "validation"},
+                        "metrics": [{"type": "bits_per_byte", "name": "bits per byte", "value": float(bpb)}],
+                    }
+                ],
+            }
+        ]
+    rows = [
+        ("parameters", f"{params:,}" + (" (embeddings tied with the output head)" if cfg.tie_embeddings else "")),
+        ("shape", f"d_model {cfg.d_model}, {cfg.n_layer} layers, {cfg.n_head} query heads, "
+                  f"{cfg.kv_heads} key/value heads, SwiGLU hidden {cfg.hidden_dim}"),
+        ("context", f"{cfg.context_length} tokens"),
+        ("vocabulary", f"{cfg.vocab_size:,} tokens"),
+        ("norm / positions", f"RMSNorm (eps {cfg.norm_eps:g}); RoPE θ = {cfg.rope_theta:g}"),
+    ]  # fmt: skip
+    if isinstance(bpb, (int, float)):
+        rows.append(("eval", f"{bpb:.4f} bits per UTF-8 byte on TinyStories' validation text (`helium eval`)"))
+    for key, label in (("data", "data"), ("steps", "steps"), ("tokens", "tokens seen"), ("hardware", "hardware"),
+                       ("source", "source"), ("val_loss", "val loss (nats/token)")):  # fmt: skip
+        if meta.get(key) is not None:
+            value = meta[key]
+            rows.append((label, f"{value:,}" if isinstance(value, int) else f"{value:.4g}" if isinstance(value, float)
+                         else str(value)))  # fmt: skip
+    if isinstance(meta.get("wall_time_s"), (int, float)):
+        rows.append(("training time", f"{meta['wall_time_s'] / 60:.1f} minutes"))
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    trained = meta.get("train_command") or meta.get("created_by") or "Helium"
+    return f"""---
+{yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()}
+---
+
+# {name}
+
+A small Llama-style story model made with Helium, a terminal story studio, for children's stories in the
+style of [TinyStories]({"https://huggingface.co/datasets/" + DATASET}).
+
+| | |
+| --- | --- |
+{table}
+
+## How it was made
+
+```bash
+{trained}
+```
+
+## Use it
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained("{name}")
+model = AutoModelForCausalLM.from_pretrained("{name}")
+ids = tok("Once upon a time", return_tensors="pt").input_ids  # the start-of-story token comes first
+print(tok.decode(model.generate(ids)[0], skip_special_tokens=True))
+```
+
+`generation_config.json` holds Helium's default sampling (temperature {SamplingParams().temperature}, top-p
+{SamplingParams().top_p}, repetition penalty {SamplingParams().repetition_penalty}). Back into Helium:
+`helium import hf {name} --name {Path(name).name}`; for llama.cpp and Ollama: `helium export gguf`.
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Export and import
+
+
+def resolve_dtype(dtype: str, bundle: Bundle) -> torch.dtype:
+    """The weights dtype for --dtype (auto: as the bundle stores them, so nothing is rounded)."""
+    if dtype == "auto":
+        return stored_dtype(bundle)
+    if dtype not in HF_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (use auto, {', '.join(HF_DTYPES)})")
+    return HF_DTYPES[dtype]
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    """ValueError unless out is absent, an empty directory, or (with force) a directory to replace."""
+    if out.is_symlink() or out.is_file():
+        raise ValueError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ValueError(f"{out}: already exists and is not empty (use --force to replace it)")
+    check_parent_writable(out)
+
+
+def export_hf(bundle: Bundle, out: str | Path, dtype: str = "auto", force: bool = False) -> Path:
+    """Write bundle as a transformers model directory at out; it appears whole (temp dir, then rename)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    weights_dtype = resolve_dtype(dtype, bundle)
+    check_out_dir(out, force)
+    config, tok = bundle.config, bundle.tokenizer
+    refuse_sliding_window(config, "transformers")
+    state = {k: v.to(weights_dtype) for k, v in to_hf_state(config, bundle.model.state_dict()).items()}
+    files = {
+        "config.json": hf_config(config, tok, weights_dtype),
+        "generation_config.json": generation_config(tok, config),
+        "tokenizer_config.json": tokenizer_config(tok, config),
+    }
+    tmp = _temp_dir_beside(out)
+    try:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for name, data in files.items():
+            atomic_write_text(tmp / name, json.dumps(data, indent=2) + "\n")
+        atomic_write_text(tmp / "tokenizer.json", tokenizer_json(tok))
+        atomic_write_text(tmp / "README.md", model_card(bundle))
+        if bundle.path is not None and (bundle.path / "MODEL_CARD.md").is_file():
+            shutil.copy2(bundle.path / "MODEL_CARD.md", tmp / "MODEL_CARD.md")
+        os.chmod(tmp, 0o777 & ~_umask())
+        _replace_dir(tmp, out, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def import_hf(source: str | Path, out: str | Path, origin: str | None = None) -> Path:
+    """A Helium bundle at out (absent or empty) from a LlamaForCausalLM directory; it appears whole.
+
+    origin names where it came from in the bundle's metadata (a Hub repo id; default: the directory).
+    """
+    source, out = Path(source), Path(out)
+    check_out_dir(out, force=False)
+    config_path = source / "config.json"
+    if not config_path.is_file():
+        raise BundleError(f"{config_path}: missing (not a transformers model directory)")
+    try:
+        hf = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{config_path}: not valid JSON ({exc})") from None
+    config = config_from_hf(hf, config_path)
+    tok = _read_tokenizer(source, hf)
+    if tok.vocab_size != config.vocab_size:
+        raise BundleError(
+            f"{source}: the tokenizer has {tok.vocab_size} tokens but the model's embedding has {config.vocab_size}"
+        )
+    hf_state = _read_weights(source)
+    dtypes = {v.dtype for v in hf_state.values()}
+    model = build_model(config, from_hf_state(config, hf_state, source), source)
+    metadata = {"created_by": "helium import hf", "source": origin or str(source), "source_format": "LlamaForCausalLM"}
+    tmp = _temp_dir_beside(out)
+    try:  # one stored dtype keeps the weights bit for bit; mixed dtypes are all kept in float32
+        save_bundle(tmp, model, tok, metadata, weights_dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
+        _replace_dir(tmp, out, force=False)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _read_weights(source: Path) -> dict[str, torch.Tensor]:
+    """Tensors of model.safetensors, its shards (model.safetensors.index.json) or pytorch_model.bin."""
+    index = source / "model.safetensors.index.json"
+    if (source / "model.safetensors").is_file():
+        return load_state_dict(source / "model.safetensors")
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"{index}: unreadable ({exc})") from None
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state |= load_state_dict(source / shard)
+        return state
+    if (source / "pytorch_model.bin").is_file():
+        return load_state_dict(source / "pytorch_model.bin")
+    raise BundleError(f"{source}: no model.safetensors (or shards, or pytorch_model.bin)")
+
+
+def _read_tokenizer(source: Path, hf: dict) -> TextTokenizer:
+    """tokenizer.json with BOS/EOS ids from config.json, generation_config.json or tokenizer_config.json."""
+    path = source / "tokenizer.json"
+    if not path.is_file():
+        raise BundleError(f"{path}: missing (only fast tokenizers, tokenizer.json, can be imported)")
+    ids = {"bos": hf.get("bos_token_id"), "eos": hf.get("eos_token_id")}
+    for extra in ("generation_config.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((source / extra).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for key in ids:
+            if ids[key] is None:
+                ids[key] = data.get(f"{key}_token_id")
+    try:
+        tok = TextTokenizer.from_file(path, None, None)
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+        raise BundleError(f"{path}: not a valid HF tokenizers file ({str(exc).splitlines()[0][:200]})") from None
+    tok.bos_id, tok.eos_id = (_first(ids["bos"]), _first(ids["eos"]))
+    return tok
+
+
+def _first(value) -> int | None:
+    """An id from an int or a list of ids (transformers allows several EOS ids)."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return int(value) if isinstance(value, int) else None
+
+
+def _temp_dir_beside(out: Path) -> Path:
+    """A new hidden directory next to out (same file system, so the final rename is atomic)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise OSError(f"{out}: cannot write ({exc.strerror or exc})") from None
+
+
+def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
+    """Move tmp to out; an empty out is removed first, a full one only with force (moved aside, then deleted)."""
+    old = None
+    if out.is_dir():
+        if any(out.iterdir()):
+            if not force:
+                raise ValueError(f"{out}: already exists and is not empty (use --force to replace it)")
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        else:
+            out.rmdir()
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Hub
+
+
+def hub_endpoint() -> str:
+    """The Hub's address: HF_ENDPOINT read now (so a value set after import counts), else huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def check_token() -> None:
+    """BundleError unless a Hub token is available (HF_TOKEN or a saved login)."""
+    from huggingface_hub import get_token
+
+    if not get_token():
+        raise BundleError("no Hugging Face token: set HF_TOKEN (or run `hf auth login`) to push")
+
+
+def push_to_hub(directory: str | Path, repo: str) -> str:
+    """Upload an exported directory to the Hub repo (created if needed); returns the repo's URL.
+
+    The token comes from the environment (HF_TOKEN) or `hf auth login`; every failure is one BundleError line.
+    """
+    from huggingface_hub import HfApi
+
+    endpoint = hub_endpoint()
+    check_token()
+    api = HfApi(endpoint=endpoint)
+    try:
+        with _quiet_hub_logs():
+            url = api.create_repo(repo, exist_ok=True)
+            api.upload_folder(folder_path=str(directory), repo_id=repo, commit_message="Upload a Helium model")
+    except Exception as exc:  # noqa: BLE001 - network, auth and HTTP errors all become one line
+        raise BundleError(f"cannot push to {repo} on {endpoint} (HF_ENDPOINT): {_reason(exc)}") from None
+    return str(url)
+
+
+def download_from_hub(repo: str) -> Path:
+    """A local snapshot of a Hub repo's config, tokenizer and safetensors weights (huggingface_hub's cache)."""
+    from huggingface_hub import snapshot_download
+
+    endpoint = hub_endpoint()
+    try:
+        with _quiet_hub_logs():
+            return Path(snapshot_download(repo, allow_patterns=HUB_FILES, endpoint=endpoint))
+    except Exception as exc:  # noqa: BLE001 - offline, missing repo, HTTP errors all become one line
+        raise BundleError(f"cannot download {repo} from {endpoint} (HF_ENDPOINT): {_reason(exc)}") from None
+
+
+@contextmanager
+def _quiet_hub_logs() -> Iterator[None]:
+    """Silence huggingface_hub's retry warnings, so a failure stays one line."""
+    log = logging.getLogger("huggingface_hub")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the error's type and first line, and a hint when the Hub could not be reached at all."""
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    unreachable = ("ConnectError", "ConnectTimeout", "Connection refused", "timed out", "LocalEntryNotFound")
+    return line + ("; offline? check the network or HF_ENDPOINT" if any(u in line for u in unreachable) else "")
