@@ -1,6 +1,7 @@
 """`helium import ...`: bring models from elsewhere into Helium bundles.
 
-`helium import llama2c MODEL.bin --tokenizer TOK.bin (--out DIR | --name NAME)` converts a llama2.c checkpoint.
+`helium import llama2c MODEL.bin --tokenizer TOK.bin (--out DIR | --name NAME)` converts a llama2.c checkpoint;
+`helium import hf DIR_OR_REPO (--out DIR | --name NAME)` a transformers LlamaForCausalLM (a directory or a Hub repo).
 """
 
 from __future__ import annotations
@@ -55,6 +56,44 @@ def llama2c(
     print(
         f"imported {model_bin.name}: {params:,} parameters, vocab {config.vocab_size} -> {path} (use {use})"
     )
+
+
+@import_app.command("hf", help="Import a transformers LlamaForCausalLM: a local directory or a Hub repo (user/name).")
+def hf(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="DIR_OR_REPO",
+            help="A directory with config.json, model.safetensors and tokenizer.json, or a Hub repo id.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path | None, typer.Option(help="Bundle directory to create (absent or empty).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Install under this name in the user models dir (use with --model NAME)."),
+    ] = None,
+) -> None:
+    """Convert a Hugging Face Llama model into a Helium bundle and print a one-line summary."""
+    if (out is None) == (name is None):
+        raise fail("give exactly one of --out DIR or --name NAME")
+    with user_errors():
+        from engine.bundle_info import read_config, read_metadata
+        from engine.hf_format import download_from_hub, import_hf
+        from engine.install import installed_path
+
+        if name is not None:
+            out = installed_path(name)
+        local = Path(source).expanduser()
+        if not local.is_dir():
+            if source.count("/") != 1 or source.startswith((".", "/", "~")):
+                raise ValueError(f"{source}: no such directory (or give a Hub repo id such as user/name)")
+            local = download_from_hub(source)
+        path = import_hf(local, out, origin=source)
+        config, _ = read_config(path)
+        params = int(read_metadata(path).get("parameters", 0))
+    use = f"--model {name}" if name is not None else f"--model {path}"
+    print(f"imported {source}: {params:,} parameters, vocab {config.vocab_size} -> {path} (use {use})")
 
 
 @import_app.command(
