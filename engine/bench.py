@@ -7,7 +7,7 @@ bytes; `measure_bandwidth` reads a large buffer to estimate what this machine ac
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -29,6 +29,8 @@ class DecodeBench:
     dtype: str
     compiled: bool
     packed: bool  # CPU bf16 linears prepacked for oneDNN
+    sliding_window: int | None  # attention window (None: full causal)
+    kv_cache_bytes: int  # the static KV cache (a ring of `window` slots with a sliding window)
     batch_size: int
     prompt_tokens: int
     new_tokens: int
@@ -89,11 +91,15 @@ def bench_decode(
     new_tokens: int = 200,
     batch_size: int = 1,
     repeats: int = 3,
+    window: int | None = None,
 ) -> DecodeBench:
-    """Benchmark prefill and decode of a randomly initialised preset."""
+    """Benchmark prefill and decode of a randomly initialised preset (window: override its sliding window,
+    0 = full causal attention)."""
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     cfg = get_preset(preset)
+    if window is not None:
+        cfg = replace(cfg, sliding_window=window or None)
     if prompt_tokens + new_tokens > cfg.context_length:
         raise ValueError(f"prompt + new tokens must fit the context ({cfg.context_length})")
     torch.manual_seed(0)
@@ -125,6 +131,7 @@ def bench_decode(
     decode = max(r[1] for r in runs)
     prefill = max(r[2] for r in runs)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv_bytes = sum(b.numel() * b.element_size() for layer in model.layers for b in layer.attn.cache.buffers())
     bandwidth = measure_bandwidth(dev)
     roofline = bandwidth / weight_bytes
     if dev.type == "cuda":
@@ -140,6 +147,8 @@ def bench_decode(
         dtype=dtype_name(dt),
         compiled=compile and gen.compile_failed is None,
         packed=bool(packed),
+        sliding_window=cfg.sliding_window,
+        kv_cache_bytes=kv_bytes,
         batch_size=batch_size,
         prompt_tokens=prompt_tokens,
         new_tokens=new_tokens,

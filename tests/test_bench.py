@@ -33,6 +33,15 @@ def test_bench_decode_json_on_a_tiny_preset():
     assert report["roofline_fraction"] == pytest.approx(report["decode_tokens_per_s"] / roofline)
 
 
+def test_bench_decode_window_sets_the_ring_cache_size():
+    args = ["bench", "decode", "--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--json"]
+    args += ["--prompt-tokens", "20", "--new-tokens", "8", "--repeats", "1"]
+    reports = {w: last_json(runner.invoke(app, [*args, "--window", w]).stdout) for w in ("0", "16")}
+    assert reports["0"]["sliding_window"] is None and reports["16"]["sliding_window"] == 16
+    # tiny: 2 layers x (k, v) x 2 kv heads x 16 dims x 4 bytes per slot; 128 slots (its context) or 16
+    assert reports["0"]["kv_cache_bytes"] == 128 * 2 * 2 * 2 * 16 * 4 == 8 * reports["16"]["kv_cache_bytes"]
+
+
 def test_bench_decode_rejects_a_run_longer_than_the_context():
     r = runner.invoke(app, ["bench", "decode", "--preset", "tiny", "--prompt-tokens", "9000", "--json"])
     assert r.exit_code == 2 and "must fit the context" in r.stderr and "Traceback" not in r.output

@@ -43,16 +43,22 @@ def bench_decode_cmd(
     new_tokens: Annotated[int, typer.Option(help="Tokens to decode per run.")] = 200,
     batch_size: Annotated[int, typer.Option(help="Sequences decoded together.")] = 1,
     repeats: Annotated[int, typer.Option(help="Timed runs (best is reported).")] = 3,
+    window: Annotated[
+        int | None, typer.Option(help="Override the preset's sliding attention window (0 = full causal).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
     """Prefill and batch-1 decode speed, time to first token, peak memory and the memory roofline."""
     with user_errors():
         from engine.bench import bench_decode
 
-        r = bench_decode(preset, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats)
+        r = bench_decode(
+            preset, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats, window
+        )
     rows = [
         ("device / dtype", f"{r.device} / {r.dtype} ({r.threads} threads)"),
         ("compiled / packed", f"{r.compiled} / {r.packed}"),
+        ("attention window / KV cache", f"{r.sliding_window or 'full'} / {r.kv_cache_bytes / 2**20:,.1f} MiB"),
         ("prefill", f"{r.prefill_tokens_per_s:,.0f} tok/s ({r.prompt_tokens} tokens)"),
         (f"decode (batch {r.batch_size})", f"{r.decode_tokens_per_s:,.1f} tok/s per sequence"),
         ("time to first token", f"{r.ttft_s * 1000:.1f} ms"),
