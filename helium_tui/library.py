@@ -183,7 +183,7 @@ class StoryStore:
 def _parameter_rows(story: Story) -> list[tuple[str, str]]:
     """(name, value) rows describing how a story was made."""
     rows = [("model", story.model or "?"), ("created", story.created), ("seed", _fmt(story.seed))]
-    rows += [(str(k), _fmt(v)) for k, v in sorted(story.params.items())]
+    rows += [(str(k), _fmt(v)) for k, v in sorted(story.params.items()) if k != "seed"]  # seed: listed above
     rows += [("tokens", str(story.tokens)), ("finish reason", story.finish_reason or "?"), ("id", story.id)]
     return rows
 
