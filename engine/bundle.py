@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from engine.bundle_info import (
@@ -28,7 +28,7 @@ from engine.bundle_info import (
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.files import atomic_write, atomic_write_text
-from engine.model import TinySLM
+from engine.model import TinySLM, state_shapes
 from engine.tokenizer import TextTokenizer
 
 
@@ -80,10 +80,61 @@ def save_bundle(
     return directory
 
 
+FLOAT_DTYPES = {"F32", "F16", "BF16"}  # what a bundle's safetensors weights may be stored in
+
+
+def check_weights_header(path: Path, config: ModelConfig) -> None:
+    """Compare a safetensors file's header (names, shapes, dtypes) with the config before loading anything."""
+    _check_readable(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"{path}: unreadable or truncated safetensors file ({_first_line(exc)})") from None
+    bad_dtypes = sorted({dtype for _, dtype in header.values()} - FLOAT_DTYPES)
+    if bad_dtypes:
+        raise BundleError(f"{path}: weights stored as {', '.join(bad_dtypes)} (expected float32, float16 or bfloat16)")
+    check_shapes({k: shape for k, (shape, _) in header.items()}, config, path)
+
+
+def check_shapes(found: dict[str, tuple[int, ...]], config: ModelConfig, source: Path) -> None:
+    """BundleError naming missing/unexpected tensors or a wrong shape, against `state_shapes(config)`."""
+    found = {_clean_key(k): v for k, v in found.items()}
+    if config.tie_embeddings:
+        found.pop("output.weight", None)
+    expected = state_shapes(config)
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_short(unexpected)}")
+        raise BundleError(f"{source}: weights do not match the config: {'; '.join(parts)}")
+    for k, shape in expected.items():
+        if tuple(found[k]) != shape:
+            raise BundleError(f"{source}: wrong shape for {k}: file has {tuple(found[k])}, config needs {shape}")
+
+
+def _clean_key(key: str) -> str:
+    """A state-dict key without the prefixes torch.compile and DDP add."""
+    return key.removeprefix("_orig_mod.").removeprefix("module.")
+
+
+def _check_readable(path: Path) -> None:
+    if not path.is_file():
+        raise BundleError(f"{path}: missing" if not path.exists() else f"{path}: not a regular file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from .safetensors or a plain .pt state dict, never unpickling arbitrary objects."""
-    if not path.is_file():
-        raise BundleError(f"{path}: missing")
+    _check_readable(path)
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -92,7 +143,10 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except Exception as exc:  # noqa: BLE001 - pickle refusals, truncation, zip errors all land here
-        raise BundleError(f"{path}: cannot load safely with weights_only=True ({_first_line(exc)})") from None
+        reason = _first_line(exc)
+        if "weights_only" in reason or "Unpickl" in reason:
+            reason = "it holds Python objects besides tensors, which Helium never loads"
+        raise BundleError(f"{path}: cannot load safely ({reason})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a training checkpoint: the weights live under "model"
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -101,27 +155,20 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: Path) -> TinySLM:
-    """A TinySLM with state loaded, or a BundleError naming missing/unexpected keys and bad shapes."""
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+    """A TinySLM with state loaded, or a BundleError naming missing/unexpected keys, bad shapes or nan weights.
+
+    Shapes are checked before the model is allocated, and every weight must be finite.
+    """
+    state = {_clean_key(k): v for k, v in state.items()}
+    check_shapes({k: tuple(v.shape) for k, v in state.items()}, config, source)
+    for k, v in state.items():
+        if not v.is_floating_point():
+            raise BundleError(f"{source}: {k} is not a floating-point tensor ({v.dtype})")
+        if not bool(torch.isfinite(v).all()):
+            raise BundleError(f"{source}: {k} holds nan or inf values (a diverged or damaged model)")
     model = TinySLM(config)  # on the CPU: first use of the meta device costs ~1 s of torch warm-up
-    expected = model.state_dict()
     if config.tie_embeddings:
-        expected.pop("output.weight", None)
         state.pop("output.weight", None)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_short(unexpected)}")
-        raise BundleError(f"{source}: weights do not match the config: {'; '.join(parts)}")
-    for k, v in expected.items():
-        if tuple(state[k].shape) != tuple(v.shape):
-            raise BundleError(
-                f"{source}: wrong shape for {k}: file has {tuple(state[k].shape)}, config needs {tuple(v.shape)}"
-            )
     model.load_state_dict(state, strict=False)
     return model.eval()
 
@@ -146,6 +193,8 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", dtype: tor
     weights = directory / WEIGHTS
     if not weights.exists() and (directory / PT_WEIGHTS).exists():
         weights = directory / PT_WEIGHTS  # the model card's plain PyTorch state dict
+    if weights.suffix == ".safetensors":
+        check_weights_header(weights, config)  # before a single weight is read or the model allocated
     model = build_model(config, load_state_dict(weights), weights)
     model = model.to(device=device, dtype=dtype)
     return Bundle(model, tokenizer, config, read_metadata(directory), directory)

@@ -17,26 +17,54 @@ PT_WEIGHTS = "model.pt"  # the model card's plain PyTorch state dict, accepted i
 FORMAT = "helium-bundle/1"
 
 
-def read_config(directory: Path) -> tuple[ModelConfig, dict]:
-    """Parse config.json into the model config and the raw dict."""
-    path = directory / CONFIG
+MAX_JSON_BYTES = 1 << 20  # config.json and metadata.json are small; anything bigger is not a bundle's
+
+
+def read_json(path: Path) -> object:
+    """A small JSON file: regular files only (a FIFO never blocks us), at most MAX_JSON_BYTES; ValueError if bad."""
     if not path.is_file():
-        raise BundleError(f"{path}: missing (not a Helium model bundle)")
+        raise FileNotFoundError(path)
+    with open(path, "rb") as f:
+        data = f.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise ValueError(f"larger than {MAX_JSON_BYTES // 1024} KB")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return ModelConfig.from_dict(raw["model"]), raw
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from None
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_config(directory: Path) -> tuple[ModelConfig, dict]:
+    """Parse config.json into the model config and the raw dict (start/end token ids checked too)."""
+    path = directory / CONFIG
+    try:
+        raw = read_json(path)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing (not a Helium model bundle)") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BundleError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
+    try:
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        config = ModelConfig.from_dict(raw["model"])
+        for key in ("bos_token_id", "eos_token_id"):
+            value = raw.get(key)
+            if value is not None and (type(value) is not int or not 0 <= value < config.vocab_size):
+                raise ValueError(f"{key} must be a token id from 0 to {config.vocab_size - 1} or null, got {value!r}")
+        return config, raw
     except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{path}: bad model config ({exc})") from None
+        raise BundleError(f"{path}: bad model config ({str(exc).splitlines()[0][:200]})") from None
 
 
 def read_metadata(directory: Path) -> dict:
-    """metadata.json as a dict ({} when absent or unreadable)."""
+    """metadata.json as a dict ({} when absent, unreadable or not an object)."""
     try:
-        return json.loads((directory / METADATA).read_text(encoding="utf-8"))
+        meta = read_json(directory / METADATA)
     except (OSError, ValueError):
         return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def is_bundle(directory: Path) -> bool:

@@ -7,6 +7,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+LIMITS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 1 << 20),
+    "d_model": (2, 1 << 16),
+    "n_layer": (1, 1024),
+    "n_head": (1, 1024),
+    "n_kv_head": (1, 1024),
+    "hidden_dim": (1, 1 << 18),
+    "context_length": (1, 1 << 20),
+    "sliding_window": (1, 1 << 20),
+}
+"""Bounds on the shape fields: generous for real models, far below sizes that would exhaust memory."""
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -26,16 +38,26 @@ class ModelConfig:
     sliding_window: int | None = None  # a token sees itself and window - 1 before it; None = all before it
 
     def __post_init__(self) -> None:
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if value is None and name in ("n_kv_head", "sliding_window"):
+                continue
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError(f"{name} must be a whole number from {low} to {high:,}, got {value!r}")
+        for name in ("rope_theta", "norm_eps"):
+            value = getattr(self, name)
+            if type(value) not in (int, float) or not 0 < value < float("inf"):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if type(self.dropout) not in (int, float) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if type(self.tie_embeddings) is not bool:
+            raise ValueError(f"tie_embeddings must be true or false, got {self.tie_embeddings!r}")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
         if self.n_head % self.kv_heads:
             raise ValueError(f"n_head {self.n_head} is not divisible by n_kv_head {self.kv_heads}")
         if (self.d_model // self.n_head) % 2:
             raise ValueError("head dimension must be even for RoPE")
-        if not 1 <= self.vocab_size <= 1 << 20:
-            raise ValueError(f"vocab_size {self.vocab_size} out of range")
-        if self.sliding_window is not None and (type(self.sliding_window) is not int or self.sliding_window < 1):
-            raise ValueError(f"sliding_window must be a positive integer or null, got {self.sliding_window!r}")
 
     @property
     def kv_heads(self) -> int:
@@ -47,6 +69,14 @@ class ModelConfig:
         """Width of one attention head."""
         return self.d_model // self.n_head
 
+    @property
+    def parameters(self) -> int:
+        """Parameter count of a model of this shape (tied weights counted once), computed without torch."""
+        c, hidden = self.d_model, self.hidden_dim
+        per_layer = 2 * c + (self.n_head + 2 * self.kv_heads) * self.head_dim * c + c * c + 3 * hidden * c
+        embeddings = self.vocab_size * c * (1 if self.tie_embeddings else 2)
+        return embeddings + self.n_layer * per_layer + c
+
     def to_dict(self) -> dict:
         """Plain dict for config.json."""
         return asdict(self)
@@ -54,6 +84,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         """Rebuild from config.json, rejecting unknown keys with a clear message."""
+        if not isinstance(data, dict):
+            raise ValueError("the model config must be a JSON object")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -249,3 +249,25 @@ class TinySLM(nn.Module):
         last = input_pos[0] - 1  # ring slot s holds the latest position before this chunk that is ≡ s
         k_pos = torch.cat([last - (last - cols) % self.cache_slots, input_pos])  # (slots + T,)
         return window_mask(input_pos, k_pos, self.config.sliding_window) & (k_pos >= 0)
+
+
+def state_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a TinySLM's state dict for cfg, computed without allocating anything.
+
+    Loaders check a weights file against this before building the model, so a config claiming a huge
+    model next to a small file is an error, not gigabytes of allocation. Tied models have no output.weight.
+    """
+    c, kv = cfg.d_model, cfg.kv_heads
+    shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (cfg.vocab_size, c)}
+    for i in range(cfg.n_layer):
+        p = f"layers.{i}."
+        shapes[p + "attn_norm.weight"] = (c,)
+        shapes[p + "attn.wqkv.weight"] = ((cfg.n_head + 2 * kv) * cfg.head_dim, c)
+        shapes[p + "attn.wo.weight"] = (c, c)
+        shapes[p + "mlp_norm.weight"] = (c,)
+        shapes[p + "mlp.w13.weight"] = (2 * cfg.hidden_dim, c)
+        shapes[p + "mlp.w2.weight"] = (c, cfg.hidden_dim)
+    shapes["norm.weight"] = (c,)
+    if not cfg.tie_embeddings:
+        shapes["output.weight"] = (cfg.vocab_size, c)
+    return shapes

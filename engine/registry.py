@@ -70,6 +70,5 @@ def list_models() -> list[ModelInfo]:
             except BundleError:
                 continue
             meta = read_metadata(d)
-            params = int(meta.get("parameters", 0))
-            found[d.name] = ModelInfo(d.name, d, params, config.vocab_size, source, meta)
+            found[d.name] = ModelInfo(d.name, d, config.parameters, config.vocab_size, source, meta)
     return list(found.values())

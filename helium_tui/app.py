@@ -139,7 +139,7 @@ class HeliumApp(App[None]):
         if self.session is None or self.session.bundle.path is None:
             return None
         bundle = self.session.bundle
-        params = int(bundle.metadata.get("parameters", 0)) or bundle.model.num_params()
+        params = bundle.config.parameters
         return ModelInfo(bundle.name, bundle.path, params, bundle.config.vocab_size, "loaded", bundle.metadata)
 
     def action_models(self) -> None:

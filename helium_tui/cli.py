@@ -17,10 +17,12 @@ from helium_tui.commands.importer import import_app
 from helium_tui.commands.models import models_app
 from helium_tui.commands.tell import tell
 from helium_tui.commands.train import train
+from helium_tui.errors import OneLineErrors
 
 app = typer.Typer(
     name="helium",
     help="Helium: a terminal story studio around small story-telling transformers.",
+    cls=OneLineErrors,
     no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_enable=False,
