@@ -102,7 +102,10 @@ def pull(
     if is_installed(entry) and not force:
         return PullResult(entry.name, installed_dir(entry), False)
     report = progress or (lambda p: None)
-    files = download(entry, report, cancelled or (lambda: False))
+    cancelled = cancelled or (lambda: False)
+    files = download(entry, report, cancelled)
+    if cancelled():
+        raise PullCancelled("pull cancelled")
     report(PullProgress("convert", 0, 1))
     from engine.install import install_bundle
     from engine.llama2c import import_llama2c

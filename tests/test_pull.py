@@ -67,10 +67,8 @@ def synthetic_entry(name: str, weights: str, tokenizer: str | None, files: dict[
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def synth_files(tmp_path_factory) -> dict[str, bytes]:
+def synthetic_files(tmp: Path) -> dict[str, bytes]:
     """A small-vocabulary model with its tokenizer.bin, and a model using Llama 2's 32,000-token vocabulary."""
-    tmp = tmp_path_factory.mktemp("synth")
     pieces, scores = synthetic_tokenizer()
     small = write_checkpoint(tmp / "s.bin", synthetic_weights(len(pieces), True, seed=3), len(pieces), 0)
     big = write_checkpoint(tmp / "b.bin", synthetic_weights(32000, True, seed=4), 32000, 0)
@@ -79,6 +77,11 @@ def synth_files(tmp_path_factory) -> dict[str, bytes]:
         "synth/tok.bin": write_tokenizer(tmp / "tok.bin", pieces, scores).read_bytes(),
         "synth32k.bin": big.read_bytes(),
     }
+
+
+@pytest.fixture(scope="module")
+def synth_files(tmp_path_factory) -> dict[str, bytes]:
+    return synthetic_files(tmp_path_factory.mktemp("synth"))
 
 
 @pytest.fixture
