@@ -373,3 +373,31 @@ def test_given_tokenizer_needs_endoftext(tmp_path):
         run_cli("prepare", str(src), "--out", str(tmp_path / "o"), "--tokenizer", str(path)), "<|endoftext|>"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_damaged_shards_and_manifests_are_one_line_errors(prepared_by_hand):
+    from trainer.loader import TokenLoader, read_manifest
+
+    shard = prepared_by_hand / "train_000.bin"
+    shard.write_bytes(np.random.default_rng(0).integers(0, 65535, size=4000, dtype=np.uint16).tobytes())
+    manifest = json.loads((prepared_by_hand / "manifest.json").read_text())
+    manifest["splits"]["train"]["tokens"] = 4000 + len(np.fromfile(prepared_by_hand / "train_001.bin", np.uint16))
+    (prepared_by_hand / "manifest.json").write_text(json.dumps(manifest))
+    loader = TokenLoader(prepared_by_hand, "train", 4, 32)
+    with pytest.raises(ValueError, match="beyond the vocabulary"):
+        for step in range(20):
+            loader.batch(step)
+    for bad in ({"shards": [5], "tokens": 1}, {"shards": ["a.bin"], "tokens": -1}, {"shards": ["a.bin"], "tokens": 1.5}):
+        manifest["splits"]["train"] = bad
+        (prepared_by_hand / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ValueError, match="corrupt manifest"):
+            read_manifest(prepared_by_hand)
+
+
+def test_deeply_nested_jsonl_is_a_clear_error(tmp_path):
+    from trainer.text import iter_chunks
+
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "ok"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ValueError, match='deep.jsonl:2: expected a JSON object with a "text" string'):
+        list(iter_chunks(path, "jsonl"))

@@ -29,14 +29,23 @@ def read_manifest(data_dir: str | Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} manifest; run `helium data prepare` again")
     try:
-        int(manifest["vocab_size"])
+        if not 1 <= _whole(manifest["vocab_size"]) <= 65536 or not 0 <= _whole(manifest.get("eot_id", 0)) < 65536:
+            raise ValueError
         for split in manifest["splits"].values():
-            list(split["shards"]), int(split["tokens"])
+            if not all(isinstance(name, str) for name in split["shards"]) or _whole(split["tokens"]) < 0:
+                raise ValueError
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ValueError(
             f"{path}: corrupt manifest (missing fields); run `helium data prepare` again"
         ) from None
     return manifest
+
+
+def _whole(value: object) -> int:
+    """value if it is a whole number (not a bool), else TypeError."""
+    if type(value) is not int:
+        raise TypeError(value)
+    return value
 
 
 class TokenLoader:
@@ -115,5 +124,10 @@ class TokenLoader:
         """(x, y) int64 tensors (batch_size, context) on CPU; y is x shifted left by one token."""
         n = self.context + 1
         rows = np.stack([np.asarray(self.shards[i][o : o + n], dtype=np.int64) for i, o in self.starts(step)])
+        if rows.max() >= self.vocab_size:  # a damaged shard, or one written by another tokenizer
+            raise ValueError(
+                f"{self.data_dir}: split {self.split!r} holds token id {int(rows.max())}, beyond the vocabulary "
+                f"({self.vocab_size}); the shards are damaged: run `helium data prepare` again"
+            )
         data = torch.from_numpy(rows)
         return data[:, :-1].contiguous(), data[:, 1:].contiguous()

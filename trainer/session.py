@@ -276,8 +276,8 @@ class Checkpointer:
         if path is None:
             raise ValueError(f"{self.dir}: no checkpoint to resume from")
         state = ckpt.load_checkpoint(path, self.s.device)
-        saved = ModelConfig.from_dict(state["model_config"])
-        if saved != self.s.model_config:
+        saved = ModelConfig.from_dict(state["model_config"]).with_(dropout=self.s.model_config.dropout)
+        if saved != self.s.model_config:  # dropout may change on resume: it is not part of the weights
             diff = [k for k, v in saved.to_dict().items() if self.s.model_config.to_dict()[k] != v]
             raise ValueError(
                 f"{path}: the checkpoint's model differs in {', '.join(diff)} "

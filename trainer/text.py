@@ -89,7 +89,7 @@ def iter_chunks(path: Path, fmt: str, on_bytes: Callable[[int], None] | None = N
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
                 record = None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise ValueError(f'{path}:{number}: expected a JSON object with a "text" string')
