@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from engine.config import get_preset
+from engine.catalog import bench_config
 from engine.cpu_linear import pack_linears
 from engine.generate import Generator
 from engine.model import TinySLM
@@ -97,7 +97,7 @@ def bench_decode(
     0 = full causal attention)."""
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    cfg = get_preset(preset)
+    cfg = bench_config(preset)  # a preset, or a catalog model's shape (stories15M, ...)
     if window is not None:
         cfg = replace(cfg, sliding_window=window or None)
     if prompt_tokens + new_tokens > cfg.context_length:

@@ -109,6 +109,17 @@ def get_entry(name: str) -> CatalogModel:
         raise ValueError(f"{name!r} is not in the catalog (choose from {', '.join(CATALOG)})") from None
 
 
+def bench_config(name: str):
+    """The ModelConfig of a preset (engine.config.PRESETS) or of a catalog model's shape, for benchmarks."""
+    from engine.config import PRESETS
+
+    if name in CATALOG and name not in PRESETS:
+        return CATALOG[name].model_config()
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join([*PRESETS, *CATALOG])}")
+    return PRESETS[name]
+
+
 def installed_dir(entry: CatalogModel) -> Path:
     """Where a pulled model lives: the user models dir, under the catalog name."""
     return user_models_dir() / entry.name

@@ -380,3 +380,13 @@ def test_pull_stories260k_tells_llama2c_golden_story(helium_home, monkeypatch, o
     assert res.exit_code == 0, res.output
     assert res.stdout == golden + "\n"
     assert struct.unpack("<7i", files[entry.weights][:28])[:5] == (64, 172, 5, 8, 4)
+
+
+def test_bench_decode_takes_a_catalog_shape(one_thread):
+    args = ["bench", "decode", "--preset", "stories260K", "--device", "cpu", "--dtype", "float32"]
+    res = runner.invoke(app, [*args, "--prompt-tokens", "8", "--new-tokens", "8", "--repeats", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["preset"] == "stories260K" and report["params"] == CATALOG["stories260K"].params
+    res = runner.invoke(app, ["bench", "decode", "--preset", "stories9M"])
+    assert res.exit_code == 2 and "choose from nano" in res.stderr and "stories110M" in res.stderr

@@ -32,7 +32,9 @@ def print_report(title: str, rows: list[tuple[str, str]], report: dict, as_json:
 
 @bench_app.command("decode")
 def bench_decode_cmd(
-    preset: Annotated[str, typer.Option(help="Model preset (random weights).")] = "nano",
+    preset: Annotated[
+        str, typer.Option(help="Model preset, or a `helium models pull` name for its shape (random weights).")
+    ] = "nano",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the decode step.")] = False,
