@@ -81,3 +81,44 @@ def test_eval_cli_json(tiny_bundle, tmp_path):
 def test_eval_cli_missing_file_is_one_line_error(tiny_bundle, tmp_path):
     r = CliRunner().invoke(app, ["eval", "--model", str(tiny_bundle), "--data", str(tmp_path / "nope.txt")])
     assert r.exit_code == 2 and "nope.txt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 50])
+def test_windows_over_ids_arriving_in_chunks_are_the_same_and_hold_little(chunk):
+    from engine.evaluate import _WindowCutter
+
+    ids, context = list(range(300)), 16
+    cutter = _WindowCutter(context)
+    got = []
+    for i in range(0, len(ids), chunk):
+        got += [(w.ids, w.score) for w in cutter.feed(ids[i : i + chunk])]
+        assert len(cutter.ids) <= context + 1 + chunk + cutter.stride  # bounded, whatever the stream's length
+    got += [(w.ids, w.score) for w in cutter.finish()]
+    assert got == [(w.ids, w.score) for w in windows(ids, context)]
+
+
+def test_a_file_read_in_small_blocks_scores_like_the_text_in_memory(tiny_model, tiny_tokenizer, tmp_path):
+    from engine.evaluate import evaluate_file
+
+    stories = [f"Story {i}: Lily had a ball. Tom was sad.\nThen he was happy!" for i in range(12)]
+    text = "\n<|endoftext|>\n".join(stories) + "\n<|endoftext|>\n\n\n"
+    path = tmp_path / "stories.txt"
+    path.write_text(text)
+    seen = []
+    a = evaluate_file(tiny_model, tiny_tokenizer, path, progress=lambda d, t: seen.append((d, t)), block_chars=80)
+    b = evaluate_text(tiny_model, tiny_tokenizer, text)
+    assert (a.tokens, a.bytes, a.documents) == (b.tokens, b.bytes, b.documents) == (b.tokens, b.bytes, 12)
+    assert a.nll_nats == pytest.approx(b.nll_nats, rel=1e-6)
+    assert seen and seen[-1] == (path.stat().st_size, path.stat().st_size)
+
+
+def test_split_documents_handles_separators_inside_lines_and_blank_documents():
+    assert split_documents("<|endoftext|>a<|endoftext|>  \n<|endoftext|>\n\nb\n\n") == ["a", "b"]
+    assert split_documents("  x\n\n") == ["  x"]
+
+
+def test_eval_json_stdout_is_one_clean_json_line(tiny_bundle, tmp_path):
+    data = tmp_path / "valid.txt"
+    data.write_text("Lily had a ball.\n")
+    r = CliRunner().invoke(app, ["eval", "--model", str(tiny_bundle), "--data", str(data), "--json"])
+    assert r.exit_code == 0 and r.stdout.startswith("{") and len(r.stdout.strip().splitlines()) == 1

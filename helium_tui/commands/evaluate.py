@@ -20,20 +20,22 @@ def eval_cmd(
 ) -> None:
     """Score a model on a text file: nats per token and bits per UTF-8 byte (tokenizer-independent)."""
     with user_errors():
-        text = data.read_text(encoding="utf-8")
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from engine.evaluate import evaluate_text
+        from engine.evaluate import evaluate_file
         from engine.session import open_session
 
+        if not data.is_file():
+            raise ValueError(f"{data}: no such file" if not data.exists() else f"{data}: not a regular file")
         session = open_session(model or None, device=device, dtype=dtype)
-        columns = [TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("tokens"), TimeRemainingColumn()]
-        with Progress(*columns, transient=True) as bar:
-            task = bar.add_task("eval", total=None)
-            result = evaluate_text(
+        columns = [TextColumn("scoring"), BarColumn(), DownloadColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:  # stdout stays clean
+            task = bar.add_task("eval", total=data.stat().st_size)
+            result = evaluate_file(
                 session.bundle.model,
                 session.bundle.tokenizer,
-                text,
+                data,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     out = {"model": session.name, "data": str(data), **result.to_dict()}
