@@ -9,15 +9,14 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
 from engine.config import get_preset
 from engine.model import TinySLM
 from engine.runtime import dtype_name, pick_device, pick_training_dtype
+from trainer.loss import NextTokenLoss
 from trainer.metrics import flops_per_token, mfu, peak_flops
 from trainer.optim import make_optimizer
 
@@ -81,17 +80,15 @@ def bench_train(
     torch.manual_seed(seed)
     model = TinySLM(config).to(dev).train()
     optimizer = make_optimizer(model, 1e-4, 0.1, (0.9, 0.95), dev)
-    fwd = torch.compile(model) if compiled else model
+    loss_fn = NextTokenLoss(model, dt)  # the trainer's objective, compiled the same way
+    loss_fn = torch.compile(loss_fn) if compiled else loss_fn
     gen = torch.Generator(device=dev).manual_seed(seed)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dt == torch.bfloat16 else nullcontext()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
     def step() -> None:
         tokens = torch.randint(0, config.vocab_size, (batch_size, ctx + 1), device=dev, generator=gen)
-        with autocast:
-            logits = fwd(tokens[:, :-1])  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+        loss = loss_fn(tokens[:, :-1], tokens[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

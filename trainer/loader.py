@@ -65,6 +65,7 @@ class TokenLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        pin_memory: bool = False,
     ) -> None:
         if batch_size < 1 or context < 1:
             raise ValueError(f"batch size and context must be positive, got {batch_size} and {context}")
@@ -81,6 +82,7 @@ class TokenLoader:
         self.seed = seed  # base seed of the window stream
         self.rank = rank  # this process's rank: its own window stream
         self.world_size = world_size  # number of ranks (validated only; streams differ per rank)
+        self.pin_memory = pin_memory  # batches in page-locked memory, so non_blocking copies to a GPU overlap
         self.vocab_size = int(self.manifest["vocab_size"])  # ids are < vocab_size
         self.eot_id = int(self.manifest.get("eot_id", 0))  # story separator / BOS
         self.shards = [self._open(name) for name in splits[split]["shards"]]
@@ -121,7 +123,11 @@ class TokenLoader:
         return [(int(i), int(p - before[i])) for i, p in zip(shard_ids, picks, strict=True)]
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) int64 tensors (batch_size, context) on CPU; y is x shifted left by one token."""
+        """(x, y) int64 tensors (batch_size, context) on CPU; y is x shifted left by one token.
+
+        With pin_memory they live in page-locked memory (torch caches those blocks and keeps one from reuse
+        until the copy that reads it has run), so `.to("cuda", non_blocking=True)` returns at once.
+        """
         n = self.context + 1
         rows = np.stack([np.asarray(self.shards[i][o : o + n], dtype=np.int64) for i, o in self.starts(step)])
         if rows.max() >= self.vocab_size:  # a damaged shard, or one written by another tokenizer
@@ -130,4 +136,12 @@ class TokenLoader:
                 f"({self.vocab_size}); the shards are damaged: run `helium data prepare` again"
             )
         data = torch.from_numpy(rows)
-        return data[:, :-1].contiguous(), data[:, 1:].contiguous()
+        x, y = data[:, :-1], data[:, 1:]
+        if self.pin_memory:
+            return _pinned(x), _pinned(y)
+        return x.contiguous(), y.contiguous()
+
+
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of t in page-locked host memory (needs CUDA)."""
+    return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t)

@@ -93,8 +93,9 @@ def prepare(cfg: TrainConfig, mode: str, dist: Dist, report: Reporter) -> TrainS
     if mode != "resume" and cfg.decay_steps is None:
         cfg = cfg.with_(decay_steps=max_steps)  # fixed now: extending the run later continues at the floor
     rank_batch = cfg.batch_size // dist.world
-    train_loader = TokenLoader(data, "train", rank_batch, context, cfg.seed, dist.rank, dist.world)
-    val_loader = TokenLoader(data, "val", rank_batch, context, cfg.seed + 1, dist.rank, dist.world)
+    pin = device.type == "cuda"  # page-locked batches: their copies to the GPU overlap its work
+    train_loader = TokenLoader(data, "train", rank_batch, context, cfg.seed, dist.rank, dist.world, pin)
+    val_loader = TokenLoader(data, "val", rank_batch, context, cfg.seed + 1, dist.rank, dist.world, pin)
 
     out = Path(cfg.out)
     _claim_run_dir(out, mode, dist, report)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from engine.errors import BundleError
 from engine.rundir import ERROR_PREFIX
@@ -34,6 +33,7 @@ from trainer.distributed import (
     init_distributed,
     leave_process_group,
 )
+from trainer.loss import NextTokenLoss
 from trainer.metrics import Meter, flops_per_token, mfu, peak_flops, progress_line
 from trainer.optim import lr_at, make_optimizer, set_lr
 from trainer.session import Checkpointer, NonFiniteLoss, Reporter, TrainSetup, prepare
@@ -85,28 +85,20 @@ class Trainer:
         self.peak = peak_flops(self.device, self.dtype)
 
     def wrap_model(self) -> None:
-        """self.fwd: the (compiled) model that eval runs; self.train_model: the same under DDP."""
-        self.fwd = torch.compile(self.model) if self.compiled else self.model
-        self.train_model = self.fwd
+        """self.loss: the model's (compiled) loss that eval runs; self.train_loss: the same under DDP.
+
+        The loss is compiled with the model, so the logits' upcast and cross-entropy fuse into its graph.
+        """
+        loss = NextTokenLoss(self.model, self.dtype)
+        self.loss = torch.compile(loss) if self.compiled else loss
+        self.train_loss = self.loss
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
-            self.train_model = DDP(self.fwd, device_ids=ids)
+            self.train_loss = DDP(self.loss, device_ids=ids)
 
     # ------------------------------------------------------------ steps
-
-    def autocast(self):
-        """bf16 autocast where chosen, else nothing."""
-        if self.dtype == torch.bfloat16:
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
-    def loss_of(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy."""
-        with self.autocast():
-            logits = model(x)  # (B, T, V)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
 
     def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step (all micro-steps); returns (mean loss, grad norm) as device tensors."""
@@ -118,9 +110,9 @@ class Trainer:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             last = micro == cfg.grad_accum - 1
-            sync = nullcontext() if last or self.dist.world == 1 else self.train_model.no_sync()
+            sync = nullcontext() if last or self.dist.world == 1 else self.train_loss.no_sync()
             with sync:
-                loss = self.loss_of(self.train_model, x, y) / cfg.grad_accum
+                loss = self.train_loss(x, y) / cfg.grad_accum
                 loss.backward()
             total += loss.detach()
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
@@ -151,7 +143,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for i in range(self.cfg.eval_batches):
             x, y = self.s.val_loader.batch(i)
-            total += self.loss_of(self.fwd, x.to(self.device), y.to(self.device))
+            total += self.loss(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
         self.model.train()
         total /= self.cfg.eval_batches
         value = float(all_reduce_mean(total, self.dist).item())
