@@ -24,7 +24,9 @@ def pick_device(requested: str | None = None) -> torch.device:
         try:
             device = torch.device(requested)
         except RuntimeError:
-            raise ValueError(f"unknown device {requested!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+            device = None
+        if device is None or device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"unknown device {requested!r} (use auto, cpu, cuda, cuda:N or mps)")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but no CUDA GPU is available")
         if device.type == "mps" and not torch.backends.mps.is_available():

@@ -78,3 +78,44 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("helium: error:")
+
+
+def _tell_on_a_terminal(*args: str) -> bytes:
+    """Run `helium tell` with stdout on a pseudo-terminal and return everything it wrote there."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "helium_tui.cli", "tell", *args], stdout=follower, stderr=subprocess.PIPE
+    )
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(60)
+    os.close(leader)
+    return out
+
+
+def test_control_sequences_never_reach_a_terminal_unless_raw(tiny_bundle):
+    hostile = "\x1b]0;TITLE\x1b\\\x1b[2JOnce \x1b]52;c;aGk=\x07upon"
+    out = _tell_on_a_terminal(hostile, "--model", str(tiny_bundle), "--max-tokens", "20", "--seed", "1")
+    assert b"\x1b" not in out and b"\x07" not in out and "\ufffd".encode() in out and b"upon" in out
+    raw = _tell_on_a_terminal(hostile, "--model", str(tiny_bundle), "--max-tokens", "2", "--raw")
+    assert b"\x1b]0;TITLE" in raw
+
+
+def test_invalid_utf8_prompts_and_odd_devices_are_one_line_errors(tiny_bundle):
+    r = subprocess.run([sys.executable, "-m", "helium_tui.cli", "tell", "-", "--model", str(tiny_bundle)],
+                       input=b"Once \xff\xfe", capture_output=True)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.decode().count("\n") == 1 and b"not UTF-8" in r.stderr
+    for device in ("meta", "xla", "nonsense"):
+        r = _tell("Tom", "--model", str(tiny_bundle), "--device", device)
+        assert r.exit_code == 2 and "unknown device" in r.stderr

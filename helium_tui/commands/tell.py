@@ -10,6 +10,22 @@ import typer
 
 from engine.sampling import SamplingParams
 from helium_tui.errors import fail, user_errors
+from helium_tui.safe_text import terminal_safe
+
+
+def read_prompt(prompt: str) -> str:
+    """The prompt argument, or stdin's text for '-'; ValueError when either is not valid UTF-8."""
+    if prompt == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8").rstrip("\n")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"the prompt on stdin is not UTF-8 text (byte {exc.start})") from None
+    try:
+        prompt.encode("utf-8")  # argv bytes that were not UTF-8 arrive as lone surrogates
+    except UnicodeEncodeError:
+        raise ValueError("the prompt is not UTF-8 text (check the terminal's encoding)") from None
+    return prompt
 
 DEFAULTS = SamplingParams()
 
@@ -31,11 +47,18 @@ def tell(
         bool, typer.Option("--compile/--no-compile", help="torch.compile the decode step (slow to start on CPU).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end instead of streaming.")] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Write the model's text exactly, control characters included (the default on a terminal "
+            "replaces them with �, so a story can never retitle, clear or script your terminal).",
+        ),
+    ] = False,
 ) -> None:
     """Tell a story: stream the continuation of PROMPT to stdout."""
-    if prompt == "-":
-        prompt = sys.stdin.read().rstrip("\n")
     with user_errors():
+        prompt = read_prompt(prompt)
         params = SamplingParams(
             max_new_tokens=max_tokens,
             temperature=temperature,
@@ -48,13 +71,14 @@ def tell(
 
         session = open_session(model or None, device=device, dtype=dtype, compile=compile)
         stream = session.generator.stream(prompt, params)
+        show = (lambda text: text) if raw or not sys.stdout.isatty() else terminal_safe
         if not as_json:
-            sys.stdout.write(prompt)
+            sys.stdout.write(show(prompt))
             sys.stdout.flush()
         try:
             for delta in stream:
                 if not as_json:
-                    sys.stdout.write(delta.text)
+                    sys.stdout.write(show(delta.text))
                     sys.stdout.flush()
         except KeyboardInterrupt:
             raise fail("interrupted", code=130) from None
