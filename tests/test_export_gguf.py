@@ -322,3 +322,16 @@ def test_llama_cpp_tells_stories260k_like_run_c(tmp_path):
     assert got == helium_greedy(bundle, "", 200)
     reference = (LLAMA2C / "stories260K_greedy_200.txt").read_text(encoding="utf-8")
     assert llm.detokenize(got).decode().lstrip(" ") in reference  # run.c's own output (its last token cut)
+
+
+def test_bench_gguf_measures_both_systems_on_the_same_tokens(tiny_bundle, tmp_path):
+    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (pip install 'helium-studio[interop]')")
+    from engine.bench_gguf import GGUFBench, measure, report
+
+    gguf_path = export_gguf(load_bundle(tiny_bundle), tmp_path / "t.gguf", "f32")
+    helium = measure("helium float32", str(tiny_bundle), None, 1, "Lily had", 12)
+    llama_cpp = measure("llama.cpp f32", str(tiny_bundle), gguf_path, 1, "Lily had", 12)
+    assert len(helium["tokens"]) == 12 and llama_cpp["tokens"] == helium["tokens"]
+    assert helium["tokens_per_s"] > 0 and llama_cpp["tokens_per_s"] > 0
+    r = GGUFBench("tiny", 1, 1, 3, 12, 1, {"helium float32": [100.0], "llama.cpp f32": [250.0]}, True)
+    assert "2.50" in report(r) and r.to_dict()["median_tokens_per_s"]["llama.cpp f32"] == 250.0
