@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from engine.catalog import bench_config
+from engine.checks import whole
 from engine.cpu_linear import pack_linears
 from engine.generate import Generator
 from engine.model import TinySLM
@@ -95,6 +96,12 @@ def bench_decode(
 ) -> DecodeBench:
     """Benchmark prefill and decode of a randomly initialised preset (window: override its sliding window,
     0 = full causal attention)."""
+    whole("--prompt-tokens", prompt_tokens)
+    whole("--new-tokens", new_tokens)
+    whole("--batch-size", batch_size, high=4096)
+    whole("--repeats", repeats, high=1000)
+    if window is not None:
+        whole("--window", window, low=0, high=1 << 20)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     cfg = bench_config(preset)  # a preset, or a catalog model's shape (stories15M, ...)
@@ -182,6 +189,7 @@ def bench_startup(command: list[str], prompt: str, repeats: int = 3) -> StartupB
     """Run command (which prints prompt then the story) and time the first byte after the prompt."""
     import subprocess
 
+    whole("--repeats", repeats, high=1000)
     firsts, totals = [], []
     expected = prompt.encode("utf-8")
     for _ in range(repeats):

@@ -5,8 +5,9 @@ Torch-free, so the CLI help and the studio's sliders read the defaults from here
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from engine.checks import is_number, is_whole
 
 MAX_NEW_TOKENS = 1_000_000  # a ceiling on one story (the context window slides, so more is possible)
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
@@ -28,18 +29,18 @@ class SamplingParams:
 
     def validate(self) -> SamplingParams:
         """Raise ValueError with a one-line message for values that cannot sample (nan, inf, out of range)."""
-        if not _is_number(self.temperature) or not 0 <= self.temperature <= 100:
+        if not is_number(self.temperature) or not 0 <= self.temperature <= 100:
             raise ValueError(f"temperature must be a number from 0 (greedy) to 100, got {self.temperature}")
-        if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
+        if not is_number(self.top_p) or not 0 < self.top_p <= 1:
             raise ValueError(f"top-p must be in (0, 1], got {self.top_p}")
-        if not _is_int(self.top_k) or self.top_k < 0:
+        if not is_whole(self.top_k) or self.top_k < 0:
             raise ValueError(f"top-k must be a whole number ≥ 0 (0 = off), got {self.top_k}")
         lo, hi = PENALTY_RANGE
-        if not _is_number(self.repetition_penalty) or not lo <= self.repetition_penalty <= hi:
+        if not is_number(self.repetition_penalty) or not lo <= self.repetition_penalty <= hi:
             raise ValueError(f"repetition penalty must be from {lo} to {hi:g} (1 = off), got {self.repetition_penalty}")
-        if not _is_int(self.max_new_tokens) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+        if not is_whole(self.max_new_tokens) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
             raise ValueError(f"max tokens must be from 1 to {MAX_NEW_TOKENS:,}, got {self.max_new_tokens}")
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+        if self.seed is not None and (not is_whole(self.seed) or not 0 <= self.seed <= MAX_SEED):
             raise ValueError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed}")
         return self
 
@@ -47,11 +48,3 @@ class SamplingParams:
     def greedy(self) -> bool:
         """True when every token is the most likely one (temperature 0, or below MIN_TEMPERATURE)."""
         return self.temperature < MIN_TEMPERATURE
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

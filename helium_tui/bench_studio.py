@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from engine.checks import whole
+
 T = TypeVar("T")
 
 SLIDER_STEP = 16  # the max-tokens slider moves in steps of 16
@@ -47,6 +49,10 @@ def bench_studio(
     repeats: int = 3,
 ) -> StudioBench:
     """Measure raw and studio streaming speed (ValueError for bad arguments or a model that cannot load)."""
+    whole("--repeats", repeats, high=1000)
+    whole("--max-tokens", max_tokens, high=2048)
+    whole("--width", width, high=1000)
+    whole("--height", height, high=1000)
     if max_tokens < SLIDER_STEP or max_tokens % SLIDER_STEP:
         raise ValueError(f"--max-tokens must be a multiple of {SLIDER_STEP} (the studio slider's step)")
     if width < 60 or height < 20:

@@ -15,6 +15,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from helium_tui.safe_text import terminal_safe
+
 try:  # Typer ≥ 0.2x carries its own copy of Click
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older Typer on the real Click
@@ -30,8 +32,8 @@ def one_line(text: str) -> str:
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
-    """Print `helium: error: message` to stderr and return the Exit to raise."""
-    print(f"{PREFIX}{one_line(message)}", file=sys.stderr)
+    """Print `helium: error: message` to stderr (control characters made visible) and return the Exit to raise."""
+    print(f"{PREFIX}{terminal_safe(one_line(message))}", file=sys.stderr)
     return typer.Exit(code)
 
 
@@ -41,6 +43,8 @@ def describe(exc: BaseException) -> str:
     message = text[0] if text else type(exc).__name__
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in message:
         return f"no space left on the device ({message})"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in message:
+        return f"out of memory ({message or 'MemoryError'}); try a smaller model, batch or context"
     return message
 
 
@@ -53,8 +57,12 @@ def user_errors() -> Iterator[None]:
         yield
     except (BundleError, ValueError, OSError) as exc:
         raise fail(describe(exc)) from None
+    except MemoryError as exc:
+        raise fail(describe(exc)) from None
     except Exception as exc:
         if type(exc).__name__ == "SafetensorError":  # e.g. a disk that filled up while writing weights
+            raise fail(describe(exc)) from None
+        if isinstance(exc, RuntimeError) and describe(exc).startswith("out of memory"):
             raise fail(describe(exc)) from None
         raise
 
@@ -76,7 +84,7 @@ class OneLineErrors(TyperGroup):
             if type(exc).__name__ != "NoArgsIsHelpError":  # that one has already printed the help
                 ctx = getattr(exc, "ctx", None)
                 hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-                print(f"{PREFIX}{one_line(exc.format_message())}{hint}", file=sys.stderr)
+                print(f"{PREFIX}{terminal_safe(one_line(exc.format_message()))}{hint}", file=sys.stderr)
             if not standalone_mode:
                 raise
             sys.exit(exc.exit_code)

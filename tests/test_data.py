@@ -276,7 +276,7 @@ def test_cli_bad_inputs_fail_in_one_line_and_overwrite_nothing(tmp_path):
     assert_user_error(
         run_cli("prepare", str(empty), "--out", str(out), "--vocab-size", "300"), "no stories found"
     )
-    assert_user_error(run_cli("prepare", str(good), "--out", str(out), "--vocab-size", "70000"), "65535")
+    assert_user_error(run_cli("prepare", str(good), "--out", str(out), "--vocab-size", "70000"), "65,535")
     bad_tok = tmp_path / "tokenizer.json"
     bad_tok.write_text("{not a tokenizer")
     assert_user_error(

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from engine.checks import whole
 from engine.config import get_preset
 from engine.model import TinySLM
 from engine.runtime import dtype_name, pick_device, pick_training_dtype
@@ -70,8 +71,11 @@ def bench_train(
     seed: int = 0,
 ) -> TrainBench:
     """Time `steps` AdamW training steps of preset on random tokens after `warmup_steps` untimed ones."""
-    if batch_size < 1 or steps < 1 or warmup_steps < 0:
-        raise ValueError("batch size and steps must be positive and warmup steps non-negative")
+    whole("--batch-size", batch_size, high=1 << 16)
+    whole("--steps", steps, high=100_000)
+    whole("--warmup", warmup_steps, low=0, high=100_000)
+    if context is not None:
+        whole("--context", context, high=get_preset(preset).context_length)
     dev = pick_device(device)
     dt = pick_training_dtype(dev, dtype)
     compiled = compile if compile is not None else dev.type == "cuda"
