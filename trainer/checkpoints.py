@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import random
 import re
@@ -44,8 +45,15 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:
-    """torch.save state to path atomically (temp file, fsync, rename)."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """torch.save state to path atomically (temp file, fsync, rename); OSError (one line) if it cannot be written.
+
+    torch reports a short write (a full disk, a file-size limit) as "unexpected pos" RuntimeError: that becomes
+    an OSError saying so, and the previous checkpoints stay as they were.
+    """
+    try:
+        return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except RuntimeError:
+        raise OSError(errno.ENOSPC, f"could not write {path.name}: the disk is full or the file too large") from None
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:

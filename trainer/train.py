@@ -8,6 +8,7 @@ The loop delegates: `Reporter` (events and progress lines), `Checkpointer` (save
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import shlex
 import signal
@@ -301,9 +302,9 @@ def _step(trainer: Trainer) -> int:
 
 
 def _disk_message(exc: BaseException, message: str) -> str:
-    """A disk-full error in words a user acts on (torch reports it as 'unexpected pos ...')."""
-    if isinstance(exc, OSError) and exc.errno == 28 or "unexpected pos" in message:
-        return f"no space left on the device ({message}); free some space, then resume with --resume"
+    """A full disk in words a user acts on (what to free, how to continue)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"{exc.strerror or message}; free some space, then --resume (or start again if no checkpoint was saved)"
     return message
 
 
