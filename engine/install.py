@@ -13,6 +13,7 @@ from pathlib import Path
 
 from engine.bundle_info import CONFIG, METADATA, PT_WEIGHTS, TOKENIZER, WEIGHTS, is_bundle
 from engine.errors import BundleError
+from engine.files import atomic_directory, remove_path
 from engine.paths import user_models_dir
 
 WEIGHT_DTYPES = ("float32", "bfloat16")  # what `dtype=` may ask for (None keeps the stored dtype)
@@ -68,25 +69,26 @@ def install_bundle(
         if unique:
             raise ValueError(f"too many models named {name}-N in {models}")
         raise ValueError(f"{target}: a model named {name!r} is already installed (use --force to replace it)")
-    tmp = models / f".{candidate}.installing"
-    _remove(tmp)
-    try:
-        if link:
-            _link_or_copy(source, tmp)
-        else:
-            _copy_bundle(source, tmp, dtype)
-        _replace(tmp, target)
-    except BaseException:
-        _remove(tmp)
-        raise
+    if link:
+        _link(source, target, force)
+    else:
+        atomic_directory(target, lambda tmp: _copy_bundle(source, tmp, dtype), force=True)
     return candidate, target
 
 
-def _link_or_copy(source: Path, tmp: Path) -> None:
+def _link(source: Path, target: Path, force: bool) -> None:
+    """target -> source as a symlink made under a temporary name and renamed over target (a copy where links
+    cannot be made)."""
+    tmp = target.with_name(f".{target.name}.installing")
+    remove_path(tmp)
     try:
         tmp.symlink_to(source, target_is_directory=True)
     except OSError:
-        shutil.copytree(source, tmp)
+        atomic_directory(target, lambda d: shutil.copytree(source, d, dirs_exist_ok=True), force=force)
+        return
+    if target.is_dir() and not target.is_symlink():
+        remove_path(target)  # os.replace cannot put a link over a directory
+    os.replace(tmp, target)
 
 
 def _copy_bundle(source: Path, tmp: Path, dtype: str | None) -> None:
@@ -96,7 +98,6 @@ def _copy_bundle(source: Path, tmp: Path, dtype: str | None) -> None:
 
     bundle = load_bundle(source)
     if dtype is None:
-        tmp.mkdir()
         for path in source.iterdir():
             if path.is_file() and (path.name in BUNDLE_FILES or path.suffix == ".md"):
                 shutil.copy2(path, tmp / path.name)
@@ -105,37 +106,6 @@ def _copy_bundle(source: Path, tmp: Path, dtype: str | None) -> None:
         save_bundle(tmp, bundle.model, bundle.tokenizer, meta, weights_dtype=DTYPES[dtype])
         for extra in source.glob("*.md"):
             shutil.copy2(extra, tmp / extra.name)
-    os.chmod(tmp, 0o777 & ~_umask())
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """Move tmp to target; an existing target (a directory or a link) is moved aside first, then removed."""
-    old = target.with_name(f".{target.name}.old")
-    _remove(old)
-    had_old = target.is_symlink() or target.exists()
-    if had_old:
-        target.rename(old)
-    try:
-        tmp.rename(target)
-    except BaseException:
-        if had_old:
-            old.rename(target)
-        raise
-    _remove(old)
-
-
-def _remove(path: Path) -> None:
-    """Delete a file, a link (never what it points to) or a directory tree, if present."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def install_run_bundle(run_dir: str | Path, bundle: str | Path, name: str | None = None) -> str:

@@ -7,10 +7,7 @@ turns the vocabulary into an HF `tokenizers` BPE that encodes exactly like llama
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers
 from engine.bundle import build_model, save_bundle
 from engine.config import ModelConfig
 from engine.errors import BundleError
+from engine.files import atomic_directory
 from engine.tokenizer import TextTokenizer
 
 MAGIC = 0x616B3432  # "ak42": the header of llama2.c's versioned exports
@@ -359,15 +357,4 @@ def import_llama2c(model_bin: str | Path, tokenizer_bin: str | Path, out_dir: st
             "tokenizer": {"name": tokenizer_bin.name, "sha256": sha256_file(tokenizer_bin)},
         },
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        save_bundle(tmp, model, tokenizer, metadata)
-        check_out_dir(out_dir)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return atomic_directory(out_dir, lambda tmp: save_bundle(tmp, model, tokenizer, metadata))
