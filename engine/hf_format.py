@@ -252,13 +252,12 @@ def model_card(bundle: Bundle, repo: str | None = None) -> str:
     for key, label in (("data", "data"), ("steps", "steps"), ("tokens", "tokens seen"), ("hardware", "hardware"),
                        ("source", "source"), ("val_loss", "val loss (nats/token)")):  # fmt: skip
         if meta.get(key) is not None:
-            value = meta[key]
-            rows.append((label, f"{value:,}" if isinstance(value, int) else f"{value:.4g}" if isinstance(value, float)
-                         else str(value)))  # fmt: skip
+            rows.append((label, _shown(meta[key])))
     if isinstance(meta.get("wall_time_s"), (int, float)):
         rows.append(("training time", f"{meta['wall_time_s'] / 60:.1f} minutes"))
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    trained = meta.get("train_command") or meta.get("created_by") or "Helium"
+    steps = [meta.get("prepared_with"), meta.get("train_command")]
+    trained = "\n".join(str(c) for c in steps if c) or str(meta.get("created_by") or "Helium")
     return f"""---
 {yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()}
 ---
@@ -295,6 +294,13 @@ print(tok.decode(model.generate(ids)[0], skip_special_tokens=True))
 """
 
 
+def _shown(value) -> str:
+    """A metadata value for the card's table: 1,234 / 2.743 / text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Export and import
 
@@ -317,8 +323,13 @@ def check_out_dir(out: Path, force: bool) -> None:
     check_parent_writable(out)
 
 
-def export_hf(bundle: Bundle, out: str | Path, dtype: str = "auto", force: bool = False) -> Path:
-    """Write bundle as a transformers model directory at out; it appears whole (temp dir, then rename)."""
+def export_hf(
+    bundle: Bundle, out: str | Path, dtype: str = "auto", force: bool = False, repo: str | None = None
+) -> Path:
+    """Write bundle as a transformers model directory at out; it appears whole (temp dir, then rename).
+
+    repo: the Hub repo it is meant for, named in the model card's examples (default: the bundle's name).
+    """
     from safetensors.torch import save_file
 
     out = Path(out)
@@ -338,7 +349,7 @@ def export_hf(bundle: Bundle, out: str | Path, dtype: str = "auto", force: bool 
         for name, data in files.items():
             atomic_write_text(tmp / name, json.dumps(data, indent=2) + "\n")
         atomic_write_text(tmp / "tokenizer.json", tokenizer_json(tok))
-        atomic_write_text(tmp / "README.md", model_card(bundle))
+        atomic_write_text(tmp / "README.md", model_card(bundle, repo))
         if bundle.path is not None and (bundle.path / "MODEL_CARD.md").is_file():
             shutil.copy2(bundle.path / "MODEL_CARD.md", tmp / "MODEL_CARD.md")
         os.chmod(tmp, 0o777 & ~_umask())

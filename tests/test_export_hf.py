@@ -242,6 +242,7 @@ def test_push_needs_a_token_and_fails_in_one_line_offline(tiny_bundle, tmp_path,
     msg = one_error(r := runner.invoke(app, args))
     assert f"cannot push to me/story on http://127.0.0.1:{port} (HF_ENDPOINT)" in msg and "offline?" in msg
     assert "exported" in r.stdout and (tmp_path / "hf" / "model.safetensors").is_file()  # the export itself is whole
+    assert 'from_pretrained("me/story")' in (tmp_path / "hf" / "README.md").read_text()  # the card names the repo
 
 
 def test_import_from_an_unreachable_hub_is_one_line(tmp_path, monkeypatch, helium_home):

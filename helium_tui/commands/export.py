@@ -85,7 +85,7 @@ def hf_cmd(
         if push is not None:
             check_token()
         bundle = _load(model)
-        path = export_hf(bundle, out, dtype, force=force)
+        path = export_hf(bundle, out, dtype, force=force, repo=push)
     print(f"exported {bundle.name} ({bundle.model.num_params():,} parameters) -> {path}")
     if push is None:
         print(f'load it: AutoModelForCausalLM.from_pretrained("{path}")')
