@@ -1,8 +1,9 @@
-"""Story library: the store's files (save, list, export, corrupt files) and the library screen's keys."""
+"""Story library: the store's files (save, list, export, odd and hostile files) and the library screen's keys."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -10,8 +11,12 @@ from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Input, Static
 
 from helium_tui.app import HeliumApp
-from helium_tui.library import Story, StoryStore
-from helium_tui.screens.library import ConfirmDialog, LibraryScreen, PathDialog
+from helium_tui.library import MAX_STORY_CHARS, Story, StoryStore
+from helium_tui.screens.dialogs import AskDialog, ConfirmDialog
+from helium_tui.screens.library import LibraryScreen
+
+WAIT_S = 60.0  # upper bound for any wait in these tests (bounded polling, never a timing assert)
+ESCAPES = "\x1b]0;HACKED\x1b\\\x1b[2J\x1b]52;c;aGk=\x07\x9b31m"  # retitle, clear, clipboard, C1 CSI
 
 
 def make_story(prompt: str = "Once upon a time ", text: str = "there was a cat named *Tom*.", **kw) -> Story:
@@ -27,6 +32,12 @@ def store(tmp_path) -> StoryStore:
     return StoryStore(tmp_path / "stories")
 
 
+def write(store: StoryStore, name: str, content: str | bytes) -> None:
+    store.root.mkdir(parents=True, exist_ok=True)
+    path = store.root / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+
+
 # --- the store ---------------------------------------------------------------------------------------------
 
 
@@ -39,6 +50,7 @@ def test_save_assigns_sortable_id_and_writes_one_json_file(store):
     data = json.loads(files[0].read_text(encoding="utf-8"))
     assert data["prompt"] == "Once upon a time " and data["text"] == "there was a cat named *Tom*."
     assert data["params"] == {"temperature": 0.8, "top_p": 0.95} and data["seed"] == 7
+    assert list(data)[-2:] == ["prompt", "text"]  # short fields first: a list reads them from the head
     assert store.get(saved.id) == saved
     assert not list(store.root.glob("*.tmp"))  # no temp files left behind
 
@@ -52,6 +64,14 @@ def test_list_is_newest_first(store):
     new = store.save(make_story(text="new one.", created="2025-06-01T10:00:00+00:00"))
     stories, warnings = store.list()
     assert [s.id for s in stories] == [new.id, old.id] and warnings == []
+    heads, warnings = store.scan()
+    assert [h.story for h in heads] == [new, old] and all(h.complete for h in heads) and warnings == []
+
+
+def test_order_follows_the_real_time_across_offsets(store):
+    late = store.save(make_story(created="2026-01-01T09:00:00+00:00"))  # 09:00 UTC
+    early = store.save(make_story(created="2026-01-01T10:00:00+05:00"))  # 05:00 UTC
+    assert [h.story.id for h in store.scan()[0]] == [late.id, early.id]
 
 
 def test_resaving_keeps_the_id(store):
@@ -61,19 +81,85 @@ def test_resaving_keeps_the_id(store):
     assert len(stories) == 1 and stories[0].text == "an edited story." and stories[0].id == saved.id
 
 
-def test_corrupt_file_is_skipped_with_a_warning_and_left_untouched(store):
+def test_a_story_over_the_cap_is_cut_when_saved_and_says_so(store):
+    saved = store.save(make_story(prompt="P" * 10, text="x" * (MAX_STORY_CHARS + 5)))
+    assert len(saved.full_text) == MAX_STORY_CHARS and saved.chars_cut == 15
+    assert store.get(saved.id) == saved
+    assert "| cut when saved | 15 characters |" in store.as_markdown(saved)
+
+
+def test_unreadable_files_are_skipped_with_a_warning_and_left_untouched(store):
     good = store.save(make_story())
-    bad = store.root / "20200101-000000-dead.json"
-    bad.write_text('{"prompt": "half a fi', encoding="utf-8")
-    wrong = store.root / "20200101-000000-beef.json"
-    wrong.write_text('{"text": 3}', encoding="utf-8")
-    typed = store.root / "20200101-000000-cafe.json"
-    typed.write_text('{"prompt": "a", "text": "b", "created": 5}', encoding="utf-8")
-    stories, warnings = store.list()
-    assert [s.id for s in stories] == [good.id]
-    assert len(warnings) == 3 and all(any(str(p) in w for w in warnings) for p in (bad, wrong, typed))
-    assert bad.read_text(encoding="utf-8") == '{"prompt": "half a fi'  # never rewritten or deleted
-    assert wrong.read_text(encoding="utf-8") == '{"text": 3}'
+    files = {
+        "20200101-000000-dead.json": b'{"prompt": "half a fi',
+        "20200101-000000-beef.json": b'{"text": 3}',
+        "20200101-000000-f00d.json": b"\xff\xfe not json",
+        "20200101-000000-babe.json": b"[1, 2]",
+        "nested.json": b'{"params": ' + b"[" * 100_000 + b"]" * 100_000 + b', "prompt": "a", "text": "b"}',
+    }
+    for name, content in files.items():
+        write(store, name, content)
+    for read in (store.list, store.scan):
+        stories, warnings = read()
+        ids = [s.id for s in stories] if read == store.list else [h.story.id for h in stories]
+        assert ids == [good.id]
+        assert len(warnings) == len(files) and all(any(name in w for w in warnings) for name in files)
+    for name, content in files.items():
+        assert (store.root / name).read_bytes() == content  # never rewritten or deleted
+
+
+def test_a_story_nested_deeply_after_its_text_is_listed_but_not_opened(store):
+    write(store, "deep.json", b'{"prompt": "a", "text": "b", "params": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    (head,), warnings = store.scan()  # the head read stops at the nesting, after the text
+    assert (head.story.prompt, head.story.text, head.complete, warnings) == ("a", "b", False, [])
+    with pytest.raises(ValueError, match="nested too deeply"):
+        store.get("deep")
+
+
+def test_invalid_fields_are_dropped_with_a_warning_and_the_story_shown(store):
+    write(store, "odd.json", json.dumps({
+        "prompt": "a", "text": "b", "created": "0001-01-01T00:00:00+14:00", "seed": -3, "tokens": True,
+        "model": ["x"], "params": {"temperature": float("nan"), "top_p": 0.5, "top_k": 1e300, "note": "ok"},
+    }))  # fmt: skip
+    (head,), (warning,) = store.scan()
+    story = head.story
+    assert (story.prompt, story.text, story.seed, story.tokens, story.model) == ("a", "b", None, 0, "")
+    assert story.params == {"top_p": 0.5, "note": "ok"}
+    assert "odd.json: ignored invalid model, tokens, seed, params.temperature, params.top_k" == warning
+    from helium_tui.library import short_date
+
+    assert short_date(story) == "?"  # year 1 at +14:00 cannot be shown in local time: no crash
+    assert store.get("odd") == story
+
+
+def test_fifos_devices_and_folders_named_like_stories_never_block(store):
+    good = store.save(make_story())
+    os.mkfifo(store.root / "20200101-000000-f1f0.json")  # nobody ever writes to it
+    (store.root / "20200101-000000-d1d1.json").mkdir()
+    (store.root / "20200101-000000-0000.json").symlink_to("/dev/zero")
+    heads, warnings = store.scan()
+    assert [h.story.id for h in heads] == [good.id]
+    assert sum("not a regular file" in w for w in warnings) == 3, warnings
+    with pytest.raises(ValueError, match="not a regular file"):
+        store.get("20200101-000000-f1f0")
+
+
+def test_large_files_are_listed_from_their_head_and_opened_whole(store):
+    big = store.save(make_story(text="the cat sat on the mat. " * 100_000))  # 2.4 MB
+    legacy = {"prompt": "Old ", "text": "word " * 1_000_000, "model": "m", "created": "2025-01-01T00:00:00"}
+    write(store, "20250101-000000-0ld0.json", json.dumps(legacy))  # 5 MB, metadata at the end
+    write(store, "20250101-000000-b1b1.json", json.dumps({"prompt": "", "text": "y" * (17 * 2**20)}))
+    heads, warnings = store.scan()
+    assert warnings == []
+    by_id = {h.story.id: h for h in heads}
+    assert not by_id[big.id].complete and by_id[big.id].story.model == "tiny"
+    assert by_id[big.id].story.text.startswith("the cat sat") and len(by_id[big.id].story.text) < 70_000
+    old = by_id["20250101-000000-0ld0"]
+    assert old.story.prompt == "Old " and old.story.model == "" and old.size > 5_000_000  # read before its end
+    assert store.get(big.id) == big  # opened whole
+    assert store.get("20250101-000000-0ld0").model == "m"
+    with pytest.raises(ValueError, match="too large to open"):
+        store.get("20250101-000000-b1b1")
 
 
 def test_delete_and_missing_ids(store):
@@ -84,34 +170,55 @@ def test_delete_and_missing_ids(store):
         store.delete(saved.id)
     with pytest.raises(KeyError):
         store.get(saved.id)
-    with pytest.raises(ValueError):
-        store.get("../../etc/passwd")
+    for bad in ("../../etc/passwd", ".hidden", "", "a\0b"):
+        with pytest.raises(ValueError):
+            store.get(bad)
+
+
+def test_a_hand_named_story_file_can_be_opened_and_deleted(store):
+    write(store, "foo.json", json.dumps({"prompt": "a", "text": "b"}))
+    (head,), _ = store.scan()
+    assert head.story.id == "foo" and store.get("foo").text == "b"
+    store.delete("foo")
+    assert not (store.root / "foo.json").exists()
 
 
 def test_export_markdown_and_text(store, tmp_path):
-    saved = store.save(make_story())
+    saved = store.save(make_story(params={"temperature": 0.8, "top_p": 0.95, "seed": 7}))
     md = store.export(saved, tmp_path / "out" / "story.md", "md").read_text(encoding="utf-8")
     assert md.startswith("# Once upon a time there was a cat …\n\n")
     assert "**Once upon a time** there was a cat named \\*Tom\\*." in md
-    assert "| temperature | 0.8 |" in md and "| seed | 7 |" in md and "| model | tiny |" in md
+    assert "| temperature | 0.8 |" in md and "| model | tiny |" in md
+    assert md.count("| seed | 7 |") == 1  # the seed is in params too: listed once
     txt = store.export(saved, tmp_path / "story.txt", "txt").read_text(encoding="utf-8")
     assert txt.startswith("Once upon a time there was a cat named *Tom*.\n\n---\n")
-    assert "temperature: 0.8\n" in txt and "finish reason: eos\n" in txt
+    assert "temperature: 0.8\n" in txt and "finish reason: eos\n" in txt and txt.count("seed: 7") == 1
     with pytest.raises(ValueError, match="unknown export format"):
         store.export(saved, tmp_path / "story.pdf", "pdf")
+
+
+def test_exports_hold_no_terminal_control_sequences(store, tmp_path):
+    saved = store.save(make_story(prompt=f"Hi {ESCAPES}", text=f"there\r\n{ESCAPES}\tend", model=ESCAPES))
+    assert store.get(saved.id).prompt == f"Hi {ESCAPES}"  # the file keeps what was written
+    for fmt in ("md", "txt"):
+        out = store.export(saved, tmp_path / f"s.{fmt}", fmt).read_text(encoding="utf-8")
+        assert not any(c in out for c in "\x1b\x07\x9b\r") and "\ufffd" in out and "\tend" in out
 
 
 # --- the screen --------------------------------------------------------------------------------------------
 
 
 class LibraryTestApp(App):
-    """The two things LibraryScreen needs from the app: `store` and `open_story`."""
+    """The two things LibraryScreen needs from the app (`store`, `open_story`), recording what it is told."""
+
+    CSS_PATH = "../../helium_tui/helium.tcss"
 
     def __init__(self, store: StoryStore) -> None:
         super().__init__()
         self.store = store
         self.opened: list[Story] = []
         self.copied: list[str] = []
+        self.notices: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Static("studio", id="studio")
@@ -123,9 +230,32 @@ class LibraryTestApp(App):
         self.copied.append(text)
         super().copy_to_clipboard(text)
 
+    def notify(self, message: str, **kwargs) -> None:
+        self.notices.append(message)
+        super().notify(message, **kwargs)
 
-def notifications(app: App) -> list[str]:
-    return [n.message for n in app._notifications]
+
+async def wait_for(pilot, condition, what: str, limit_s: float = WAIT_S) -> None:
+    """Let the app run until condition() holds (bounded so CI cannot hang)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.05)
+
+
+async def open_library(app: LibraryTestApp, pilot) -> LibraryScreen:
+    await app.push_screen(LibraryScreen())
+    await wait_for(pilot, lambda: isinstance(app.screen, LibraryScreen), "the library")
+    await pilot.pause()
+    return app.screen
+
+
+def cells(screen: LibraryScreen, row: int) -> list[str]:
+    return [str(cell) for cell in screen.query_one("#stories", DataTable).get_row_at(row)]
+
+
+def preview(screen: LibraryScreen) -> str:
+    return str(screen.query_one("#preview", Static).render())
 
 
 async def test_screen_lists_previews_and_reopens(store):
@@ -133,37 +263,45 @@ async def test_screen_lists_previews_and_reopens(store):
     new = store.save(make_story(text="the new story.", created="2025-01-01T10:00:00+00:00"))
     app = LibraryTestApp(store)
     async with app.run_test(size=(100, 30)) as pilot:
-        await app.push_screen(LibraryScreen())
-        await pilot.pause()
-        screen = app.screen
-        table = screen.query_one("#stories", DataTable)
-        assert table.row_count == 2
-        assert table.get_row_at(0)[1:] == ["tiny", "9", "Once upon a time the new …"]
-        assert "the new story." in str(screen.query_one("#preview", Static).render())
+        screen = await open_library(app, pilot)
+        assert screen.query_one("#stories", DataTable).row_count == 2
+        assert cells(screen, 0)[1:] == ["tiny", "9", "the new story."]  # the generated opening
+        assert "Once upon a time the new story." in preview(screen)
         await pilot.press("down")
-        assert "the old story." in str(screen.query_one("#preview", Static).render())
+        assert "the old story." in preview(screen)
         await pilot.press("enter")
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.opened, "the story to open")
         assert app.opened == [old] and not isinstance(app.screen, LibraryScreen)
         assert new.id != old.id
+
+
+@pytest.mark.parametrize("width", [80, 140])
+async def test_the_story_column_tells_stories_with_one_prompt_apart(store, width):
+    endings = ["a dragon who loved to bake bread for all", "a dragon who loved to sing at night"]
+    for i, ending in enumerate(endings):
+        store.save(make_story(prompt="Once upon a time there was ", text=ending, created=f"2026-01-0{i + 1}"))
+    app = LibraryTestApp(store)
+    async with app.run_test(size=(width, 24)) as pilot:
+        screen = await open_library(app, pilot)
+        stories = [cells(screen, row)[3] for row in (0, 1)]
+        assert stories == list(reversed(endings))  # whole: the column is wide enough for both
+        column = screen.query_one("#stories", DataTable).columns
+        assert min(c.width for k, c in column.items() if k.value == "story") >= 40
 
 
 async def test_screen_exports_copies_and_deletes(store, tmp_path):
     saved = store.save(make_story())
     app = LibraryTestApp(store)
     async with app.run_test(size=(100, 30)) as pilot:
-        await app.push_screen(LibraryScreen())
-        await pilot.pause()
+        screen = await open_library(app, pilot)
         for key, fmt in (("m", "md"), ("t", "txt")):
             await pilot.press(key)
-            await pilot.pause()
+            await wait_for(pilot, lambda: isinstance(app.screen, AskDialog), "the export dialog")
             dialog = app.screen
-            assert isinstance(dialog, PathDialog)
             assert dialog.query_one(Input).value == f"~/helium-stories/{saved.id}.{fmt}"
             dialog.query_one(Input).value = str(tmp_path / f"export.{fmt}")
             await pilot.press("enter")
-            await pilot.pause()
-            assert isinstance(app.screen, LibraryScreen)
+            await wait_for(pilot, lambda: app.screen is screen, "the dialog to close")
         assert (tmp_path / "export.md").read_text(encoding="utf-8") == store.as_markdown(saved)
         assert (tmp_path / "export.txt").read_text(encoding="utf-8") == store.as_text(saved)
 
@@ -171,20 +309,18 @@ async def test_screen_exports_copies_and_deletes(store, tmp_path):
         assert app.copied == ["Once upon a time there was a cat named *Tom*."]
 
         await pilot.press("d")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmDialog)
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
         await pilot.press("n")  # no: nothing happens
-        await pilot.pause()
+        await wait_for(pilot, lambda: app.screen is screen, "the dialog to close")
         assert store.root.joinpath(f"{saved.id}.json").exists()
         await pilot.press("d")
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
         await pilot.press("y")
-        await pilot.pause()
-        assert not store.root.joinpath(f"{saved.id}.json").exists()
-        assert app.screen.query_one("#stories", DataTable).row_count == 0
+        await wait_for(pilot, lambda: not store.root.joinpath(f"{saved.id}.json").exists(), "the delete")
+        assert screen.query_one("#stories", DataTable).row_count == 0
+        assert screen.check_action("delete", ()) is None  # nothing selected: dimmed
         await pilot.press("escape")
-        await pilot.pause()
-        assert not isinstance(app.screen, LibraryScreen)
+        await wait_for(pilot, lambda: not isinstance(app.screen, LibraryScreen), "the studio")
 
 
 async def test_screen_warns_about_a_corrupt_file_and_leaves_it(store):
@@ -193,12 +329,67 @@ async def test_screen_warns_about_a_corrupt_file_and_leaves_it(store):
     bad.write_bytes(b"\xff\xfe not json")
     app = LibraryTestApp(store)
     async with app.run_test(size=(100, 30)) as pilot:
-        await app.push_screen(LibraryScreen())
-        await pilot.pause()
-        assert app.screen.query_one("#stories", DataTable).row_count == 1
-        assert any("20200101-000000-dead.json" in m for m in notifications(app))
+        screen = await open_library(app, pilot)
+        assert screen.query_one("#stories", DataTable).row_count == 1
+        assert any("20200101-000000-dead.json" in m for m in app.notices)
     assert bad.read_bytes() == b"\xff\xfe not json"
     assert store.get(saved.id) == saved
+
+
+async def test_markup_in_stories_and_file_names_is_shown_as_text(store):
+    write(store, '[a="]bad.json', "not json")  # its warning names it
+    write(store, "[link=a:b].json", json.dumps({"prompt": "[/b] [bold", "text": "[/] ok [red]x", "model": "[/i]"}))
+    app = LibraryTestApp(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_library(app, pilot)
+        assert cells(screen, 0)[1:] == ["[/i]", "0", "[/] ok [red]x"]
+        assert "[/b] [bold[/] ok [red]x" in preview(screen)
+        assert any('[a="]bad.json' in m for m in app.notices)
+        await pilot.press("d")  # the question quotes the story
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not (store.root / "[link=a:b].json").exists(), "the delete")
+        assert any("Deleted “[/b] [bold[/] ok [red]x”" in m for m in app.notices)
+
+
+async def test_escape_sequences_never_reach_the_screen(store):
+    store.save(make_story(prompt=f"Hi {ESCAPES} ", text=f"there {ESCAPES} end", model=f"m{ESCAPES}"))
+    write(store, f"x{ESCAPES}.json", "not json")
+    app = LibraryTestApp(store)
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_library(app, pilot)
+        await pilot.press("c")
+        shown = [*cells(screen, 0), preview(screen), *app.notices, *app.copied]
+        assert not any(c in text for text in shown for c in "\x1b\x07\x9b"), shown
+        assert "there" in cells(screen, 0)[3] and "\ufffd" in preview(screen)
+
+
+async def test_a_huge_story_opens_capped_with_a_notice(store):
+    saved = store.save(make_story(text="x" * 100))
+    path = store.root / f"{saved.id}.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["text"] = "word " * 1_000_000  # 5 MB: hand-edited, more than a story may hold
+    path.write_text(json.dumps(data), encoding="utf-8")
+    app = LibraryTestApp(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_library(app, pilot)
+        assert "enter opens the whole story, 5.0 MB" in preview(screen)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.opened, "the story to open")
+        (opened,) = app.opened
+        assert len(opened.full_text) == MAX_STORY_CHARS and opened.text.startswith("word word")
+        assert any("the studio shows the first 1,000,000" in m for m in app.notices)
+
+
+async def test_a_story_deleted_behind_the_screen_is_reported(store):
+    saved = store.save(make_story())
+    app = LibraryTestApp(store)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_library(app, pilot)
+        store.delete(saved.id)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("is gone" in m for m in app.notices), "the notice")
+        assert app.opened == [] and screen.query_one("#stories", DataTable).row_count == 0
 
 
 async def test_real_app_saves_lists_and_reopens_a_story(store, helium_home, tiny_bundle):
@@ -212,17 +403,8 @@ async def test_real_app_saves_lists_and_reopens_a_story(store, helium_home, tiny
         assert saved.model == "tiny-bundle" and saved.text and saved.prompt and saved.seed == 5
         assert 0 < saved.tokens <= 24
         await pilot.press("ctrl+l")
-        await pilot.pause()
-        assert isinstance(app.screen, LibraryScreen) and app.screen.stories == [saved]
+        await wait_for(pilot, lambda: isinstance(app.screen, LibraryScreen), "the library")
+        assert app.screen.stories == [saved]
         await pilot.press("enter")
-        await pilot.pause()
-        assert app.screen is app.studio
+        await wait_for(pilot, lambda: app.screen is app.studio, "the studio")
         assert (app.studio.story.prompt, app.studio.story.text) == (saved.prompt, saved.text)
-
-
-async def wait_for(pilot, condition, what: str, limit_s: float = 60.0) -> None:
-    """Let the app run until condition() holds (bounded so CI cannot hang)."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.1)
