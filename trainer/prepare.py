@@ -1,4 +1,4 @@
-"""`helium data prepare`: stories -> byte-level BPE -> uint16 token shards + manifest.json.
+"""`helium data prepare`: stories -> byte-level BPE (or a model's tokenizer) -> uint16 token shards + manifest.
 
 Layout and manifest follow docs/INTERFACES.md. The old manifest is removed before any file is replaced and
 the new one is written last (atomically), so an interrupted run never leaves a manifest over half-written shards.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.checks import is_number, whole
 from engine.files import atomic_write, atomic_write_text
 from engine.tokenizer import TextTokenizer
 from trainer.loader import FORMAT, MANIFEST, read_manifest
@@ -40,7 +41,7 @@ class PrepareOptions:
     """Everything `prepare` needs besides the input files and the output dir."""
 
     vocab_size: int = 4096  # BPE vocabulary to train (ignored with `tokenizer`); at most 65535 (uint16)
-    tokenizer: Path | None = None  # an existing tokenizer.json to use instead of training one
+    tokenizer: str | Path | None = None  # use a model's (name or bundle dir) or a tokenizer.json; None: train one
     val: Path | None = None  # a separate validation file; None: hash-split the inputs by val_fraction
     val_fraction: float = 0.05  # share of stories put in the val split when no `val` file is given
     seed: int = 0  # seed of the hash split
@@ -50,11 +51,11 @@ class PrepareOptions:
     bpe_max_chars: int = 400_000_000  # train the BPE on the first stories up to this many characters
     workers: int = 0  # encoding threads (0: all cores); sets RAYON_NUM_THREADS for tokenizers
 
-    def fingerprint(self) -> dict:
+    def fingerprint(self, source: TokenizerSource | None) -> dict:
         """The options that change the output (recorded in the manifest; a change forces a rebuild)."""
-        return {
+        options = {
             "vocab_size": None if self.tokenizer else self.vocab_size,
-            "tokenizer": "given" if self.tokenizer else "trained",  # a given one is identified by its sha256
+            "tokenizer": source.kind if source else "trained",  # a given one is identified by its sha256
             "val_file": self.val is not None,  # the file itself is identified in "sources"
             "val_fraction": None if self.val else self.val_fraction,
             "seed": None if self.val else self.seed,
@@ -64,6 +65,20 @@ class PrepareOptions:
             "bpe_max_chars": None if self.tokenizer else self.bpe_max_chars,
             "normalize": NORMALIZE_VERSION,
         }
+        if source and source.kind == "model":  # the model's start/end tokens mark the stories
+            options |= {"bos_id": source.bos_id, "eos_id": source.eos_id}
+        return options
+
+
+@dataclass
+class TokenizerSource:
+    """A tokenizer to encode with instead of training one: a model's (with its start/end tokens) or a file."""
+
+    path: Path  # its tokenizer.json
+    kind: str  # "model": a bundle's tokenizer; "given": a bare tokenizer.json (`<|endoftext|>` marks stories)
+    bos_id: int | None  # written before each story
+    eos_id: int | None  # the model's end-of-story token (written after each story when it is not bos_id)
+    model: Path | None = None  # the bundle dir, for "model"
 
 
 @dataclass
@@ -85,41 +100,77 @@ def sha256_file(path: Path, progress: Progress = _no_progress) -> str:
     return h.hexdigest()
 
 
-def load_tokenizer(path: Path) -> TextTokenizer:
-    """A given tokenizer.json; ValueError when unreadable, too large for uint16 or without `<|endoftext|>`."""
+def tokenizer_source(spec: str | Path) -> TokenizerSource:
+    """What `--tokenizer` names: a model (installed name or bundle dir; a bundle's own tokenizer.json counts
+    too) gives its tokenizer with its start/end tokens, any other tokenizer.json uses `<|endoftext|>`."""
+    from engine.bundle_info import TOKENIZER as BUNDLE_TOKENIZER
+    from engine.bundle_info import is_bundle, read_config
+    from engine.registry import resolve_model
+
+    path = Path(spec).expanduser()
+    if path.is_file() and not is_bundle(path.parent):
+        return TokenizerSource(path, "given", None, None)
+    if path.suffix == ".json" and not path.exists():
+        raise ValueError(f"{path}: no such tokenizer file")
+    bundle = (path.parent if path.is_file() else resolve_model(str(spec))).absolute()
+    _, raw = read_config(bundle)
+    bos, eos = raw.get("bos_token_id"), raw.get("eos_token_id")
+    if bos is None and eos is None:
+        raise ValueError(f"{bundle}: the model has no start or end token to tell stories apart with")
+    return TokenizerSource(bundle / BUNDLE_TOKENIZER, "model", bos, eos, bundle)
+
+
+def load_tokenizer(source: TokenizerSource) -> TextTokenizer:
+    """The source's tokenizer; ValueError when unreadable, too large for uint16, or (a bare file) without
+    `<|endoftext|>`."""
     from tokenizers import Tokenizer
 
+    path = source.path
     try:
         hf = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception for missing and malformed files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{path}: unreadable tokenizer ({reason})") from None
-    eot = hf.token_to_id(EOT)
-    if eot is None:
-        raise ValueError(f"{path}: tokenizer has no {EOT} token (needed between stories)")
-    tok = TextTokenizer(hf, bos_id=eot, eos_id=eot)
+    bos, eos = source.bos_id, source.eos_id
+    if source.kind == "given":
+        bos = eos = hf.token_to_id(EOT)
+        if bos is None:
+            raise ValueError(
+                f"{path}: tokenizer has no {EOT} token (needed between stories); to prepare data for a "
+                "model, pass the model itself (--tokenizer NAME_OR_BUNDLE_DIR)"
+            )
+    tok = TextTokenizer(hf, bos_id=bos, eos_id=eos)
     if tok.vocab_size > MAX_VOCAB:
         raise ValueError(f"{path}: vocab size {tok.vocab_size} > {MAX_VOCAB} (ids are stored as uint16)")
     return tok
 
 
+def story_markers(tok: TextTokenizer) -> tuple[list[int], list[int]]:
+    """The ids written before and after every story: the start token, and the end token if it is another.
+
+    With one token for both (`<|endoftext|>` = 0 for Helium's BPE, `<s>` = 1 for llama2.c models) stories
+    follow each other as `<s> story <s> story`, as the model was trained; with no start token (HeliumLM)
+    each story ends with the end token.
+    """
+    before = [tok.bos_id] if tok.bos_id is not None else []
+    after = [tok.eos_id] if tok.eos_id is not None and tok.eos_id != tok.bos_id else []
+    return before, after
+
+
 def check_inputs(files: list[Path], out: Path, opts: PrepareOptions) -> dict | None:
     """Validate everything before any work; return the existing manifest (None when there is none)."""
+    if opts.tokenizer is None:
+        whole("vocab size", opts.vocab_size, low=257, high=MAX_VOCAB)  # ids are stored as uint16
+    if not (is_number(opts.val_fraction) and 0 <= opts.val_fraction < 1):
+        raise ValueError(f"val fraction must be in [0, 1), got {opts.val_fraction}")
+    whole("seed", opts.seed, low=0, high=2**63 - 1)
+    whole("workers", opts.workers, low=0, high=1024)
+    whole("shard tokens", opts.shard_tokens, high=1 << 31)
     if not files:
         raise ValueError("no input files given")
     for path in [*files, *([opts.val] if opts.val else [])]:
         if not path.is_file():
             raise ValueError(f"{path}: no such file")
-    if opts.tokenizer is None and not 257 <= opts.vocab_size <= MAX_VOCAB:
-        raise ValueError(
-            f"vocab size must be between 257 and {MAX_VOCAB} (ids are stored as uint16), got {opts.vocab_size}"
-        )
-    if opts.tokenizer is not None and not opts.tokenizer.is_file():
-        raise ValueError(f"{opts.tokenizer}: no such tokenizer file")
-    if not 0 <= opts.val_fraction < 1:
-        raise ValueError(f"val fraction must be in [0, 1), got {opts.val_fraction}")
-    if opts.shard_tokens < 1:
-        raise ValueError(f"shard tokens must be positive, got {opts.shard_tokens}")
     for fmt in (opts.fmt, opts.val_format):
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
@@ -171,7 +222,7 @@ class ShardWriter:
         self.tokens = 0  # tokens written in all shards
 
     def add(self, ids: np.ndarray) -> None:
-        """Append one story's ids (EOT first); stories never straddle two shards."""
+        """Append one story's ids (with its markers); stories never straddle two shards."""
         self.pending.append(ids)
         self.pending_tokens += len(ids)
         if self.pending_tokens >= self.shard_tokens:
@@ -189,19 +240,20 @@ class ShardWriter:
         self.pending, self.pending_tokens = [], 0
 
 
-def encode_split(
-    tok: TextTokenizer, stories: list[str], writer: ShardWriter, eot: int, progress: Progress
-) -> int:
-    """Encode stories as `EOT story` into the writer (parallel inside each batch); return text bytes."""
+def encode_split(tok: TextTokenizer, stories: list[str], writer: ShardWriter, progress: Progress) -> int:
+    """Encode stories as `start story [end]` (`story_markers`) into the writer (parallel inside each batch);
+    return text bytes."""
+    before, after = story_markers(tok)
     text_bytes = 0
     stage = f"encoding {writer.split}"
     progress(stage, 0, len(stories))
     for start in range(0, len(stories), ENCODE_BATCH):
         batch = stories[start : start + ENCODE_BATCH]
         for story, enc in zip(batch, tok.hf.encode_batch(batch, add_special_tokens=False), strict=True):
-            ids = np.empty(len(enc.ids) + 1, dtype=np.uint16)
-            ids[0] = eot
-            ids[1:] = enc.ids
+            ids = np.empty(len(before) + len(enc.ids) + len(after), dtype=np.uint16)
+            ids[: len(before)] = before
+            ids[len(before) : len(ids) - len(after)] = enc.ids
+            ids[len(ids) - len(after) :] = after
             writer.add(ids)
             text_bytes += len(story.encode("utf-8"))
         progress(stage, len(batch), len(stories))
@@ -217,7 +269,8 @@ def prepare(
     files = [Path(f) for f in files]
     out = Path(out)
     old = check_inputs(files, out, opts)
-    tokenizer = load_tokenizer(opts.tokenizer) if opts.tokenizer else None
+    source = tokenizer_source(opts.tokenizer) if opts.tokenizer else None
+    tokenizer = load_tokenizer(source) if source else None
     if opts.workers > 0:
         os.environ["RAYON_NUM_THREADS"] = str(opts.workers)  # read by tokenizers when its pool starts
 
@@ -232,9 +285,9 @@ def prepare(
         }
         for p, role in inputs
     ]
-    options = opts.fingerprint()
-    if opts.tokenizer:
-        options["tokenizer_sha256"] = sha256_file(opts.tokenizer)
+    options = opts.fingerprint(source)
+    if source:
+        options["tokenizer_sha256"] = sha256_file(source.path)
     if is_up_to_date(out, old, sources, options):
         return PrepareResult(old, True, time.perf_counter() - started)
 
@@ -256,12 +309,11 @@ def prepare(
         progress("tokenizer", 0, None)
         tokenizer = train_bpe(_first_chars(train, opts.bpe_max_chars), opts.vocab_size)
         progress("tokenizer", 1, 1)
-    eot = tokenizer.hf.token_to_id(EOT)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the old shards are being replaced
-    if opts.tokenizer:
-        tok_bytes = opts.tokenizer.read_bytes()
+    if source:  # the very bytes, so the data's tokenizer is the model's
+        tok_bytes = source.path.read_bytes()
         atomic_write(out / TOKENIZER, lambda p: p.write_bytes(tok_bytes))
     else:
         atomic_write_text(out / TOKENIZER, tokenizer.hf.to_str())
@@ -269,7 +321,7 @@ def prepare(
     splits = {}
     for name, split_stories_ in (("train", train), ("val", val)):
         writer = ShardWriter(out, name, opts.shard_tokens)
-        text_bytes = encode_split(tokenizer, split_stories_, writer, eot, progress)
+        text_bytes = encode_split(tokenizer, split_stories_, writer, progress)
         splits[name] = {
             "shards": writer.names,
             "tokens": writer.tokens,
@@ -280,7 +332,10 @@ def prepare(
     manifest = {
         "format": FORMAT,
         "vocab_size": tokenizer.vocab_size,
-        "eot_id": eot,
+        "eot_id": tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id,
+        "bos_id": tokenizer.bos_id,
+        "eos_id": tokenizer.eos_id,
+        "tokenizer_model": str(source.model) if source and source.model else None,
         "tokenizer_sha256": sha256_file(out / TOKENIZER),
         "sources": sources,
         "splits": splits,
@@ -310,7 +365,15 @@ def _first_chars(stories: list[str], max_chars: int) -> list[str]:
     return stories
 
 
-def bytes_per_token(split: dict) -> float | None:
-    """UTF-8 text bytes per story token (EOT tokens not counted); None for an empty split."""
-    story_tokens = int(split["tokens"]) - int(split["stories"])
+def markers_per_story(manifest: dict) -> int:
+    """How many marker tokens (start, end) each story of a prepared dir carries besides its text."""
+    eot = manifest.get("eot_id", 0)
+    bos, eos = manifest.get("bos_id", eot), manifest.get("eos_id", eot)
+    return (bos is not None) + (eos is not None and eos != bos)
+
+
+def bytes_per_token(split: dict, markers: int = 1) -> float | None:
+    """UTF-8 text bytes per story token (not counting each story's `markers` start/end tokens); None for an
+    empty split."""
+    story_tokens = int(split["tokens"]) - markers * int(split["stories"])
     return split["text_bytes"] / story_tokens if story_tokens > 0 and "text_bytes" in split else None

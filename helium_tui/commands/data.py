@@ -41,7 +41,7 @@ def download(
 
 
 @data_app.command(
-    help="Normalize stories, train a BPE tokenizer and write uint16 token shards + manifest.json."
+    help="Normalize stories, train a BPE tokenizer (or use a model's), write uint16 token shards + manifest.json."
 )
 def prepare(
     files: Annotated[
@@ -53,7 +53,13 @@ def prepare(
     ],
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size to train (257..65535).")] = 4096,
     tokenizer: Annotated[
-        Path | None, typer.Option(help="Use this tokenizer.json instead of training one.")
+        str | None,
+        typer.Option(
+            metavar="MODEL_OR_JSON",
+            help="Use a model's tokenizer instead of training one (an installed name or a bundle dir; stories "
+            "get the model's own start/end tokens, so the data fits it for `helium train --init-from`), "
+            "or a tokenizer.json with <|endoftext|>.",
+        ),
     ] = None,
     val: Annotated[
         Path | None, typer.Option(help="Validation file (without story markers it is read as one document).")
@@ -100,6 +106,8 @@ def prepare(
         )
         return
     console.print(summary_table(result.manifest, out, result.seconds))
+    if result.manifest.get("tokenizer_model"):
+        console.print(f"next: helium train --init-from {tokenizer} --data {out} --out RUN_DIR")
 
 
 class _progress:
@@ -147,7 +155,7 @@ def summary_table(manifest: dict, out: Path, seconds: float):
     """A rich table: stories, tokens, shards and bytes/token per split, then the counts and the vocab."""
     from rich.table import Table
 
-    from trainer.prepare import bytes_per_token
+    from trainer.prepare import bytes_per_token, markers_per_story
 
     stats = manifest["stats"]
     table = Table(
@@ -161,7 +169,7 @@ def summary_table(manifest: dict, out: Path, seconds: float):
     for column in ("split", "stories", "tokens", "shards", "bytes/token"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for name, split in manifest["splits"].items():
-        bpt = bytes_per_token(split)
+        bpt = bytes_per_token(split, markers_per_story(manifest))
         table.add_row(
             name,
             f"{split['stories']:,}",
