@@ -24,7 +24,8 @@ class TrainConfig:
 
     data: str = ""  # prepared data dir (`helium data prepare`)
     out: str = ""  # run dir: config, events.jsonl, checkpoints/, bundle/
-    preset: str = "micro"  # model shape from engine.config.PRESETS (vocab_size comes from the tokenizer)
+    preset: str = "micro"  # shape from engine.config.PRESETS, vocab from the tokenizer ("": init_from's)
+    init_from: str = ""  # fine-tune: the model bundle dir whose weights and shape the run starts from
     max_steps: int | None = None  # optimizer steps to train (default 1000 unless max_tokens is set)
     max_tokens: int | None = None  # alternatively: train until this many tokens (rounded up to whole steps)
     batch_size: int = 32  # global sequences per micro-step, split evenly over the ranks
@@ -93,10 +94,11 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError (one line) for values that cannot work: wrong types, nan, out of range."""
-        for name in ("data", "out", "preset", "dtype", "device", "command"):
+        for name in ("data", "out", "preset", "init_from", "dtype", "device", "command"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
-        get_preset(self.preset)
+        if self.preset or not self.init_from:  # a fine-tune may leave the shape to its base model
+            get_preset(self.preset)
         for name in ("batch_size", "grad_accum", "log_interval"):
             _count(self, name, low=1)
         _count(self, "eval_batches", low=1, high=MAX_EVAL_BATCHES)

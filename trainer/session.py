@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from engine.bundle import save_bundle
+from engine.bundle import load_bundle, save_bundle
 from engine.config import ModelConfig
 from engine.files import atomic_write_text
 from engine.model import TinySLM
@@ -38,6 +38,7 @@ from engine.tokenizer import TextTokenizer
 from trainer import checkpoints as ckpt
 from trainer.config import TrainConfig
 from trainer.distributed import Dist, RankAbort, all_agree
+from trainer.finetune import BaseModel, check_data_fits, finetune_metadata, finetune_shape, read_base
 from trainer.loader import TokenLoader, read_manifest
 
 if TYPE_CHECKING:
@@ -64,7 +65,13 @@ class TrainSetup:
     tokens_per_step: int  # over all ranks
     train_loader: TokenLoader  # this rank's training windows
     val_loader: TokenLoader  # this rank's fixed val windows (batch i is the same every eval)
-    model: TinySLM  # freshly initialised (a resume loads its weights next)
+    model: TinySLM  # freshly initialised or the base model's weights (a resume loads its weights next)
+    base: BaseModel | None = None  # a fine-tune's base model (init_from)
+
+    @property
+    def label(self) -> str:
+        """What is trained, for progress lines and the `start` event: the preset, or the base model's name."""
+        return f"{self.base.name} fine-tune" if self.base else self.cfg.preset
 
 
 def prepare(cfg: TrainConfig, mode: str, dist: Dist, report: Reporter) -> TrainSetup:
@@ -87,8 +94,13 @@ def prepare(cfg: TrainConfig, mode: str, dist: Dist, report: Reporter) -> TrainS
     data = Path(cfg.data)
     manifest = read_manifest(data)
     tokenizer = _data_tokenizer(data, manifest)
-    model_config = cfg.model_config(tokenizer.vocab_size)
-    context = model_config.context_length
+    base = read_base(cfg.init_from) if cfg.init_from else None
+    if base is not None:  # a fine-tune: the base model's shape, on data in its tokens
+        check_data_fits(base, data, manifest)
+        model_config, context = finetune_shape(cfg, base)
+    else:
+        model_config = cfg.model_config(tokenizer.vocab_size)
+        context = model_config.context_length
     max_steps = cfg.total_steps(context)
     if mode != "resume" and cfg.decay_steps is None:
         cfg = cfg.with_(decay_steps=max_steps)  # fixed now: extending the run later continues at the floor
@@ -103,22 +115,32 @@ def prepare(cfg: TrainConfig, mode: str, dist: Dist, report: Reporter) -> TrainS
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    model = TinySLM(model_config).to(device).train()
+    model = _base_weights(base, model_config) if base and mode != "resume" else TinySLM(model_config)
     return TrainSetup(
         cfg=cfg, out=out, device=device, dtype=dtype,
         compiled=cfg.compile if cfg.compile is not None else device.type == "cuda",
         tokenizer=tokenizer, model_config=model_config, context=context, max_steps=max_steps,
-        tokens_per_step=cfg.tokens_per_step(context), train_loader=train_loader, val_loader=val_loader, model=model,
+        tokens_per_step=cfg.tokens_per_step(context), train_loader=train_loader, val_loader=val_loader,
+        model=model.to(device).train(), base=base,
     )  # fmt: skip
 
 
+def _base_weights(base: BaseModel, model_config: ModelConfig) -> TinySLM:
+    """A model of model_config (the base's shape, this run's dropout) holding the base model's weights in float32;
+    the base bundle is only read."""
+    model = TinySLM(model_config)
+    model.load_state_dict(load_bundle(base.path).model.state_dict())
+    return model
+
+
 def _data_tokenizer(data: Path, manifest: dict) -> TextTokenizer:
+    """The prepared dir's tokenizer with the start/end tokens its stories are marked with."""
     tok_path = data / "tokenizer.json"
     if not tok_path.is_file():
         raise ValueError(f"{tok_path}: missing (run `helium data prepare` again)")
-    eot = int(manifest.get("eot_id", 0))
+    eot = manifest.get("eot_id", 0)
     try:
-        return TextTokenizer.from_file(tok_path, eot, eot)
+        return TextTokenizer.from_file(tok_path, manifest.get("bos_id", eot), manifest.get("eos_id", eot))
     except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception
         raise ValueError(f"{tok_path}: not a valid tokenizer ({str(exc).splitlines()[0][:120]})") from None
 
@@ -180,12 +202,13 @@ class Reporter:
         s, params = trainer.s, trainer.model.num_params()
         self.emit(
             "start", step=ck.step, max_steps=s.max_steps, tokens_per_step=s.tokens_per_step, params=params,
-            preset=s.cfg.preset, device=str(s.device), dtype=dtype_name(s.dtype), world_size=self.dist.world,
+            preset=s.label, device=str(s.device), dtype=dtype_name(s.dtype), world_size=self.dist.world,
             pid=os.getpid(), compiled=trainer.compiled, context=s.context, resumed=trainer.mode == "resume",
+            init_from=str(s.base.path) if s.base else None,
         )  # fmt: skip
         self.emit("status", status="running", step=ck.step)
         self.say(
-            f"training {s.cfg.preset} ({params / 1e6:.2f}M params, context {s.context}) on {s.device} "
+            f"training {s.label} ({params / 1e6:.2f}M params, context {s.context}) on {s.device} "
             f"{dtype_name(s.dtype)}{' compiled' if trainer.compiled else ''}, {self.dist.world} process(es), "
             f"{s.tokens_per_step} tokens/step, steps {ck.step}->{s.max_steps}"
         )
@@ -310,10 +333,12 @@ class Checkpointer:
             "tokens": self.tokens,
             "val_loss": self.last_val,
             "best_val_loss": self.best_val,
-            "preset": cfg.preset,
+            "preset": cfg.preset or (self.s.base.metadata.get("preset", "") if self.s.base else ""),
             "train_command": cfg.command,
             "train_config": cfg.to_dict(),
         }
+        if self.s.base is not None:
+            metadata |= finetune_metadata(self.s.base, Path(cfg.data))
         return save_bundle(self.s.out / BUNDLE_DIR, export_model, self.s.tokenizer, metadata)
 
     def fail_non_finite(self, message: str) -> int:

@@ -1,4 +1,4 @@
-"""`helium train`: train a model on a prepared data dir, with checkpoints, resume and a bundle at the end.
+"""`helium train`: train (or fine-tune) a model on a prepared data dir, with checkpoints, resume and a bundle.
 
 Runs in this process with plain progress lines, or in the background with a live dashboard (`--watch`).
 """
@@ -15,6 +15,16 @@ import typer
 
 from helium_tui.errors import fail, user_errors
 
+# trainer.finetune.FINETUNE_DEFAULTS and FINETUNE_EPOCHS in words (a test keeps them equal; importing
+# trainer.finetune here would slow every `helium` start-up)
+FINETUNE_HELP = (
+    "Fine-tune: start from this model's weights and shape (an installed name or a bundle dir, never "
+    "modified); --data must be prepared with its tokenizer (`helium data prepare FILES --tokenizer MODEL`). "
+    "Fine-tune defaults: --lr 3e-4, --warmup 10, --batch-size 8, --dropout 0.1, --eval-interval 25, "
+    "--eval-batches 10 and 4 passes over the data (at least 20 steps) unless --max-steps/--max-tokens; "
+    "--context may only shrink, a --preset must name the model's own shape."
+)
+
 
 def train(
     run_dir: Annotated[
@@ -22,11 +32,14 @@ def train(
         typer.Argument(help="With --watch alone: attach the dashboard to this run dir.", show_default=False),
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset: nano, small, mini, micro, tiny.")] = None,
+    init_from: Annotated[str | None, typer.Option(metavar="MODEL", help=FINETUNE_HELP)] = None,
     data: Annotated[Path | None, typer.Option(help="Prepared data dir (`helium data prepare`).")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run dir for config, events, checkpoints and the bundle.")
     ] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps to train (default 1000).")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps to train (default 1000; fine-tune: 4 passes).")
+    ] = None,
     max_tokens: Annotated[
         int | None, typer.Option(help="Train for this many tokens instead of --max-steps.")
     ] = None,
@@ -47,14 +60,16 @@ def train(
         ),
     ] = False,
     batch_size: Annotated[
-        int | None, typer.Option(help="Global sequences per micro-step (split over ranks). [32]")
+        int | None, typer.Option(help="Global sequences per micro-step (split over ranks). [32; fine-tune 8]")
     ] = None,
-    context: Annotated[int | None, typer.Option(help="Tokens per sequence. [preset's context]")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate. [1e-3]")] = None,
+    context: Annotated[
+        int | None, typer.Option(help="Tokens per sequence. [preset's or base model's context]")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate. [1e-3; fine-tune 3e-4]")] = None,
     min_lr: Annotated[
         float | None, typer.Option(help="Learning rate at the end of the cosine decay. [lr / 10]")
     ] = None,
-    warmup: Annotated[int | None, typer.Option(help="Linear warmup steps. [100]")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Linear warmup steps. [100; fine-tune 10]")] = None,
     decay_steps: Annotated[
         int | None, typer.Option(help="Cosine decay length in steps. [the first session's max steps]")
     ] = None,
@@ -64,15 +79,19 @@ def train(
         float | None, typer.Option(help="Clip the gradient norm to this; 0 = off. [1.0]")
     ] = None,
     eval_interval: Annotated[
-        int | None, typer.Option(help="Steps between val-loss evals; 0 = end only. [200]")
+        int | None, typer.Option(help="Steps between val-loss evals; 0 = end only. [200; fine-tune 25]")
     ] = None,
-    eval_batches: Annotated[int | None, typer.Option(help="Fixed val batches per eval. [20]")] = None,
+    eval_batches: Annotated[
+        int | None, typer.Option(help="Fixed val batches per eval. [20; fine-tune 10]")
+    ] = None,
     ckpt_interval: Annotated[
         int | None, typer.Option(help="Steps between checkpoints; 0 = end only. [500]")
     ] = None,
     keep_last: Annotated[int | None, typer.Option(help="Step checkpoints to keep; 0 = all. [3]")] = None,
     log_interval: Annotated[int | None, typer.Option(help="Steps between progress lines. [10]")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout on attention and MLP outputs. [0.0]")] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help="Dropout on attention and MLP outputs. [0.0; fine-tune 0.1]")
+    ] = None,
     compile: Annotated[
         bool | None,
         typer.Option("--compile/--no-compile", help="torch.compile the model. [on for CUDA, off on CPU]"),
@@ -84,9 +103,9 @@ def train(
         bool, typer.Option("--watch", help="Train in the background and show a live dashboard.")
     ] = False,
 ) -> None:
-    """Train a model on a prepared data dir; ends with a bundle in RUN_DIR/bundle."""
+    """Train (or fine-tune, with --init-from) a model on a prepared data dir; ends with a bundle in RUN_DIR/bundle."""
     if run_dir is not None:
-        if not watch or preset or data or out or resume or restart:
+        if not watch or preset or init_from or data or out or resume or restart:
             raise fail("a RUN_DIR argument only goes with --watch alone (to attach to a run)")
         from helium_tui.dashboard import watch as watch_run
 
@@ -103,6 +122,9 @@ def train(
     with user_errors():
         from engine.rundir import CONFIG_FILE, check_new_run_dir, check_resumable, is_running, lock_holder
         from trainer.config import TrainConfig, resume_config
+        from trainer.finetune import finetune_config, read_base
+
+        base = read_base(init_from) if init_from else None
 
         overrides = dict(
             max_steps=max_steps, max_tokens=max_tokens, batch_size=batch_size, context=context, lr=lr,
@@ -119,13 +141,18 @@ def train(
         if resume:
             check_resumable(out)
             cfg = resume_config(out, **overrides)
+            if base is not None and str(base.path) != cfg.init_from:
+                raise ValueError(f"{out}: a resumed run keeps its base model ({cfg.init_from or 'none'})")
         elif restart and data is None and (out / CONFIG_FILE).is_file():  # start over with the saved config
-            cfg = resume_config(out, **overrides)
+            cfg = resume_config(out, **overrides, init_from=str(base.path) if base else None)
             cfg.decay_steps = decay_steps  # the old run's fixed schedule goes with it
         else:
             if data is None:
                 raise ValueError("--data PREPARED_DIR is required")
-            cfg = TrainConfig(out=str(out)).with_(**overrides)
+            if base is not None:
+                cfg = finetune_config(base, overrides.pop("data"), out, **overrides)
+            else:
+                cfg = TrainConfig(out=str(out)).with_(**overrides)
             if main_rank:
                 check_new_run_dir(out, restart=restart)  # under torchrun rank 0 checks inside the trainer
         cfg.command = shlex.join(["helium", *sys.argv[1:]])
