@@ -71,6 +71,7 @@ class HeliumApp(App[None]):
         self.session: Session | None = None  # the loaded model
         self.studio = StudioScreen()  # the main screen (always at the bottom of the stack)
         self._store: Any | None = None
+        self.last_run_dir: Path | None = None  # the run the training monitor last watched (it re-attaches)
 
     # ---- screens -------------------------------------------------------------------------------------
 

@@ -1,107 +1,49 @@
 """The training monitor: start, resume or attach to a background run, and watch its loss, speed and progress.
 
 Runs go through `engine.runner` (a separate process writing RUN_DIR/events.jsonl), so leaving this screen or
-the app never stops a run; a finished run's bundle is installed by name for the model picker.
+the app never stops a run; a finished run's bundle is installed under a name the user confirms.
 """
 
 from __future__ import annotations
 
-import math
-from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Sparkline, Static
 from textual_plotext import PlotextPlot
 
 from engine.config import PRESETS
-from engine.humanize import format_duration
 from engine.install import install_run_bundle
-from engine.paths import user_data_dir
+from engine.rundir import EVENTS_FILE
 from engine.runner import RunEvent, RunHandle, RunState, attach, start_run
+from helium_tui.safe_text import terminal_safe
+from helium_tui.screens.dialogs import AskDialog
+from helium_tui.screens.training_view import HELP, draw_loss, error_text, stats_text
+from helium_tui.training_form import RunForm, check_name, installed_as, suggested_model_name
 from trainer.config import TrainConfig, resume_config
 
 POLL_S = 0.5  # how often the screen reads new events
-MAX_PLOT_POINTS = 400  # curves are thinned to about this many points before plotting
 SPARK_POINTS = 120  # tokens/s values kept for the sparkline
-DEFAULT_PRESET = "tiny"  # preset selected when the screen opens
-DEFAULT_STEPS = 1000  # steps pre-filled in the form
-
-
-def default_run_dir(now: datetime | None = None) -> Path:
-    """A fresh run directory under the user data dir: runs/<YYYYMMDD-HHMMSS>."""
-    return user_data_dir() / "runs" / f"{(now or datetime.now()):%Y%m%d-%H%M%S}"
-
-
-def parse_count(text: str, what: str) -> int:
-    """A whole number >= 1 typed in the form; ValueError naming `what` otherwise."""
-    text = text.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise ValueError(f"{what} must be a whole number ≥ 1")
-    return int(text)
-
-
-def parse_lr(text: str) -> float:
-    """A positive, finite learning rate typed in the form (3e-4, 0.001); ValueError otherwise."""
-    try:
-        lr = float(text.strip())
-    except ValueError:
-        lr = math.nan
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError("learning rate must be a positive number such as 3e-4")
-    return lr
-
-
-def thin(xs: list[int], ys: list[float], limit: int = MAX_PLOT_POINTS) -> tuple[list[int], list[float]]:
-    """Every k-th point (and always the last) so a long curve plots quickly."""
-    if len(xs) <= limit:
-        return xs, ys
-    k = -(-len(xs) // limit)
-    idx = list(range(0, len(xs), k))
-    if idx[-1] != len(xs) - 1:
-        idx.append(len(xs) - 1)
-    return [xs[i] for i in idx], [ys[i] for i in idx]
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    """A number with a format spec, or '–' when unknown."""
-    return "–" if value is None else format(value, spec)
-
-
 class TrainingScreen(Screen):
     """Start, attach to and watch a training run; Stop asks the run to save a checkpoint and exit."""
 
-    DEFAULT_CSS = """
-    TrainingScreen .row { height: auto; }
-    TrainingScreen .row Button { min-width: 8; }
-    TrainingScreen #preset { width: 16; }
-    TrainingScreen #data { width: 1fr; }
-    TrainingScreen #steps, TrainingScreen #batch, TrainingScreen #lr { width: 12; padding: 0 1; }
-    TrainingScreen #out { width: 1fr; }
-    TrainingScreen #run-dir { width: 1fr; }
-    TrainingScreen #monitor { height: 1fr; }
-    TrainingScreen #loss-plot { width: 3fr; height: 1fr; }
-    TrainingScreen #side { width: 2fr; height: 1fr; padding: 0 1; }
-    TrainingScreen #stats { height: auto; }
-    TrainingScreen #progress { margin: 1 0 0 0; }
-    TrainingScreen #throughput { height: 3; margin-bottom: 1; }
-    TrainingScreen #error { height: auto; max-height: 12; color: $error; overflow-y: auto; }
-    """
+    HELP = HELP
     BINDINGS = [
-        Binding("escape", "back", "Back (run continues)", id="training.back"),
-        Binding("ctrl+s", "stop_run", "Stop run", id="training.stop"),
-    ]
+        Binding("escape", "back", "Back (run continues)", id="training.back",
+                tooltip="Back to the studio; the run keeps going"),
+        Binding("ctrl+s", "stop_run", "Stop run", id="training.stop",
+                tooltip="Ask the run to save a checkpoint and exit"),
+    ]  # fmt: skip
 
-    last_run_dir: ClassVar[Path | None] = (
-        None  # the run this app last watched; a new screen re-attaches to it
-    )
+    stoppable: reactive[bool] = reactive(False, bindings=True)  # the watched run is going and not yet stopping
 
     def __init__(
         self, runner_options: dict[str, Any] | None = None, config_overrides: dict[str, Any] | None = None
@@ -112,33 +54,37 @@ class TrainingScreen(Screen):
         self.handle: RunHandle | None = None  # the run being watched
         self.state: RunState | None = None  # the last snapshot rendered
         self.throughput: list[float] = []  # recent tokens/s values
+        self.installed: str | None = None  # the name the watched run's model is installed under
         self._timer: Timer | None = None  # the polling timer while a run is watched
         self._rendered: tuple[int, str] = (-1, "")  # (events seen, status) of the last render
-        self._reported: str = ""  # the final status already notified for the current run
-        self._installed: str | None = None  # model name the finished run's bundle was installed as
+        self._reported: str = ""  # the final status already handled for the current run
 
     def compose(self) -> ComposeResult:
         yield Header()
         defaults = TrainConfig().with_(**{k: v for k, v in self.config_overrides.items() if k in ("batch_size", "lr")})
-        batch, lr = defaults.batch_size, defaults.lr
-        with Horizontal(classes="row"):  # what to train
-            options = [(name, name) for name in PRESETS]
-            yield Select(options, value=DEFAULT_PRESET, allow_blank=False, id="preset")
-            yield Input(placeholder="prepared data dir (helium data prepare --out DIR)", id="data")
-            yield Input(str(DEFAULT_STEPS), placeholder="steps", type="integer", id="steps")
-            yield Input(placeholder=f"batch {batch}", type="integer", valid_empty=True, id="batch")
-            yield Input(placeholder=f"lr {lr:g}", type="number", valid_empty=True, id="lr")
-        with Horizontal(classes="row"):  # where: a new run's out dir, or a run to attach to or resume
-            yield Input(placeholder="out dir (default: <user data dir>/runs/<time>)", id="out")
-            yield Button("Start", variant="success", id="start")
-            yield Input(placeholder="run directory to attach to or resume", id="run-dir")
-            yield Button("Attach", id="attach")
-            yield Button("Resume", variant="primary", id="resume")
-            yield Button("Stop", variant="error", id="stop", disabled=True)
+        form = RunForm()
+        with Vertical(id="run-form"):
+            with Horizontal(classes="row"):  # what to train
+                yield Select([(p, p) for p in PRESETS], value=form.preset, allow_blank=False, compact=True, id="preset")
+                yield Input(placeholder="prepared data dir", compact=True, id="data")
+                yield Label("steps")
+                yield Input(form.steps, type="integer", compact=True, id="steps")
+                yield Label("batch")
+                yield Input(placeholder=str(defaults.batch_size), type="integer", compact=True, id="batch")
+                yield Label("lr")
+                yield Input(placeholder=f"{defaults.lr:g}", type="number", compact=True, id="lr")
+            with Horizontal(classes="row"):  # where a new run goes
+                yield Input(placeholder="out dir for a new run (empty: runs/<time>)", compact=True, id="out")
+                yield Button("Start", variant="success", compact=True, id="start")
+            with Horizontal(classes="row"):  # a run to watch or continue
+                yield Input(placeholder="run dir to attach to or resume", compact=True, id="run-dir")
+                yield Button("Attach", compact=True, id="attach")
+                yield Button("Resume", variant="primary", compact=True, id="resume")
+                yield Button("Stop", variant="error", compact=True, id="stop", disabled=True)
         with Horizontal(id="monitor"):
             yield PlotextPlot(id="loss-plot")
             with Vertical(id="side"):
-                yield Static("No run yet: start one above, or attach to a run directory.", id="stats")
+                yield Static(Text("No run yet: start one above, or attach to a run directory."), id="stats")
                 yield ProgressBar(total=None, show_eta=False, id="progress")
                 yield Label("tokens/s", id="throughput-label")
                 yield Sparkline([], summary_function=max, id="throughput")
@@ -147,11 +93,26 @@ class TrainingScreen(Screen):
 
     def on_mount(self) -> None:
         self.title = "Training monitor"
-        self._draw_plot(None)
-        last = TrainingScreen.last_run_dir
-        if last is not None and last.joinpath("events.jsonl").exists():
+        draw_loss(self.query_one("#loss-plot", PlotextPlot), None)
+        last = self.app.last_run_dir
+        if last is not None and last.joinpath(EVENTS_FILE).exists():
             self.query_one("#run-dir", Input).value = str(last)
             self.watch_run(attach(last))
+
+    # --- the form -----------------------------------------------------------------------------------------
+
+    @property
+    def form(self) -> RunForm:
+        """The form's fields as typed."""
+        value = lambda widget_id: self.query_one(widget_id, Input).value  # noqa: E731
+        preset = self.query_one("#preset", Select).value
+        return RunForm(str(preset), value("#data"), value("#steps"), value("#batch"), value("#lr"), value("#out"))
+
+    def show_form(self, form: RunForm) -> None:
+        """Fill the run fields (not the out dir) from form."""
+        self.query_one("#preset", Select).value = form.preset
+        for widget_id, value in (("#data", form.data), ("#steps", form.steps), ("#batch", form.batch), ("#lr", form.lr)):
+            self.query_one(widget_id, Input).value = value
 
     # --- starting and attaching ---------------------------------------------------------------------------
 
@@ -167,37 +128,21 @@ class TrainingScreen(Screen):
     @on(Button.Pressed, "#attach")
     @on(Input.Submitted, "#run-dir")
     def _attach_pressed(self) -> None:
-        self.attach_to(self.query_one("#run-dir", Input).value)
+        self.attach_from_form()
 
     @on(Button.Pressed, "#stop")
     def _stop_pressed(self) -> None:
         self.action_stop_run()
 
     def start_from_form(self) -> RunHandle | None:
-        """Start a run with the form's preset, data dir, steps, batch, lr and out dir; None (and a notice) on
-        bad input."""
+        """Start a run with the form's settings; None (and a notice) on bad input."""
         if self._run_going():
             return None
-        preset = str(self.query_one("#preset", Select).value)
-        data = self.query_one("#data", Input).value.strip()
-        out = self.query_one("#out", Input).value.strip()
-        data_dir = Path(data).expanduser()
-        if not data or not data_dir.joinpath("manifest.json").is_file():
-            self.notify(
-                f"{data or 'data dir'}: not a prepared data dir (run `helium data prepare --out DIR`)",
-                severity="error",
-            )
-            return None
-        run_dir = Path(out).expanduser() if out else default_run_dir()
         try:
-            steps = parse_count(self.query_one("#steps", Input).value, "steps")
-            extra = {**self.config_overrides, **self.form_hyperparams()}
-            values = {"command": "helium (training monitor)", **extra}
-            values |= dict(preset=preset, data=str(data_dir.resolve()), out=str(run_dir.resolve()), max_steps=steps)
-            config = TrainConfig.from_dict(values)
+            config, run_dir = self.form.new_run(self.config_overrides)
             handle = start_run(config.to_dict(), run_dir, **self.runner_options)
         except (ValueError, OSError) as exc:
-            self.notify(str(exc), severity="error")
+            self._notify(str(exc), severity="error")
             return None
         self._watch_new(handle, f"Training started in {run_dir}")
         return handle
@@ -207,64 +152,59 @@ class TrainingScreen(Screen):
         config and the form's batch and lr when typed; None (and a notice) on bad input."""
         if self._run_going():
             return None
-        run_dir_text = self.query_one("#run-dir", Input).value.strip()
-        target = run_dir_text or self.query_one("#out", Input).value.strip()
+        target = self.query_one("#run-dir", Input).value.strip() or self.query_one("#out", Input).value.strip()
         if not target:
-            self.notify("type the run directory to resume", severity="warning")
+            self._notify("type the run directory to resume", severity="warning")
             return None
         run_dir = Path(target).expanduser()
         try:
-            config = resume_config(run_dir, **self.form_hyperparams())
+            config = resume_config(run_dir, **self.form.hyperparams())
             handle = start_run(config.to_dict(), run_dir, resume=True, **self.runner_options)
         except (ValueError, OSError) as exc:
-            self.notify(str(exc), severity="error")
+            self._notify(str(exc), severity="error")
             return None
         self._watch_new(handle, f"Training resumed in {run_dir}")
         return handle
 
-    def form_hyperparams(self) -> dict[str, Any]:
-        """The batch_size and lr typed in the form (an empty field is left out); ValueError for bad values."""
-        values: dict[str, Any] = {}
-        batch = self.query_one("#batch", Input).value.strip()
-        lr = self.query_one("#lr", Input).value.strip()
-        if batch:
-            values["batch_size"] = parse_count(batch, "batch size")
-        if lr:
-            values["lr"] = parse_lr(lr)
-        return values
+    def attach_from_form(self) -> RunHandle | None:
+        """Attach to the run in the run-dir field."""
+        return self.attach_to(self.query_one("#run-dir", Input).value)
+
+    def attach_to(self, run_dir: str) -> RunHandle | None:
+        """Watch the run in run_dir (going or ended); None (and a notice) when it is not a run directory."""
+        if not run_dir.strip():
+            self._notify("type a run directory to attach to", severity="warning")
+            return None
+        try:
+            handle = attach(Path(run_dir.strip()).expanduser())
+        except (ValueError, OSError) as exc:
+            self._notify(str(exc), severity="error")
+            return None
+        form = RunForm.of_run(handle.run_dir, tuple(PRESETS))
+        if form is not None:
+            self.show_form(form)
+        self.watch_run(handle)
+        return handle
 
     def _run_going(self) -> bool:
         """True (and a notice) while the watched run is still going: one run at a time from this screen."""
         if self.handle is not None and self.handle.is_alive():
-            self.notify("A run is already going: stop it first.", severity="warning")
+            self._notify("A run is already going: stop it first.", severity="warning")
             return True
         return False
 
     def _watch_new(self, handle: RunHandle, message: str) -> None:
         """Show a run this screen just launched: its directory in the run-dir field, a notice, the monitor."""
         self.query_one("#run-dir", Input).value = str(handle.run_dir)
-        self.notify(message)
+        self._notify(message)
         self.watch_run(handle)
-
-    def attach_to(self, run_dir: str) -> RunHandle | None:
-        """Watch the run in run_dir (going or ended); None (and a notice) when it is not a run directory."""
-        if not run_dir.strip():
-            self.notify("type a run directory to attach to", severity="warning")
-            return None
-        try:
-            handle = attach(Path(run_dir.strip()).expanduser())
-        except (ValueError, OSError) as exc:
-            self.notify(str(exc), severity="error")
-            return None
-        self.watch_run(handle)
-        return handle
 
     def watch_run(self, handle: RunHandle) -> None:
         """Make handle the watched run, reset the monitor and start polling it."""
         self.handle = handle
-        TrainingScreen.last_run_dir = handle.run_dir
-        self.state, self.throughput = None, []
-        self._rendered, self._reported, self._installed = (-1, ""), "", None
+        self.app.last_run_dir = handle.run_dir
+        self.state, self.throughput, self.installed = None, [], None
+        self._rendered, self._reported = (-1, ""), ""
         self.query_one("#error", Static).update("")
         if self._timer is not None:
             self._timer.stop()
@@ -288,13 +228,13 @@ class TrainingScreen(Screen):
             self.render_state(state)
             self._on_final(state)
         alive = handle.is_alive()
-        stoppable = alive and not handle.stop_requested
-        if self.query_one("#stop", Button).disabled == stoppable:
-            self.query_one("#stop", Button).disabled = not stoppable
-            self.refresh_bindings()
+        self.stoppable = alive and not handle.stop_requested
         if state.is_final and not alive and self._timer is not None:
             self._timer.stop()
             self._timer = None
+
+    def watch_stoppable(self, stoppable: bool) -> None:
+        self.query_one("#stop", Button).disabled = not stoppable
 
     def _collect_throughput(self, events: list[RunEvent]) -> None:
         """Keep the tokens/s of new step events for the sparkline."""
@@ -305,91 +245,76 @@ class TrainingScreen(Screen):
 
     def render_state(self, state: RunState) -> None:
         """Show a snapshot: stats, progress, curves, throughput and any error."""
-        self.query_one("#stats", Static).update(self._stats_text(state))
+        self.query_one("#stats", Static).update(stats_text(state, self.installed))
         bar = self.query_one("#progress", ProgressBar)
         bar.update(total=state.max_steps, progress=state.step)
         self.query_one("#throughput", Sparkline).data = list(self.throughput) or [0.0]
-        self._draw_plot(state)
-        error = self.query_one("#error", Static)
-        if state.error:
-            error.update(Text("\n".join([f"error: {state.error}", *state.error_tail])))
-        else:
-            error.update("")
-
-    def _stats_text(self, state: RunState) -> Text:
-        """The stats block as styled text."""
-        colors = {"running": "green", "finished": "bold green", "stopped": "yellow", "failed": "bold red"}
-        steps = f"{state.step}/{state.max_steps}" if state.max_steps else str(state.step)
-        eta = (
-            "done" if state.status == "finished" else "–" if state.is_final else format_duration(state.eta_s)
-        )
-        text = Text()
-        text.append("status ", style="dim").append(state.status, style=colors.get(state.status, ""))
-        text.append(f"   {Path(state.run_dir).name}\n", style="dim")
-        text.append("step ", style="dim").append(f"{steps}   ")
-        text.append("ETA ", style="dim").append(f"{eta}\n")
-        text.append("loss ", style="dim").append(_fmt(state.last_loss, ".4f"))
-        text.append("   val ", style="dim").append(f"{_fmt(state.last_val_loss, '.4f')}\n")
-        text.append("lr ", style="dim").append(_fmt(state.lr, ".2e"))
-        text.append("   tok/s ", style="dim").append(f"{_fmt(state.tokens_per_s, ',.0f')}\n")
-        if state.preset or state.params:
-            params = f"{state.params:,}" if state.params else "?"
-            text.append("model ", style="dim").append(f"{state.preset or '?'} · {params} params")
-            text.append(f" · {state.device or '?'} {state.dtype or ''}\n")
-        checkpoint = Path(state.last_checkpoint).name if state.last_checkpoint else "–"
-        text.append("checkpoint ", style="dim").append(checkpoint)
-        if self._installed:
-            text.append("\nmodel installed as ", style="dim").append(self._installed, style="bold")
-        return text
-
-    def _draw_plot(self, state: RunState | None) -> None:
-        """Redraw the loss and val-loss curves."""
-        plot = self.query_one("#loss-plot", PlotextPlot)
-        plt = plot.plt
-        plt.clear_data()
-        plt.clear_figure()
-        plt.title("loss")
-        plt.xlabel("step")
-        if state is not None and state.steps:
-            plt.plot(*thin(state.steps, state.losses), label="train", marker="braille")
-        if state is not None and state.val_steps:
-            plt.plot(*thin(state.val_steps, state.val_losses), label="val", marker="braille")
-        plot.refresh()
+        draw_loss(self.query_one("#loss-plot", PlotextPlot), state)
+        self.query_one("#error", Static).update(error_text(state))
 
     def _on_final(self, state: RunState) -> None:
-        """Notify once about how the run ended, and install a finished run's bundle for the model picker."""
+        """Say once how the run ended; for a finished run, ask for the name to install its model under."""
         if not state.is_final or self._reported == state.status:
             return
         self._reported = state.status
         if state.status == "failed":
-            self.notify(f"Training failed: {state.error or 'see train.log'}", severity="error", timeout=10)
+            self._notify(f"Training failed: {state.error or 'see train.log'}", severity="error", timeout=10)
         elif state.status == "finished" and state.bundle:
-            try:
-                self._installed = install_run_bundle(Path(state.run_dir), state.bundle)
-            except (ValueError, OSError) as exc:
-                self._installed = ""
-                self.notify(f"Could not install the run's model: {exc}", severity="error")
+            self.installed = installed_as(self._bundle_path(state))
+            if self.installed:
+                self.query_one("#stats", Static).update(stats_text(state, self.installed))
             else:
-                self.query_one("#stats", Static).update(self._stats_text(state))
-                self.notify(f"Training finished: model {self._installed!r} is in the model picker (ctrl+o)")
+                self.ask_install()
         elif state.status == "stopped":
-            self.notify(f"Training stopped at step {state.step} (checkpoint saved)")
+            self._notify(f"Training stopped at step {state.step} (checkpoint saved)")
+
+    # --- installing the model -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _bundle_path(state: RunState) -> Path:
+        bundle = Path(state.bundle or "")
+        return bundle if bundle.is_absolute() else Path(state.run_dir) / bundle
+
+    def ask_install(self) -> None:
+        """Ask for a model name (default: preset and data dir, e.g. tiny-ts4096), then install the run's bundle."""
+        state = self.state
+        if state is None or state.status != "finished" or not state.bundle:
+            self._notify("No finished run with a model to install.", severity="warning")
+            return
+        default = suggested_model_name(Path(state.run_dir), state.preset)
+        question = "Training finished. Install its model (for ctrl+o and --model) as:"
+        hint = "enter: install · escape: not now (ctrl+p → Install model later)"
+        self.app.push_screen(AskDialog(question, default, hint), self.install_as)
+
+    def install_as(self, name: str | None) -> str | None:
+        """Install the finished run's bundle as name (a link in the models dir); None when not installed."""
+        state = self.state
+        if name is None or state is None or not state.bundle:
+            return None
+        try:
+            self.installed = install_run_bundle(Path(state.run_dir), state.bundle, check_name(name))
+        except (ValueError, OSError) as exc:
+            self._notify(f"Could not install the run's model: {exc}", severity="error")
+            return None
+        self.query_one("#stats", Static).update(stats_text(state, self.installed))
+        self._notify(f"Model {self.installed!r} is in the model picker (ctrl+o)")
+        return self.installed
 
     # --- stopping and leaving -----------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Stop is dimmed in the footer unless a run is going."""
         if action == "stop_run":
-            return None if self.query("#stop") and self.query_one("#stop", Button).disabled else True
+            return True if self.stoppable else None
         return True
 
     def action_stop_run(self) -> None:
         """Ask the watched run to stop gracefully (in a thread: stopping waits for the checkpoint)."""
         if self.handle is None or not self.handle.is_alive():
-            self.notify("No running training to stop.", severity="warning")
+            self._notify("No running training to stop.", severity="warning")
             return
-        self.query_one("#stop", Button).disabled = True
-        self.notify("Stopping: the run saves a checkpoint first…")
+        self.stoppable = False
+        self._notify("Stopping: the run saves a checkpoint first…")
         self._stop_worker(self.handle)
 
     @work(thread=True, exclusive=True, group="training-stop")
@@ -398,9 +323,22 @@ class TrainingScreen(Screen):
         UI call from here could land while the app is closing (a flaky crash on exit)."""
         handle.stop(timeout=60)
 
+    def palette_commands(self) -> list[SystemCommand]:
+        """The buttons by name in the command palette (ctrl+p); the keys are listed from BINDINGS."""
+        return [
+            SystemCommand("Start run", "Train a new model with the form's settings", self.start_from_form),
+            SystemCommand("Attach to run", "Watch the run in the run dir field", self.attach_from_form),
+            SystemCommand("Resume run", "Continue the run dir's run from its newest checkpoint", self.resume_from_form),
+            SystemCommand("Install model", "Install the finished run's model by name", self.ask_install),
+        ]
+
     def action_back(self) -> None:
         """Leave the monitor; the run keeps going in the background."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
         self.app.pop_screen()
+
+    def _notify(self, message: str, **kwargs: Any) -> None:
+        """A notification of plain text: paths and run output are never markup, and terminal-safe."""
+        self.notify(terminal_safe(message), markup=False, **kwargs)
