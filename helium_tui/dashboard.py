@@ -17,6 +17,7 @@ from rich.text import Text
 
 from engine.humanize import format_duration
 from engine.runner import RunEvent, RunHandle, RunState, attach
+from helium_tui.safe_text import terminal_safe
 
 REFRESH_PER_SECOND = 4  # dashboard redraws per second
 STOP_TIMEOUT_S = 30.0  # after Ctrl-C, how long the run may take to stop before it is terminated
@@ -43,8 +44,8 @@ def watch(
     """Follow a run until it ends; 0 when it finished or stopped (or on detach), 1 when it failed.
 
     Ctrl-C asks a run this process started (handle from start_run) to stop gracefully; a second Ctrl-C, or
-    the first one on an attached run, detaches and leaves the run going. Raises ValueError for a directory
-    that holds no run (from `attach`).
+    the first one on an attached run, detaches: the run goes on (still stopping, if it was asked to). Raises
+    ValueError for a directory that holds no run (from `attach`).
     """
     handle = handle or attach(run_dir)
     console = console or Console()
@@ -80,7 +81,7 @@ class _Follower:
         """Handle Ctrl-C; True when the dashboard should detach."""
         if self.handle.owned and self.stop_sent is None and self.handle.request_stop():
             self.stop_sent = time.monotonic()
-            self.footer = "stopping: the run saves a checkpoint first… (Ctrl-C again to detach)"
+            self.footer = "stopping: the run saves a checkpoint first… (Ctrl-C again detaches; it still stops)"
             return False
         return True
 
@@ -180,13 +181,19 @@ def plain_line(ev: RunEvent, state: RunState) -> str | None:
 
 
 def _report(state: RunState, handle: RunHandle, console: Console, detached: bool) -> int:
-    """Print the exit line(s) and pick the exit code."""
-    if detached:
-        _say(
-            console,
-            f"Detached; the run goes on (pid {handle.pid}). Watch again: helium train --watch {state.run_dir}",
-        )
+    """Print the exit line(s) and pick the exit code; a detach says what the run is still doing."""
+    if detached and handle.is_alive():
+        pid = f" (pid {handle.pid})" if handle.pid else ""
+        again = f"helium train --watch {state.run_dir}"
+        if handle.stop_requested:  # the first Ctrl-C asked it to stop: it still does, without us
+            _say(console, f"Detached; the run is still stopping{pid}: it finishes its current step, saves a "
+                          f"checkpoint and exits. See how it ended: {again}")  # fmt: skip
+        else:
+            _say(console, f"Detached; the run goes on{pid}. Watch again: {again}")
         return 0
+    if detached:  # it ended meanwhile: report how
+        handle.poll()
+        state = handle.snapshot()
     if state.status == "finished":
         _say(console, f"Training finished at step {state.step}.", "green")
         if state.bundle:
@@ -208,9 +215,9 @@ def _report(state: RunState, handle: RunHandle, console: Console, detached: bool
 
 
 def _say(console: Console, line: str | None, style: str | None = None) -> None:
-    """Print a plain line (no markup, no highlighting, no hard wrapping); None prints nothing."""
+    """Print a plain, terminal-safe line (no markup, no highlighting, no hard wrapping); None prints nothing."""
     if line is not None:
-        console.print(line, style=style, markup=False, highlight=False, soft_wrap=True)
+        console.print(terminal_safe(line), style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 def render(state: RunState, width: int = 80, height: int = 24, footer: str = "") -> RenderableType:
@@ -221,7 +228,7 @@ def render(state: RunState, width: int = 80, height: int = 24, footer: str = "")
     fixed = 2 + len(info) + 1 + len(bottom) + (1 if footer else 0) + 1  # borders, legend, footer, cursor line
     chart_h = max(5, height - fixed)
     body = Group(*info, _legend(state), loss_chart(state, inner, chart_h), *bottom)
-    title = Text.assemble(("Helium training", "bold"), " · ", (state.run_dir, "dim"))
+    title = Text.assemble(("Helium training", "bold"), " · ", (terminal_safe(state.run_dir), "dim"))
     status = Text(f" {state.status} ", style=STATUS_STYLE.get(state.status, "bold"))
     panel = Panel(
         body, title=title, title_align="left", subtitle=status, subtitle_align="right", padding=(0, 1)
@@ -261,9 +268,9 @@ def _info(state: RunState, width: int) -> list[RenderableType]:
         numbers.append("  |g| ", "dim").append(f"{state.grad_norm:.2f}")
 
     model = Text(no_wrap=True, overflow="ellipsis", style="dim")
-    model.append(f"{state.preset or 'model'} · {_count(state.params)} params · {state.device or '?'}")
+    model.append(terminal_safe(f"{state.preset or 'model'} · {_count(state.params)} params · {state.device or '?'}"))
     if state.dtype:
-        model.append(f" {state.dtype}")
+        model.append(terminal_safe(f" {state.dtype}"))
     if state.world_size and state.world_size > 1:
         model.append(f" ×{state.world_size}")
     model.append(f" · {_count(state.tokens)} tokens")
@@ -272,9 +279,9 @@ def _info(state: RunState, width: int) -> list[RenderableType]:
 
     where = Text(no_wrap=True, overflow="ellipsis")
     if state.bundle:
-        where.append("bundle ", "dim").append(state.bundle, "green")
+        where.append("bundle ", "dim").append(terminal_safe(state.bundle), "green")
     elif state.last_checkpoint:
-        where.append("checkpoint ", "dim").append(state.last_checkpoint)
+        where.append("checkpoint ", "dim").append(terminal_safe(state.last_checkpoint))
         if state.best_checkpoint == state.last_checkpoint:
             where.append(" (best)", "green")
     else:
@@ -327,17 +334,18 @@ def downsample(xs: list[int], ys: list[float], n: int) -> tuple[list[float], lis
 def _log_block(state: RunState, width: int) -> list[Text]:
     """The last few log lines (always LOG_LINES lines, so the layout does not jump)."""
     recent = (state.logs or state.log_tail)[-LOG_LINES:]  # `log` events, else what the trainer printed
-    lines = [Text(f"› {m}", style="dim", no_wrap=True, overflow="ellipsis") for m in recent]
+    lines = [Text(terminal_safe(f"› {m}"), style="dim", no_wrap=True, overflow="ellipsis") for m in recent]
     return [Text("")] * (LOG_LINES - len(lines)) + lines
 
 
 def _error_block(state: RunState) -> list[Text]:
     """The error message and the tail of the traceback/log."""
     block = [
-        Text(f"✗ {state.error or 'training failed'}", style="bold red", no_wrap=True, overflow="ellipsis")
-    ]
+        Text(terminal_safe(f"✗ {state.error or 'training failed'}"), style="bold red", no_wrap=True,
+             overflow="ellipsis")
+    ]  # fmt: skip
     block += [
-        Text(f"  {line}", style="red", no_wrap=True, overflow="ellipsis")
+        Text(terminal_safe(f"  {line}"), style="red", no_wrap=True, overflow="ellipsis")
         for line in state.error_tail[-ERROR_LINES:]
     ]
     return block

@@ -162,7 +162,7 @@ def test_ctrl_c_stops_a_run_the_dashboard_started(tmp_path, fake):
     console = plain_console()
     assert watch(handle.run_dir, handle, console=console, poll_interval=0.02) == 0
     out = console.export_text()
-    assert "stopping: the run saves a checkpoint first" in out
+    assert "stopping: the run saves a checkpoint first… (Ctrl-C again detaches; it still stops)" in out
     assert "status: stopped at step 2" in out and "Training stopped at step 2" in out
     assert handle.process is not None and handle.process.returncode == 0
 
@@ -178,6 +178,81 @@ def test_ctrl_c_detaches_from_an_attached_run(tmp_path, fake):
         assert owner.is_alive()
     finally:
         assert owner.stop(timeout=20) == "stopped"
+
+
+SLOW_STOPPER = """
+import json, os, signal, sys, time
+from pathlib import Path
+from engine.rundir import EVENTS_FILE, EventWriter, RunLock
+
+asked = []
+signal.signal(signal.SIGINT, lambda *a: asked.append(1))
+run_dir = Path(sys.argv[sys.argv.index("--config") + 1]).parent
+lock = RunLock(run_dir).acquire()
+emit = EventWriter(run_dir / EVENTS_FILE).write
+emit("start", step=0, max_steps=100, tokens_per_step=64, params=1, preset="p", device="cpu", dtype="float32",
+     world_size=1, pid=os.getpid())
+step, deadline = 0, time.monotonic() + 60
+while not asked and time.monotonic() < deadline:
+    step += 1
+    emit("step", step=step, loss=1.0, lr=1e-3, tokens_per_s=1.0, mfu=None, grad_norm=1.0, tokens=step,
+         elapsed_s=0.0, eta_s=0.0)
+    time.sleep(0.05)
+emit("log", message="SIGINT: finishing the current step, then saving a checkpoint")
+while not (run_dir / "release").exists() and time.monotonic() < deadline:  # a slow last step
+    time.sleep(0.02)
+emit("status", status="stopped", step=step)
+"""  # a trainer whose stop takes as long as the test wants: it ends once RUN_DIR/release exists
+
+
+def test_a_second_ctrl_c_while_stopping_detaches_and_says_the_run_still_stops(tmp_path):
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "slow_stopper.py").write_text(SLOW_STOPPER)
+    handle = start_run({"max_steps": 100}, tmp_path / "run", module="slow_stopper", env={"PYTHONPATH": str(mods)})
+    presses = []
+
+    def ctrl_c(ev: RunEvent) -> None:  # once at step 2 (stop), once when the run says it is stopping (detach)
+        if (ev.event == "step" and ev.step == 2 and not presses) or (ev.event == "log" and len(presses) == 1):
+            presses.append(ev.event)
+            raise KeyboardInterrupt
+
+    handle.on_event(ctrl_c)
+    console = plain_console()
+    try:
+        assert watch(handle.run_dir, handle, console=console, poll_interval=0.02) == 0
+        out = console.export_text()
+        assert presses == ["step", "log"] and handle.is_alive()
+        assert "Detached; the run is still stopping" in out and "saves a checkpoint and exits" in out
+        assert "the run goes on" not in out
+    finally:
+        (handle.run_dir / "release").touch()
+        assert handle.wait(30)
+    assert handle.status() == "stopped"  # what the message promised
+
+
+def test_a_detach_after_the_run_ended_reports_its_end(tmp_path, fake):
+    handle = start_run({"max_steps": 3}, tmp_path / "run", **fake)
+    assert handle.wait(30)
+    from helium_tui.dashboard import _report
+
+    console = plain_console()
+    assert _report(handle.snapshot(), handle, console, detached=True) == 0
+    assert "Training finished at step 3." in console.export_text()
+
+
+def test_run_output_never_reaches_the_terminal_as_control_sequences(tmp_path):
+    escapes = "\x1b]0;HACK\x07\x1b[2J"
+    state = RunState(run_dir=f"r{escapes}", status="failed", error=f"boom{escapes}", error_tail=[escapes],
+                     logs=[escapes], last_checkpoint=escapes)  # fmt: skip
+    console = Console(file=io.StringIO(), width=80, height=24, record=True, force_terminal=True)
+    console.print(render(state, 80, 24))
+    run_dir = write_run(tmp_path / f"run{escapes}", [START, make_event("log", message=f"hi{escapes}")])
+    plain = plain_console()
+    watch(run_dir, console=plain)
+    assert "log: hi\ufffd" in plain.export_text()
+    for out in (console.export_text(), plain.export_text()):
+        assert "\x1b" not in out and "\x07" not in out
 
 
 def test_helpers():
