@@ -32,7 +32,7 @@ from helium_tui.screens.dialogs import AskDialog, ConfirmDialog
 EXPORT_DIR = "~/helium-stories"  # where exports go unless the user types another path
 PREVIEW_CHARS = 4000  # the preview shows at most this much of a story (enter opens it whole)
 DATE_WIDTH = 16  # "YYYY-MM-DD HH:MM"
-MODEL_WIDTH = (5, 16)  # the model column's narrowest and widest
+MODEL_WIDTH = (5, 12)  # the model column's narrowest and widest
 TOKENS_WIDTH = 6
 MIN_STORY_WIDTH = 20  # the story column never gets narrower than this
 HELP = """\
