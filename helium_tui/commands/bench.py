@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
+from helium_tui.commands.bench_gpu import bench_gpu
 from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
 
 bench_app = typer.Typer(
-    help="Benchmarks: decoding, start-up, studio streaming and training speed.", no_args_is_help=True
+    help="Benchmarks: decoding, start-up, studio streaming, training speed and the GPU check.",
+    no_args_is_help=True,
 )
 
 
@@ -125,3 +127,6 @@ def bench_studio_cmd(
 
 
 bench_app.command("train", help="Training speed on random tokens: tokens/s, MFU, peak memory.")(bench_train)
+bench_app.command("gpu", help="The prepared GPU check: gpu tests, training and decode speed, a timed run.")(
+    bench_gpu
+)

@@ -1,0 +1,70 @@
+"""`helium bench gpu`: the prepared GPU check (gpu tests, training and decode speed, a timed real run).
+
+A plain Typer command function; `helium_tui/commands/bench.py` registers it. The steps live in `helium_tui.gpu_check`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from helium_tui.errors import fail
+
+
+def bench_gpu(
+    out: Annotated[
+        Path, typer.Option(envvar="OUT", help="Folder for the result files ($OUT when set).")
+    ] = Path("gpu-results"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Rehearse every step on the CPU with the tiny preset (seconds).")
+    ] = False,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Sequences per training step, bench and real run. [by GPU memory: 128 from 100 GiB]"),
+    ] = None,
+    train_minutes: Annotated[
+        float, typer.Option(help="Wall time of the real training run (shrunk to fit the budget).")
+    ] = 2.5,
+    budget_minutes: Annotated[float, typer.Option(help="Wall time of the whole check.")] = 7.5,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="TinyStories excerpt (train.txt, valid.txt) or a prepared dir. [.gpu/tinystories, ...]"),
+    ] = None,
+    skip: Annotated[
+        list[str] | None, typer.Option(help="A step not to run (repeatable): gpu-tests, train-bench, decode, train-run.")
+    ] = None,
+) -> None:
+    """Run the GPU check: each step's result file under OUT as it ends, then a summary table, JSON and Markdown."""
+    from helium_tui.gpu_check import STEPS, Plan, run_check, summary_rows
+
+    unknown = sorted(set(skip or ()) - set(STEPS[1:]))
+    if unknown:
+        raise fail(f"unknown step {', '.join(unknown)} (steps: {', '.join(STEPS[1:])})")
+    if not train_minutes > 0 or not budget_minutes > 0 or (batch_size is not None and batch_size < 1):
+        raise fail("--train-minutes and --budget-minutes must be positive, --batch-size at least 1")
+    if data is not None and not data.is_dir():
+        raise fail(f"{data}: not a directory (give the folder holding train.txt and valid.txt)")
+    plan = Plan(
+        out=out, dry_run=dry_run, batch_size=batch_size, train_minutes=train_minutes,
+        budget_minutes=budget_minutes, data=data.resolve() if data else None, skip=tuple(skip or ()),
+    )  # fmt: skip
+    check = run_check(plan, echo=lambda line: print(line, flush=True))
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="helium bench gpu" + (" (dry run: CPU, tiny preset)" if dry_run else ""))
+    for name in ("step", "status", "time", "result"):
+        table.add_column(name, overflow="fold")
+    for row in summary_rows(check.results):
+        style = {"ok": "green", "failed": "red"}.get(row[1], "yellow")
+        table.add_row(row[0], f"[{style}]{row[1]}[/]", *row[2:])
+    Console(width=max(120, Console().width)).print(table)
+    print(f"results: {out / 'summary.md'}, {out / 'summary.json'}, one file per step and log.txt in {out}")
+    env = next((r for r in check.results if r.step == "env"), None)
+    if env is not None and env.status == "failed" and not dry_run:
+        raise fail(env.error or "the env step failed")
+    if any(r.status == "failed" for r in check.results):
+        raise typer.Exit(1)
