@@ -10,6 +10,11 @@ import functools
 import torch
 import torch.nn.functional as F
 
+try:  # a cheap import; compiling the kernel is what costs, and happens on first use
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+except ImportError:  # an older torch: the explicit-mask path serves everywhere
+    create_block_mask = flex_attention = None
+
 
 def window_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
     """(Tq, Tk) bool: a query sees keys at its position or before, and with a window fewer than window back."""
@@ -37,19 +42,15 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=window_mask(pos, pos, window), enable_gqa=gqa)
 
 
-@functools.cache
-def _flex() -> tuple | None:
-    """(flex_attention, its compiled form, create_block_mask), or None where torch has no FlexAttention."""
-    try:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    except ImportError:
-        return None
-    return flex_attention, torch.compile(flex_attention, dynamic=False), create_block_mask
-
-
 def flex_available() -> bool:
     """True when this torch has FlexAttention."""
-    return _flex() is not None
+    return flex_attention is not None
+
+
+@functools.cache
+def _compiled_flex():
+    """FlexAttention compiled once (compiling is what makes it a fused kernel; eager runs it unfused)."""
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def _window_block_mask(T: int, window: int, device: torch.device):
@@ -58,7 +59,7 @@ def _window_block_mask(T: int, window: int, device: torch.device):
     def in_window(b, h, q_idx, kv_idx):
         return (kv_idx <= q_idx) & (q_idx - kv_idx < window)
 
-    return _flex()[2](in_window, None, None, T, T, device=device)
+    return create_block_mask(in_window, None, None, T, T, device=device)
 
 
 _cached_block_mask = functools.lru_cache(maxsize=16)(_window_block_mask)
@@ -67,14 +68,10 @@ _cached_block_mask = functools.lru_cache(maxsize=16)(_window_block_mask)
 def flex_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
     """Sliding-window causal attention through compiled FlexAttention (shapes as in `causal_attention`).
 
-    Block masks are cached per (length, window, device) in eager code; inside a model being compiled both
-    the mask and the kernel are traced into that graph instead.
+    In eager code the kernel is compiled once and block masks are cached per (length, window, device);
+    inside a model being compiled, the mask and the kernel are traced into that model's graph instead.
     """
-    flex, compiled, _ = _flex()
-    T = q.size(2)
+    T, gqa = q.size(2), q.size(1) != k.size(1)
     if torch.compiler.is_compiling():
-        return flex(
-            q, k, v, block_mask=_window_block_mask(T, window, q.device), enable_gqa=q.size(1) != k.size(1)
-        )
-    mask = _cached_block_mask(T, window, q.device)
-    return compiled(q, k, v, block_mask=mask, enable_gqa=q.size(1) != k.size(1))
+        return flex_attention(q, k, v, block_mask=_window_block_mask(T, window, q.device), enable_gqa=gqa)
+    return _compiled_flex()(q, k, v, block_mask=_cached_block_mask(T, window, q.device), enable_gqa=gqa)
