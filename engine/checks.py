@@ -30,6 +30,8 @@ def number(name: str, value: object, low: float, high: float, low_open: bool = F
     """value if it is a finite number in [low, high] ((low, high] with low_open), else ValueError naming it."""
     ok = is_number(value) and (low < value if low_open else low <= value) and value <= high  # type: ignore[operator]
     if not ok:
+        if math.isinf(high):
+            raise ValueError(f"{name} must be a number {'>' if low_open else '≥'} {low:g}, got {value!r}")
         lo = "(" if low_open else "["
         raise ValueError(f"{name} must be a number in {lo}{low:g}, {high:g}], got {value!r}")
     return float(value)  # type: ignore[arg-type]

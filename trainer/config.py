@@ -10,7 +10,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from engine.config import ModelConfig, get_preset
+from engine.checks import is_number, number, whole
+from engine.config import LIMITS, ModelConfig, get_preset
 
 DEFAULT_MAX_STEPS = 1000  # when neither max_steps nor max_tokens is given
 MAX_SEED = 2**63 - 1
@@ -100,27 +101,24 @@ class TrainConfig:
         if self.preset or not self.init_from:  # a fine-tune may leave the shape to its base model
             get_preset(self.preset)
         for name in ("batch_size", "grad_accum", "log_interval"):
-            _count(self, name, low=1)
-        _count(self, "eval_batches", low=1, high=MAX_EVAL_BATCHES)
-        for name in ("max_steps", "max_tokens", "context", "decay_steps"):
-            _count(self, name, low=1, optional=True, high=MAX_COUNT * 1000 if name == "max_tokens" else MAX_COUNT)
+            whole(name, getattr(self, name), high=MAX_COUNT)
+        whole("eval_batches", self.eval_batches, high=MAX_EVAL_BATCHES)
+        for name, high in (("max_steps", MAX_COUNT), ("max_tokens", MAX_COUNT * 1000), ("decay_steps", MAX_COUNT)):
+            if getattr(self, name) is not None:
+                whole(name, getattr(self, name), high=high)
+        if self.context is not None:
+            whole("context", self.context, high=LIMITS["context_length"][1])
         for name in ("warmup_steps", "eval_interval", "ckpt_interval", "keep_last"):
-            _count(self, name, low=0)
-        _count(self, "seed", low=0, high=MAX_SEED)
-        for name in ("lr", "weight_decay", "beta1", "beta2", "grad_clip", "dropout"):
-            _number(self, name)
-        if self.min_lr is not None:
-            _number(self, "min_lr")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be a positive learning rate such as 1e-3, got {self.lr}")
-        if not 0 <= self.final_lr <= self.lr:
+            whole(name, getattr(self, name), low=0, high=MAX_COUNT)
+        whole("seed", self.seed, low=0, high=MAX_SEED)
+        number("lr", self.lr, 0, math.inf, low_open=True)
+        if self.min_lr is not None and not (is_number(self.min_lr) and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"min_lr must be from 0 to lr ({self.lr}), got {self.min_lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError("AdamW betas must be in [0, 1)")
+        number("weight_decay", self.weight_decay, 0, math.inf)
+        number("grad_clip", self.grad_clip, 0, math.inf)
+        for name in ("dropout", "beta1", "beta2"):
+            if number(name, getattr(self, name), 0, 1) == 1:
+                raise ValueError(f"{name} must be below 1, got 1")
         if self.compile is not None and not isinstance(self.compile, bool):
             raise ValueError(f"compile must be true, false or null, got {self.compile!r}")
         if self.max_steps is not None and self.max_tokens is not None:
@@ -145,22 +143,6 @@ class TrainConfig:
             return math.ceil(self.max_tokens / self.tokens_per_step(context))
         return DEFAULT_MAX_STEPS
 
-
-def _count(cfg: TrainConfig, name: str, low: int, high: int = MAX_COUNT, optional: bool = False) -> None:
-    """A whole number in [low, high] (or None when optional), else ValueError naming the field."""
-    value = getattr(cfg, name)
-    if value is None and optional:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        kind = "a positive" if low == 1 else "a non-negative"
-        raise ValueError(f"{name} must be {kind} whole number (at most {high:,}), got {value!r}")
-
-
-def _number(cfg: TrainConfig, name: str) -> None:
-    """A finite number, else ValueError naming the field."""
-    value = getattr(cfg, name)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def with_budget(cfg: TrainConfig, max_steps: int | None, max_tokens: int | None) -> TrainConfig:
