@@ -23,6 +23,7 @@ import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from engine.files import atomic_write_text
@@ -444,7 +445,7 @@ def step_train_run(check: Check, m: dict) -> str:
     cmd = [check.plan.python, "-m", "trainer.train", "--config", str(config)]
     rc = _timed_run(check, cmd, seconds, run_dir / "events.jsonl", 3 if check.plan.dry_run else 1)
     m["exit_code"] = rc
-    m.update(summarize_run(_read_events(run_dir / "events.jsonl"), m["train_tokens"], bytes_per_token))
+    m.update(summarize_run(_read_events(run_dir / "events.jsonl"), m["train_tokens"], s.eval_interval, bytes_per_token))
     if rc != 0 or m.get("status") not in ("stopped", "finished"):
         raise StepFailed(f"the training run ended with exit code {rc}, status {m.get('status')}: {check._last_error()}")
     if not m.get("points"):
@@ -491,14 +492,17 @@ def _read_events(path: Path) -> list[dict]:
 
 
 def summarize_run(
-    events: list[dict], train_tokens: int, bytes_per_token: float = 0.0, full_tokens: int = FULL_TOKENS
+    events: list[dict], train_tokens: int, eval_interval: int, bytes_per_token: float = 0.0,
+    full_tokens: int = FULL_TOKENS,
 ) -> dict:
     """Tokens/s and val loss over wall time, and the time one epoch of the full data would take.
 
-    Steady tokens/s is the median of the logged windows after the first (which holds compilation);
-    the effective rate divides the tokens between the first and last log by the wall time between them,
-    so evals at the run's interval are counted. An epoch = start-up (elapsed at the first log, less its
-    tokens at the steady rate) + full_tokens at the effective rate.
+    Steady tokens/s is the median of the logged windows after the first (which holds compilation); each
+    window's rate leaves out the eval logged at its end, so its wall time beyond its tokens at its rate is
+    overhead: at eval steps the eval (the first one also compiles the eval graph), elsewhere checkpoints and
+    logging. An epoch = start-up (elapsed at the first log less its tokens at the steady rate) + the first
+    eval's compilation + full_tokens at the steady rate plus the other overhead per token + one eval per
+    eval_interval steps at the cost of the later evals.
     """
     start = next((e for e in events if e.get("event") == "start"), {})
     status = [e["status"] for e in events if e.get("event") == "status"]
@@ -517,32 +521,45 @@ def summarize_run(
         })  # fmt: skip
     if not steps:
         return out
-    steady = steps[1:] or steps
-    rate = statistics.median(e["tokens_per_s"] for e in steady)
-    mfus = [e["mfu"] for e in steady if e.get("mfu") is not None]
+    rate = statistics.median(e["tokens_per_s"] for e in steps[1:] or steps)
+    mfus = [e["mfu"] for e in steps[1:] or steps if e.get("mfu") is not None]
     first, last = steps[0], steps[-1]
-    effective = rate
-    if last["tokens"] > first["tokens"] and last["elapsed_s"] > first["elapsed_s"]:
-        effective = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
     startup = max(0.0, first["elapsed_s"] - first["tokens"] / rate)
-    val_points = [(p["elapsed_s"], p["val_loss"]) for p in out["points"] if p["val_loss"] is not None]
+    evals, other = [], 0.0  # overhead seconds of eval windows; of the others, summed
+    for prev, e in pairwise(steps):
+        extra = max(0.0, e["elapsed_s"] - prev["elapsed_s"] - (e["tokens"] - prev["tokens"]) / e["tokens_per_s"])
+        if e["step"] in vals:
+            evals.append(extra)
+        else:
+            other += extra
+    per_eval = statistics.median(evals[1:] or evals) if evals else 0.0
+    first_eval_extra = max(0.0, evals[0] - per_eval) if evals else 0.0
+    trained = max(1, last["tokens"] - first["tokens"])
+    effective = trained / (last["elapsed_s"] - first["elapsed_s"]) if last["elapsed_s"] > first["elapsed_s"] else rate
+    val_points = [p["val_loss"] for p in out["points"] if p["val_loss"] is not None]
     out.update(
         tokens_per_s=rate, mfu=statistics.median(mfus) if mfus else None, effective_tokens_per_s=effective,
-        startup_s=startup, elapsed_s=last["elapsed_s"], tokens=last["tokens"], steps=last["step"],
-        epochs=last["tokens"] / max(1, train_tokens), first_val_loss=val_points[0][1] if val_points else None,
-        last_val_loss=val_points[-1][1] if val_points else None,
-        best_val_loss=min(v for _, v in val_points) if val_points else None,
+        startup_s=startup, first_eval_extra_s=first_eval_extra, eval_s=per_eval, elapsed_s=last["elapsed_s"],
+        tokens=last["tokens"], steps=last["step"], epochs=last["tokens"] / max(1, train_tokens),
+        first_val_loss=val_points[0] if val_points else None, last_val_loss=val_points[-1] if val_points else None,
+        best_val_loss=min(val_points) if val_points else None,
     )  # fmt: skip
+    tokens_per_eval = (start.get("tokens_per_step") or first["tokens"] / max(1, first["step"])) * eval_interval
+
+    def epoch_s(tokens: float) -> float:
+        once = startup + first_eval_extra
+        return once + tokens * (1 / rate + other / trained) + tokens / tokens_per_eval * per_eval
+
     out["extrapolation"] = {
         "full_tokens": full_tokens,
-        "full_tokens_assumption": "TinyStories v2 with a 4,096-token BPE, ~470M tokens (the issue's figure)",
-        "epoch_minutes": (startup + full_tokens / effective) / 60,
-        "tokens_in_one_hour": max(0.0, 3600 - startup) * effective,
+        "full_tokens_assumption": "TinyStories v2 with a 4,096-token BPE: the issue's figure",
+        "epoch_minutes": epoch_s(full_tokens) / 60,
+        "tokens_in_one_hour": full_tokens * 3600 / epoch_s(full_tokens),
     }
     if bytes_per_token:
         from_bytes = V2_TRAIN_BYTES / bytes_per_token
         out["extrapolation"]["v2_tokens_from_bytes"] = from_bytes
-        out["extrapolation"]["v2_epoch_minutes_from_bytes"] = (startup + from_bytes / effective) / 60
+        out["extrapolation"]["v2_epoch_minutes_from_bytes"] = epoch_s(from_bytes) / 60
     return out
 
 
@@ -681,10 +698,12 @@ def _run_md(r: StepResult | None) -> list[str]:
         lines += [
             "",
             f"Steady {m['tokens_per_s']:,.0f} tok/s (MFU {_pct(m.get('mfu'))}), {m['effective_tokens_per_s']:,.0f} "
-            f"tok/s with evals every {m['eval_interval']} steps; start-up and compilation {m['startup_s']:.0f} s.",
+            f"tok/s over the run with its evals every {m['eval_interval']} steps; start-up and compilation "
+            f"{m['startup_s']:.0f} s, the first eval's compilation {m['first_eval_extra_s']:.0f} s, each eval "
+            f"{m['eval_s']:.1f} s.",
             f"Assumption: one epoch = {x['full_tokens'] / 1e6:.0f}M tokens ({x['full_tokens_assumption']}). "
-            f"Then one epoch takes ~{x['epoch_minutes']:.0f} min and one hour trains "
-            f"~{x['tokens_in_one_hour'] / 1e6:,.0f}M tokens.",
+            f"Then one epoch (with evals every {m['eval_interval']} steps) takes ~{x['epoch_minutes']:.0f} min "
+            f"and one hour trains ~{x['tokens_in_one_hour'] / 1e6:,.0f}M tokens.",
         ]
         if "v2_tokens_from_bytes" in x:
             lines.append(

@@ -88,22 +88,30 @@ def test_a_timed_out_command_fails_its_step_with_the_command_named(tmp_path):
 
 
 def test_run_summary_gives_speed_val_loss_over_time_and_the_epoch_extrapolation():
+    def step(n, elapsed, rate):
+        return {"event": "step", "step": n, "tokens": n * 10_000, "elapsed_s": elapsed, "tokens_per_s": rate,
+                "loss": 9 - n / 100}  # fmt: skip
+
     events = [
-        {"event": "start", "params": 30_000_000, "tokens_per_step": 65_536, "compiled": True, "context": 512},
+        {"event": "start", "params": 30_000_000, "tokens_per_step": 10_000, "compiled": True, "context": 512},
         {"event": "status", "status": "running", "step": 0},
-        {"event": "step", "step": 50, "tokens": 1_000_000, "elapsed_s": 31.0, "tokens_per_s": 40_000, "loss": 5.0},
-        {"event": "eval", "step": 100, "val_loss": 3.0},
-        {"event": "step", "step": 100, "tokens": 2_000_000, "elapsed_s": 32.0, "tokens_per_s": 1e6, "loss": 3.1},
-        {"event": "step", "step": 150, "tokens": 3_000_000, "elapsed_s": 33.0, "tokens_per_s": 1e6, "loss": 2.9},
-        {"event": "eval", "step": 150, "val_loss": 2.8},
-        {"event": "status", "status": "stopped", "step": 150},
+        step(100, 31.0, 50_000),  # 1M tokens at 1M tok/s after 30 s of start-up and compilation
+        {"event": "eval", "step": 200, "val_loss": 3.0},
+        step(200, 52.0, 1e6),  # 1 s of training, then the first eval: 20 s (it compiles the eval graph)
+        step(300, 53.5, 1e6),  # 1 s of training, 0.5 s of a checkpoint
+        {"event": "eval", "step": 400, "val_loss": 2.8},
+        step(400, 56.5, 1e6),  # 1 s of training, an eval of 2 s
+        {"event": "status", "status": "stopped", "step": 400},
     ]
-    s = summarize_run(events, train_tokens=1_000_000, full_tokens=470_000_000)
+    s = summarize_run(events, train_tokens=2_000_000, eval_interval=200, full_tokens=400_000_000)
     assert s["status"] == "stopped" and s["tokens_per_s"] == 1e6  # the first window (compilation) is left out
-    assert s["effective_tokens_per_s"] == 1e6 and s["startup_s"] == 30.0 and s["epochs"] == 3.0
+    assert (s["startup_s"], s["eval_s"], s["first_eval_extra_s"]) == (30.0, 2.0, 18.0)
+    assert s["epochs"] == 2.0 and s["effective_tokens_per_s"] == pytest.approx(3e6 / 25.5)
     assert (s["first_val_loss"], s["last_val_loss"], s["best_val_loss"]) == (3.0, 2.8, 2.8)
-    assert [p["val_loss"] for p in s["points"]] == [None, 3.0, 2.8]
-    assert s["extrapolation"]["epoch_minutes"] == pytest.approx((30 + 470) / 60)
+    assert [p["val_loss"] for p in s["points"]] == [None, 3.0, None, 2.8]
+    # once: 30 + 18 s; training 400 s + checkpoint-like overhead 0.5 s per 3M tokens; 200 evals of 2 s
+    epoch = 48 + 400 * (1 + 0.5 / 3) + 200 * 2
+    assert s["extrapolation"]["epoch_minutes"] == pytest.approx(epoch / 60)
 
 
 def test_the_training_batch_follows_gpu_memory():
