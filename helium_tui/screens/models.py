@@ -155,9 +155,9 @@ class ModelPicker(ModalScreen[str | None]):
     def on_mount(self) -> None:
         self.refresh_rows()
         options = self.query_one(OptionList)
-        if self.models:
-            highlighted = next((i for i, m in enumerate(self.models) if m.path.resolve() == self.current), 0)
-            options.highlighted = highlighted
+        if options.option_count:  # the loaded model, else the first row
+            current = (i for i, m in enumerate(self.models) if m.path.resolve() == self.current)
+            options.highlighted = next(current, 0)
         options.focus()
 
     @property

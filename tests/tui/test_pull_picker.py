@@ -146,3 +146,23 @@ async def test_quitting_mid_download_does_not_wait_for_it(tiny_bundle, hub, heli
         await until(pilot, lambda: app in PULLS)
         t0 = time.monotonic()
     assert time.monotonic() - t0 < 2
+
+
+async def test_with_no_model_at_all_the_picker_pulls_one_and_the_studio_opens(hub, helium_home):
+    from helium_tui.screens.no_model import NoModelScreen
+
+    app = make_app(None)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        assert isinstance(app.screen, NoModelScreen)
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        picker = app.screen
+        assert (
+            isinstance(picker, ModelPicker)
+            and picker.models == []
+            and [e.name for e in picker.catalog] == ["synth"]
+        )
+        await pilot.press("enter")
+        await until(pilot, lambda: app.session is not None)
+        assert app.session.name == "synth" and app.screen is app.studio
