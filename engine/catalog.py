@@ -77,25 +77,25 @@ CATALOG: dict[str, CatalogModel] = {
             name="stories260K", repo=TINYLLAMAS, weights="stories260K/stories260K.bin",
             tokenizer="stories260K/tok512.bin", checkpoint_bytes=1_056_540, tokenizer_bytes=6_227,
             dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, seq_len=512,
-            about="a toy: tiny vocabulary, simple stories",
+            about="a toy",
         ),
         CatalogModel(
             name="stories15M", repo=TINYLLAMAS, weights="stories15M.bin", tokenizer=None,
             checkpoint_bytes=60_816_028, tokenizer_bytes=0,
             dim=288, hidden_dim=768, n_layers=6, n_heads=6, n_kv_heads=6, vocab_size=32000, seq_len=256,
-            about="small and fast, short context",
+            about="small, fast",
         ),
         CatalogModel(
             name="stories42M", repo=TINYLLAMAS, weights="stories42M.bin", tokenizer=None,
             checkpoint_bytes=167_020_572, tokenizer_bytes=0,
             dim=512, hidden_dim=1376, n_layers=8, n_heads=8, n_kv_heads=8, vocab_size=32000, seq_len=1024,
-            about="better stories, long context",
+            about="good stories",
         ),
         CatalogModel(
             name="stories110M", repo=TINYLLAMAS, weights="stories110M.bin", tokenizer=None,
             checkpoint_bytes=438_381_596, tokenizer_bytes=0,
             dim=768, hidden_dim=2048, n_layers=12, n_heads=12, n_kv_heads=12, vocab_size=32000, seq_len=1024,
-            about="the best stories, the slowest",
+            about="best stories",
         ),
     )
 }  # fmt: skip

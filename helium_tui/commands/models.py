@@ -110,7 +110,7 @@ def _print_catalog() -> None:
 
 
 class _PullBar:
-    """A rich progress bar (on a terminal only) fed with engine.pull's PullProgress reports."""
+    """A rich progress bar fed with engine.pull's PullProgress reports; off a terminal, one line per stage."""
 
     STAGES = {"convert": "converting", "install": "installing"}
 
@@ -130,6 +130,8 @@ class _PullBar:
             TimeRemainingColumn(), console=console, disable=not console.is_terminal,
         )  # fmt: skip
         self.task = self.bar.add_task(f"downloading {label}", total=None)
+        self.console = console
+        self.stage = ""  # the last stage shown
 
     def __enter__(self) -> _PullBar:
         self.bar.__enter__()
@@ -140,7 +142,11 @@ class _PullBar:
 
     def __call__(self, p) -> None:
         """Show one PullProgress: bytes while downloading, then the stage name."""
+        words = "downloading" if p.stage == "download" else self.STAGES.get(p.stage, p.stage)
+        if p.stage != self.stage and self.bar.disable:  # logs and pipes: no bar, a line per stage
+            self.console.print(f"{words} {self.label}…", highlight=False)
+        self.stage = p.stage
         if p.stage == "download":
             self.bar.update(self.task, completed=p.done, total=p.total)
         else:
-            self.bar.update(self.task, description=f"{self.STAGES.get(p.stage, p.stage)} {self.label}")
+            self.bar.update(self.task, description=f"{words} {self.label}")
