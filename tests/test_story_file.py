@@ -107,3 +107,14 @@ def test_a_head_cut_inside_a_string_keeps_what_was_read():
 def test_sampling_params_are_kept_only_when_they_can_sample(value, kept):
     values, ignored = clean_fields({"prompt": "", "text": "", "params": value}, whole=True)
     assert (values["params"] == value) is kept and bool(ignored) is not kept
+
+
+@pytest.mark.parametrize("module", ["helium_tui.story_file", "helium_tui.training_form",
+                                    "helium_tui.screens.library", "helium_tui.screens.training"])  # fmt: skip
+def test_the_library_and_the_monitor_load_without_torch(module):
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", f"importing {module} loads torch"
