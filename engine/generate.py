@@ -44,8 +44,8 @@ def logits_to_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p:
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep tokens until the mass before them ≥ p
+        sorted_probs = sorted_logits.softmax(-1)
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keep tokens until the mass before them ≥ p
         drop[:, 0] = False  # the likeliest token always stays, however small p is
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
@@ -58,6 +58,48 @@ def sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | 
         return logits.argmax(-1)
     probs = logits_to_probs(logits, params.temperature, params.top_k, params.top_p)
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+# ---- sampling with tensors only: runs inside a compiled (CUDA-graph) decode step ----------------------------
+
+
+def sampling_knobs(params: SamplingParams, device: torch.device) -> torch.Tensor:
+    """(temperature, top_k, top_p, repetition penalty) as one float32 tensor, an input of the graph."""
+    knobs = [params.temperature, float(params.top_k), params.top_p, params.repetition_penalty]
+    return torch.tensor(knobs, dtype=torch.float32, device=device)
+
+
+def context_mask(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, V) bool: which tokens occur in each row of ids (B, L), for the repetition penalty."""
+    seen = torch.zeros(ids.size(0), vocab_size, dtype=torch.bool, device=ids.device)
+    return seen.scatter_(1, ids, True)
+
+
+def pick_token(
+    logits: torch.Tensor, seen: torch.Tensor, knobs: torch.Tensor, noise: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(next ids (B,), penalized logits (B, V)) from logits (B, V), with no Python numbers and no host sync.
+
+    The same rules as apply_repetition_penalty + sample: the penalty over the tokens in `seen` (the
+    same float operations), then greedy (noise None) or temperature, top-k, top-p and a draw. The draw is
+    the exponential race, argmax(p / E) with E ~ Exp(1) i.i.d. (noise), which picks i with probability p_i.
+    Differences from `sample`: top-k keeps exactly k tokens on ties, and the random stream is another.
+    """
+    temperature, top_k, top_p, penalty = knobs[0], knobs[1], knobs[2], knobs[3]
+    penalized = torch.where(logits > 0, logits / penalty.to(logits.dtype), logits * penalty.to(logits.dtype))
+    logits = torch.where(seen, penalized, logits)
+    if noise is None:
+        return logits.argmax(-1), logits
+    scaled = logits.float()
+    scaled = (scaled - scaled.amax(-1, keepdim=True)) / temperature
+    sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
+    rank = torch.arange(scaled.size(-1), device=scaled.device)
+    sorted_logits = sorted_logits.masked_fill((top_k > 0) & (rank >= top_k), float("-inf"))
+    probs = sorted_logits.softmax(-1)
+    drop = (probs.cumsum(-1) - probs >= top_p) & (top_p < 1) & (rank > 0)
+    probs = probs.masked_fill(drop, 0.0)
+    choice = (probs / noise.clamp_min(1e-20)).argmax(-1, keepdim=True)
+    return order.gather(1, choice).squeeze(1), logits
 
 
 @dataclass
@@ -98,14 +140,22 @@ class Generator:
     while it runs and a second caller waits for the first to finish or be cancelled.
     """
 
-    def __init__(self, model: TinySLM, tokenizer: TextTokenizer, compile: bool = False) -> None:
+    def __init__(
+        self, model: TinySLM, tokenizer: TextTokenizer, compile: bool = False, fused_sampling: bool | None = None
+    ) -> None:
         self.model = model.eval()
         self.tok = tokenizer
         self.device = model.tok_embeddings.weight.device
         self.ctx = model.config.context_length
+        self.vocab_size = model.config.vocab_size
         self.keep = self.ctx // 2  # tokens kept when the window slides
         self.batch = 0
-        self._decode = CompiledFn(self._decode_step, self.device, enabled=compile)
+        # penalty and sampling inside the decode step (`pick_token`): by default where the step is a CUDA
+        # graph, so a token costs one graph replay; elsewhere sampling stays `sample` (the same stories as ever)
+        self.fused = compile and self.device.type == "cuda" if fused_sampling is None else fused_sampling
+        step = self._decode_and_pick if self.fused else self._decode_step
+        self._decode = CompiledFn(step, self.device, enabled=compile)
+        self._pos = torch.zeros(1, dtype=torch.long, device=self.device)  # the decode position, kept on the device
         self._lock = threading.Lock()  # held while a generation uses the KV cache
 
     @property
@@ -116,11 +166,21 @@ class Generator:
     def _decode_step(self, token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         return self.model(token, input_pos)[:, -1]
 
+    def _decode_and_pick(
+        self, token: torch.Tensor, input_pos: torch.Tensor, seen: torch.Tensor, knobs: torch.Tensor,
+        noise: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        return pick_token(self.model(token, input_pos)[:, -1], seen, knobs, noise)
+
     def warm_up(self) -> None:
-        """Decode a couple of tokens now, so a compiled decode step compiles here, not in the first story."""
-        params = SamplingParams(max_new_tokens=2, temperature=0, repetition_penalty=1.0, stop_at_eos=False)
+        """Decode a few tokens now, so a compiled decode step compiles here (CUDA: and records its graphs),
+        not in the first story."""
+        params = SamplingParams(max_new_tokens=4, temperature=0, repetition_penalty=1.0, stop_at_eos=False)
         for _ in self.tokens([0], params):
             pass
+        if self.fused:  # sampled stories run their own graph
+            for _ in self.tokens([0], SamplingParams(max_new_tokens=4, seed=0, stop_at_eos=False)):
+                pass
 
     def _ensure_cache(self, batch: int) -> None:
         if self.batch != batch:
@@ -129,7 +189,8 @@ class Generator:
 
     def _prefill(self, window: torch.Tensor) -> torch.Tensor:
         """Run window (B, T) from position 0 and return last-position logits (B, V)."""
-        return self.model(window, torch.arange(window.size(1), device=self.device))[:, -1]
+        positions = torch.arange(window.size(1), device=self.device)
+        return self.model(window, positions, last_only=True)[:, -1]
 
     def tokens(
         self,
@@ -160,20 +221,43 @@ class Generator:
         history = torch.tensor([prompt_ids] * batch, device=self.device)  # (B, L)
         pos = history.size(1) if history.size(1) < self.ctx else self.keep  # a long prompt: its tail
         logits = self._prefill(history[:, -pos:])
+        if self.fused:
+            knobs = sampling_knobs(params, self.device)
+            seen = context_mask(history[:, -pos:], self.vocab_size)
+        nxt = None
         for _ in range(params.max_new_tokens):
             if cancel():
                 return
-            ctx_ids = history[:, -pos:]
-            logits = apply_repetition_penalty(logits, ctx_ids, params.repetition_penalty)
-            nxt = sample(logits, params, gen)
-            yield nxt, logits
-            history = torch.cat([history, nxt[:, None]], dim=1)
-            if pos >= self.ctx:  # context full: slide the window and re-prefill the kept tokens
-                pos = self.keep
-                logits = self._prefill(history[:, -pos:])
+            if nxt is not None:  # the next position: decode the last token, or slide a full window
+                history = torch.cat([history, nxt[:, None]], dim=1)
+                if pos >= self.ctx:  # context full: slide the window and re-prefill the kept tokens
+                    pos = self.keep
+                    logits = self._prefill(history[:, -pos:])
+                    if self.fused:
+                        seen = context_mask(history[:, -pos:], self.vocab_size)
+                elif self.fused:
+                    seen.scatter_(1, nxt[:, None], True)
+                    self._pos.fill_(pos)
+                    nxt, logits = self._decode(nxt[:, None], self._pos, seen, knobs, self._noise(params, gen))
+                    pos += 1
+                    yield nxt.clone(), logits.clone()  # a CUDA graph's outputs are overwritten by its next replay
+                    continue
+                else:
+                    self._pos.fill_(pos)
+                    logits = self._decode(nxt[:, None], self._pos).clone()
+                    pos += 1
+            if self.fused:  # a prefill's logits: the same picking, eagerly
+                nxt, logits = pick_token(logits, seen, knobs, self._noise(params, gen))
             else:
-                logits = self._decode(nxt[:, None], torch.tensor([pos], device=self.device)).clone()
-                pos += 1
+                logits = apply_repetition_penalty(logits, history[:, -pos:], params.repetition_penalty)
+                nxt = sample(logits, params, gen)
+            yield nxt, logits
+
+    def _noise(self, params: SamplingParams, gen: torch.Generator | None) -> torch.Tensor | None:
+        """Exp(1) noise (B, V) for pick_token's draw from gen; None when greedy."""
+        if params.greedy:
+            return None
+        return torch.empty(self.batch, self.vocab_size, device=self.device).exponential_(generator=gen)
 
     def stream(
         self,

@@ -190,8 +190,10 @@ class TinySLM(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self) -> int:
-        """Parameter count (tied weights counted once)."""
-        return sum(p.numel() for p in self.parameters())
+        """Parameter count (tied weights counted once; int8 weights, which are buffers, counted too)."""
+        weights = {id(t): t for t in self.parameters()}
+        weights |= {id(b): b for name, b in self.named_buffers() if name.endswith(".weight")}
+        return sum(t.numel() for t in weights.values())
 
     def setup_cache(self, batch_size: int, max_len: int | None = None) -> None:
         """Allocate a static KV cache for max_len positions (default: the context length).
@@ -201,7 +203,7 @@ class TinySLM(nn.Module):
         max_len = max_len or self.config.context_length
         if max_len > self.config.context_length:
             raise ValueError(f"cache length {max_len} exceeds context {self.config.context_length}")
-        p = self.tok_embeddings.weight
+        p = self.norm.weight  # the activations' dtype (the embedding may hold int8 weights)
         window = self.config.sliding_window
         for layer in self.layers:
             attn = layer.attn
@@ -216,8 +218,10 @@ class TinySLM(nn.Module):
             layer.attn.cache = None
         self.cache_len = self.cache_slots = 0
 
-    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V) for token ids idx (B, T).
+    def forward(
+        self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Logits (B, T, V) for token ids idx (B, T); (B, 1, V) of the last position only with last_only.
 
         Without input_pos: plain causal forward from position 0 (training, no cache).
         With input_pos (T,) and a cache: writes keys/values at input_pos. A prefill whose positions
@@ -233,6 +237,8 @@ class TinySLM(nn.Module):
         x = self.tok_embeddings(idx)  # (B, T, C)
         for layer in self.layers:
             x = layer(x, cos, sin, input_pos, mask)
+        if last_only:
+            x = x[:, -1:]  # a prefill needs one position's logits: skip the head's work on the others
         return self.output(self.norm(x))  # (B, T, V)
 
     def _cache_mask(self, input_pos: torch.Tensor, T: int) -> torch.Tensor | None:

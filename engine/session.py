@@ -1,4 +1,4 @@
-"""Open a model for generation in one call: resolve, pick device/dtype, load, wrap in a Generator."""
+"""Open a model for generation in one call: resolve, pick device/dtype/threads, load, wrap in a Generator."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.bundle import Bundle, load_bundle
+from engine.bundle import Bundle, load_bundle, stored_quantization
 from engine.cpu_linear import pack_linears
 from engine.generate import Generator
+from engine.quant import check_quantize
 from engine.registry import resolve_model
 from engine.runtime import dtype_name, pick_device, pick_dtype
+from engine.threads import apply_threads
 
 
 @dataclass
@@ -20,7 +22,9 @@ class Session:
     bundle: Bundle
     generator: Generator
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # the activations' dtype
+    quantize: str = "none"  # "int8": weight-only int8
+    threads: int = 1  # torch's CPU threads
 
     @property
     def name(self) -> str:
@@ -32,14 +36,34 @@ class Session:
         """'bfloat16' or 'float32'."""
         return dtype_name(self.dtype)
 
+    @property
+    def precision(self) -> str:
+        """How it computes, for status lines: 'bfloat16', or 'int8 · bfloat16' with int8 weights."""
+        return f"int8 · {self.dtype_name}" if self.quantize == "int8" else self.dtype_name
+
 
 def open_session(
-    model: str | None = None, device: str = "auto", dtype: str = "auto", compile: bool = False
+    model: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    compile: bool = False,
+    quantize: str | None = None,
+    threads: int | None = None,
 ) -> Session:
-    """Load model (path or name; None = the default) for sampling."""
+    """Load model (path or name; None = the default) for sampling.
+
+    quantize: "int8" or "none"; None keeps what the bundle stores (an int8 bundle runs in int8).
+    threads: torch's CPU threads (None: HELIUM_THREADS, else torch's default).
+    """
+    if quantize is not None:
+        check_quantize(quantize)
+    n_threads = apply_threads(threads)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    bundle = load_bundle(resolve_model(model), device=dev, dtype=dt)
+    path = resolve_model(model)
+    quantize = quantize or stored_quantization(path)
+    bundle = load_bundle(path, device=dev, dtype=dt, quantize=quantize)
     if dev.type == "cpu" and dt == torch.bfloat16 and not compile:
         pack_linears(bundle.model)  # prepacked oneDNN bf16 kernels (Inductor cannot lower them: eager only)
-    return Session(bundle, Generator(bundle.model, bundle.tokenizer, compile=compile), dev, dt)
+    generator = Generator(bundle.model, bundle.tokenizer, compile=compile)
+    return Session(bundle, generator, dev, dt, quantize, n_threads)

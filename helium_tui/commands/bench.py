@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
@@ -46,10 +47,20 @@ def bench_decode_cmd(
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length for prefill.")] = 128,
     new_tokens: Annotated[int, typer.Option(help="Tokens to decode per run.")] = 200,
     batch_size: Annotated[int, typer.Option(help="Sequences decoded together.")] = 1,
-    repeats: Annotated[int, typer.Option(help="Timed runs (best is reported).")] = 3,
+    repeats: Annotated[int, typer.Option(help="Timed runs (the median is reported).")] = 3,
     window: Annotated[
         int | None, typer.Option(help="Override the preset's sliding attention window (0 = full causal).")
     ] = None,
+    quantize: Annotated[str, typer.Option(help="Weights: none or int8 (weight-only).")] = "none",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads (default: HELIUM_THREADS, else the physical cores).")
+    ] = None,
+    background_load: Annotated[
+        int, typer.Option(help="Also decode while N busy processes of its own run; reports loaded / idle.")
+    ] = 0,
+    vs_llama_cpp: Annotated[
+        bool, typer.Option("--vs-llama-cpp", help="Also time llama.cpp on the same weights (llama-cpp-python).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
     """Prefill and batch-1 decode speed, time to first token, peak memory and the memory roofline."""
@@ -57,14 +68,17 @@ def bench_decode_cmd(
         from engine.bench import bench_decode
 
         r = bench_decode(
-            preset, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats, window
-        )
+            preset, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats, window,
+            quantize=quantize, threads=threads, background_load=background_load, vs_llama_cpp=vs_llama_cpp,
+        )  # fmt: skip
+    weights = "int8 weights, " if r.quantize == "int8" else ""
     rows = [
-        ("device / dtype", f"{r.device} / {r.dtype} ({r.threads} threads)"),
+        ("device / dtype", f"{r.device} / {weights}{r.dtype} activations ({r.threads} threads)"),
         ("compiled / packed", f"{r.compiled} / {r.packed}"),
         ("attention window / KV cache", f"{r.sliding_window or 'full'} / {r.kv_cache_bytes / 2**20:,.1f} MiB"),
         ("prefill", f"{r.prefill_tokens_per_s:,.0f} tok/s ({r.prompt_tokens} tokens)"),
-        (f"decode (batch {r.batch_size})", f"{r.decode_tokens_per_s:,.1f} tok/s per sequence"),
+        (f"decode (batch {r.batch_size})", f"{r.decode_tokens_per_s:,.1f} tok/s per sequence (median)"),
+        ("decode runs", ", ".join(f"{t:,.0f}" for t in r.decode_runs)),
         ("time to first token", f"{r.ttft_s * 1000:.1f} ms"),
         ("peak memory", f"{r.peak_mem_bytes / 2**20:,.0f} MiB"),
         ("weights read per token", f"{r.weight_bytes / 2**20:,.1f} MiB"),
@@ -72,6 +86,21 @@ def bench_decode_cmd(
         ("roofline", f"{r.roofline_tokens_per_s:,.0f} tok/s"),
         ("achieved", f"{r.roofline_fraction:.0%} of roofline"),
     ]
+    if r.background_load:
+        rows += [
+            (f"decode with {r.background_load} busy process{'es' if r.background_load > 1 else ''}", f"{r.loaded_tokens_per_s:,.1f} tok/s (median)"),
+            ("loaded runs", ", ".join(f"{t:,.0f}" for t in r.loaded_runs)),
+            ("loaded / idle", f"{r.loaded_fraction:.0%}"),
+        ]
+    if r.llama_cpp and "skipped" in r.llama_cpp:
+        print(f"helium: note: {r.llama_cpp['skipped']}", file=sys.stderr)
+    elif r.llama_cpp:
+        ll = r.llama_cpp
+        rows += [
+            (f"llama.cpp {ll['type']} decode", f"{ll['tokens_per_s']:,.1f} tok/s (median)"),
+            ("llama.cpp runs", ", ".join(f"{t:,.0f}" for t in ll["runs"])),
+            ("Helium / llama.cpp", f"{r.decode_tokens_per_s / ll['tokens_per_s']:.2f}x"),
+        ]
     print_report(f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params)", rows, r.to_dict(), as_json)
 
 

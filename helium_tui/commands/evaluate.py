@@ -16,6 +16,12 @@ def eval_cmd(
     data: Annotated[Path, typer.Option(help="Text file: <|endoftext|>-separated stories, or one stream.")] = ...,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32 (default, exact) or bfloat16.")] = "float32",
+    quantize: Annotated[
+        str, typer.Option(help="Weights: int8 (weight-only), none, or auto (as the bundle stores them).")
+    ] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads (default: HELIUM_THREADS, else the physical cores).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a model on a text file: nats per token and bits per UTF-8 byte (tokenizer-independent)."""
@@ -24,11 +30,13 @@ def eval_cmd(
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
         from engine.evaluate import evaluate_file
+        from engine.quant import quantize_option
         from engine.session import open_session
 
         if not data.is_file():
             raise ValueError(f"{data}: no such file" if not data.exists() else f"{data}: not a regular file")
-        session = open_session(model or None, device=device, dtype=dtype)
+        quant = quantize_option(quantize)
+        session = open_session(model or None, device=device, dtype=dtype, quantize=quant, threads=threads)
         columns = [TextColumn("scoring"), BarColumn(), DownloadColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=Console(stderr=True), transient=True) as bar:  # stdout stays clean
             task = bar.add_task("eval", total=data.stat().st_size)
@@ -38,12 +46,13 @@ def eval_cmd(
                 data,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-    out = {"model": session.name, "data": str(data), **result.to_dict()}
+    out = {"model": session.name, "data": str(data), "quantize": session.quantize, **result.to_dict()}
     if as_json:
         print(json.dumps(out))
         return
+    weights = " (int8 weights)" if session.quantize == "int8" else ""
     print(
-        f"{session.name} on {data.name}: {result.nats_per_token:.4f} nats/token, "
+        f"{session.name}{weights} on {data.name}: {result.nats_per_token:.4f} nats/token, "
         f"{result.bits_per_byte:.4f} bits/byte ({result.tokens:,} tokens, {result.bytes:,} bytes, "
         f"{result.documents:,} documents)"
     )

@@ -46,6 +46,12 @@ def tell(
     compile: Annotated[
         bool, typer.Option("--compile/--no-compile", help="torch.compile the decode step (slow to start on CPU).")
     ] = False,
+    quantize: Annotated[
+        str, typer.Option(help="Weights: int8 (weight-only, faster on CPUs), none, or auto (as the bundle stores them).")
+    ] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads (default: HELIUM_THREADS, else the physical cores).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end instead of streaming.")] = False,
     raw: Annotated[
         bool,
@@ -67,9 +73,13 @@ def tell(
             repetition_penalty=repetition_penalty,
             seed=seed,
         ).validate()
+        from engine.quant import quantize_option
         from engine.session import open_session
 
-        session = open_session(model or None, device=device, dtype=dtype, compile=compile)
+        session = open_session(
+            model or None, device=device, dtype=dtype, compile=compile, quantize=quantize_option(quantize),
+            threads=threads,
+        )  # fmt: skip
         stream = session.generator.stream(prompt, params)
         show = (lambda text: text) if raw or not sys.stdout.isatty() else terminal_safe
         if not as_json:
@@ -97,6 +107,8 @@ def tell(
                     "model": session.name,
                     "device": str(session.device),
                     "dtype": session.dtype_name,
+                    "quantize": session.quantize,
+                    "threads": session.threads,
                     "compiled": compile and session.generator.compile_failed is None,
                 },
                 ensure_ascii=False,

@@ -1,0 +1,67 @@
+"""CPU threads: how many torch uses (`--threads`, HELIUM_THREADS) and how OpenMP's idle threads wait.
+
+Torch's OpenMP threads spin while they wait for each other. On a busy machine a spinning thread burns the
+time slice its partner needs and decoding collapses; `prepare_openmp` (before torch loads) makes them sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from engine.checks import whole
+
+ENV = "HELIUM_THREADS"  # the thread count when no --threads is given
+MAX_THREADS = 1024
+WAIT_ENV = {  # set before torch loads OpenMP, unless the user set them: idle threads sleep instead of spinning
+    "OMP_WAIT_POLICY": "PASSIVE",  # GNU libgomp (torch's wheels on Linux) and LLVM's libomp (macOS)
+    "KMP_BLOCKTIME": "0",  # Intel's libiomp5 (some conda builds)
+}
+
+
+def prepare_openmp(environ: dict[str, str] | None = None) -> bool:
+    """Ask OpenMP to let waiting threads sleep; True if it can still take effect (torch not loaded yet).
+
+    OpenMP reads these once, when torch's library loads, so call this before the first `import torch`.
+    A value the user set already wins.
+    """
+    environ = os.environ if environ is None else environ
+    for key, value in WAIT_ENV.items():
+        environ.setdefault(key, value)
+    return "torch" not in sys.modules
+
+
+def check_threads(value: object, name: str = "--threads") -> int:
+    """value as a thread count (a whole number from 1 to MAX_THREADS), else ValueError naming it."""
+    return whole(name, value, high=MAX_THREADS)
+
+
+def requested_threads(threads: int | None = None, environ: dict[str, str] | None = None) -> int | None:
+    """The thread count asked for: threads if given, else HELIUM_THREADS, else None (the default)."""
+    if threads is not None:
+        return check_threads(threads)
+    raw = (os.environ if environ is None else environ).get(ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value: object = int(raw)
+    except ValueError:
+        value = raw
+    return check_threads(value, ENV)
+
+
+def default_threads() -> int:
+    """The physical cores this process may use (what torch picks by itself), at least 1."""
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def apply_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op threads to threads (or HELIUM_THREADS, or leave torch's default); returns the count."""
+    import torch
+
+    n = requested_threads(threads)
+    if n is not None and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
