@@ -22,11 +22,9 @@ from engine.registry import resolve_model
 from trainer.config import TrainConfig
 
 # What a fine-tune changes from a fresh run's defaults (`helium train --init-from`, `finetune_config`): a peak
-# lr a third of the fresh run's, a short warmup, small batches (many steps from little text), evals often
-# enough to draw a curve, and the dropout the shipped model was trained with.
-FINETUNE_DEFAULTS = dict(
-    lr=3e-4, warmup_steps=10, batch_size=8, dropout=0.1, eval_interval=25, eval_batches=10
-)
+# lr a fifth of the fresh run's (a tenth of the shipped model's), a short warmup, small batches (more steps
+# from little text) and evals often enough to draw a curve. docs/BENCHMARKS.md has the measurements behind them.
+FINETUNE_DEFAULTS = dict(lr=2e-4, warmup_steps=10, batch_size=8, eval_interval=25, eval_batches=10)
 FINETUNE_EPOCHS = 4  # default budget: passes over the training split (without max_steps / max_tokens)
 MIN_FINETUNE_STEPS = 20  # the default budget is never shorter than this
 MIN_STORIES = 20  # fewer stories than this make a useless run: refused with a notice

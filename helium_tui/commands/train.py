@@ -20,7 +20,7 @@ from helium_tui.errors import fail, user_errors
 FINETUNE_HELP = (
     "Fine-tune: start from this model's weights and shape (an installed name or a bundle dir, never "
     "modified); --data must be prepared with its tokenizer (`helium data prepare FILES --tokenizer MODEL`). "
-    "Fine-tune defaults: --lr 3e-4, --warmup 10, --batch-size 8, --dropout 0.1, --eval-interval 25, "
+    "Fine-tune defaults: --lr 2e-4, --warmup 10, --batch-size 8, --eval-interval 25, "
     "--eval-batches 10 and 4 passes over the data (at least 20 steps) unless --max-steps/--max-tokens; "
     "--context may only shrink, a --preset must name the model's own shape."
 )
@@ -65,7 +65,7 @@ def train(
     context: Annotated[
         int | None, typer.Option(help="Tokens per sequence. [preset's or base model's context]")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate. [1e-3; fine-tune 3e-4]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate. [1e-3; fine-tune 2e-4]")] = None,
     min_lr: Annotated[
         float | None, typer.Option(help="Learning rate at the end of the cosine decay. [lr / 10]")
     ] = None,
@@ -89,9 +89,7 @@ def train(
     ] = None,
     keep_last: Annotated[int | None, typer.Option(help="Step checkpoints to keep; 0 = all. [3]")] = None,
     log_interval: Annotated[int | None, typer.Option(help="Steps between progress lines. [10]")] = None,
-    dropout: Annotated[
-        float | None, typer.Option(help="Dropout on attention and MLP outputs. [0.0; fine-tune 0.1]")
-    ] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout on attention and MLP outputs. [0.0]")] = None,
     compile: Annotated[
         bool | None,
         typer.Option("--compile/--no-compile", help="torch.compile the model. [on for CUDA, off on CPU]"),
