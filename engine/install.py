@@ -16,7 +16,7 @@ from engine.errors import BundleError
 from engine.files import atomic_directory, remove_path
 from engine.paths import user_models_dir
 
-WEIGHT_DTYPES = ("float32", "bfloat16")  # what `dtype=` may ask for (None keeps the stored dtype)
+WEIGHT_DTYPES = ("float32", "bfloat16", "int8")  # what `dtype=` may ask for (None keeps the stored dtype)
 BUNDLE_FILES = (CONFIG, WEIGHTS, PT_WEIGHTS, TOKENIZER, METADATA)  # what a plain copy takes along
 
 
@@ -46,7 +46,8 @@ def install_bundle(
     """Install the bundle directory `source` as `name`; returns (installed name, path).
 
     link: a symlink to source (a copy where links are not possible), else a validated copy.
-    dtype: store the weights in float32 or bfloat16 (copies only; None keeps them as they are).
+    dtype: store the weights in float32, bfloat16 or int8 (weight-only, one scale per row; loads without
+    quantizing again) — copies only; None keeps them as they are.
     An existing `name` is an error unless force (replace it) or unique (use name-2, name-3, ...);
     installing the same source again as a link is a no-op.
     """
@@ -96,14 +97,14 @@ def _copy_bundle(source: Path, tmp: Path, dtype: str | None) -> None:
     from engine.bundle import load_bundle, save_bundle
     from engine.runtime import DTYPES
 
-    bundle = load_bundle(source)
+    bundle = load_bundle(source, quantize="int8" if dtype == "int8" else "none")  # int8: weight-only, per row
     if dtype is None:
         for path in source.iterdir():
             if path.is_file() and (path.name in BUNDLE_FILES or path.suffix == ".md"):
                 shutil.copy2(path, tmp / path.name)
     else:
-        meta = {k: v for k, v in bundle.metadata.items() if k not in ("created_at", "parameters")}
-        save_bundle(tmp, bundle.model, bundle.tokenizer, meta, weights_dtype=DTYPES[dtype])
+        meta = {k: v for k, v in bundle.metadata.items() if k not in ("created_at", "parameters", "quantization")}
+        save_bundle(tmp, bundle.model, bundle.tokenizer, meta, weights_dtype=DTYPES.get(dtype))
         for extra in source.glob("*.md"):
             shutil.copy2(extra, tmp / extra.name)
 

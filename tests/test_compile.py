@@ -52,3 +52,59 @@ def test_a_failing_compile_falls_back_to_eager():
         assert torch.equal(fn(torch.ones(3)), torch.full((3,), 2.0))
     assert fn.failed and fn.compiled is None
     assert torch.equal(fn(-torch.ones(3)), torch.full((3,), -2.0))  # later calls run eager
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(max_new_tokens=100, temperature=0, repetition_penalty=1.2, stop_at_eos=False),
+        SamplingParams(max_new_tokens=100, temperature=0.9, top_k=40, top_p=0.9, seed=5, stop_at_eos=False),
+    ],
+    ids=["greedy", "sampled"],
+)
+def test_compiled_step_with_sampling_inside_matches_eager(params, tiny_model, tiny_tokenizer, one_thread):
+    # the step CUDA graphs run (penalty, temperature, top-k, top-p and the draw inside the graph), here compiled
+    # by Inductor on the CPU: the same tokens as the same step run eagerly, noise drawn from the same seed
+    prompt = tiny_tokenizer.encode("Once upon a time")
+    eager = Generator(tiny_model, tiny_tokenizer, fused_sampling=True)
+    compiled = Generator(tiny_model, tiny_tokenizer, compile=True, fused_sampling=True)
+    want = [(ids.clone(), logits.clone()) for ids, logits in eager.tokens(prompt, params)]
+    got = [(ids.clone(), logits.clone()) for ids, logits in compiled.tokens(prompt, params)]
+    assert compiled.compile_failed is None, compiled.compile_failed
+    assert len(got) == len(want) == 100
+    for (ids_w, logits_w), (ids_g, logits_g) in zip(want, got, strict=True):
+        assert torch.equal(ids_w, ids_g)
+        torch.testing.assert_close(logits_g, logits_w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(max_new_tokens=100, temperature=0, repetition_penalty=1.2, stop_at_eos=False),
+        SamplingParams(max_new_tokens=100, temperature=0.9, top_k=40, top_p=0.9, seed=5, stop_at_eos=False),
+    ],
+    ids=["greedy", "sampled"],
+)
+def test_cuda_graph_decode_samples_inside_the_graph(params, tiny_model, tiny_tokenizer):
+    # on CUDA, compile means CUDA graphs (mode="reduce-overhead") with sampling inside them by default: every
+    # token is one replay, the position stays on the device, and the story equals the same step run eagerly
+    from torch._dynamo.utils import counters
+
+    model = tiny_model.to("cuda")
+    prompt = tiny_tokenizer.encode("Once upon a time")
+    eager = Generator(model, tiny_tokenizer, fused_sampling=True)
+    want = [(ids.clone(), logits.clone()) for ids, logits in eager.tokens(prompt, params)]
+    compiled = Generator(model, tiny_tokenizer, compile=True)
+    assert compiled.fused and compiled._pos.is_cuda
+    skips = counters["inductor"]["cudagraph_skips"]
+    compiled.warm_up()
+    got = [(ids.clone(), logits.clone()) for ids, logits in compiled.tokens(prompt, params)]
+    again = [ids.clone() for ids, _ in compiled.tokens(prompt, params)]  # replays, outputs copied out each token
+    assert compiled.compile_failed is None, compiled.compile_failed
+    assert counters["inductor"]["cudagraph_skips"] == skips  # the step really ran as a CUDA graph
+    assert len(got) == len(want) == 100
+    for (ids_w, logits_w), (ids_g, logits_g) in zip(want, got, strict=True):
+        assert torch.equal(ids_w, ids_g)
+        torch.testing.assert_close(logits_g, logits_w, rtol=1e-3, atol=1e-3)
+    assert torch.equal(torch.cat(again), torch.cat([ids for ids, _ in got]))

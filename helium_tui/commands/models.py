@@ -41,11 +41,12 @@ def install_cmd(
     source: Annotated[Path, typer.Argument(help="A bundle directory (e.g. RUN_DIR/bundle).")],
     name: Annotated[str, typer.Option(help="Name to install it under (`--model NAME`).")],
     dtype: Annotated[
-        str, typer.Option(help="Weights dtype to store: keep, float32 or bfloat16 (half the size).")
+        str,
+        typer.Option(help="Weights dtype to store: keep, float32, bfloat16 (half the size) or int8 (a quarter)."),
     ] = "keep",
     force: Annotated[bool, typer.Option(help="Replace an installed bundle of that name.")] = False,
 ) -> None:
-    """Copy a bundle into the user models dir, optionally storing its weights in bfloat16."""
+    """Copy a bundle into the user models dir, optionally storing its weights in bfloat16 or int8."""
     with user_errors():
         from engine.install import install_bundle
 
