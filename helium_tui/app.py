@@ -1,26 +1,32 @@
 """The Helium story studio app: loads a model in the background and hosts the screens.
 
 `HeliumApp` owns the loaded `Session` and the story store; `run_app()` is what `helium` (no subcommand) runs.
+The command palette and f1 list the bindings of the screen they are opened on (see `get_system_commands`).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from textual import work
+from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 
 from engine.errors import BundleError
 from engine.registry import ModelInfo
+from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.help import HelpScreen
 from helium_tui.screens.models import ModelPicker
 from helium_tui.screens.no_model import NoModelScreen
 from helium_tui.screens.studio import StudioScreen
+from helium_tui.streaming import exit_now_if_busy, start_daemon
 
 if TYPE_CHECKING:
     from engine.session import Session
@@ -47,12 +53,33 @@ class HeliumApp(App[None]):
 
     TITLE = "Helium"
     CSS_PATH = "helium.tcss"
-    BINDINGS = [
-        Binding("ctrl+o", "models", "Models", id="models"),
-        Binding("ctrl+l", "library", "Library", id="library", show=False),
-        Binding("ctrl+t", "training", "Training", id="training", show=False),
-        Binding("f1", "help", "Help", id="help"),
+    BINDINGS = [  # shown in every footer: f1 only (the studio shows its own way to the other screens)
+        Binding("ctrl+o", "models", "Models", id="models", show=False, tooltip="Choose a model"),
+        Binding("ctrl+l", "library", "Library", id="library", show=False, tooltip="The story library"),
+        Binding("ctrl+t", "training", "Training", id="training", show=False, tooltip="The training monitor"),
+        Binding("f1", "help", "Help", id="help", tooltip="The keys and a guide to this screen"),
     ]
+
+    @dataclass
+    class ModelLoaded(Message):
+        """A model load finished (posted by its thread)."""
+
+        seq: int  # which load (only the newest one counts)
+        session: Session
+
+    @dataclass
+    class ModelFailed(Message):
+        """A model load failed (posted by its thread)."""
+
+        seq: int  # which load
+        error: str  # one line for the user
+
+    @dataclass
+    class ModelCompiling(Message):
+        """A loaded model is compiling its decode step (posted by the load thread)."""
+
+        seq: int  # which load
+        name: str  # the model's name
 
     def __init__(
         self,
@@ -70,6 +97,9 @@ class HeliumApp(App[None]):
         self.stories_dir = Path(stories_dir) if stories_dir else None  # None: the store's default
         self.session: Session | None = None  # the loaded model
         self.studio = StudioScreen()  # the main screen (always at the bottom of the stack)
+        self.loading: str | None = None  # the model being loaded (None: no load in flight)
+        self.compare_session: Session | None = None  # the other model the compare view loaded last
+        self.load_seq = 0  # counts loads; a thread's result counts only if no newer load began
         self._store: Any | None = None
         self.last_run_dir: Path | None = None  # the run the training monitor last watched (it re-attaches)
 
@@ -78,8 +108,8 @@ class HeliumApp(App[None]):
     def get_default_screen(self) -> Screen:
         return self.studio
 
-    def on_mount(self) -> None:
-        self.load_model(self.model_spec)
+    def on_ready(self) -> None:
+        self.load_model(self.model_spec)  # once the studio is composed: it shows the load
 
     @property
     def store(self) -> Any | None:
@@ -94,44 +124,71 @@ class HeliumApp(App[None]):
         """Load a saved story (prompt + text + parameters) back into the studio."""
         while self.screen is not self.studio and len(self.screen_stack) > 1:
             self.pop_screen()
-        self.studio.load_story(story.prompt, story.text, dict(story.params), story.seed)
+        params = story.params if isinstance(story.params, dict) else {}
+        self.studio.load_story(story.prompt, story.text, params, story.seed)
+
+    @property
+    def busy(self) -> bool:
+        """A model is loading, or a story (or a comparison) is being told."""
+        return self.loading is not None or any(getattr(s, "generating", False) for s in self.screen_stack)
 
     # ---- models --------------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
     def load_model(self, spec: str | None) -> None:
-        """Open a model in a background thread; the studio shows a loading indicator meanwhile."""
+        """Open a model on a daemon thread; the studio shows a loading indicator meanwhile."""
         from engine.session import open_session
 
-        name = Path(spec).name if spec else "default model"
-        self.call_from_thread(self.studio.set_loading, name)
-        try:
-            session = open_session(spec, device=self.device_spec, dtype=self.dtype_spec, compile=self.compile)
-            if self.compile:
-                self.call_from_thread(self.studio.set_loading, f"{name} · compiling")
-                session.generator.warm_up()
-        except (BundleError, ValueError, OSError) as exc:
-            self.call_from_thread(self._load_failed, one_line(exc))
-        except Exception as exc:  # noqa: BLE001 - a broken bundle must not take the app down
-            self.call_from_thread(self._load_failed, f"{type(exc).__name__}: {one_line(exc)}")
-        else:
-            self.call_from_thread(self._loaded, session)
+        self.load_seq += 1
+        seq, name = self.load_seq, Path(spec).name if spec else "default model"
+        self.loading = name
+        self.studio.set_loading(name)
+        device, dtype, compile = self.device_spec, self.dtype_spec, self.compile
 
-    def _loaded(self, session: Session) -> None:
+        def load() -> None:
+            try:
+                session = open_session(spec, device=device, dtype=dtype, compile=compile)
+                if compile:
+                    self.post_message(self.ModelCompiling(seq, name))
+                    session.generator.warm_up()
+            except (BundleError, ValueError, OSError) as exc:
+                self.post_message(self.ModelFailed(seq, one_line(exc)))
+            except Exception as exc:  # noqa: BLE001 - a broken bundle must not take the app down
+                self.post_message(self.ModelFailed(seq, f"{type(exc).__name__}: {one_line(exc)}"))
+            else:
+                self.post_message(self.ModelLoaded(seq, session))
+
+        start_daemon("load", load)
+
+    @on(ModelCompiling)
+    def _compiling(self, message: ModelCompiling) -> None:
+        if message.seq == self.load_seq:
+            self.studio.set_loading(f"{message.name} · compiling")
+
+    @on(ModelLoaded)
+    def _loaded(self, message: ModelLoaded) -> None:
+        if message.seq != self.load_seq:
+            return  # a newer load has begun
+        self.loading = None
+        session = message.session
         switched = self.session is not None
         self.session = session
         if isinstance(self.screen, NoModelScreen):
             self.pop_screen()
         self.studio.set_session(session)
         if switched:
-            self.notify(f"Loaded {session.name}", timeout=3)
+            self.notify(terminal_safe(f"Loaded {session.name}"), timeout=3, markup=False)
 
-    def _load_failed(self, error: str) -> None:
+    @on(ModelFailed)
+    def _load_failed(self, message: ModelFailed) -> None:
+        if message.seq != self.load_seq:
+            return
+        self.loading = None
+        error = terminal_safe(message.error)
         self.studio.set_session(None)
         if self.session is not None:
-            self.notify(error, title="Could not load the model", severity="error", timeout=8)
+            self.notify(error, title="Could not load the model", severity="error", timeout=8, markup=False)
         elif isinstance(self.screen, NoModelScreen):
-            self.notify(error, title="Still no model", severity="error", timeout=8)
+            self.notify(error, title="Still no model", severity="error", timeout=8, markup=False)
         else:
             self.push_screen(NoModelScreen(error))
 
@@ -158,9 +215,9 @@ class HeliumApp(App[None]):
     # ---- other screens -------------------------------------------------------------------------------
 
     def action_help(self) -> None:
-        """Keys and a short guide."""
+        """The keys and the guide of the screen we are on."""
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.screen))
 
     def action_library(self) -> None:
         """The story library (saved stories)."""
@@ -179,22 +236,27 @@ class HeliumApp(App[None]):
             self.push_screen(module.TrainingScreen())
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Every studio action by name in the command palette (ctrl+p)."""
+        """The command palette (ctrl+p): Textual's own commands, then every enabled key of screen by name.
+
+        A screen may add commands without a key through a `palette_commands()` method.
+        """
         yield from super().get_system_commands(screen)
-        studio = self.studio
-        yield SystemCommand("Generate", "Tell a story from the prompt (ctrl+g)", studio.action_generate)
-        yield SystemCommand("Stop", "Stop the story being told (escape)", studio.action_stop)
-        yield SystemCommand("Retell", "Same prompt again, new seed unless fixed (ctrl+r)", studio.action_regenerate)
-        yield SystemCommand("Continue story", "The story so far becomes the prompt (ctrl+n)",
-                            studio.action_continue_story)
-        yield SystemCommand("Clear", "Empty prompt and story (f8)", studio.action_clear)
-        yield SystemCommand("Token inspector", "Colour tokens by probability (f2)", studio.action_toggle_inspector)
-        yield SystemCommand("Models", "Choose and load a model (ctrl+o)", self.action_models)
-        yield SystemCommand("Library", "Saved stories (ctrl+l)", self.action_library)
-        yield SystemCommand("Training", "Training monitor (ctrl+t)", self.action_training)
-        yield SystemCommand("Help", "Keys and a short guide (f1)", self.action_help)
+        seen: set[str] = set()
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if binding.system or not binding.description or not active.enabled or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            help_text = f"{binding.tooltip or binding.description} ({self.get_key_display(binding)})"
+            run = partial(self.run_action, binding.action, active.node)
+            yield SystemCommand(binding.description, help_text, run)
+        extra = getattr(screen, "palette_commands", None)
+        if callable(extra):
+            yield from extra()
 
 
 def run_app(**kwargs: Any) -> None:
-    """Run the studio until the user quits (kwargs: see HeliumApp)."""
-    HeliumApp(**kwargs).run()
+    """Run the studio until the user quits (kwargs: see HeliumApp); quitting never waits for torch work."""
+    app = HeliumApp(**kwargs)
+    app.run()
+    exit_now_if_busy(app.return_code or 0)

@@ -1,55 +1,63 @@
-"""The help screen (f1): what the studio does and every key.
+"""The help screen (f1): every key of the screen it was opened on, then that screen's guide.
 
+Keys come from the screen's and the app's `BINDINGS` (a binding's tooltip, else its description), so each
+screen's help stays true to its keys; the guide is the screen's `HELP` Markdown (its first line the title).
 A modal page; escape, f1 or q closes it.
 """
 
 from __future__ import annotations
 
 from rich.table import Table
-from textual.app import ComposeResult
+from rich.text import Text
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.dom import DOMNode
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Markdown, Static
 
-KEYS: list[tuple[str, str]] = [
-    ("ctrl+g  ctrl+enter", "Generate a story from the prompt"),
-    ("escape", "Stop the story being told"),
-    ("ctrl+r", "Retell: same prompt, new seed unless fixed"),
-    ("ctrl+n", "Continue: the story so far becomes the prompt"),
-    ("f8", "Clear prompt and story"),
-    ("f2", "Token inspector: colour tokens by probability"),
-    ("← → home end", "Move between tokens (story focused)"),
-    ("ctrl+o", "Choose a model"),
-    ("ctrl+l", "Story library"),
-    ("ctrl+t", "Training monitor"),
-    ("ctrl+p", "Command palette: every action by name"),
-    ("tab  shift+tab", "Focus: prompt, story, sliders, seed"),
-    ("f1", "This help"),
-    ("ctrl+q", "Quit"),
-]
-
-GUIDE = (
-    "[b]Sliders[/b]: focus one with tab, then ← → (a step), pgup pgdn (a tenth), home end; or drag "
-    "with the mouse. Temperature 0 is greedy; top-k 0 and top-p 1 switch those filters off. "
-    "Turn on [b]Fixed seed[/b] to retell the same story every time.\n\n"
-    "[b]Inspector[/b]: [on #1d5c3a] likely [/] … [on #7d1c2c] surprising [/] tokens; the panel lists "
-    "the alternatives the model weighed."
-)
+PALETTE_ROW = ("ctrl+p", "Command palette: every action of this screen by name")
 
 
-def keys_table() -> Table:
-    """The key list as a two-column grid."""
+def node_bindings(node: DOMNode) -> list[Binding]:
+    """The bindings a node's class declares, its own before its bases' (a key declared twice: the first)."""
+    out: list[Binding] = []
+    seen: set[str] = set()
+    for cls in type(node).__mro__:
+        for binding in Binding.make_bindings(cls.__dict__.get("BINDINGS", [])):
+            if binding.key not in seen:
+                seen.add(binding.key)
+                out.append(binding)
+    return out
+
+
+def key_rows(screen: Screen, app: App) -> list[tuple[str, str]]:
+    """(keys, what they do) for screen, then the app; keys of one action share a row, system keys left out."""
+    rows: dict[str, tuple[list[str], str]] = {}  # action -> (keys, text)
+    taken: set[str] = set()  # a key the screen binds hides the app's binding of it
+    for node in (screen, app):
+        for binding in node_bindings(node):
+            if binding.system or not binding.description or binding.key in taken:
+                continue
+            taken.add(binding.key)
+            action = binding.action if "." in binding.action or node is screen else f"app.{binding.action}"
+            keys, text = rows.setdefault(action, ([], binding.tooltip or binding.description))
+            keys.append(binding.key_display or binding.key)
+    return [("  ".join(keys), text) for keys, text in rows.values()] + [PALETTE_ROW]
+
+
+def keys_table(rows: list[tuple[str, str]]) -> Table:
+    """The key list as a two-column grid (plain Text: never markup)."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold #ffa62b", no_wrap=True)
     table.add_column()
-    for key, action in KEYS:
-        table.add_row(key, action)
+    for keys, text in rows:
+        table.add_row(Text(keys), Text(text))
     return table
 
 
 class HelpScreen(ModalScreen[None]):
-    """Keys and a short guide."""
+    """The keys and the guide of the screen beneath."""
 
     BINDINGS = [
         Binding("escape", "close", "Close"),
@@ -57,12 +65,22 @@ class HelpScreen(ModalScreen[None]):
         Binding("q", "close", "Close", show=False),
     ]
 
+    def __init__(self, screen: Screen) -> None:
+        super().__init__()
+        self.about = screen  # the screen whose keys are shown
+        guide = (screen.HELP or "").strip()
+        first, _, rest = guide.partition("\n")
+        self.heading = first.lstrip("# ").strip() if first.startswith("#") else "Helium"  # the page's title
+        self.guide = rest.strip() if first.startswith("#") else guide  # Markdown below the keys
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
-            yield Static("[b]Helium story studio[/b]  [dim]write an opening, press ctrl+g[/]",
-                         id="help-title")
-            yield Static(keys_table(), id="help-keys")
-            yield Static(GUIDE, id="help-guide")
+            yield Static(
+                Text.assemble((self.heading, "bold"), ("  f1 or escape closes this", "dim")), id="help-title"
+            )
+            yield Static(keys_table(key_rows(self.about, self.app)), id="help-keys")
+            if self.guide:
+                yield Markdown(self.guide, id="help-guide")
 
     def action_close(self) -> None:
         """Back to where we were."""

@@ -1,7 +1,7 @@
 """The story studio: a prompt editor, a live story pane, sampling sliders and the token inspector.
 
-Generation runs in a thread worker that streams deltas into a per-run buffer; the UI drains it on a
-posted message, so a fast model cannot flood the event loop.
+A story is told on a daemon thread (`helium_tui.streaming`) that buffers deltas in its `Run`; the UI drains
+the buffer on a posted message at most once a frame, so a fast model cannot flood the event loop.
 """
 
 from __future__ import annotations
@@ -13,20 +13,23 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
+from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, TextArea
 
 from engine.generate import Delta, GenerationResult, Generator
 from engine.sampling import SamplingParams
+from helium_tui.safe_text import is_terminal_safe, terminal_safe
+from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.widgets.inspector import InspectorPanel
 from helium_tui.widgets.sliders import ParamSlider, ParamSpec, SeedRow
 from helium_tui.widgets.status_bar import StatusBar
-from helium_tui.widgets.story_view import Piece, StoryView
+from helium_tui.widgets.story_view import Piece, StoryPane, StoryView
 
 if TYPE_CHECKING:
     from engine.session import Session
@@ -34,7 +37,6 @@ if TYPE_CHECKING:
 
 DEFAULT_PROMPT = "Once upon a time"
 INSPECT_TOP = 5  # alternatives recorded per token for the inspector
-FRAME_S = 1 / 15  # story redraws at most 15 times a second: at 30 the UI thread slows sampling ~20%
 HINT = "Write a story opening in the prompt above, then press ctrl+g to tell the story."
 
 DEFAULTS = SamplingParams()  # the sliders start at the engine's defaults
@@ -45,81 +47,111 @@ PARAMS: list[ParamSpec] = [
     ParamSpec("repetition_penalty", "Repetition pen.", 1.0, 2.0, 0.05, DEFAULTS.repetition_penalty),
     ParamSpec("max_tokens", "Max tokens", 16, 2048, 16, DEFAULTS.max_new_tokens, decimals=0),
 ]
+SAVED_NAMES = {"max_tokens": "max_new_tokens"}  # slider key -> SamplingParams field, where they differ
+
+HELP = """\
+# Story studio
+**Sliders**: focus one with tab, then ← → (a step), pgup pgdn (a tenth), home end; or drag with the mouse.
+Temperature 0 is greedy; top-k 0 and top-p 1 switch those filters off. Turn on **Fixed seed** to retell the
+same story every time.
+
+**Inspector** (f2): tokens are coloured from green (likely) to red (surprising); click one, or focus the story
+and use ← → home end, to see the alternatives the model weighed.
+
+**Compare** (f3): the prompt told 2–4 times side by side; keep the best one.
+"""
 
 
 @dataclass
 class Run:
-    """One generation: its inputs, the cancel flag and the buffer the worker fills."""
+    """One story being told: its inputs, the cancel flag and the buffer its thread fills."""
 
     prompt: str  # the text sent to the model
     params: SamplingParams  # how it samples (seed always set, so the story can be retold)
+    model: str  # the model telling it: the saved story's model even if another one loads meanwhile
     cancel: threading.Event = field(default_factory=threading.Event)  # set to stop within a token
-    lock: threading.Lock = field(default_factory=threading.Lock)  # guards pending/flush_posted
-    pending: list[Delta] = field(default_factory=list)  # deltas not yet shown
-    flush_posted: bool = False  # a Flush message is on its way to the UI
-    last_post: float = 0.0  # when the worker last posted a Flush
+    buffer: FrameBuffer[Delta] = field(default_factory=FrameBuffer)  # deltas not yet shown
     started: float = field(default_factory=time.perf_counter)  # when the run began
     first_token: float | None = None  # when the first delta arrived (UI clock)
-
-    def push(self, delta: Delta) -> bool:
-        """Buffer a delta; True when the caller should post a Flush (none pending, a frame has passed)."""
-        now = time.perf_counter()
-        with self.lock:
-            self.pending.append(delta)
-            if self.flush_posted or now - self.last_post < FRAME_S:
-                return False  # the next token (or the Done message) will flush it
-            self.flush_posted, self.last_post = True, now
-            return True
-
-    def drain(self) -> list[Delta]:
-        """Take everything buffered (UI thread)."""
-        with self.lock:
-            self.flush_posted = False
-            out, self.pending = self.pending, []
-            return out
 
 
 class StudioScreen(Screen[None]):
     """The main screen: write a prompt, tell a story, tune sampling, inspect tokens."""
 
-    BINDINGS = [
-        Binding("ctrl+g", "generate", "Generate", priority=True, id="generate"),
-        Binding("ctrl+enter", "generate", "Generate", show=False, priority=True),
-        Binding("escape", "stop", "Stop", id="stop"),
-        Binding("ctrl+r", "regenerate", "Retell", priority=True, id="regenerate"),
-        Binding("ctrl+n", "continue_story", "Continue", priority=True, id="continue"),
-        Binding("f8", "clear", "Clear", id="clear", show=False),
-        Binding("f2", "toggle_inspector", "Inspect", id="inspector"),
+    BINDINGS = [  # the footer fits 80 columns: f2, f8 and ctrl+l are in f1 help and the palette (ctrl+p)
+        Binding(
+            "ctrl+g", "generate", "Tell", priority=True, id="generate", tooltip="Tell a story from the prompt"
+        ),
+        Binding("ctrl+enter", "generate", "Tell", show=False, priority=True),
+        Binding("escape", "stop", "Stop", id="stop", tooltip="Stop the story being told"),
+        Binding(
+            "ctrl+r",
+            "regenerate",
+            "Retell",
+            priority=True,
+            id="regenerate",
+            tooltip="Retell: the same prompt, a new seed unless fixed",
+        ),
+        Binding(
+            "ctrl+n",
+            "continue_story",
+            "Continue",
+            priority=True,
+            id="continue",
+            tooltip="Continue: the story so far becomes the prompt",
+        ),
+        Binding("f3", "compare", "Compare", id="compare", tooltip="Tell the prompt 2–4 times side by side"),
+        Binding(
+            "f2",
+            "toggle_inspector",
+            "Inspect",
+            id="inspector",
+            show=False,
+            tooltip="Token inspector: colour tokens by probability",
+        ),
+        Binding("f8", "clear", "Clear", id="clear", show=False, tooltip="Clear the prompt and the story"),
+        Binding("ctrl+o", "app.models", "Models", id="studio-models", tooltip="Choose a model"),
+        Binding(
+            "ctrl+l",
+            "app.library",
+            "Library",
+            id="studio-library",
+            show=False,
+            tooltip="The story library: every finished story",
+        ),
+        Binding("ctrl+t", "app.training", "Train", id="studio-training", tooltip="The training monitor"),
     ]
+    HELP = HELP
 
+    generating: reactive[bool] = reactive(False, bindings=True)
+    """A story is being told (footer keys follow it)."""
+    has_model: reactive[bool] = reactive(False, bindings=True)
+    """A model is loaded, so stories can be told."""
+
+    @dataclass
     class Flush(Message):
         """New deltas are buffered in run."""
 
-        def __init__(self, run: Run) -> None:
-            super().__init__()
-            self.run = run  # the run whose buffer to drain
+        run: Run  # the run whose buffer to drain
 
+    @dataclass
     class Done(Message):
         """A run ended (finished, hit max tokens, or was stopped)."""
 
-        def __init__(self, run: Run, result: GenerationResult) -> None:
-            super().__init__()
-            self.run = run  # the run that ended
-            self.result = result  # its text and timings
+        run: Run  # the run that ended
+        result: GenerationResult  # its text and timings
 
+    @dataclass
     class Failed(Message):
         """A run raised; the message is shown as a notification."""
 
-        def __init__(self, run: Run, error: str) -> None:
-            super().__init__()
-            self.run = run  # the run that failed
-            self.error = error  # one line for the user
+        run: Run  # the run that failed
+        error: str  # one line for the user
 
     def __init__(self) -> None:
         super().__init__(id="studio")
         self.run: Run | None = None  # the current (or last) run
         self.last_result: GenerationResult | None = None  # result of the last run that ended
-        self.generating = False  # a run is in flight
 
     @property
     def helium(self) -> HeliumApp:
@@ -129,9 +161,14 @@ class StudioScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Horizontal(id="studio-body"):
             with Vertical(id="main-column"):
-                yield TextArea(DEFAULT_PROMPT, id="prompt", soft_wrap=True, tab_behavior="focus", highlight_cursor_line=False)
-                with VerticalScroll(id="story-scroll", can_focus=False):
-                    yield StoryView(hint=HINT, id="story")
+                yield TextArea(
+                    DEFAULT_PROMPT,
+                    id="prompt",
+                    soft_wrap=True,
+                    tab_behavior="focus",
+                    highlight_cursor_line=False,
+                )
+                yield StoryPane(StoryView(hint=HINT, id="story"), id="story-scroll")
             with Vertical(id="sidebar"):
                 yield InspectorPanel(id="inspector")
                 with VerticalScroll(id="controls", can_focus=False):
@@ -147,6 +184,9 @@ class StudioScreen(Screen[None]):
         self.query_one("#controls").border_title = "Sampling"
         self.query_one("#prompt", TextArea).focus()
         self.query_one("#prompt", TextArea).move_cursor((0, len(DEFAULT_PROMPT)))
+
+    def on_unmount(self) -> None:
+        self.action_stop()  # the app is closing: the story's thread ends within a token
 
     # ---- widgets -------------------------------------------------------------------------------------
 
@@ -168,8 +208,13 @@ class StudioScreen(Screen[None]):
     @prompt_text.setter
     def prompt_text(self, text: str) -> None:
         area = self.query_one("#prompt", TextArea)
-        area.text = text
+        area.text = terminal_safe(text)  # an editor shows what it holds: never control sequences
         area.move_cursor(area.document.end)
+
+    @on(TextArea.Changed, "#prompt")
+    def _keep_prompt_safe(self, event: TextArea.Changed) -> None:
+        if not is_terminal_safe(event.text_area.text):  # pasted control characters
+            self.prompt_text = event.text_area.text
 
     def param(self, key: str) -> ParamSlider:
         """The slider for a parameter (see PARAMS)."""
@@ -180,17 +225,19 @@ class StudioScreen(Screen[None]):
     def set_loading(self, name: str) -> None:
         """Show that a model is loading (the pane gets a loading indicator)."""
         self.query_one("#story-scroll").loading = True
-        self.status.set(state="loading", model=name, device="")
+        self.status.show(state="loading", model=name, device="")
 
     def set_session(self, session: Session | None) -> None:
         """Use session for the next stories (None: loading failed, keep what was there)."""
         self.query_one("#story-scroll").loading = False
+        self.has_model = self.helium.session is not None
         if session is None:
-            self.status.set(state="error" if self.helium.session is None else "ready")
+            self.status.show(state="error" if self.helium.session is None else "ready")
             return
         self.action_stop()
-        self.status.set(state="ready", model=session.name, device=f"{session.device.type} · {session.dtype_name}")
-        self.refresh_bindings()
+        self.status.show(
+            state="ready", model=session.name, device=f"{session.device.type} · {session.dtype_name}"
+        )
 
     # ---- sampling ------------------------------------------------------------------------------------
 
@@ -206,14 +253,40 @@ class StudioScreen(Screen[None]):
             seed=seed if seed is not None else random.randrange(2**31),
         )
 
-    def apply_params(self, params: dict, seed: int | None) -> None:
-        """Move the sliders to saved parameters (keys of SamplingParams); seed fixes the seed."""
-        names = {"max_tokens": "max_new_tokens"}
+    def apply_params(self, params: dict, seed: object) -> list[str]:
+        """Move the sliders to saved parameters (keys of SamplingParams) and fix seed (None: switch off).
+
+        Values the sliders cannot show are clamped to their range, or ignored when they are not numbers;
+        returns one note per such value (the caller tells the user).
+        """
+        notes: list[str] = []
         for spec in PARAMS:
-            value = params.get(names.get(spec.key, spec.key))
-            if isinstance(value, int | float):
-                self.param(spec.key).value = float(value)
-        self.query_one(SeedRow).set_seed(seed)
+            name = SAVED_NAMES.get(spec.key, spec.key)
+            if name not in params:
+                continue
+            slider = self.param(spec.key)
+            try:
+                exact = slider.set_value(params[name])
+            except ValueError:
+                notes.append(f"{name} ignored (not a number)")
+                continue
+            if not exact:
+                value = params[name]
+                given = (
+                    f"{value:.6g}"
+                    if isinstance(value, float)
+                    else str(value)
+                    if abs(value) < 10**9
+                    else "huge"
+                )
+                notes.append(f"{name} {given} → {slider.value:g}")
+        if seed is not None and not (
+            isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63
+        ):
+            notes.append("seed ignored (not a whole number)")
+            seed = None
+        self.query_one(SeedRow).set_seed(seed)  # type: ignore[arg-type]
+        return notes
 
     # ---- actions -------------------------------------------------------------------------------------
 
@@ -223,8 +296,8 @@ class StudioScreen(Screen[None]):
             return self.generating
         if action in ("regenerate", "continue_story") and self.generating:
             return False
-        if action in ("generate", "regenerate", "continue_story"):
-            return True if self.helium.session is not None else None
+        if action in ("generate", "regenerate", "continue_story", "compare"):
+            return True if self.has_model else None
         return True
 
     def action_generate(self) -> None:
@@ -252,11 +325,11 @@ class StudioScreen(Screen[None]):
     def action_clear(self) -> None:
         """Stop, and empty the story pane and the prompt."""
         self.action_stop()
-        self.story.reset("")
+        self.query_one(StoryPane).restart("")
         self.query_one(InspectorPanel).show(None)
         self.prompt_text = ""
         self.query_one("#prompt", TextArea).focus()
-        self.status.set(tokens=0, tokens_per_s=None, ttft_s=None)
+        self.status.show(tokens=0, tokens_per_s=None, ttft_s=None)
 
     def action_toggle_inspector(self) -> None:
         """Colour tokens by probability and show alternatives of the selected token."""
@@ -265,8 +338,23 @@ class StudioScreen(Screen[None]):
         self.query_one(InspectorPanel).display = story.inspect
         if story.inspect and story.cursor < 0 and (indices := story.token_indices):
             story.cursor = indices[0]
-        self.notify("Token inspector on: click a token or use ← → in the story" if story.inspect
-                    else "Token inspector off", timeout=2)
+        self.notify(
+            "Token inspector on: click a token or use ← → in the story"
+            if story.inspect
+            else "Token inspector off",
+            timeout=2,
+        )
+
+    def action_compare(self) -> None:
+        """Tell the prompt 2–4 times side by side with the current settings (see screens/compare.py)."""
+        from helium_tui.screens.compare import CompareScreen
+
+        session = self.helium.session
+        if session is None:
+            self.notify("No model is loaded yet.", severity="warning")
+            return
+        self.action_stop()
+        self.app.push_screen(CompareScreen(self.prompt_text, self.sampling_params(), session))
 
     # ---- generation ----------------------------------------------------------------------------------
 
@@ -277,50 +365,48 @@ class StudioScreen(Screen[None]):
             self.notify("No model is loaded yet.", severity="warning")
             return None
         self.action_stop()
-        run = Run(prompt, params or self.sampling_params())
+        run = Run(prompt, params or self.sampling_params(), session.name)
         self.run = run
         if not keep:
-            self.story.reset(prompt)
+            self.query_one(StoryPane).restart(prompt)
             self.query_one(InspectorPanel).show(None)
         self.generating = True
-        self.status.set(state="generating", tokens=self._tokens_shown(), tokens_per_s=None, ttft_s=None)
-        self.refresh_bindings()
-        self._generate(run, session.generator)
+        self.status.show(state="generating", tokens=self._tokens_shown(), tokens_per_s=None, ttft_s=None)
+        start_daemon("story", lambda: self._tell(run, session.generator))
         return run
 
     def _tokens_shown(self) -> int:
         return sum(1 for p in self.story.pieces if p.token is not None)
 
-    @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
-    def _generate(self, run: Run, generator: Generator) -> None:
-        """Stream one story (worker thread); results reach the UI as Flush/Done/Failed messages."""
-        try:  # the generator runs one story at a time: this waits while an earlier one winds down
+    def _tell(self, run: Run, generator: Generator) -> None:
+        """Stream one story (daemon thread); results reach the UI as Flush/Done/Failed messages."""
+        try:  # the generator tells one story at a time: this waits while an earlier one winds down
             stream = generator.stream(run.prompt, run.params, cancel=run.cancel, inspect_top=INSPECT_TOP)
             for delta in stream:
-                if run.push(delta):
+                if run.buffer.push(delta):
                     self.post_message(self.Flush(run))
             assert stream.result is not None
             self.post_message(self.Done(run, stream.result))
         except Exception as exc:  # noqa: BLE001 - any failure becomes a notification; the app keeps running
-            self.post_message(self.Failed(run, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+            line = str(exc).strip().splitlines()
+            self.post_message(self.Failed(run, f"{type(exc).__name__}: {line[0] if line else ''}"))
 
     def _show(self, run: Run) -> None:
         """Move buffered deltas of run into the story pane and update the live numbers."""
-        deltas = run.drain()
+        deltas = run.buffer.drain()
         if not deltas or run is not self.run:
             return
         now = time.perf_counter()
         if run.first_token is None:
             run.first_token = now
-        scroll = self.query_one("#story-scroll", VerticalScroll)
-        at_end = scroll.scroll_y >= scroll.max_scroll_y - 1
-        self.story.extend([Piece(d.text, d.token) for d in deltas])
-        if at_end:
-            scroll.scroll_end(animate=False, immediate=False)
+        self.query_one(StoryPane).append([Piece(d.text, d.token) for d in deltas])
         tokens = self._tokens_shown()
         span = now - run.first_token
-        self.status.set(tokens=tokens, ttft_s=run.first_token - run.started,
-                        tokens_per_s=(tokens - 1) / span if span > 0 and tokens > 1 else None)
+        self.status.show(
+            tokens=tokens,
+            ttft_s=run.first_token - run.started,
+            tokens_per_s=(tokens - 1) / span if span > 0 and tokens > 1 else None,
+        )
 
     @on(Flush)
     def _on_flush(self, message: Flush) -> None:
@@ -334,58 +420,82 @@ class StudioScreen(Screen[None]):
             return
         self.generating = False
         self.last_result = result
-        self.status.set(
+        self.status.show(
             state="stopped" if result.finish_reason == "cancelled" else "ready",
             tokens=self._tokens_shown(),
             tokens_per_s=result.tokens_per_s,
             ttft_s=result.ttft_s,
         )
-        self.refresh_bindings()
         if result.generated_tokens:
-            self._save(run, result)
+            self.save_story(
+                self.story.prompt,
+                self.story.text,
+                run.params,
+                run.model,
+                self._tokens_shown(),
+                result.finish_reason,
+            )
 
     @on(Failed)
     def _on_failed(self, message: Failed) -> None:
         if message.run is not self.run:
             return
         self.generating = False
-        self.status.set(state="error")
-        self.refresh_bindings()
-        self.notify(message.error, title="Generation failed", severity="error", timeout=8)
+        self.status.show(state="error")
+        self.notify(
+            terminal_safe(message.error), title="Generation failed", severity="error", timeout=8, markup=False
+        )
 
-    def _save(self, run: Run, result: GenerationResult) -> None:
-        """Keep the finished story in the library (when the library is available)."""
+    def save_story(
+        self,
+        prompt: str,
+        text: str,
+        params: SamplingParams,
+        model: str,
+        tokens: int,
+        finish_reason: str,
+        extra: dict | None = None,
+    ) -> bool:
+        """Keep a story in the library (when there is one); extra adds to its params. True when saved."""
         store = self.helium.store
         if store is None:
-            return
+            return False
         from helium_tui.library import Story
 
-        params = asdict(run.params)
         story = Story(
-            id="",
-            prompt=self.story.prompt,
-            text=self.story.text,
-            params=params,
-            model=self.helium.session.name if self.helium.session else "",
-            seed=run.params.seed,
+            prompt=prompt,
+            text=text,
+            params={**asdict(params), **(extra or {})},
+            model=model,
+            seed=params.seed,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            tokens=self._tokens_shown(),
-            finish_reason=result.finish_reason,
+            tokens=tokens,
+            finish_reason=finish_reason,
         )
         try:
             store.save(story)
         except (OSError, ValueError) as exc:
-            self.notify(f"Could not save the story: {exc}", severity="warning")
+            self.notify(terminal_safe(f"Could not save the story: {exc}"), severity="warning", markup=False)
+            return False
+        return True
 
-    def load_story(self, prompt: str, text: str, params: dict, seed: int | None) -> None:
+    def load_story(self, prompt: str, text: str, params: dict, seed: object) -> None:
         """Show a saved story (prompt + text) and its parameters, ready to continue or retell."""
         self.action_stop()
         self.run = None
-        self.story.reset(prompt)
+        self.generating = False
+        self.query_one(StoryPane).restart(prompt)
         self.story.extend([Piece(text)] if text else [])
         self.prompt_text = prompt
-        self.apply_params(params, seed)
-        self.status.set(tokens=0, tokens_per_s=None, ttft_s=None)
+        notes = self.apply_params(params if isinstance(params, dict) else {}, seed)
+        self.status.show(tokens=0, tokens_per_s=None, ttft_s=None)
+        if notes:
+            self.notify(
+                "Some saved settings did not fit the sliders: " + "; ".join(notes),
+                timeout=8,
+                severity="warning",
+                markup=False,
+            )
 
     @on(StoryView.TokenSelected)
     def _on_token(self, message: StoryView.TokenSelected) -> None:

@@ -1,6 +1,7 @@
 """The token inspector panel: the selected token, its probability and the top alternatives.
 
-Filled from a `TokenInfo` that the generator computed when it sampled the token.
+Filled from a `TokenInfo` that the generator computed when it sampled the token; token text is shown
+terminal-safe, as Rich `Text` (never markup).
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from rich.text import Text
 from textual.widgets import Static
 
 from engine.generate import TokenInfo
+from helium_tui.safe_text import terminal_safe
 from helium_tui.widgets.story_view import prob_colour
 
 BAR_WIDTH = 8  # cells of the probability bar
 
 
 def visible(token_text: str) -> str:
-    """Token text with whitespace made visible (· for spaces, ⏎ for newlines)."""
-    return token_text.replace(" ", "·").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+    """Token text with whitespace made visible (· for spaces, ⏎ for newlines), other controls as �."""
+    return terminal_safe(token_text.replace(" ", "·").replace("\n", "⏎").replace("\t", "⇥")) or "∅"
 
 
 def bar(prob: float) -> str:
@@ -31,8 +33,9 @@ def bar(prob: float) -> str:
 class InspectorPanel(Static):
     """Shows one token's probability and the alternatives the model weighed."""
 
-    token: TokenInfo | None = None
-    """The token on display."""
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.token: TokenInfo | None = None  # the token on display
 
     def on_mount(self) -> None:
         self.border_title = "Token inspector"
@@ -47,7 +50,7 @@ class InspectorPanel(Static):
         head = Text.assemble(
             ("Token ", "dim"),
             (visible(token.text), f"bold on {prob_colour(token.prob)}"),
-            (f"  p={token.prob:.3f}", ""),
+            f"  p={token.prob:.3f}",
         )
         table = Table.grid(padding=(0, 1))
         table.add_column(max_width=10, no_wrap=True)
@@ -55,7 +58,9 @@ class InspectorPanel(Static):
         table.add_column(justify="right", no_wrap=True)
         for text, token_id, prob in token.top:
             mark = "bold" if token_id == token.id else ""
-            table.add_row(Text(visible(text), style=mark), Text(bar(prob), style=prob_colour(prob)), f"{prob:.3f}")
+            table.add_row(
+                Text(visible(text), style=mark), Text(bar(prob), style=prob_colour(prob)), Text(f"{prob:.3f}")
+            )
         chosen = any(token_id == token.id for _, token_id, _ in token.top)
         note = Text("" if chosen else "(sampled outside the top list)", style="dim italic")
         self.update(Group(head, table) if chosen else Group(head, table, note))

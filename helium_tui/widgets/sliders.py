@@ -1,6 +1,7 @@
 """Sampling controls: labelled sliders over real-valued parameters and a seed row.
 
-Built on textual-slider's integer `Slider`; `ParamSlider` maps its steps onto min..max in float units.
+Built on textual-slider's integer `Slider`; `ParamSlider` maps its steps onto min..max in float units and
+takes any value (a saved story's): out of range is clamped, not a number is refused with ValueError.
 """
 
 from __future__ import annotations
@@ -56,13 +57,12 @@ class KeySlider(Slider):
 class ParamSlider(Vertical):
     """A label with the current value over a slider; `value` is in the parameter's own units."""
 
+    @dataclass
     class Changed(Message):
         """The user moved the slider."""
 
-        def __init__(self, slider: ParamSlider, value: float) -> None:
-            super().__init__()
-            self.slider = slider  # the ParamSlider that changed
-            self.value = value  # its new value
+        slider: ParamSlider  # the ParamSlider that changed
+        value: float  # its new value
 
     def __init__(self, spec: ParamSpec) -> None:
         super().__init__(id=f"param-{spec.key}", classes="param")
@@ -82,9 +82,25 @@ class ParamSlider(Vertical):
 
     @value.setter
     def value(self, value: float) -> None:
-        self.query_one(KeySlider).value = self._index(value)
+        self.set_value(value)
+
+    def set_value(self, value: object) -> bool:
+        """Move to the step nearest value, clamped to lo..hi; True when value is shown exactly.
+
+        ValueError when value is not a number (nan, text, a bool, ...).
+        """
+        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+            got = "nan" if isinstance(value, float) else type(value).__name__  # no repr: it may be huge
+            raise ValueError(f"{self.spec.label} must be a number, got {got}")
+        index = self._index(value)
+        self.query_one(KeySlider).value = index
+        return self._value_of(index) == value
 
     def _index(self, value: float) -> int:
+        if value <= self.spec.lo:  # also -inf and ints too large for a float
+            return 0
+        if value >= self.spec.hi:
+            return self._steps
         return max(0, min(self._steps, round((value - self.spec.lo) / self.spec.step)))
 
     def _value_of(self, index: int) -> float:

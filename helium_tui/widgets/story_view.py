@@ -1,6 +1,8 @@
 """The story pane: the prompt, then the generated tokens as they stream in.
 
 With the inspector on, each token is coloured by its probability and can be selected (click or arrows).
+Text is made terminal-safe when drawn (`helium_tui.safe_text`); `pieces` keep what the model wrote.
+`StoryPane` scrolls the story and keeps following its end while new text arrives.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from dataclasses import dataclass
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
 from engine.generate import TokenInfo
+from helium_tui.safe_text import terminal_safe
 
 # (lowest probability, background colour): a token's colour is the first row its probability reaches
 PROB_COLOURS: list[tuple[float, str]] = [
@@ -56,13 +60,12 @@ class StoryView(Widget, can_focus=True):
     cursor: reactive[int] = reactive(-1)
     """Index into `pieces` of the selected token (-1: none)."""
 
+    @dataclass
     class TokenSelected(Message):
         """The token cursor moved onto a token."""
 
-        def __init__(self, index: int, token: TokenInfo) -> None:
-            super().__init__()
-            self.index = index  # its index in StoryView.pieces
-            self.token = token  # the token and its alternatives
+        index: int  # its index in StoryView.pieces
+        token: TokenInfo  # the token and its alternatives
 
     def __init__(self, hint: str = "", id: str | None = None) -> None:
         super().__init__(id=id)
@@ -105,20 +108,22 @@ class StoryView(Widget, can_focus=True):
         if not self.prompt and not self.pieces:
             return Text(self.hint, style=self.get_component_rich_style("story--hint"))
         out = Text()
-        out.append(self.prompt, style=self.get_component_rich_style("story--prompt"))
+        out.append(terminal_safe(self.prompt), style=self.get_component_rich_style("story--prompt"))
         plain = self.get_component_rich_style("story--text")
         cursor_style = self.get_component_rich_style("story--cursor")
         if not self.inspect:
-            out.append(self.text, style=plain)
+            out.append(terminal_safe(self.text), style=plain)
             return out
         for i, piece in enumerate(self.pieces):
             if piece.token is None:
-                out.append(piece.text, style=plain)
+                out.append(terminal_safe(piece.text), style=plain)
                 continue
             style = plain + Style(bgcolor=prob_colour(piece.token.prob), meta={"@click": f"select({i})"})
             if i == self.cursor:
                 style += cursor_style
-            out.append(piece.text or "·", style=style)  # a token with no text yet still gets a cell
+            out.append(
+                terminal_safe(piece.text) or "·", style=style
+            )  # a token with no text yet still gets a cell
         return out
 
     def watch_inspect(self) -> None:
@@ -154,3 +159,32 @@ class StoryView(Widget, can_focus=True):
         if indices:
             self.inspect = True
             self.cursor = indices[where]
+
+
+class StoryPane(VerticalScroll, can_focus=False):
+    """Scrolls a StoryView; while the reader is at the end, new text keeps the end in view."""
+
+    def __init__(self, story: StoryView, id: str | None = None) -> None:
+        super().__init__(story, id=id)
+        self.story = story  # the view inside
+        self.end_pending = False  # a scroll to the end is on its way (the layout has not caught up)
+
+    def restart(self, prompt: str) -> None:
+        """Empty the story for a new one after prompt."""
+        self.story.reset(prompt)
+        self.scroll_home(animate=False)
+
+    def append(self, pieces: list[Piece]) -> None:
+        """Add pieces to the story; follow the end if the reader was there (scrolled up: stay put).
+
+        "There" includes a scroll to the end still on its way: text can arrive again before the layout
+        that the last scroll waits for.
+        """
+        follow = self.end_pending or self.scroll_y >= self.max_scroll_y - 1
+        self.story.extend(pieces)
+        if follow:
+            self.end_pending = True
+            self.scroll_end(animate=False, on_complete=self._at_end)
+
+    def _at_end(self) -> None:
+        self.end_pending = False

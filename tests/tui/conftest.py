@@ -1,20 +1,28 @@
-"""Fixtures for the studio tests: a second tiny bundle, a bundle without a start token, isolated model dirs.
+"""Fixtures for the studio tests: a second tiny bundle, a bundle without a start token, isolated model dirs,
+and waits that always end: each polls a named condition and fails after DEADLINE_S with what it waited for.
 
 Every TUI test sees an empty HELIUM_HOME and no shipped models unless it installs some.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from engine.bundle import save_bundle
+from engine.generate import Delta, Generator, Stream
 from engine.model import TinySLM
+from engine.sampling import SamplingParams
 from engine.tokenizer import TextTokenizer
 from helium_tui.app import HeliumApp
 from tests.conftest import TINY
+
+DEADLINE_S = 120.0  # the longest any wait may take (a loaded 2-core box), after which the test fails
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +38,9 @@ def isolated_models(helium_home, tmp_path, monkeypatch) -> Path:
 def installed_second(helium_home, tiny_tokenizer) -> Path:
     """A second (different) tiny bundle installed by name as 'tiny-two'."""
     torch.manual_seed(1)
-    model = TinySLM(TINY.with_(vocab_size=tiny_tokenizer.vocab_size, d_model=32, n_head=2, n_kv_head=1)).eval()
+    model = TinySLM(
+        TINY.with_(vocab_size=tiny_tokenizer.vocab_size, d_model=32, n_head=2, n_kv_head=1)
+    ).eval()
     return save_bundle(helium_home / "models" / "tiny-two", model, tiny_tokenizer, {"data": "synthetic"})
 
 
@@ -46,11 +56,93 @@ def make_app(model: Path | str | None, **kwargs) -> HeliumApp:
     return HeliumApp(model=str(model) if model else None, device="cpu", dtype="float32", **kwargs)
 
 
+async def until(pilot, condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
+    """Poll condition between UI updates; fail naming what was awaited if it does not hold within timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await pilot.pause(0.01)
+
+
 async def loaded(app: HeliumApp, pilot) -> None:
-    """Wait until a model is loaded (or the no-model screen is up) and nothing else is in flight."""
+    """Wait until a model is loaded (or the no-model screen is up) and nothing is loading or being told."""
     from helium_tui.screens.no_model import NoModelScreen
 
-    while app.session is None and not isinstance(app.screen, NoModelScreen):
-        await pilot.pause(0.01)
-    await app.workers.wait_for_complete()
+    await until(pilot, lambda: app.session is not None or isinstance(app.screen, NoModelScreen), "a model")
+    await until(pilot, lambda: not app.busy, "the app to be idle (no load, no story in flight)")
     await pilot.pause()
+
+
+async def tell(pilot, key: str = "ctrl+g"):
+    """Press key in the studio and wait for the story it starts to end; returns its GenerationResult."""
+    studio = pilot.app.studio
+    before = studio.run
+    await pilot.press(key)
+    await until(pilot, lambda: studio.run is not before, f"{key} to start a story")
+    run = studio.run
+    await until(pilot, lambda: not studio.generating or studio.run is not run, "the story to end")
+    await pilot.pause()
+    assert studio.run is run and studio.last_result is not None
+    return studio.last_result
+
+
+class HeldGenerator:
+    """A real Generator whose stories stop after `hold_at` deltas until released (or cancelled).
+
+    Only its public `stream` is used by the studio; everything else is the wrapped generator's.
+    """
+
+    def __init__(self, inner: Generator, hold_at: int) -> None:
+        self.inner = inner  # the real generator
+        self.hold_at = hold_at  # deltas streamed before holding
+        self.release = threading.Event()  # set to let the story go on
+        self.holding = threading.Event()  # set while a story waits at hold_at
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def stream(
+        self, prompt: str, params: SamplingParams = SamplingParams(), cancel=None, inspect_top: int = 0
+    ):
+        return HeldStream(
+            self, self.inner.stream(prompt, params, cancel=cancel, inspect_top=inspect_top), cancel
+        )
+
+
+class HeldStream:
+    """The wrapped Stream's deltas, pausing at the generator's hold point; `result` as the real one."""
+
+    def __init__(self, held: HeldGenerator, stream: Stream, cancel: threading.Event | None) -> None:
+        self.held, self.stream, self.cancel = held, stream, cancel
+
+    @property
+    def result(self):
+        return self.stream.result
+
+    def __iter__(self) -> Iterator[Delta]:
+        for i, delta in enumerate(self.stream):
+            if i == self.held.hold_at:
+                self.held.holding.set()
+                while not self.held.release.wait(0.01) and not (self.cancel and self.cancel.is_set()):
+                    pass
+                self.held.holding.clear()
+            yield delta
+
+
+class StuckGenerator:
+    """A generator whose stories first block for `stuck_s`, deaf to cancel (a long prefill, a compile)."""
+
+    def __init__(self, inner: Generator, stuck_s: float) -> None:
+        self.inner, self.stuck_s = inner, stuck_s
+        self.started = threading.Event()  # set when a story is stuck
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def stream(
+        self, prompt: str, params: SamplingParams = SamplingParams(), cancel=None, inspect_top: int = 0
+    ):
+        self.started.set()
+        time.sleep(self.stuck_s)  # ignores cancel, as a torch call would
+        return self.inner.stream(prompt, params, cancel=cancel, inspect_top=inspect_top)

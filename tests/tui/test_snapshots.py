@@ -1,32 +1,114 @@
 """Snapshot tests of the studio's screens at 80×24 (pytest-textual-snapshot).
 
-Only deterministic content: a tiny CPU model, no generation timings. Update with `--snapshot-update`.
+Only deterministic content: a tiny CPU model, greedy or fixed-seed stories, a story held at a chosen token
+while streaming, timings set to fixed numbers, no animations, no blinking cursor, no toasts, and every wait
+on a named condition. Update with `--snapshot-update`.
 """
 
 from __future__ import annotations
 
-from tests.tui.conftest import loaded, make_app
+from tests.tui.conftest import HeldGenerator, loaded, make_app, tell, until
 
 SIZE = (80, 24)
 
 
 async def settle(pilot) -> None:
-    """Let the startup model load finish; focus on a slider (a text cursor would blink)."""
-    await loaded(pilot.app, pilot)
-    if pilot.app.screen is pilot.app.studio:
-        pilot.app.studio.query_one("#param-temperature KeySlider").focus()
+    """Let the startup model load finish; focus a slider (a text cursor would blink); no animations."""
+    app = pilot.app
+    app.animation_level = "none"
+    await loaded(app, pilot)
+    if app.screen is app.studio:
+        slider = app.studio.query_one("#param-temperature KeySlider")
+        slider.focus()
+        await until(pilot, lambda: app.focused is slider, "the slider to have focus")
+    await quiet(pilot)
+
+
+async def quiet(pilot) -> None:
+    """Drop toasts and let every refresh and scheduled animation finish."""
+    pilot.app.clear_notifications()
+    await pilot.wait_for_scheduled_animations()
     await pilot.pause()
+    await pilot.pause()
+
+
+def fixed_timings(studio) -> None:
+    """The status line's only non-deterministic numbers, set to fixed ones."""
+    studio.status.show(tokens_per_s=312.5, ttft_s=0.042)
 
 
 def test_studio(snap_compare, tiny_bundle):
     assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=settle)
 
 
+def test_studio_while_streaming(snap_compare, tiny_bundle, monkeypatch):
+    """Mid-story at 80×24: the status line keeps its TTFT, the footer offers Stop."""
+    monkeypatch.setattr("helium_tui.streaming.FRAME_S", 0.0)  # every delta reaches the pane before the hold
+
+    async def streaming(pilot) -> None:
+        await settle(pilot)
+        app = pilot.app
+        studio = app.studio
+        studio.param("temperature").value = 0
+        held = app.session.generator = HeldGenerator(app.session.generator, hold_at=40)
+        await pilot.press("ctrl+g")
+        await until(
+            pilot, lambda: held.holding.is_set() and studio.status.stats.tokens == 40, "40 tokens shown"
+        )
+        fixed_timings(studio)
+        await quiet(pilot)
+
+    assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=streaming)
+
+
+def test_finished_story_with_the_inspector_open(snap_compare, tiny_bundle):
+    async def inspected(pilot) -> None:
+        await settle(pilot)
+        app = pilot.app
+        studio = app.studio
+        studio.param("temperature").value = 0
+        studio.param("max_tokens").value = 48
+        await tell(pilot)
+        await pilot.press("f2")
+        studio.story.focus()
+        await pilot.press("right", "right", "right")  # the 4th token: its alternatives in the panel
+        await until(pilot, lambda: studio.story.cursor == studio.story.token_indices[3], "the 4th token")
+        fixed_timings(studio)
+        await quiet(pilot)
+
+    assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=inspected)
+
+
+def test_compare_view(snap_compare, tiny_bundle, installed_second):
+    """The loaded model against another installed one, greedy: the same text on any machine."""
+
+    async def compared(pilot) -> None:
+        from helium_tui.screens.compare import CompareScreen
+
+        await settle(pilot)
+        from helium_tui.widgets.sliders import SeedRow
+
+        app = pilot.app
+        app.studio.param("temperature").value = 0
+        app.studio.param("repetition_penalty").value = 2.0  # greedy, yet no loops
+        app.studio.param("max_tokens").value = 48
+        app.studio.query_one(SeedRow).set_seed(7)
+        screen = CompareScreen(
+            app.studio.prompt_text, app.studio.sampling_params(), app.session, count=2, against="tiny-two"
+        )
+        await app.push_screen(screen)
+        await until(pilot, lambda: screen.job is not None and not screen.generating, "both variants")
+        await pilot.press("right")
+        await quiet(pilot)
+
+    assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=compared)
+
+
 def test_model_picker(snap_compare, tiny_bundle, installed_second):
     async def open_picker(pilot) -> None:
         await settle(pilot)
         await pilot.press("ctrl+o")
-        await pilot.pause()
+        await quiet(pilot)
 
     assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=open_picker)
 
@@ -35,7 +117,7 @@ def test_help(snap_compare, tiny_bundle):
     async def open_help(pilot) -> None:
         await settle(pilot)
         await pilot.press("f1")
-        await pilot.pause()
+        await quiet(pilot)
 
     assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=open_help)
 
@@ -60,20 +142,15 @@ def test_story_library(snap_compare, tiny_bundle, tmp_path):
                           id=f"2026112{i + 1}-100000-ab1{i}")  # fmt: skip
             pilot.app.store.save(story)
         await pilot.press("ctrl+l")
-        await pilot.pause()
+        await quiet(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_library)
 
 
-def test_training_monitor(snap_compare, tiny_bundle, monkeypatch):
-    from helium_tui.screens.training import TrainingScreen
-
-    monkeypatch.setattr(TrainingScreen, "last_run_dir", None)  # no run from an earlier test to re-attach to
-
+def test_training_monitor(snap_compare, tiny_bundle):
     async def open_monitor(pilot) -> None:
         await settle(pilot)
-        pilot.app.animation_level = "none"  # the idle progress bar would pulse
         await pilot.press("ctrl+t")
-        await pilot.pause()
+        await quiet(pilot)
 
     assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=open_monitor)

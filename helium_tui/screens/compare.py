@@ -1,0 +1,409 @@
+"""The compare view (f3 in the studio): the prompt told 2–4 times side by side; keep the best.
+
+Variants are rows of one batch on the loaded model (different draws from one seed), or, against another
+installed model, half from each with the same seed and settings. A daemon thread tells them
+(`helium_tui.variants`) and the columns stream; enter keeps the chosen one in the studio and the library.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from engine.sampling import SamplingParams
+from helium_tui.safe_text import terminal_safe
+from helium_tui.streaming import FrameBuffer, start_daemon
+from helium_tui.variants import Batch, tell_variants
+from helium_tui.widgets.story_view import Piece, StoryPane, StoryView
+from helium_tui.words import plural
+
+if TYPE_CHECKING:
+    from engine.session import Session
+    from helium_tui.app import HeliumApp
+
+MIN_VARIANTS, MAX_VARIANTS = 2, 4
+DEFAULT_VARIANTS = 3
+CHOOSE = Binding.Group("Choose", compact=True)  # ← → share one footer label
+COUNT = Binding.Group("Variants", compact=True)  # and so do + −
+
+HELP = """\
+# Compare
+The prompt is told several times at once with the studio's settings. **← →** (or a click, or 1–4) choose a
+column, **enter** keeps it: it goes into the studio's story pane and the library. **+ −** change the number of
+variants, **m** switches between different draws of this model and another installed model (half the columns
+each, the same seed), **ctrl+r** tells them again with a new seed (unless the seed is fixed).
+
+Variants of one model are rows of one batch: one seed gives all of them, so a kept variant is saved with that
+seed and its row; retelling it in the studio tells a new story with the same settings.
+"""
+
+
+@dataclass
+class Variant:
+    """One column: which model tells it and how far it got."""
+
+    model: str  # the model's name
+    row: int  # its row in that model's batch (1-based)
+    text: str = ""  # told so far
+    tokens: int = 0  # tokens told so far
+    finish: str = ""  # eos, length or cancelled once it ended ("" while telling)
+
+
+@dataclass
+class Job:
+    """One round of variants: inputs, cancel flag and the text its thread buffers for the UI."""
+
+    prompt: str
+    params: SamplingParams  # seed always set
+    variants: list[Variant]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    buffer: FrameBuffer[tuple[int, str, str]] = field(default_factory=FrameBuffer)  # (column, text, finish)
+    started: float = field(default_factory=time.perf_counter)
+
+
+class VariantColumn(StoryPane):
+    """A column of the compare view: one variant's text, following its end; a click chooses it."""
+
+    @dataclass
+    class Clicked(Message):
+        """The user clicked the column."""
+
+        index: int  # the column, from 0
+
+    def __init__(self, index: int) -> None:
+        story = StoryView(hint="…")
+        story.can_focus = False  # ← → choose columns here; they never move a token cursor
+        super().__init__(story, id=f"variant-{index}")
+        self.index = index  # its column, from 0
+
+    def on_click(self) -> None:
+        self.post_message(self.Clicked(self.index))
+
+
+class CompareScreen(Screen[None]):
+    """Tell one prompt 2–4 times side by side and keep the best."""
+
+    BINDINGS = [
+        Binding("left", "choose(-1)", "Left", tooltip="Choose the column on the left", group=CHOOSE),
+        Binding("right", "choose(1)", "Right", tooltip="Choose the column on the right", group=CHOOSE),
+        Binding("enter", "keep", "Keep", tooltip="Keep the chosen variant: into the studio and the library"),
+        Binding("escape", "stop", "Stop", tooltip="Stop telling"),
+        Binding("escape", "back", "Back", tooltip="Back to the studio, keeping nothing"),
+        Binding("ctrl+r", "retell", "Retell", tooltip="Tell the variants again (a new seed unless fixed)"),
+        Binding("plus,equals_sign", "count(1)", "More", tooltip="One more variant (up to 4)", group=COUNT),
+        Binding("minus", "count(-1)", "Fewer", tooltip="One fewer variant (at least 2)", group=COUNT),
+        Binding("m", "against", "Against", tooltip="Switch: draws of this model, or another installed model"),
+        *[Binding(str(n), f"pick({n - 1})", f"Variant {n}", show=False) for n in range(1, MAX_VARIANTS + 1)],
+    ]
+    HELP = HELP
+
+    generating: reactive[bool] = reactive(False, bindings=True)
+    """Variants are being told."""
+    chosen: reactive[int] = reactive(0)
+    """The column enter keeps."""
+
+    @dataclass
+    class Flush(Message):
+        """New text is buffered in job."""
+
+        job: Job
+
+    @dataclass
+    class Done(Message):
+        """Every variant of job ended; other is the other model's session, if one was loaded for it."""
+
+        job: Job
+        other: Session | None = None
+
+    @dataclass
+    class Failed(Message):
+        """Telling job failed (one line for the user)."""
+
+        job: Job
+        error: str
+
+    def __init__(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        session: Session,
+        count: int = DEFAULT_VARIANTS,
+        against: str | None = None,
+    ) -> None:
+        super().__init__(id="compare")
+        self.prompt = prompt  # what every variant continues
+        self.params = params  # the studio's settings (its seed unless fixed is drawn anew on retell)
+        self.session = session  # the loaded model
+        self.count = count  # number of columns
+        self.against = against  # another installed model's name (None: draws of the loaded model)
+        self.job: Job | None = None  # the current (or last) round
+        self.columns = [VariantColumn(i) for i in range(MAX_VARIANTS)]  # the first `count` are shown
+
+    @property
+    def helium(self) -> HeliumApp:
+        """The app, typed."""
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="compare-head")
+        yield Horizontal(*self.columns, id="compare-columns")
+        yield Static(id="compare-status")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.action_retell(new_seed=False)
+
+    def on_unmount(self) -> None:
+        if self.job is not None:
+            self.job.cancel.set()  # closing: the thread ends within a token
+
+    # ---- actions -------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """escape stops while telling and goes back otherwise; retelling and resizing wait for the end."""
+        if action == "stop":
+            return self.generating
+        if action == "back":
+            return not self.generating
+        if action in ("count", "against", "retell"):
+            return None if self.generating else True
+        return True
+
+    def action_choose(self, step: int) -> None:
+        """Choose the column step to the left (-1) or right (1)."""
+        self.chosen = (self.chosen + step) % self.count
+
+    def action_pick(self, index: int) -> None:
+        """Choose column index (from 0)."""
+        if 0 <= index < self.count:
+            self.chosen = index
+
+    def action_stop(self) -> None:
+        """Stop telling (the text so far stays)."""
+        if self.job is not None:
+            self.job.cancel.set()
+
+    def action_back(self) -> None:
+        """Back to the studio without keeping anything."""
+        self.app.pop_screen()
+
+    def action_count(self, step: int) -> None:
+        """One more (1) or fewer (-1) variant, then tell them again."""
+        count = max(MIN_VARIANTS, min(MAX_VARIANTS, self.count + step))
+        if count != self.count:
+            self.count = count
+            self.chosen = min(self.chosen, count - 1)
+            self.action_retell(new_seed=False)
+
+    def action_against(self) -> None:
+        """Cycle: draws of the loaded model, then each other installed model."""
+        from engine.registry import list_models
+
+        names = [m.name for m in list_models() if m.name != self.session.name]
+        if not names:
+            self.notify("No other model is installed to compare against (ctrl+o lists them).", timeout=4)
+            return
+        cycle = [None, *names]
+        self.against = cycle[(cycle.index(self.against) + 1) % len(cycle) if self.against in cycle else 1]
+        self.action_retell(new_seed=False)
+
+    def palette_commands(self) -> list[SystemCommand]:
+        """One palette command per installed model to compare against, and one for draws of this model."""
+        from engine.registry import list_models
+
+        commands = [
+            SystemCommand(
+                "Compare draws of this model",
+                f"{self.session.name}, different draws",
+                lambda: self._set_against(None),
+            )
+        ]
+        for info in list_models():
+            if info.name != self.session.name:
+                commands.append(
+                    SystemCommand(
+                        f"Compare against {terminal_safe(info.name)}",
+                        "Half the columns from each model, the same seed",
+                        lambda name=info.name: self._set_against(name),
+                    )
+                )
+        return commands
+
+    def _set_against(self, name: str | None) -> None:
+        if self.generating:
+            self.action_stop()
+        self.against = name
+        self.action_retell(new_seed=False)
+
+    def action_retell(self, new_seed: bool = True) -> None:
+        """Tell the variants (again); new_seed draws a new seed unless the studio's seed is fixed."""
+        if self.job is not None:
+            self.job.cancel.set()
+        if new_seed:  # the studio's seed when it is fixed, else a fresh one
+            self.params = replace(self.params, seed=self.helium.studio.sampling_params().seed)
+        params = self.params
+        mine = (self.count + 1) // 2 if self.against else self.count
+        variants = [Variant(self.session.name, i + 1) for i in range(mine)]
+        variants += [Variant(self.against, i + 1) for i in range(self.count - mine)] if self.against else []
+        job = self.job = Job(self.prompt, params, variants)
+        self._columns_for(job)
+        self.generating = True
+        self._show_status()
+        app = self.helium
+        other = app.compare_session if self.against and app.compare_session is not None else None
+        if other is not None and other.name != self.against:
+            other = None
+        session, against = self.session, self.against
+        start_daemon("compare", lambda: self._tell(job, session, against, other))
+
+    def action_keep(self) -> None:
+        """Keep the chosen variant: it goes into the studio's story pane and the library."""
+        job = self.job
+        if job is None:
+            return
+        job.cancel.set()
+        variant = job.variants[self.chosen]
+        studio = self.helium.studio
+        extra = {"variant": f"{self.chosen + 1} of {len(job.variants)}", "batch_row": variant.row}
+        saved = studio.save_story(
+            job.prompt,
+            variant.text,
+            job.params,
+            variant.model,
+            variant.tokens,
+            variant.finish or "cancelled",
+            extra,
+        )
+        self.app.pop_screen()
+        studio.load_story(job.prompt, variant.text, asdict(job.params), None)  # its seed is a batch's
+        where = " and saved it to the library" if saved else ""
+        self.notify(
+            terminal_safe(f"Kept variant {self.chosen + 1} ({variant.model}){where}."),
+            timeout=4,
+            markup=False,
+        )
+
+    # ---- telling -------------------------------------------------------------------------------------
+
+    def _tell(self, job: Job, session: Session, against: str | None, other: Session | None) -> None:
+        """Tell job's variants (daemon thread): Flush while text comes, then Done or Failed."""
+        from engine.session import open_session
+
+        def emit(column: int, text: str, finish: str) -> None:
+            if job.buffer.push((column, text, finish)):
+                self.post_message(self.Flush(job))
+
+        try:
+            mine = [i for i, v in enumerate(job.variants) if v.model == session.name]
+            batches = [Batch(session.generator, mine)]
+            if against is not None:
+                if other is None:  # loaded here, kept by the app for the next round (see Done)
+                    other = open_session(against, device=session.device.type, dtype=session.dtype_name)
+                batches.append(Batch(other.generator, [i for i in range(len(job.variants)) if i not in mine]))
+            tell_variants(batches, job.prompt, job.params, job.cancel, emit)
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a notification; the app keeps running
+            line = str(exc).strip().splitlines()
+            self.post_message(self.Failed(job, f"{type(exc).__name__}: {line[0] if line else ''}"))
+        else:
+            self.post_message(self.Done(job, other))
+
+    def _columns_for(self, job: Job) -> None:
+        """Show one empty column per variant, titled by its model (or its number)."""
+        for column in self.columns:
+            column.display = column.index < len(job.variants)
+        for column, variant in zip(self.columns, job.variants, strict=False):
+            column.restart("")
+            column.border_title = terminal_safe(
+                f"{column.index + 1} · {variant.model}" if self.against else f"Variant {column.index + 1}"
+            )
+            column.border_subtitle = ""
+        self.watch_chosen(self.chosen)
+
+    def watch_chosen(self, chosen: int) -> None:
+        for column in self.columns:
+            column.set_class(column.index == chosen, "-chosen")
+        if self.job is not None:
+            self._show_status()
+
+    @on(VariantColumn.Clicked)
+    def _clicked(self, message: VariantColumn.Clicked) -> None:
+        self.chosen = message.index
+
+    def _drain(self, job: Job) -> None:
+        items = job.buffer.drain()
+        if job is not self.job or not items:
+            return
+        pieces: dict[int, list[Piece]] = {}
+        for column, text, finish in items:
+            variant = job.variants[column]
+            variant.text += text
+            if finish:
+                variant.finish = finish
+            else:
+                variant.tokens += 1
+            if text:
+                pieces.setdefault(column, []).append(Piece(text))
+        for column, new in pieces.items():
+            self.columns[column].append(new)
+        for column, variant in zip(self.columns, job.variants, strict=False):
+            state = f" · {variant.finish}" if variant.finish else " …"
+            column.border_subtitle = plural(variant.tokens, "token") + state
+        self._show_status()
+
+    def _show_status(self) -> None:
+        job = self.job
+        if job is None:
+            return
+        total = sum(v.tokens for v in job.variants)
+        models = f"{self.session.name} vs {self.against}" if self.against else f"draws of {self.session.name}"
+        head = Text.assemble(
+            ("Compare ", "bold"),
+            terminal_safe(models),
+            (f" · seed {job.params.seed} · ", "dim"),
+            (terminal_safe(" ".join(job.prompt.split())), "italic"),
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+        self.query_one("#compare-head", Static).update(head)
+        if self.generating:
+            elapsed = time.perf_counter() - job.started
+            speed = f" · {total / elapsed:.0f} tok/s" if total and elapsed > 0 else ""
+            line = f"telling {plural(len(job.variants), 'variant')} · {plural(total, 'token')}{speed}"
+        else:
+            line = f"{plural(len(job.variants), 'variant')} told · ← → choose · enter keeps {self.chosen + 1}"
+        self.query_one("#compare-status", Static).update(Text(line, no_wrap=True, overflow="ellipsis"))
+
+    @on(Flush)
+    def _on_flush(self, message: Flush) -> None:
+        self._drain(message.job)
+
+    @on(Done)
+    def _on_done(self, message: Done) -> None:
+        if message.other is not None:
+            self.helium.compare_session = message.other  # kept for the next round
+        self._drain(message.job)
+        if message.job is self.job:
+            self.generating = False
+            self._show_status()
+
+    @on(Failed)
+    def _on_failed(self, message: Failed) -> None:
+        if message.job is not self.job:
+            return
+        self.generating = False
+        self._show_status()
+        self.notify(
+            terminal_safe(message.error), title="Compare failed", severity="error", timeout=8, markup=False
+        )

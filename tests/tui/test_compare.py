@@ -1,0 +1,160 @@
+"""The compare view: variants are exactly the rows of `Generator.generate_batch`, stream into columns, and the
+chosen one goes into the studio and the library. Real tiny models; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from engine.sampling import SamplingParams
+from engine.session import open_session
+from helium_tui.library import StoryStore
+from helium_tui.screens.compare import CompareScreen
+from helium_tui.variants import Batch, tell_variants
+from tests.tui.conftest import loaded, make_app, until
+
+SIZE = (100, 30)
+PROMPT = "Once upon a time"
+SAMPLED = SamplingParams(max_new_tokens=24, temperature=1.0, top_p=1.0, repetition_penalty=1.0, seed=7)
+
+
+def told(batches, params=SAMPLED, cancel=None, prompt=PROMPT):
+    """Run tell_variants; per column its text and finish reason."""
+    columns = sum(len(b.columns) for b in batches)
+    texts, finish, tokens = [""] * columns, [""] * columns, [0] * columns
+
+    def emit(column: int, text: str, reason: str) -> None:
+        texts[column] += text
+        if reason:
+            assert not finish[column], "a column ends once"
+            finish[column] = reason
+        else:
+            tokens[column] += 1
+
+    tell_variants(batches, prompt, params, cancel or threading.Event(), emit)
+    return texts, finish, tokens
+
+
+def test_variants_are_the_rows_of_one_batch(tiny_bundle):
+    gen = open_session(str(tiny_bundle), "cpu", "float32").generator
+    texts, finish, tokens = told([Batch(gen, [0, 1, 2])])
+    assert texts == gen.generate_batch(PROMPT, 3, SAMPLED)
+    assert len(set(texts)) == 3, "different draws"
+    assert set(finish) <= {"eos", "length"} and all(0 < n <= 24 for n in tokens)
+
+
+def test_two_models_take_turns_and_each_tells_its_own_batch(tiny_bundle, installed_second):
+    a = open_session(str(tiny_bundle), "cpu", "float32").generator
+    b = open_session(str(installed_second), "cpu", "float32").generator
+    texts, _, _ = told([Batch(a, [0, 2]), Batch(b, [1])])
+    mine = a.generate_batch(PROMPT, 2, SAMPLED)
+    assert [texts[0], texts[2]] == mine and [texts[1]] == b.generate_batch(PROMPT, 1, SAMPLED)
+
+
+def test_cancel_ends_every_row_and_frees_the_model(tiny_bundle):
+    gen = open_session(str(tiny_bundle), "cpu", "float32").generator
+    cancel = threading.Event()
+    long = SamplingParams(max_new_tokens=2000, temperature=0, stop_at_eos=False, seed=1)
+    seen = []
+
+    def emit(column, text, reason):
+        seen.append(reason)
+        if len(seen) == 9:
+            cancel.set()
+
+    tell_variants([Batch(gen, [0, 1, 2])], PROMPT, long, cancel, emit)
+    assert seen.count("cancelled") == 3 and len(seen) < 30
+    done = threading.Event()
+    threading.Thread(
+        target=lambda: (gen.generate("Tom", SamplingParams(max_new_tokens=4)), done.set())
+    ).start()
+    assert done.wait(60), "the model is free for the next story"
+
+
+async def open_compare(app, pilot, seed: int = 7) -> CompareScreen:
+    """Fix the studio's seed, press f3 and wait until every variant has ended."""
+    from helium_tui.widgets.sliders import SeedRow
+
+    studio = app.studio
+    studio.param("temperature").value = 1.0
+    studio.param("top_p").value = 1.0
+    studio.param("repetition_penalty").value = 1.0
+    studio.param("max_tokens").value = 32
+    studio.query_one(SeedRow).set_seed(seed)
+    await pilot.pause()
+    await pilot.press("f3")
+    await until(pilot, lambda: isinstance(app.screen, CompareScreen), "the compare view")
+    screen = app.screen
+    await until(pilot, lambda: screen.job is not None and not screen.generating, "the variants to be told")
+    await pilot.pause()
+    return screen
+
+
+async def test_compare_view_streams_variants_and_keeps_the_chosen_one(tiny_bundle, tmp_path):
+    app = make_app(tiny_bundle, stories_dir=tmp_path / "stories")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        screen = await open_compare(app, pilot)
+        job = screen.job
+        params = SamplingParams(max_new_tokens=32, temperature=1.0, top_p=1.0, repetition_penalty=1.0, seed=7)
+        expected = app.session.generator.generate_batch(PROMPT, 3, params)
+        assert [v.text for v in job.variants] == expected
+        assert [c.story.text for c in screen.columns[:3]] == expected  # what the columns show
+        assert [c.display for c in screen.columns] == [True, True, True, False]
+        await pilot.press("right")
+        assert screen.chosen == 1 and screen.columns[1].has_class("-chosen")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is app.studio, "the studio")
+        assert app.studio.story.prompt == PROMPT and app.studio.story.text == expected[1]
+        stories, _ = StoryStore(tmp_path / "stories").list()
+        assert len(stories) == 1
+        kept = stories[0]
+        assert kept.text == expected[1] and kept.model == "tiny-bundle" and kept.seed == 7
+        assert kept.params["variant"] == "2 of 3" and kept.params["batch_row"] == 2
+        assert any("Kept variant 2" in n.message for n in app._notifications)
+
+
+async def test_compare_against_another_model_and_change_the_count(tiny_bundle, installed_second):
+    app = make_app(tiny_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        screen = await open_compare(app, pilot)
+        await pilot.press("m")  # against tiny-two
+        await until(
+            pilot, lambda: screen.against == "tiny-two" and not screen.generating, "tiny-two's variants"
+        )
+        params = screen.job.params
+        assert [v.model for v in screen.job.variants] == ["tiny-bundle", "tiny-bundle", "tiny-two"]
+        mine = app.session.generator.generate_batch(PROMPT, 2, params)
+        theirs = open_session(str(installed_second), "cpu", "float32").generator.generate_batch(
+            PROMPT, 1, params
+        )
+        assert [v.text for v in screen.job.variants] == mine + theirs
+        assert (
+            app.compare_session is not None and app.compare_session.name == "tiny-two"
+        )  # kept for next time
+        await pilot.press("plus")
+        await until(pilot, lambda: screen.count == 4 and not screen.generating, "four variants")
+        assert [v.model for v in screen.job.variants] == ["tiny-bundle"] * 2 + ["tiny-two"] * 2
+        await pilot.press("minus", "minus", "minus")  # never below two
+        await until(pilot, lambda: screen.count == 2 and not screen.generating, "two variants")
+        assert [c.display for c in screen.columns] == [True, True, False, False]
+        await pilot.press("m")  # back to draws of the loaded model
+        await until(pilot, lambda: screen.against is None and not screen.generating, "draws again")
+
+
+async def test_escape_stops_then_goes_back(tiny_bundle):
+    app = make_app(tiny_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        app.studio.param("max_tokens").value = 2048
+        await pilot.press("f3")
+        await until(pilot, lambda: isinstance(app.screen, CompareScreen), "the compare view")
+        screen = app.screen
+        await until(pilot, lambda: sum(v.tokens for v in screen.job.variants) > 3, "some text")
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.generating, "the variants to stop")
+        assert {v.finish for v in screen.job.variants} <= {"cancelled", "eos"}
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.studio, "the studio")
+        assert not app.busy
