@@ -56,7 +56,7 @@ def test_dry_run_runs_every_step_without_the_tui_packages(tmp_path):
         assert json.loads((out / f"{n}-{name}.json").read_text())["status"] == "ok"
 
     stdout = proc.stdout.rstrip().splitlines()
-    assert "helium bench gpu" in "\n".join(stdout[-20:]) and stdout[-1].startswith("results: ")
+    assert "helium bench gpu" in "\n".join(stdout[-20:]) and stdout[-1].startswith("└")  # the table comes last
     markdown = (out / "summary.md").read_text()
     assert "| train-run | ok |" in markdown and "## Real training run" in markdown
     assert "$ " in (out / "log.txt").read_text()

@@ -61,8 +61,8 @@ def bench_gpu(
     for row in summary_rows(check.results):
         style = {"ok": "green", "failed": "red"}.get(row[1], "yellow")
         table.add_row(row[0], f"[{style}]{row[1]}[/]", *row[2:])
-    Console(width=max(120, Console().width)).print(table)
     print(f"results: {out / 'summary.md'}, {out / 'summary.json'}, one file per step and log.txt in {out}")
+    Console(width=max(120, Console().width)).print(table)  # the summary table comes last
     env = next((r for r in check.results if r.step == "env"), None)
     if env is not None and env.status == "failed" and not dry_run:
         raise fail(env.error or "the env step failed")
