@@ -18,6 +18,9 @@ from helium_tui.commands.models import models_app
 from helium_tui.commands.tell import tell
 from helium_tui.commands.train import train
 from helium_tui.errors import OneLineErrors
+from helium_tui.help_format import hide_flag_types
+
+hide_flag_types()  # `--json`, not `--json <bool>`
 
 app = typer.Typer(
     name="helium",
