@@ -11,6 +11,7 @@ import typer
 from helium_tui.commands.bench_gpu import bench_gpu
 from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
+from helium_tui.words import plural
 
 bench_app = typer.Typer(
     help="Benchmarks: decoding, start-up, studio streaming, training speed and the GPU check.",
@@ -73,7 +74,7 @@ def bench_decode_cmd(
         )  # fmt: skip
     weights = "int8 weights, " if r.quantize == "int8" else ""
     rows = [
-        ("device / dtype", f"{r.device} / {weights}{r.dtype} activations ({r.threads} threads)"),
+        ("device / dtype", f"{r.device} / {weights}{r.dtype} activations ({plural(r.threads, 'thread')})"),
         ("compiled / packed", f"{r.compiled} / {r.packed}"),
         ("attention window / KV cache", f"{r.sliding_window or 'full'} / {r.kv_cache_bytes / 2**20:,.1f} MiB"),
         ("prefill", f"{r.prefill_tokens_per_s:,.0f} tok/s ({r.prompt_tokens} tokens)"),

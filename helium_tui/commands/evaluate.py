@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from helium_tui.errors import user_errors
+from helium_tui.words import plural
 
 
 def eval_cmd(
@@ -53,6 +54,6 @@ def eval_cmd(
     weights = " (int8 weights)" if session.quantize == "int8" else ""
     print(
         f"{session.name}{weights} on {data.name}: {result.nats_per_token:.4f} nats/token, "
-        f"{result.bits_per_byte:.4f} bits/byte ({result.tokens:,} tokens, {result.bytes:,} bytes, "
-        f"{result.documents:,} documents)"
+        f"{result.bits_per_byte:.4f} bits/byte ({plural(result.tokens, 'token', thousands=True)}, "
+        f"{plural(result.bytes, 'byte', thousands=True)}, {plural(result.documents, 'document', thousands=True)})"
     )
