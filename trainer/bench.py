@@ -27,7 +27,8 @@ class TrainBench:
     """Results of one training benchmark."""
 
     preset: str  # model preset
-    params: int  # parameter count
+    params: int  # parameter count (tied embeddings once, as `helium train` counts them)
+    vocab_size: int  # the model's vocabulary (the embedding's rows)
     device: str  # where it ran
     dtype: str  # autocast dtype
     compiled: bool  # torch.compile of the model
@@ -69,8 +70,12 @@ def bench_train(
     warmup_steps: int = 3,
     context: int | None = None,
     seed: int = 0,
+    vocab_size: int | None = None,
 ) -> TrainBench:
-    """Time `steps` AdamW training steps of preset on random tokens after `warmup_steps` untimed ones."""
+    """Time `steps` AdamW training steps of preset on random tokens after `warmup_steps` untimed ones.
+
+    vocab_size replaces the preset's (None: keep it); `helium train` takes it from the data's tokenizer.
+    """
     whole("--batch-size", batch_size, high=1 << 16)
     whole("--steps", steps, high=100_000)
     whole("--warmup", warmup_steps, low=0, high=100_000)
@@ -79,7 +84,9 @@ def bench_train(
     dev = pick_device(device)
     dt = pick_training_dtype(dev, dtype)
     compiled = compile if compile is not None else dev.type == "cuda"
-    config = get_preset(preset).with_(context_length=context)
+    if vocab_size is not None:
+        whole("--vocab-size", vocab_size, high=1 << 20)
+    config = get_preset(preset).with_(context_length=context, vocab_size=vocab_size)
     ctx = config.context_length
     torch.manual_seed(seed)
     model = TinySLM(config).to(dev).train()
@@ -110,7 +117,8 @@ def bench_train(
     fpt = flops_per_token(config, ctx)
     peak = peak_flops(dev, dt)
     return TrainBench(
-        preset=preset, params=model.num_params(), device=str(dev), dtype=dtype_name(dt), compiled=compiled,
+        preset=preset, params=model.num_params(), vocab_size=config.vocab_size, device=str(dev),
+        dtype=dtype_name(dt), compiled=compiled,
         batch_size=batch_size, context=ctx, steps=steps, warmup_steps=warmup_steps, step_time_s=step_time,
         tokens_per_s=rate, mfu=mfu(rate, fpt, peak), peak_flops=peak, flops_per_token=fpt,
         peak_mem_bytes=_peak_mem(dev),

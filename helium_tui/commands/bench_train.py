@@ -22,6 +22,10 @@ def bench_train(
     compare: Annotated[bool, typer.Option("--compare", help="Run both eager and compiled.")] = False,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
     context: Annotated[int | None, typer.Option(help="Tokens per sequence. [preset's context]")] = None,
+    vocab_size: Annotated[
+        int | None,
+        typer.Option(help="Vocabulary; `helium train` takes the data's (data prepare: 4096). [preset's]"),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Timed training steps.")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed steps first (compilation happens here).")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
@@ -33,12 +37,16 @@ def bench_train(
         from trainer.bench import bench_train as run_bench
 
         modes = [False, True] if compare else [compile]
-        results = [run_bench(preset, device, dtype, c, batch_size, steps, warmup, context) for c in modes]
+        results = [
+            run_bench(preset, device, dtype, c, batch_size, steps, warmup, context, vocab_size=vocab_size)
+            for c in modes
+        ]
     from rich.console import Console
     from rich.table import Table
 
     first = results[0]
-    table = Table(title=f"helium bench train — {first.preset} ({first.params / 1e6:.1f}M params)")
+    size = f"{first.params / 1e6:.2f}M params, vocab {first.vocab_size:,}"  # as `helium train` prints them
+    table = Table(title=f"helium bench train — {first.preset} ({size})")
     table.add_column("metric")
     for r in results:
         table.add_column("compiled" if r.compiled else "eager", justify="right")
