@@ -88,12 +88,16 @@ class HeliumApp(App[None]):
         dtype: str = "auto",
         stories_dir: str | Path | None = None,
         compile: bool = False,
+        quantize: str = "auto",
+        threads: int | None = None,
     ) -> None:
         super().__init__()
         self.model_spec = model  # what --model asked for (None: the default model)
         self.device_spec = device  # auto, cpu, cuda, mps
         self.dtype_spec = dtype  # auto, float32, bfloat16
         self.compile = compile  # torch.compile the decode step (compiled while the model loads)
+        self.quantize_spec = quantize  # auto (as the bundle stores it), none, int8; the model picker switches it
+        self.threads = threads  # torch's CPU threads (None: HELIUM_THREADS, else torch's default)
         self.stories_dir = Path(stories_dir) if stories_dir else None  # None: the store's default
         self.session: Session | None = None  # the loaded model
         self.studio = StudioScreen()  # the main screen (always at the bottom of the stack)
@@ -142,11 +146,14 @@ class HeliumApp(App[None]):
         seq, name = self.load_seq, Path(spec).name if spec else "default model"
         self.loading = name
         self.studio.set_loading(name)
-        device, dtype, compile = self.device_spec, self.dtype_spec, self.compile
+        device, dtype, compile, threads = self.device_spec, self.dtype_spec, self.compile, self.threads
+        quantize = None if self.quantize_spec == "auto" else self.quantize_spec
 
         def load() -> None:
             try:
-                session = open_session(spec, device=device, dtype=dtype, compile=compile)
+                session = open_session(
+                    spec, device=device, dtype=dtype, compile=compile, quantize=quantize, threads=threads
+                )
                 if compile:
                     self.post_message(self.ModelCompiling(seq, name))
                     session.generator.warm_up()
@@ -176,7 +183,8 @@ class HeliumApp(App[None]):
             self.pop_screen()
         self.studio.set_session(session)
         if switched:
-            self.notify(terminal_safe(f"Loaded {session.name}"), timeout=3, markup=False)
+            weights = " (int8 weights)" if session.quantize == "int8" else ""
+            self.notify(terminal_safe(f"Loaded {session.name}{weights}"), timeout=3, markup=False)
 
     @on(ModelFailed)
     def _load_failed(self, message: ModelFailed) -> None:
@@ -205,12 +213,18 @@ class HeliumApp(App[None]):
         if isinstance(self.screen, ModelPicker):
             return
         info = self.current_model_info()
+        int8 = self.session.quantize == "int8" if self.session else self.quantize_spec == "int8"
+        picker = ModelPicker(info.path if info else None, info, int8=int8)
 
         def chosen(path: str | None) -> None:
-            if path is not None and (info is None or Path(path).resolve() != info.path.resolve()):
+            if path is None:
+                return
+            if picker.int8 != int8:  # the weights switch changed: it applies to this load and the next ones
+                self.quantize_spec = "int8" if picker.int8 else "none"
+            if info is None or Path(path).resolve() != info.path.resolve() or picker.int8 != int8:
                 self.load_model(path)
 
-        self.push_screen(ModelPicker(info.path if info else None, info), chosen)
+        self.push_screen(picker, chosen)
 
     # ---- other screens -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from helium_tui.commands.importer import import_app
 from helium_tui.commands.models import models_app
 from helium_tui.commands.tell import tell
 from helium_tui.commands.train import train
-from helium_tui.errors import OneLineErrors
+from helium_tui.errors import OneLineErrors, user_errors
 from helium_tui.help_format import hide_flag_types
 
 hide_flag_types()  # `--json`, not `--json <bool>`
@@ -56,12 +56,26 @@ def root(
             help="Studio: torch.compile the decode step (faster sampling; compiles for ~15 s on CPU while the model loads).",
         ),
     ] = False,
+    quantize: Annotated[
+        str, typer.Option(help="Studio: weights int8, none, or auto (as the bundle stores them); the picker switches.")
+    ] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(help="Studio: CPU threads (default: HELIUM_THREADS, else the physical cores).")
+    ] = None,
 ) -> None:
     """Open the story studio when no subcommand is given."""
     if ctx.invoked_subcommand is None:
+        from engine.quant import quantize_option
+        from engine.threads import requested_threads
         from helium_tui.app import run_app
 
-        run_app(model=model or None, device=device, dtype=dtype, stories_dir=stories_dir or None, compile=compile)
+        with user_errors():  # bad values: one line now, not a failed load inside the app
+            quantize_option(quantize)
+            threads = requested_threads(threads)
+        run_app(
+            model=model or None, device=device, dtype=dtype, stories_dir=stories_dir or None, compile=compile,
+            quantize=quantize, threads=threads,
+        )  # fmt: skip
 
 
 def main() -> None:

@@ -68,6 +68,9 @@ def test_helium_threads_sets_the_thread_count(tiny_bundle, monkeypatch, restore_
         (["eval", "--data", "README.md", "--quantize", "fp8"], None, "unknown --quantize 'fp8'"),
         (["eval", "--data", "README.md", "--threads", "99999"], None, "--threads must be a whole number from 1"),
         (["bench", "decode", "--quantize", "int4"], None, "unknown quantization 'int4'"),
+        (["--quantize", "int4"], None, "unknown --quantize 'int4'"),  # the studio: refused before it opens
+        (["--threads", "0"], None, "--threads must be a whole number from 1"),
+        ([], "x", "HELIUM_THREADS must be a whole number from 1"),
         (["bench", "decode", "--threads", "0"], None, "--threads must be a whole number from 1"),
         (["bench", "decode", "--background-load", "-1"], None, "--background-load must be a whole number from 0"),
     ],

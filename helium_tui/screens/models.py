@@ -132,10 +132,12 @@ class ModelPicker(ModalScreen[str | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Close"),
         Binding("x", "stop_pull", "Stop the download"),
+        Binding("i", "toggle_int8", "int8 weights on/off"),
     ]
 
-    def __init__(self, current: Path | None, current_info: ModelInfo | None = None) -> None:
+    def __init__(self, current: Path | None, current_info: ModelInfo | None = None, int8: bool = False) -> None:
         super().__init__(id="model-picker")
+        self.int8 = int8  # load with int8 weights (weight-only: faster on CPUs); the app reads it after dismissal
         self.current = current.resolve() if current else None  # path of the loaded bundle
         self.current_info = current_info  # describes it when it is not installed by name
         self.models: list[ModelInfo] = []  # the installed rows, in order
@@ -146,6 +148,7 @@ class ModelPicker(ModalScreen[str | None]):
             yield Label(
                 "Choose a model  [dim](enter to load or download, esc to close)[/]", id="picker-title"
             )
+            yield Label(self._weights_text(), id="picker-weights")
             yield OptionList(id="picker-list")
             yield Label("", id="picker-empty")
             with Vertical(id="picker-pull"):
@@ -231,6 +234,16 @@ class ModelPicker(ModalScreen[str | None]):
         del PULLS[self.app]
         self.notify(f"Stopped downloading {job.entry.name}", timeout=3)
         self.refresh_rows()
+
+    def _weights_text(self) -> str:
+        if self.int8:
+            return "Weights: [b]int8[/] (weight-only, faster on CPUs)  [dim](i: full precision)[/]"
+        return "Weights: full precision  [dim](i: int8, faster on CPUs)[/]"
+
+    def action_toggle_int8(self) -> None:
+        """Switch int8 weights on or off for the model chosen next (enter on the loaded one reloads it)."""
+        self.int8 = not self.int8
+        self.query_one("#picker-weights", Label).update(self._weights_text())
 
     def action_cancel(self) -> None:
         """Close without switching (a download goes on in the background)."""
