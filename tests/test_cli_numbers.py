@@ -49,6 +49,7 @@ def poison(path: tuple[str, ...], tmp: Path) -> list[str]:
         ("bench", "train"): ["bench", "train", "--preset", "no-such-preset"],
         ("bench", "startup"): ["bench", "startup", "--model", missing],
         ("bench", "studio"): ["bench", "studio", "--model", missing],
+        ("bench", "gpu"): ["bench", "gpu", "--data", missing],
         ("data", "prepare"): ["data", "prepare", missing, "--out", str(tmp / "data")],
     }.get(path, [*path])
 

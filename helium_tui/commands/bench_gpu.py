@@ -37,13 +37,19 @@ def bench_gpu(
     ] = None,
 ) -> None:
     """Run the GPU check: each step's result file under OUT as it ends, then a summary table, JSON and Markdown."""
+    from engine.checks import number, whole
     from helium_tui.gpu_check import STEPS, Plan, run_check, summary_rows
 
+    try:
+        number("--train-minutes", train_minutes, 0.1, 600)
+        number("--budget-minutes", budget_minutes, 1, 600)
+        if batch_size is not None:
+            whole("--batch-size", batch_size, high=1 << 16)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     unknown = sorted(set(skip or ()) - set(STEPS[1:]))
     if unknown:
         raise fail(f"unknown step {', '.join(unknown)} (steps: {', '.join(STEPS[1:])})")
-    if not train_minutes > 0 or not budget_minutes > 0 or (batch_size is not None and batch_size < 1):
-        raise fail("--train-minutes and --budget-minutes must be positive, --batch-size at least 1")
     if data is not None and not data.is_dir():
         raise fail(f"{data}: not a directory (give the folder holding train.txt and valid.txt)")
     plan = Plan(
