@@ -1,4 +1,5 @@
-"""End to end in a real terminal: `helium --model BUNDLE` inside tmux, type a prompt, watch the story stream, quit.
+"""End to end in a real terminal: `helium --model BUNDLE` inside tmux, type a prompt, watch the story stream,
+reopen a saved story full of escape sequences (the terminal's title and screen stay untouched), quit mid-story.
 
 Drives the installed console script through a private tmux server (its own socket); every wait is bounded.
 """
@@ -27,6 +28,7 @@ WIDTH, HEIGHT = 100, 30  # terminal size
 START_S = 90.0  # most seconds for the app to import torch and load the model on a loaded CI box
 STORY_S = 90.0  # most seconds for a story to finish
 EXIT_S = 30.0  # most seconds for the app to quit
+QUIT_MID_STORY_S = 5.0  # most seconds to quit while a 2048-token story streams (it used to wait for the end)
 
 
 class Tmux:
@@ -77,6 +79,18 @@ def tmux(tmp_path):
     server("kill-server")  # ends only this test's private server
 
 
+def evil_story(home: Path) -> None:
+    """A saved story (the newest in the library) whose text retitles, clears and writes the clipboard, and
+    whose settings tell a long greedy story."""
+    from helium_tui.library import Story, StoryStore
+
+    params = {"temperature": 0.0, "max_new_tokens": 2048, "repetition_penalty": 1.0, "stop_at_eos": False}
+    text = " \x1b]0;PWNED\x07 was \x1b[2J here \x1b]52;c;aGk=\x1b\\ [bold]end"
+    story = Story("Evil", text, params, "tiny-bundle", created="2099-01-01T00:00:00+00:00", tokens=5,
+                  finish_reason="eos", id="20990101-000000-beef")  # fmt: skip
+    StoryStore(home / "stories").save(story)
+
+
 def test_studio_streams_a_story_and_quits_cleanly(tmp_path, tiny_bundle, tmux):
     home = tmp_path / "home"
     exit_file = tmp_path / "exit.txt"
@@ -105,9 +119,24 @@ def test_studio_streams_a_story_and_quits_cleanly(tmp_path, tiny_bundle, tmux):
     saved = json.loads(stories[0].read_text(encoding="utf-8"))
     assert saved["prompt"] == "Once upon a time there was a dog" and saved["tokens"] == tokens_shown(final)
 
+    # a saved story full of escape sequences, reopened from the library: shown as text, never obeyed
+    title = tmux("display-message", "-p", "-t", "helium", "#{pane_title}")
+    evil_story(home)
+    tmux("send-keys", "-t", "helium", "C-l")
+    tmux.wait(lambda s: "Evil" in s, "the library with the evil story", 10)
+    tmux("send-keys", "-t", "helium", "Enter")
+    shown = tmux.wait(lambda s: "PWNED" in s and "Story" in s, "the evil story in the studio", 10)
+    assert "[bold]end" in shown and "Once upon a time there was a dog" not in shown  # text, not markup
+    assert tmux("display-message", "-p", "-t", "helium", "#{pane_title}") == title, "the title was not changed"
+
+    # quit while a 2048-token story streams (its settings came with the reopened story)
+    tmux("send-keys", "-t", "helium", "C-g")
+    tmux.wait(lambda s: "generating" in s and tokens_shown(s) > 0, "a long story to stream", STORY_S)
     tmux("send-keys", "-t", "helium", "C-q")
-    deadline = time.monotonic() + EXIT_S
+    asked = time.monotonic()
+    deadline = asked + EXIT_S
     while not exit_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert exit_file.exists(), f"helium did not quit; last screen:\n{tmux.screen()}"
+    assert time.monotonic() - asked < QUIT_MID_STORY_S, "quitting waited for the story"
     assert exit_file.read_text().strip() == "EXIT=0"
