@@ -70,3 +70,56 @@ def test_bench_studio_json_with_a_tiny_model(tiny_bundle, helium_home):
 def test_bench_studio_bad_input_is_one_line(args, message, helium_home):
     r = runner.invoke(app, ["bench", "studio", *args])
     assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output
+
+
+TINY_RUN = ["bench", "decode", "--preset", "tiny", "--device", "cpu", "--prompt-tokens", "8", "--new-tokens", "16"]
+
+
+def test_bench_decode_under_background_load_reports_the_ratio():
+    r = runner.invoke(app, [*TINY_RUN, "--dtype", "float32", "--repeats", "2", "--background-load", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    report = last_json(r.stdout)
+    assert report["background_load"] == 1 and len(report["loaded_runs"]) == len(report["decode_runs"]) == 2
+    assert report["loaded_fraction"] == pytest.approx(report["loaded_tokens_per_s"] / report["decode_tokens_per_s"])
+
+
+def test_bench_decode_int8_reads_a_quarter_of_the_float32_bytes():
+    runs = {}
+    for q in ("none", "int8"):
+        r = runner.invoke(app, [*TINY_RUN, "--dtype", "float32", "--repeats", "1", "--quantize", q, "--json"])
+        assert r.exit_code == 0, r.output
+        runs[q] = last_json(r.stdout)
+    assert runs["int8"]["quantize"] == "int8" and runs["int8"]["params"] == runs["none"]["params"]
+    assert 0.25 < runs["int8"]["weight_bytes"] / runs["none"]["weight_bytes"] < 0.3  # int8 + scales + norms
+
+
+def test_bench_decode_vs_llama_cpp_on_the_same_weights(monkeypatch):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    pytest.importorskip("gguf", reason="the gguf package is not installed")
+    r = runner.invoke(app, [*TINY_RUN, "--dtype", "float32", "--repeats", "2", "--vs-llama-cpp", "--json"])
+    assert r.exit_code == 0, r.output
+    ll = last_json(r.stdout)["llama_cpp"]
+    assert ll["type"] == "F32" and len(ll["runs"]) == 2 and ll["tokens_per_s"] > 0
+    assert ll["helium_over_llama_cpp"] == pytest.approx(last_json(r.stdout)["decode_tokens_per_s"] / ll["tokens_per_s"])
+
+
+def test_bench_decode_vs_llama_cpp_without_it_notes_the_skip(monkeypatch):
+    import engine.bench_llama
+
+    monkeypatch.setattr(engine.bench_llama, "llama_cpp_missing", lambda: "llama-cpp-python is not installed")
+    r = runner.invoke(app, [*TINY_RUN, "--dtype", "float32", "--repeats", "1", "--vs-llama-cpp", "--json"])
+    assert r.exit_code == 0, r.output
+    assert last_json(r.stdout)["llama_cpp"] == {"skipped": "llama-cpp-python is not installed"}
+    assert "helium: note: llama-cpp-python is not installed" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "cpu", "--batch-size", "2"], "batch-1 decoding"),
+        (["--preset", "heliumlm-nano"], "add --window 0"),
+    ],
+)
+def test_bench_decode_vs_llama_cpp_refuses_what_llama_cpp_cannot_run(args, message):
+    r = runner.invoke(app, ["bench", "decode", "--vs-llama-cpp", *args])
+    assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output

@@ -110,17 +110,21 @@ def bench_startup_cmd(
     model: Annotated[str, typer.Option(help="Model for `helium tell` (default model if empty).")] = "",
     prompt: Annotated[str, typer.Option(help="Prompt to tell.")] = "Once upon a time",
     repeats: Annotated[int, typer.Option(help="Runs (best is reported).")] = 3,
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="Time `helium tell --compile` (Inductor's cache warm).")
+    ] = False,
+    quantize: Annotated[str, typer.Option(help="`helium tell --quantize`: auto, none or int8.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
     """Time to first token of a fresh `helium tell` process, Python and torch start-up included."""
     import shutil
-    import sys
 
     from engine.bench import bench_startup
 
     helium = shutil.which("helium")
     base = [helium] if helium else [sys.executable, "-m", "helium_tui.cli"]
     command = [*base, "tell", prompt, "--max-tokens", "16", *(["--model", model] if model else [])]
+    command += ["--quantize", quantize] + (["--compile"] if compile else [])
     with user_errors():
         r = bench_startup(command, prompt, repeats)
     rows = [
