@@ -1,21 +1,21 @@
 """Shown when no model could be loaded: why, and how to get one.
 
-Offers the model picker (when bundles exist elsewhere), retry and quit.
+Offers the model picker (when bundles exist elsewhere), retry and quit. The error is shown as plain text
+(terminal-safe, never Markdown or markup: it may quote a path the user typed).
 """
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Markdown
+from textual.widgets import Footer, Markdown, Static
+
+from helium_tui.safe_text import terminal_safe
 
 GUIDE = """\
-# No model to tell stories with
-
-> {error}
-
 Helium needs a model bundle (a folder with `config.json`, `model.safetensors` and `tokenizer.json`).
 Get one of these ways:
 
@@ -33,10 +33,11 @@ class NoModelScreen(Screen[None]):
     """Explains that no model is loaded and how to get one."""
 
     BINDINGS = [
-        Binding("ctrl+o", "app.models", "Models"),
-        Binding("r", "retry", "Retry"),
+        Binding("ctrl+o", "app.models", "Models", tooltip="Choose an installed model, or download one"),
+        Binding("r", "retry", "Retry", tooltip="Load the model given at start-up again"),
         Binding("q", "app.quit", "Quit"),
     ]
+    HELP = "# No model\n" + GUIDE
 
     def __init__(self, error: str) -> None:
         super().__init__(id="no-model")
@@ -44,7 +45,11 @@ class NoModelScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="no-model-scroll"), Center():
-            yield Markdown(GUIDE.format(error=self.error), id="no-model-guide")
+            yield Static(
+                Text.assemble(("No model to tell stories with\n\n", "bold"), terminal_safe(self.error)),
+                id="no-model-error",
+            )
+            yield Markdown(GUIDE, id="no-model-guide")
         yield Footer(compact=True)
 
     def action_retry(self) -> None:

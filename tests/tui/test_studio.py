@@ -215,6 +215,15 @@ async def test_no_model_screen(helium_home):
         assert app.session is None
 
 
+async def test_a_model_path_with_markup_and_escapes_is_shown_as_text(tmp_path):
+    app = make_app(tmp_path / "[/b]\x1b]0;PWNED\x07[link=x]")
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        assert isinstance(app.screen, NoModelScreen)
+        shown = app.screen.query_one("#no-model-error").render()
+        assert "[/b]" in str(shown) and is_terminal_safe(str(shown))
+
+
 async def test_generation_error_becomes_a_notification(no_bos_bundle):
     app = make_app(no_bos_bundle)
     async with app.run_test(size=SIZE) as pilot:
