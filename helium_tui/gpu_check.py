@@ -174,11 +174,15 @@ class Check:
             log.write(f"\n$ {line}\n")
             self.log_mark = log.tell()
 
-    def _last_error(self) -> str:
-        """The most telling line the latest command left in the log: a `helium: error:`, an error, or its last line."""
+    def latest_output(self) -> str:
+        """What the latest command has printed so far (as the log holds it)."""
         with self.log_path.open("rb") as log:
             log.seek(self.log_mark)
-            text = log.read().decode(errors="replace")
+            return log.read().decode(errors="replace")
+
+    def _last_error(self) -> str:
+        """The most telling line the latest command left in the log: a `helium: error:`, an error, or its last line."""
+        text = self.latest_output()
         lines = [ln.strip() for ln in text.splitlines()[-200:] if ln.strip() and not ln.startswith("(exit ")]
         for line in reversed(lines):
             if line.startswith("helium: error:") or re.match(r"^\w*(Error|Exception)\b", line):
@@ -283,14 +287,16 @@ def step_gpu_tests(check: Check, m: dict) -> str:
     if not files:
         raise StepFailed(f"no gpu-marked tests under {ROOT / 'tests'} (run from a checkout)")
     junit = check.work / "gpu-tests.xml"
-    cmd = [check.plan.python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+    cmd = [check.plan.python, "-m", "pytest", "-m", "gpu", "-v", "--durations=5", "-p", "no:cacheprovider"]
     error = None
     try:
-        check.run([*cmd, *files], check.sizes.timeouts["tests"])
+        check.run([*cmd, f"--junitxml={junit}", *files], check.sizes.timeouts["tests"])
     except StepFailed as exc:
         error = str(exc)
     if junit.is_file():
-        m.update(_junit_counts(junit))
+        m.update(junit_counts(junit))
+    else:  # cut off (a timeout): count the tests it reported one by one
+        m.update(verbose_counts(check.latest_output()))
     counts = ", ".join(f"{m[k]} {k}" for k in ("passed", "failed", "errors", "skipped") if m.get(k))
     if error or m.get("failed") or m.get("errors"):
         failing = "; ".join(m.get("failures", [])[:3])
@@ -298,7 +304,7 @@ def step_gpu_tests(check: Check, m: dict) -> str:
     return f"{counts} ({len(files)} files)"
 
 
-def _junit_counts(path: Path) -> dict:
+def junit_counts(path: Path) -> dict:
     """passed/failed/errors/skipped and the failing tests' names with their first message line."""
     root = ET.parse(path).getroot()
     counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0, "failures": []}
@@ -312,6 +318,17 @@ def _junit_counts(path: Path) -> dict:
                     message = (child.get("message") or "").splitlines()[:1]
                     counts["failures"].append("::".join(name) + (f": {message[0][:160]}" if message else ""))
         counts[outcome] += 1
+    return counts
+
+
+def verbose_counts(text: str) -> dict:
+    """Counts from `pytest -v` lines (`tests/x.py::name PASSED ...`), for a run cut off before its report."""
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0, "failures": []}
+    kinds = {"PASSED": "passed", "FAILED": "failed", "ERROR": "errors", "SKIPPED": "skipped"}
+    for name, outcome in re.findall(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED)", text, re.MULTILINE):
+        counts[kinds[outcome]] += 1
+        if outcome in ("FAILED", "ERROR"):
+            counts["failures"].append(name.rsplit("::", 1)[-1])
     return counts
 
 

@@ -14,7 +14,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helium_tui.gpu_check import STEPS, Check, Plan, StepFailed, fill_batch, summarize_run, write_summary
+from helium_tui.gpu_check import (
+    STEPS,
+    Check,
+    Plan,
+    StepFailed,
+    fill_batch,
+    summarize_run,
+    verbose_counts,
+    write_summary,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILES = {"1-env.json", "2-gpu-tests.json", "3-train-bench.json", "4-decode.json", "5-train-run.json",
@@ -139,3 +148,14 @@ def test_without_cuda_the_check_says_so_in_one_line_and_runs_nothing_else(tmp_pa
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [s["status"] for s in summary["steps"]] == ["failed"] + ["skipped"] * (len(STEPS) - 1)
     assert summary["env"]["cuda_available"] is False
+
+
+def test_a_test_run_cut_off_is_counted_from_its_verbose_lines():
+    text = (
+        "tests/test_gpu.py::test_cuda_graph_decode_matches_eager PASSED  [ 10%]\n"
+        "tests/test_gpu.py::test_compiled_bf16_training_steps_equal_eager_within_bf16_tolerance FAILED [ 20%]\n"
+        "tests/test_compile.py::test_x SKIPPED (needs a CUDA GPU) [ 30%]\n"
+    )
+    counts = verbose_counts(text)
+    assert (counts["passed"], counts["failed"], counts["skipped"]) == (1, 1, 1)
+    assert counts["failures"] == ["test_compiled_bf16_training_steps_equal_eager_within_bf16_tolerance"]
