@@ -13,6 +13,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -620,6 +621,7 @@ def run_check(plan: Plan, echo: Callable[[str], None] = print) -> Check:
             check.step(n, name, STEP_FUNCTIONS[name])
     finally:
         write_summary(check)
+        shutil.rmtree(check.work, ignore_errors=True)  # prepared data and the run dir (its checkpoint)
     return check
 
 

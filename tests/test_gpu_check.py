@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,12 +89,14 @@ def test_a_failing_step_is_recorded_and_the_next_one_runs(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert not summary["ok"] and [s["status"] for s in summary["steps"]] == ["failed", "ok"]
     assert "| first | failed |" in (tmp_path / "summary.md").read_text()
+    shutil.rmtree(check.work)
 
 
 def test_a_timed_out_command_fails_its_step_with_the_command_named(tmp_path):
     check = Check(Plan(out=tmp_path, dry_run=True), echo=lambda line: None)
     result = check.step(1, "slow", lambda c, m: c.run([sys.executable, "-c", "import time; time.sleep(30)"], 5))
     assert result.status == "failed" and "timed out after 5 s" in result.error and result.seconds < 20
+    shutil.rmtree(check.work)
 
 
 def test_run_summary_gives_speed_val_loss_over_time_and_the_epoch_extrapolation():
