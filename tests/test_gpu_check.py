@@ -34,6 +34,7 @@ RESULT_FILES = {"1-env.json", "2-gpu-tests.json", "3-train-bench.json", "4-decod
 TUI_PACKAGES = ("textual", "textual_plotext", "textual_slider", "huggingface_hub")
 
 
+@pytest.mark.slow  # ~25 s: CI runs it (the full suite); the fast subset leaves it out
 def test_dry_run_runs_every_step_without_the_tui_packages(tmp_path):
     """Every process of the check runs with the TUI packages blocked, as on the device machine."""
     blocker = tmp_path / "site"
