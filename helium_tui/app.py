@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from helium_tui.screens.studio import StudioScreen
 from helium_tui.streaming import exit_now_if_busy, start_daemon
 
 if TYPE_CHECKING:
+    from engine.sampling import SamplingParams
     from engine.session import Session
 
 
@@ -130,6 +132,25 @@ class HeliumApp(App[None]):
             self.pop_screen()
         params = story.params if isinstance(story.params, dict) else {}
         self.studio.load_story(story.prompt, story.text, params, story.seed)
+
+    def save_story(self, prompt: str, text: str, params: SamplingParams, model: str, tokens: int,
+                   finish_reason: str, extra: dict | None = None) -> bool:
+        """Keep a story in the library (when there is one); extra adds to its params. True when saved."""
+        store = self.store
+        if store is None:
+            return False
+        from helium_tui.library import Story
+
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        saved = {**asdict(params), **(extra or {})}
+        story = Story(prompt=prompt, text=text, params=saved, model=model, seed=params.seed, created=created,
+                      tokens=tokens, finish_reason=finish_reason)  # fmt: skip
+        try:
+            store.save(story)
+        except (OSError, ValueError) as exc:
+            self.notify(terminal_safe(f"Could not save the story: {exc}"), severity="warning", markup=False)
+            return False
+        return True
 
     @property
     def busy(self) -> bool:

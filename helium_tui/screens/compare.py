@@ -277,14 +277,9 @@ class CompareScreen(Screen[None]):
         variant = job.variants[self.chosen]
         studio = self.helium.studio
         extra = {"variant": f"{self.chosen + 1} of {len(job.variants)}", "batch_row": variant.row}
-        saved = studio.save_story(
-            job.prompt,
-            variant.text,
-            job.params,
-            variant.model,
-            variant.tokens,
-            variant.finish or "cancelled",
-            extra,
+        finish = variant.finish or "cancelled"
+        saved = self.helium.save_story(
+            job.prompt, variant.text, job.params, variant.model, variant.tokens, finish, extra
         )
         self.app.pop_screen()
         studio.load_story(job.prompt, variant.text, asdict(job.params), None)  # its seed is a batch's

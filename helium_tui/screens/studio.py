@@ -6,17 +6,15 @@ the buffer on a posted message at most once a frame, so a fast model cannot floo
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -27,7 +25,8 @@ from engine.sampling import SamplingParams
 from helium_tui.safe_text import is_terminal_safe, terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.widgets.inspector import InspectorPanel
-from helium_tui.widgets.sliders import ParamSlider, ParamSpec, SeedRow
+from helium_tui.widgets.sampling import SamplingPanel
+from helium_tui.widgets.sliders import ParamSlider
 from helium_tui.widgets.status_bar import StatusBar
 from helium_tui.widgets.story_view import Piece, StoryPane, StoryView
 
@@ -39,15 +38,6 @@ DEFAULT_PROMPT = "Once upon a time"
 INSPECT_TOP = 5  # alternatives recorded per token for the inspector
 HINT = "Write a story opening in the prompt above, then press ctrl+g to tell the story."
 
-DEFAULTS = SamplingParams()  # the sliders start at the engine's defaults
-PARAMS: list[ParamSpec] = [
-    ParamSpec("temperature", "Temperature", 0.0, 2.0, 0.05, DEFAULTS.temperature),
-    ParamSpec("top_k", "Top-k", 0, 200, 1, DEFAULTS.top_k, decimals=0, zero_label="off"),
-    ParamSpec("top_p", "Top-p", 0.05, 1.0, 0.05, DEFAULTS.top_p),
-    ParamSpec("repetition_penalty", "Repetition pen.", 1.0, 2.0, 0.05, DEFAULTS.repetition_penalty),
-    ParamSpec("max_tokens", "Max tokens", 16, 2048, 16, DEFAULTS.max_new_tokens, decimals=0),
-]
-SAVED_NAMES = {"max_tokens": "max_new_tokens"}  # slider key -> SamplingParams field, where they differ
 
 HELP = """\
 # Story studio
@@ -78,49 +68,25 @@ class Run:
 class StudioScreen(Screen[None]):
     """The main screen: write a prompt, tell a story, tune sampling, inspect tokens."""
 
+    # fmt: off
     BINDINGS = [  # the footer fits 80 columns: f2, f8 and ctrl+l are in f1 help and the palette (ctrl+p)
-        Binding(
-            "ctrl+g", "generate", "Tell", priority=True, id="generate", tooltip="Tell a story from the prompt"
-        ),
+        Binding("ctrl+g", "generate", "Tell", priority=True, id="generate", tooltip="Tell a story from the prompt"),
         Binding("ctrl+enter", "generate", "Tell", show=False, priority=True),
         Binding("escape", "stop", "Stop", id="stop", tooltip="Stop the story being told"),
-        Binding(
-            "ctrl+r",
-            "regenerate",
-            "Retell",
-            priority=True,
-            id="regenerate",
-            tooltip="Retell: the same prompt, a new seed unless fixed",
-        ),
-        Binding(
-            "ctrl+n",
-            "continue_story",
-            "Continue",
-            priority=True,
-            id="continue",
-            tooltip="Continue: the story so far becomes the prompt",
-        ),
+        Binding("ctrl+r", "regenerate", "Retell", priority=True, id="regenerate",
+                tooltip="Retell: the same prompt, a new seed unless fixed"),
+        Binding("ctrl+n", "continue_story", "Continue", priority=True, id="continue",
+                tooltip="Continue: the story so far becomes the prompt"),
         Binding("f3", "compare", "Compare", id="compare", tooltip="Tell the prompt 2–4 times side by side"),
-        Binding(
-            "f2",
-            "toggle_inspector",
-            "Inspect",
-            id="inspector",
-            show=False,
-            tooltip="Token inspector: colour tokens by probability",
-        ),
+        Binding("f2", "toggle_inspector", "Inspect", id="inspector", show=False,
+                tooltip="Token inspector: colour tokens by probability"),
         Binding("f8", "clear", "Clear", id="clear", show=False, tooltip="Clear the prompt and the story"),
         Binding("ctrl+o", "app.models", "Models", id="studio-models", tooltip="Choose a model"),
-        Binding(
-            "ctrl+l",
-            "app.library",
-            "Library",
-            id="studio-library",
-            show=False,
-            tooltip="The story library: every finished story",
-        ),
+        Binding("ctrl+l", "app.library", "Library", id="studio-library", show=False,
+                tooltip="The story library: every finished story"),
         Binding("ctrl+t", "app.training", "Train", id="studio-training", tooltip="The training monitor"),
     ]
+    # fmt: on
     HELP = HELP
 
     generating: reactive[bool] = reactive(False, bindings=True)
@@ -171,17 +137,13 @@ class StudioScreen(Screen[None]):
                 yield StoryPane(StoryView(hint=HINT, id="story"), id="story-scroll")
             with Vertical(id="sidebar"):
                 yield InspectorPanel(id="inspector")
-                with VerticalScroll(id="controls", can_focus=False):
-                    for spec in PARAMS:
-                        yield ParamSlider(spec)
-                    yield SeedRow(id="seed-row")
+                yield SamplingPanel(id="controls")
         yield StatusBar(id="status")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#prompt").border_title = "Prompt"
         self.query_one("#story-scroll").border_title = "Story"
-        self.query_one("#controls").border_title = "Sampling"
         self.query_one("#prompt", TextArea).focus()
         self.query_one("#prompt", TextArea).move_cursor((0, len(DEFAULT_PROMPT)))
 
@@ -217,8 +179,8 @@ class StudioScreen(Screen[None]):
             self.prompt_text = event.text_area.text
 
     def param(self, key: str) -> ParamSlider:
-        """The slider for a parameter (see PARAMS)."""
-        return self.query_one(f"#param-{key}", ParamSlider)
+        """The slider for a parameter (see widgets/sampling.py PARAMS)."""
+        return self.query_one(SamplingPanel).slider(key)
 
     # ---- model ---------------------------------------------------------------------------------------
 
@@ -243,50 +205,7 @@ class StudioScreen(Screen[None]):
 
     def sampling_params(self) -> SamplingParams:
         """SamplingParams from the sliders; a random seed is drawn (and recorded) when none is fixed."""
-        seed = self.query_one(SeedRow).fixed
-        return SamplingParams(
-            max_new_tokens=int(self.param("max_tokens").value),
-            temperature=self.param("temperature").value,
-            top_k=int(self.param("top_k").value),
-            top_p=self.param("top_p").value,
-            repetition_penalty=self.param("repetition_penalty").value,
-            seed=seed if seed is not None else random.randrange(2**31),
-        )
-
-    def apply_params(self, params: dict, seed: object) -> list[str]:
-        """Move the sliders to saved parameters (keys of SamplingParams) and fix seed (None: switch off).
-
-        Values the sliders cannot show are clamped to their range, or ignored when they are not numbers;
-        returns one note per such value (the caller tells the user).
-        """
-        notes: list[str] = []
-        for spec in PARAMS:
-            name = SAVED_NAMES.get(spec.key, spec.key)
-            if name not in params:
-                continue
-            slider = self.param(spec.key)
-            try:
-                exact = slider.set_value(params[name])
-            except ValueError:
-                notes.append(f"{name} ignored (not a number)")
-                continue
-            if not exact:
-                value = params[name]
-                given = (
-                    f"{value:.6g}"
-                    if isinstance(value, float)
-                    else str(value)
-                    if abs(value) < 10**9
-                    else "huge"
-                )
-                notes.append(f"{name} {given} → {slider.value:g}")
-        if seed is not None and not (
-            isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63
-        ):
-            notes.append("seed ignored (not a whole number)")
-            seed = None
-        self.query_one(SeedRow).set_seed(seed)  # type: ignore[arg-type]
-        return notes
+        return self.query_one(SamplingPanel).params()
 
     # ---- actions -------------------------------------------------------------------------------------
 
@@ -427,13 +346,9 @@ class StudioScreen(Screen[None]):
             ttft_s=result.ttft_s,
         )
         if result.generated_tokens:
-            self.save_story(
-                self.story.prompt,
-                self.story.text,
-                run.params,
-                run.model,
-                self._tokens_shown(),
-                result.finish_reason,
+            story, tokens = self.story, self._tokens_shown()
+            self.helium.save_story(
+                story.prompt, story.text, run.params, run.model, tokens, result.finish_reason
             )
 
     @on(Failed)
@@ -446,39 +361,6 @@ class StudioScreen(Screen[None]):
             terminal_safe(message.error), title="Generation failed", severity="error", timeout=8, markup=False
         )
 
-    def save_story(
-        self,
-        prompt: str,
-        text: str,
-        params: SamplingParams,
-        model: str,
-        tokens: int,
-        finish_reason: str,
-        extra: dict | None = None,
-    ) -> bool:
-        """Keep a story in the library (when there is one); extra adds to its params. True when saved."""
-        store = self.helium.store
-        if store is None:
-            return False
-        from helium_tui.library import Story
-
-        story = Story(
-            prompt=prompt,
-            text=text,
-            params={**asdict(params), **(extra or {})},
-            model=model,
-            seed=params.seed,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            tokens=tokens,
-            finish_reason=finish_reason,
-        )
-        try:
-            store.save(story)
-        except (OSError, ValueError) as exc:
-            self.notify(terminal_safe(f"Could not save the story: {exc}"), severity="warning", markup=False)
-            return False
-        return True
-
     def load_story(self, prompt: str, text: str, params: dict, seed: object) -> None:
         """Show a saved story (prompt + text) and its parameters, ready to continue or retell."""
         self.action_stop()
@@ -487,7 +369,7 @@ class StudioScreen(Screen[None]):
         self.query_one(StoryPane).restart(prompt)
         self.story.extend([Piece(text)] if text else [])
         self.prompt_text = prompt
-        notes = self.apply_params(params if isinstance(params, dict) else {}, seed)
+        notes = self.query_one(SamplingPanel).apply(params if isinstance(params, dict) else {}, seed)
         self.status.show(tokens=0, tokens_per_s=None, ttft_s=None)
         if notes:
             self.notify(

@@ -458,6 +458,9 @@ async def test_model_output_and_story_text_never_reach_the_terminal_as_escapes(t
         await pilot.pause()
         assert is_terminal_safe(studio.story.render().plain) and is_terminal_safe(studio.prompt_text)
         assert "[bold]was" in studio.story.render().plain  # text, never markup
+        studio.query_one("#prompt").insert("\x1b]0;PASTED\x07")  # as a paste would
+        await pilot.pause()
+        assert is_terminal_safe(studio.prompt_text) and "PASTED" in studio.prompt_text
 
 
 async def test_reopened_story_with_absurd_params_does_not_crash_the_sliders(tiny_bundle):
