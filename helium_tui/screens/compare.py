@@ -26,7 +26,7 @@ from engine.sampling import SamplingParams
 from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.variants import Batch, tell_variants
-from helium_tui.widgets.story_view import Piece, StoryPane, StoryView
+from helium_tui.widgets.story_view import Piece, VariantColumn
 from helium_tui.words import plural
 
 if TYPE_CHECKING:
@@ -71,25 +71,6 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     buffer: FrameBuffer[tuple[int, str, str]] = field(default_factory=FrameBuffer)  # (column, text, finish)
     started: float = field(default_factory=time.perf_counter)
-
-
-class VariantColumn(StoryPane):
-    """A column of the compare view: one variant's text, following its end; a click chooses it."""
-
-    @dataclass
-    class Clicked(Message):
-        """The user clicked the column."""
-
-        index: int  # the column, from 0
-
-    def __init__(self, index: int) -> None:
-        story = StoryView(hint="…")
-        story.can_focus = False  # ← → choose columns here; they never move a token cursor
-        super().__init__(story, id=f"variant-{index}")
-        self.index = index  # its column, from 0
-
-    def on_click(self) -> None:
-        self.post_message(self.Clicked(self.index))
 
 
 class CompareScreen(Screen[None]):

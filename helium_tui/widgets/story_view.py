@@ -2,7 +2,8 @@
 
 With the inspector on, each token is coloured by its probability and can be selected (click or arrows).
 Text is made terminal-safe when drawn (`helium_tui.safe_text`); `pieces` keep what the model wrote.
-`StoryPane` scrolls the story and keeps following its end while new text arrives.
+`StoryPane` scrolls the story and keeps following its end while new text arrives; `VariantColumn` is one in
+the compare view.
 """
 
 from __future__ import annotations
@@ -188,3 +189,22 @@ class StoryPane(VerticalScroll, can_focus=False):
 
     def _at_end(self) -> None:
         self.end_pending = False
+
+
+class VariantColumn(StoryPane):
+    """A column of the compare view: one variant's text, following its end; a click chooses it."""
+
+    @dataclass
+    class Clicked(Message):
+        """The user clicked the column."""
+
+        index: int  # the column, from 0
+
+    def __init__(self, index: int) -> None:
+        story = StoryView(hint="…")
+        story.can_focus = False  # ← → choose columns here; they never move a token cursor
+        super().__init__(story, id=f"variant-{index}")
+        self.index = index  # its column, from 0
+
+    def on_click(self) -> None:
+        self.post_message(self.Clicked(self.index))
