@@ -207,6 +207,10 @@ class StudioScreen(Screen[None]):
         """SamplingParams from the sliders; a random seed is drawn (and recorded) when none is fixed."""
         return self.query_one(SamplingPanel).params()
 
+    def apply_params(self, params: dict, seed: object) -> list[str]:
+        """Move the sliders to saved parameters and fix seed (SamplingPanel.apply); notes on what did not fit."""
+        return self.query_one(SamplingPanel).apply(params, seed)
+
     # ---- actions -------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -369,7 +373,7 @@ class StudioScreen(Screen[None]):
         self.query_one(StoryPane).restart(prompt)
         self.story.extend([Piece(text)] if text else [])
         self.prompt_text = prompt
-        notes = self.query_one(SamplingPanel).apply(params if isinstance(params, dict) else {}, seed)
+        notes = self.apply_params(params if isinstance(params, dict) else {}, seed)
         self.status.show(tokens=0, tokens_per_s=None, ttft_s=None)
         if notes:
             self.notify(
