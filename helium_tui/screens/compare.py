@@ -207,7 +207,7 @@ class CompareScreen(Screen[None]):
         commands = [
             SystemCommand(
                 "Compare draws of this model",
-                f"{self.session.name}, different draws",
+                terminal_safe(f"{self.session.name}, different draws"),
                 lambda: self._set_against(None),
             )
         ]

@@ -101,6 +101,15 @@ async def test_compare_view_streams_variants_and_keeps_the_chosen_one(tiny_bundl
         assert [v.text for v in job.variants] == expected
         assert [c.story.text for c in screen.columns[:3]] == expected  # what the columns show
         assert [c.display for c in screen.columns] == [True, True, True, False]
+        titles = {c.title for c in app.get_system_commands(screen)}  # ctrl+p: this screen's actions
+        assert {"Keep", "Retell", "More", "Fewer", "Against", "Back", "Compare draws of this model"} <= titles
+        assert "Tell" not in titles
+        await pilot.press("f1")
+        await until(pilot, lambda: app.screen is not screen, "the help")
+        shown = app.export_screenshot().replace("&#160;", " ")
+        assert "Keep the chosen variant" in shown and "Compare" in shown
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, "the compare view again")
         await pilot.press("right")
         assert screen.chosen == 1 and screen.columns[1].has_class("-chosen")
         await pilot.press("enter")
