@@ -186,6 +186,7 @@ class Generator:
         if self.batch != batch:
             self.model.setup_cache(batch, self.ctx)
             self.batch = batch
+            self._decode.forget()  # new cache buffers: a compiled step recompiles (with frozen weights)
 
     def _prefill(self, window: torch.Tensor) -> torch.Tensor:
         """Run window (B, T) from position 0 and return last-position logits (B, V)."""

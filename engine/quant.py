@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 QUANTIZE_CHOICES = ("none", "int8")  # what --quantize accepts
 SCALE_SUFFIX = "_scale"  # a quantized `X.weight` comes with `X.weight_scale` in state dicts and bundles
+PACK_MM_MAX_ROWS = 16  # more rows (a prefill, an evaluation): casting the weight for one matmul is faster
 
 
 def check_quantize(value: str) -> str:
@@ -69,7 +70,8 @@ class Int8Linear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dtype == torch.bfloat16:  # PyTorch's AVX512 int8 kernel
+        rows = x.numel() // self.in_features
+        if x.device.type == "cpu" and x.dtype == torch.bfloat16 and rows < PACK_MM_MAX_ROWS:
             out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.weight, self.weight_scale)
             return out.reshape(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight.to(x.dtype)) * self.weight_scale  # Inductor fuses this on GPUs

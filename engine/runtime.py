@@ -83,7 +83,8 @@ class CompiledFn:
     Freezing must be on while Dynamo traces (it decides there whether weights are graph inputs or
     constants), so each call runs inside a scoped config patch rather than flipping torch's global
     config, which would also freeze the trainer's no_grad evaluation. Frozen weights mean: call fn only
-    under no_grad/inference_mode, on weights that no longer change.
+    under no_grad/inference_mode, on weights that no longer change. Calls with arguments of a shape seen
+    before skip the patch: a compiled call inside it measured 2.65 ms instead of 1.83 (the default model).
     """
 
     def __init__(self, fn: Callable, device: torch.device, enabled: bool = True) -> None:
@@ -92,9 +93,15 @@ class CompiledFn:
         self.failed: str | None = None  # why compilation was abandoned, if it was
         self.compiled = None
         self.freeze = device.type == "cpu"
+        self._compiled_for: set[tuple] = set()  # argument signatures already compiled with freezing
         if enabled:
             mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs on GPU
             self.compiled = torch.compile(fn, mode=mode, fullgraph=True, dynamic=False)
+
+    def forget(self) -> None:
+        """The next call of every signature runs under the freezing patch again (call after the module's
+        state changes in a way that makes Dynamo recompile, e.g. a new KV cache)."""
+        self._compiled_for.clear()
 
     def __call__(self, *args, **kwargs):
         if self.compiled is None:
@@ -102,12 +109,26 @@ class CompiledFn:
         try:
             if not self.freeze:
                 return self.compiled(*args, **kwargs)
+            key = _signature(args, kwargs)
+            if key in self._compiled_for:
+                return self.compiled(*args, **kwargs)
             import torch._inductor.config as inductor_config
 
             with inductor_config.patch(freezing=True):
-                return self.compiled(*args, **kwargs)
+                out = self.compiled(*args, **kwargs)
+            self._compiled_for.add(key)
+            return out
         except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager
             self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
             log.warning("torch.compile failed, running eager: %s", self.failed)
             self.compiled = None
             return self.eager(*args, **kwargs)
+
+
+def _signature(args: tuple, kwargs: dict) -> tuple:
+    """What Dynamo specializes a call on: tensors' shapes, dtypes and devices, other arguments' values."""
+
+    def one(a):
+        return (tuple(a.shape), a.dtype, a.device) if isinstance(a, torch.Tensor) else a
+
+    return tuple(one(a) for a in args) + tuple((k, one(v)) for k, v in sorted(kwargs.items()))
