@@ -399,3 +399,16 @@ def test_finetuning_keeps_the_loss_on_tinystories_valid(shipped_finetune):
     text = (TINYSTORIES / "valid.txt").read_text(encoding="utf-8")[:20_000]
     before, after = _score_both(shipped_finetune, text)
     assert after - before < MAX_FORGETTING, (before, after)
+
+
+def test_lora_probe_adapters_start_as_the_base_and_train_alone(tiny_model):
+    from trainer.lora_probe import add_lora, measure
+
+    x = torch.randint(0, tiny_model.config.vocab_size, (2, 16))
+    before = tiny_model(x)
+    add_lora(tiny_model, rank=4)
+    assert torch.equal(tiny_model(x), before)  # B starts at zero: the same model until it trains
+    trainable = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.endswith((".a", ".b")) for n in trainable)
+    result = measure("tiny", rank=4, batch=2, steps=1)
+    assert result["mode"] == "lora r=4" and 0 < result["trainable"] < 50_000
