@@ -390,3 +390,30 @@ def test_bench_decode_takes_a_catalog_shape(one_thread):
     assert report["preset"] == "stories260K" and report["params"] == CATALOG["stories260K"].params
     res = runner.invoke(app, ["bench", "decode", "--preset", "stories9M"])
     assert res.exit_code == 2 and "choose from nano" in res.stderr and "stories110M" in res.stderr
+
+
+def test_ctrl_c_stops_a_cli_pull_cleanly(synth_files, helium_home, hub_cache):
+    """A real `helium models pull` process, interrupted mid-download: one line, exit 130, nothing left behind."""
+    import os
+    import signal
+
+    data = {"stories260K/stories260K.bin": synth_files["synth/synth.bin"], "stories260K/tok512.bin": synth_files["synth/tok.bin"]}  # fmt: skip
+    hub = FakeHub({"karpathy/tinyllamas": data}, faults=Faults(stall_s=30))
+    env = dict(os.environ, HF_ENDPOINT=hub.url)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "helium_tui.cli", "models", "pull", "stories260K"],
+            env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not hub.gets() and time.monotonic() < deadline:  # the download has started (and stalls)
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        hub.stop()
+    assert proc.returncode == 130
+    assert err.splitlines()[-1] == "helium: error: interrupted; nothing was installed"
+    assert not (helium_home / "models" / "stories260K").exists()
+    no_leftovers(helium_home, hub_cache)
