@@ -14,6 +14,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -163,32 +164,35 @@ class StoryView(Widget, can_focus=True):
 
 
 class StoryPane(VerticalScroll, can_focus=False):
-    """Scrolls a StoryView; while the reader is at the end, new text keeps the end in view."""
+    """Scrolls a StoryView; while the reader is at the end, new text keeps the end in view.
+
+    Whether to follow is decided when the view scrolls (at the end: follow; scrolled up: stay put), and the
+    scroll to the end happens when the content has grown, so text that arrives before the layout catches up
+    cannot leave the view a line short.
+    """
 
     def __init__(self, story: StoryView, id: str | None = None) -> None:
         super().__init__(story, id=id)
         self.story = story  # the view inside
-        self.end_pending = False  # a scroll to the end is on its way (the layout has not caught up)
+        self.following = True  # the view stays at the end as the story grows
 
     def restart(self, prompt: str) -> None:
-        """Empty the story for a new one after prompt."""
+        """Empty the story for a new one after prompt, followed from the start."""
         self.story.reset(prompt)
-        self.scroll_home(animate=False)
+        self.scroll_home(animate=False, immediate=True)
+        self.following = True
 
     def append(self, pieces: list[Piece]) -> None:
-        """Add pieces to the story; follow the end if the reader was there (scrolled up: stay put).
-
-        "There" includes a scroll to the end still on its way: text can arrive again before the layout
-        that the last scroll waits for.
-        """
-        follow = self.end_pending or self.scroll_y >= self.max_scroll_y - 1
+        """Add pieces to the story (see the class: the view follows if the reader was at the end)."""
         self.story.extend(pieces)
-        if follow:
-            self.end_pending = True
-            self.scroll_end(animate=False, on_complete=self._at_end)
 
-    def _at_end(self) -> None:
-        self.end_pending = False
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self.following = new_value >= self.max_scroll_y - 1
+
+    def watch_virtual_size(self, size: Size) -> None:
+        if self.following:
+            self.scroll_end(animate=False)  # after this layout, so it scrolls to the new end
 
 
 class VariantColumn(StoryPane):

@@ -384,16 +384,22 @@ async def test_the_story_pane_grows_line_by_line_and_follows_the_end():
         for i in range(60):
             pane.append([Piece(f" word{i}")])
             await pilot.pause()
+            await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y, "the view to follow the end", 10)
             heights.append(story.size.height)
-            assert pane.scroll_y == pane.max_scroll_y, "the view follows the end"
         assert heights == sorted(heights) and heights[-1] > 8, "the pane grew past the screen"
         lines = story.get_content_height(story.size, app.size, story.content_size.width)
         assert story.size.height == lines, "every line is laid out"
         pane.scroll_home(animate=False)  # a reader who scrolled up stays put
+        await until(pilot, lambda: pane.scroll_y == 0, "the view at the top", 10)
+        pane.append([Piece(" more and more words to need another line")])
+        await until(pilot, lambda: story.size.height > heights[-1], "another line", 10)
         await pilot.pause()
-        pane.append([Piece(" more")])
-        await pilot.pause()
-        assert pane.scroll_y == 0
+        assert pane.scroll_y == 0 and pane.max_scroll_y > 0
+        pane.scroll_end(animate=False)  # back at the end: followed again
+        await until(pilot, lambda: pane.following, "following again", 10)
+        pane.append([Piece(" and yet more words for one more line of text")])
+        await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y and story.size.height > heights[-1] + 1,
+                    "the view to follow the end again", 10)
 
 
 async def test_a_long_story_fills_the_pane_and_the_view_ends_at_its_end(tiny_bundle):
