@@ -24,7 +24,7 @@ from engine.model import TinySLM
 from engine.quant import check_quantize, quantize_model
 from engine.runtime import dtype_name, pick_device, pick_dtype
 from engine.sampling import SamplingParams
-from engine.threads import apply_threads
+from engine.threads import apply_threads, requested_threads
 
 
 @dataclass
@@ -162,7 +162,7 @@ def bench_decode(
     check_quantize(quantize)
     if window is not None:
         whole("--window", window, low=0, high=1 << 20)
-    n_threads = apply_threads(threads)
+    requested_threads(threads)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     cfg = bench_config(preset)
@@ -176,6 +176,7 @@ def bench_decode(
         llama_skipped = llama_cpp_missing()
     model = bench_model(preset, dev, dt, window, quantize)
     cfg = model.config
+    n_threads = apply_threads(threads, params=cfg.parameters)  # what `helium tell` would use for this model
     packed = packed and not compile and dev.type == "cpu" and dt == torch.bfloat16 and pack_linears(model) > 0
     torch.manual_seed(0)
     prompt = torch.randint(0, cfg.vocab_size, (prompt_tokens,)).tolist()

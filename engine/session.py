@@ -12,7 +12,7 @@ from engine.generate import Generator
 from engine.quant import check_quantize
 from engine.registry import resolve_model
 from engine.runtime import dtype_name, pick_device, pick_dtype
-from engine.threads import apply_threads
+from engine.threads import apply_threads, requested_threads
 
 
 @dataclass
@@ -53,16 +53,17 @@ def open_session(
     """Load model (path or name; None = the default) for sampling.
 
     quantize: "int8" or "none"; None keeps what the bundle stores (an int8 bundle runs in int8).
-    threads: torch's CPU threads (None: HELIUM_THREADS, else torch's default).
+    threads: torch's CPU threads (None: HELIUM_THREADS, else engine.threads.default_threads for its size).
     """
     if quantize is not None:
         check_quantize(quantize)
-    n_threads = apply_threads(threads)
+    requested_threads(threads)  # a bad count or HELIUM_THREADS fails before anything loads
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     path = resolve_model(model)
     quantize = quantize or stored_quantization(path)
     bundle = load_bundle(path, device=dev, dtype=dt, quantize=quantize)
+    n_threads = apply_threads(threads, params=bundle.config.parameters)
     if dev.type == "cpu" and dt == torch.bfloat16 and not compile:
         pack_linears(bundle.model)  # prepacked oneDNN bf16 kernels (Inductor cannot lower them: eager only)
     generator = Generator(bundle.model, bundle.tokenizer, compile=compile)

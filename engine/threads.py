@@ -13,6 +13,10 @@ from engine.checks import whole
 
 ENV = "HELIUM_THREADS"  # the thread count when no --threads is given
 MAX_THREADS = 1024
+# Models below this many parameters decode fastest on one thread: their time goes to per-operation overhead,
+# which a second thread only adds to (the default model: 346 tok/s on one thread, 97 on two of a busy 2-core box)
+SMALL_MODEL_PARAMS = 20_000_000
+_torch_default: int | None = None  # torch's thread count before Helium first changed it
 WAIT_ENV = {  # set before torch loads OpenMP, unless the user set them: idle threads sleep instead of spinning
     "OMP_WAIT_POLICY": "PASSIVE",  # GNU libgomp (torch's wheels on Linux) and LLVM's libomp (macOS)
     "KMP_BLOCKTIME": "0",  # Intel's libiomp5 (some conda builds)
@@ -50,18 +54,33 @@ def requested_threads(threads: int | None = None, environ: dict[str, str] | None
     return check_threads(value, ENV)
 
 
-def default_threads() -> int:
-    """The physical cores this process may use (what torch picks by itself), at least 1."""
+def torch_default_threads() -> int:
+    """torch's own thread count (the physical cores, or OMP_NUM_THREADS), as it was before Helium changed it."""
     import torch
 
-    return max(1, torch.get_num_threads())
+    global _torch_default
+    if _torch_default is None:
+        _torch_default = max(1, torch.get_num_threads())
+    return _torch_default
 
 
-def apply_threads(threads: int | None = None) -> int:
-    """Set torch's intra-op threads to threads (or HELIUM_THREADS, or leave torch's default); returns the count."""
+def default_threads(params: int) -> int:
+    """Threads for a model of `params` parameters: one below SMALL_MODEL_PARAMS (unless OMP_NUM_THREADS says
+    otherwise), else torch's own default."""
+    if params < SMALL_MODEL_PARAMS and "OMP_NUM_THREADS" not in os.environ:
+        return 1
+    return torch_default_threads()
+
+
+def apply_threads(threads: int | None = None, params: int | None = None) -> int:
+    """Set torch's intra-op threads: threads, else HELIUM_THREADS, else default_threads(params) (torch's count
+    unchanged without params); returns the count."""
     import torch
 
     n = requested_threads(threads)
+    if n is None and params is not None:
+        n = default_threads(params)
     if n is not None and n != torch.get_num_threads():
+        torch_default_threads()  # remember torch's own count before changing it
         torch.set_num_threads(n)
     return torch.get_num_threads()

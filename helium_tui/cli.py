@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from engine.threads import prepare_openmp
 from helium_tui.commands.bench import bench_app
 from helium_tui.commands.data import data_app
 from helium_tui.commands.evaluate import eval_cmd
@@ -80,6 +81,7 @@ def root(
 
 def main() -> None:
     """Console-script entry point."""
+    prepare_openmp()  # before any command loads torch: idle OpenMP threads sleep (engine.threads)
     app()
 
 
