@@ -132,3 +132,18 @@ def _copy(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_default_model_int8_greedy_story(one_thread):
+    # int8 weights tell the shipped model's greedy story exactly as bf16 weights do (checked when this golden
+    # was made, eager and compiled, fp32 and bf16 activations); both leave float32's story at character 312,
+    # where the model weighs two nearly equal continuations ('Lily said, "I want...' vs 'Lily was so happy.')
+    from engine.paths import assets_dir
+    from tests.test_default_model import GOLDEN_FILE, GOLDEN_PROMPT
+
+    bundle = load_bundle(assets_dir() / "helium-default", quantize="int8")  # float32 activations
+    params = SamplingParams(max_new_tokens=120, temperature=0, repetition_penalty=1.0)
+    story = GOLDEN_PROMPT + Generator(bundle.model, bundle.tokenizer).generate(GOLDEN_PROMPT, params).text
+    assert story == (GOLDEN_FILE.parent / "default_greedy_int8.txt").read_text(encoding="utf-8")
+    float32 = GOLDEN_FILE.read_text(encoding="utf-8")
+    assert story[:312] == float32[:312] and story[312:] != float32[312:]
