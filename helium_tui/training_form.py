@@ -1,5 +1,5 @@
-"""The training monitor's form without Textual: typed values checked and turned into a run's TrainConfig, and
-the name a finished run's model is offered under. Torch-free.
+"""The training monitor's forms without Textual: typed values checked and turned into a new run's TrainConfig or
+a fine-tune's plan, and the name a finished run's model is offered under. Torch-free.
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.bundle_info import read_metadata
 from engine.install import check_model_name
 from engine.paths import user_data_dir, user_models_dir
 from engine.rundir import CONFIG_FILE
 from trainer.config import TrainConfig
+from trainer.finetune import finetune_name
 
 DEFAULT_PRESET = "tiny"  # preset selected when the form opens
 DEFAULT_STEPS = 1000  # steps pre-filled in the form
 MAX_CONFIG_BYTES = 1 << 20  # a larger train_config.json is not read to fill the form
 UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")  # characters a suggested model name leaves out
+FINETUNE_DATA_DIR = "finetune-data"  # under the user data dir: the stories each fine-tune run was prepared from
 
 
 def default_run_dir(now: datetime | None = None) -> Path:
@@ -98,6 +101,42 @@ class RunForm:
         )
 
 
+@dataclass(frozen=True)
+class FinetunePlan:
+    """A fine-tune ready to prepare: where its stories come from and where its data and run go."""
+
+    base: Path  # the base model's bundle dir
+    library: bool  # train on the library's stories
+    folder: Path | None  # a folder of .txt/.md/.jsonl stories, or None
+    steps: int | None  # optimizer steps (None: the fine-tune default budget)
+    run_dir: Path  # the new run's directory
+    data_dir: Path  # where the stories are prepared in the base's tokens
+
+
+@dataclass(frozen=True)
+class FinetuneForm:
+    """What the monitor's fine-tune form holds, as typed."""
+
+    base: str = ""  # the loaded model's bundle dir ("" = no model loaded)
+    library: bool = True  # the "library stories" box is ticked
+    folder: str = ""  # a folder of stories ("" = none)
+    steps: str = ""  # optimizer steps ("" = the default budget: trainer.finetune.finetune_config's)
+
+    def plan(self, now: datetime | None = None) -> FinetunePlan:
+        """The plan this form asks for; ValueError (one line) for anything that cannot start."""
+        if not self.base:
+            raise ValueError("no model loaded: load the model to fine-tune in the studio first (ctrl+o)")
+        folder = Path(self.folder.strip()).expanduser() if self.folder.strip() else None
+        if folder is not None and not folder.is_dir():
+            raise ValueError(f"{folder}: no such folder")
+        if not self.library and folder is None:
+            raise ValueError("choose the stories to fine-tune on: the library, a folder, or both")
+        steps = parse_count(self.steps, "steps") if self.steps.strip() else None
+        run_dir = default_run_dir(now)
+        data_dir = user_data_dir() / FINETUNE_DATA_DIR / run_dir.name
+        return FinetunePlan(Path(self.base), self.library, folder, steps, run_dir.resolve(), data_dir.resolve())
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any] | None:
     """A run dir's train_config.json as a dict (a regular file of at most MAX_CONFIG_BYTES); None otherwise."""
     path = Path(run_dir) / CONFIG_FILE
@@ -110,14 +149,24 @@ def read_run_config(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def suggested_model_name(run_dir: Path, preset: str | None) -> str:
-    """The name offered for a finished run's model: preset and data dir, e.g. `tiny-ts4096` (the run dir's
-    name when they are unknown), with a numeric suffix when a model of that name is installed."""
-    config = read_run_config(run_dir) or {}
-    preset = preset or _text(config.get("preset"))
-    data = Path(_text(config.get("data"))).name
-    parts = [UNSAFE_NAME.sub("-", part).strip(".-") for part in (preset, data)]
-    base = "-".join(p for p in parts if p) or UNSAFE_NAME.sub("-", Path(run_dir).resolve().name).strip(".-")
+def is_finetune_run(run_dir: Path) -> bool:
+    """Whether the run in run_dir is a fine-tune (its config starts from a model: `init_from`)."""
+    return bool(_text((read_run_config(run_dir) or {}).get("init_from")))
+
+
+def suggested_model_name(run_dir: Path, preset: str | None, bundle: Path | None = None) -> str:
+    """The name offered for a finished run's model, with a numeric suffix when a model of that name is
+    installed: a fine-tune's `<base>-tuned-<date>` (its bundle's metadata names the base), else preset and data
+    dir, e.g. `tiny-ts4096` (the run dir's name when they are unknown)."""
+    base_model = _base_model_name(bundle) if bundle is not None else ""
+    if base_model:
+        base = UNSAFE_NAME.sub("-", finetune_name(base_model)).strip(".-")
+    else:
+        config = read_run_config(run_dir) or {}
+        preset = preset or _text(config.get("preset"))
+        data = Path(_text(config.get("data"))).name
+        parts = [UNSAFE_NAME.sub("-", part).strip(".-") for part in (preset, data)]
+        base = "-".join(p for p in parts if p) or UNSAFE_NAME.sub("-", Path(run_dir).resolve().name).strip(".-")
     base = base[:80] or "my-model"
     models = user_models_dir()
     for n in range(1, 100):
@@ -143,6 +192,12 @@ def installed_as(bundle: Path) -> str | None:
 def check_name(name: str) -> str:
     """A model name typed by the user, stripped; ValueError (one line) when it cannot be a models dir entry."""
     return check_model_name(name.strip())
+
+
+def _base_model_name(bundle: Path) -> str:
+    """The base model a fine-tuned bundle names in its metadata ("" for a model trained from scratch)."""
+    base = read_metadata(Path(bundle)).get("base_model")
+    return _text(base.get("name")) if isinstance(base, dict) else ""
 
 
 def _text(value: Any) -> str:

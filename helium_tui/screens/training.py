@@ -1,11 +1,15 @@
 """The training monitor: start, resume or attach to a background run, and watch its loss, speed and progress.
 
 Runs go through `engine.runner` (a separate process writing RUN_DIR/events.jsonl), so leaving this screen or
-the app never stops a run; a finished run's bundle is installed under a name the user confirms.
+the app never stops a run; a finished run's bundle is installed under a name the user confirms. Its fine-tune
+mode prepares the library's stories for the studio's model on a daemon thread, then starts the run the same way.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,24 +18,52 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Select, Sparkline, Static
+from textual.widgets import (
+    Button,
+    Checkbox,
+    ContentSwitcher,
+    Footer,
+    Header,
+    Input,
+    Label,
+    ProgressBar,
+    Select,
+    Sparkline,
+    Static,
+)
 from textual_plotext import PlotextPlot
 
 from engine.config import PRESETS
+from engine.errors import BundleError
 from engine.install import install_run_bundle
 from engine.rundir import EVENTS_FILE
 from engine.runner import RunEvent, RunHandle, RunState, attach, start_run
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.dialogs import AskDialog
-from helium_tui.screens.training_view import HELP, draw_loss, error_text, stats_text
-from helium_tui.training_form import RunForm, check_name, installed_as, suggested_model_name
+from helium_tui.screens.training_view import HELP, Progress, draw_loss, error_text, preparing_text, stats_text
+from helium_tui.streaming import start_daemon
+from helium_tui.training_form import (
+    FinetuneForm,
+    FinetunePlan,
+    RunForm,
+    check_name,
+    installed_as,
+    is_finetune_run,
+    suggested_model_name,
+)
 from trainer.config import TrainConfig, resume_config
+from trainer.finetune import FinetuneData, TooLittleText, finetune_config, prepare_finetune_data, read_base
 
 POLL_S = 0.5  # how often the screen reads new events
 SPARK_POINTS = 120  # tokens/s values kept for the sparkline
+PROGRESS_S = 0.1  # the preparing thread reports its progress at most this often
+NEW_FORM, TUNE_FORM = "new-form", "tune-form"  # the two forms of the top rows (ContentSwitcher ids)
+
+
 class TrainingScreen(Screen):
     """Start, attach to and watch a training run; Stop asks the run to save a checkpoint and exit."""
 
@@ -41,9 +73,37 @@ class TrainingScreen(Screen):
                 tooltip="Back to the studio; the run keeps going"),
         Binding("ctrl+s", "stop_run", "Stop run", id="training.stop",
                 tooltip="Ask the run to save a checkpoint and exit"),
+        Binding("ctrl+f", "finetune_mode", "Fine-tune", id="training.finetune",
+                tooltip="Fine-tune the studio's model on your stories (ctrl+f again: train a new model)"),
+        Binding("ctrl+f", "new_mode", "New model", id="training.new",
+                tooltip="Back to training a new model from scratch"),
     ]  # fmt: skip
 
     stoppable: reactive[bool] = reactive(False, bindings=True)  # the watched run is going and not yet stopping
+    finetuning: reactive[bool] = reactive(False, bindings=True)  # the top rows show the fine-tune form
+    preparing: reactive[bool] = reactive(False)  # a fine-tune's stories are being prepared
+
+    @dataclass
+    class Prepared(Message):
+        """A fine-tune's data is ready (posted by the preparing thread): start its run."""
+
+        plan: FinetunePlan
+        base_name: str  # the base model's name
+        data: FinetuneData  # what was prepared
+        config: TrainConfig  # the run's config
+
+    @dataclass
+    class PrepareFailed(Message):
+        """A fine-tune could not be prepared (posted by the preparing thread)."""
+
+        error: str  # one line for the user
+        too_little: bool  # too little text: a notice, not an error
+
+    @dataclass
+    class PrepareProgress(Message):
+        """The preparing thread got further (at most one a PROGRESS_S)."""
+
+        progress: Progress
 
     def __init__(
         self, runner_options: dict[str, Any] | None = None, config_overrides: dict[str, Any] | None = None
@@ -58,24 +118,40 @@ class TrainingScreen(Screen):
         self._timer: Timer | None = None  # the polling timer while a run is watched
         self._rendered: tuple[int, str] = (-1, "")  # (events seen, status) of the last render
         self._reported: str = ""  # the final status already handled for the current run
+        self._prepare_cancel = threading.Event()  # set when the screen goes: a preparing thread starts nothing
+        self.preparing_for: tuple[str, str] = ("", "")  # (base model, stories) of the fine-tune being prepared
 
     def compose(self) -> ComposeResult:
         yield Header()
         defaults = TrainConfig().with_(**{k: v for k, v in self.config_overrides.items() if k in ("batch_size", "lr")})
         form = RunForm()
         with Vertical(id="run-form"):
-            with Horizontal(classes="row"):  # what to train
-                yield Select([(p, p) for p in PRESETS], value=form.preset, allow_blank=False, compact=True, id="preset")
-                yield Input(placeholder="prepared data dir", compact=True, id="data")
-                yield Label("steps")
-                yield Input(form.steps, type="integer", compact=True, id="steps")
-                yield Label("batch")
-                yield Input(placeholder=str(defaults.batch_size), type="integer", compact=True, id="batch")
-                yield Label("lr")
-                yield Input(placeholder=f"{defaults.lr:g}", type="number", compact=True, id="lr")
-            with Horizontal(classes="row"):  # where a new run goes
-                yield Input(placeholder="out dir for a new run (empty: runs/<time>)", compact=True, id="out")
-                yield Button("Start", variant="success", compact=True, id="start")
+            with ContentSwitcher(initial=NEW_FORM, id="modes"):
+                with Vertical(id=NEW_FORM):
+                    with Horizontal(classes="row"):  # what to train
+                        yield Select([(p, p) for p in PRESETS], value=form.preset, allow_blank=False, compact=True,
+                                     id="preset")  # fmt: skip
+                        yield Input(placeholder="prepared data dir", compact=True, id="data")
+                        yield Label("steps")
+                        yield Input(form.steps, type="integer", compact=True, id="steps")
+                        yield Label("batch")
+                        yield Input(placeholder=str(defaults.batch_size), type="integer", compact=True, id="batch")
+                        yield Label("lr")
+                        yield Input(placeholder=f"{defaults.lr:g}", type="number", compact=True, id="lr")
+                    with Horizontal(classes="row"):  # where a new run goes
+                        yield Input(placeholder="out dir for a new run (empty: runs/<time>)", compact=True, id="out")
+                        yield Button("Start", variant="success", compact=True, id="start")
+                with Vertical(id=TUNE_FORM):
+                    with Horizontal(classes="row"):  # the model and the stories
+                        yield Label("fine-tune", id="ft-label")
+                        yield Static("", id="ft-base")
+                        yield Checkbox("library", True, compact=True, id="ft-library")
+                        yield Label("steps")
+                        yield Input(placeholder="auto", type="integer", compact=True, id="ft-steps")
+                    with Horizontal(classes="row"):  # more stories, and go
+                        yield Input(placeholder="and/or a folder of .txt/.md/.jsonl stories", compact=True,
+                                    id="ft-folder")  # fmt: skip
+                        yield Button("Fine-tune", variant="success", compact=True, id="ft-start")
             with Horizontal(classes="row"):  # a run to watch or continue
                 yield Input(placeholder="run dir to attach to or resume", compact=True, id="run-dir")
                 yield Button("Attach", compact=True, id="attach")
@@ -97,6 +173,7 @@ class TrainingScreen(Screen):
         last = self.app.last_run_dir
         if last is not None and last.joinpath(EVENTS_FILE).exists():
             self.query_one("#run-dir", Input).value = str(last)
+            self.finetuning = is_finetune_run(last)
             self.watch_run(attach(last))
 
     # --- the form -----------------------------------------------------------------------------------------
@@ -158,7 +235,8 @@ class TrainingScreen(Screen):
             return None
         run_dir = Path(target).expanduser()
         try:
-            config = resume_config(run_dir, **self.form.hyperparams())
+            typed = {} if self.finetuning else self.form.hyperparams()  # batch and lr are the new-model form's
+            config = resume_config(run_dir, **typed)
             handle = start_run(config.to_dict(), run_dir, resume=True, **self.runner_options)
         except (ValueError, OSError) as exc:
             self._notify(str(exc), severity="error")
@@ -181,13 +259,19 @@ class TrainingScreen(Screen):
             self._notify(str(exc), severity="error")
             return None
         form = RunForm.of_run(handle.run_dir, tuple(PRESETS))
-        if form is not None:
+        if is_finetune_run(handle.run_dir):
+            self.finetuning = True  # its settings are the fine-tune form's, not a preset's
+        elif form is not None:
             self.show_form(form)
         self.watch_run(handle)
         return handle
 
     def _run_going(self) -> bool:
-        """True (and a notice) while the watched run is still going: one run at a time from this screen."""
+        """True (and a notice) while the watched run is still going or a fine-tune is being prepared: one run at
+        a time from this screen."""
+        if self.preparing:
+            self._notify("A fine-tune is being prepared: wait for it to start.", severity="warning")
+            return True
         if self.handle is not None and self.handle.is_alive():
             self._notify("A run is already going: stop it first.", severity="warning")
             return True
@@ -210,6 +294,176 @@ class TrainingScreen(Screen):
             self._timer.stop()
         self._timer = self.set_interval(POLL_S, self.refresh_run)
         self.refresh_run()
+
+    # --- fine-tuning the studio's model -------------------------------------------------------------------
+
+    def action_finetune_mode(self) -> None:
+        """Show the fine-tune form: the studio's model, the library's stories and/or a folder, the steps."""
+        self.finetuning = True
+
+    def action_new_mode(self) -> None:
+        """Show the form that trains a new model from scratch."""
+        self.finetuning = False
+
+    def watch_finetuning(self, finetuning: bool) -> None:
+        self.query_one("#modes", ContentSwitcher).current = TUNE_FORM if finetuning else NEW_FORM
+        self.sub_title = "fine-tune" if finetuning else ""
+        if finetuning:
+            self.show_finetune_sources()
+
+    def watch_preparing(self, preparing: bool) -> None:
+        self.query_one("#ft-start", Button).disabled = preparing
+
+    def on_screen_resume(self) -> None:
+        self.show_finetune_sources()  # the studio may have loaded another model meanwhile
+
+    def _base_model(self) -> tuple[str, str]:
+        """(name, bundle dir) of the model loaded in the studio; ("", "") when none is. The name is the one its
+        fine-tune records (a run's `bundle/` is named after its run)."""
+        session = getattr(self.app, "session", None)
+        path = getattr(getattr(session, "bundle", None), "path", None)
+        if path is None:
+            return "", ""
+        try:
+            return read_base(path).name, str(path)
+        except (BundleError, ValueError, OSError):
+            return session.name, str(path)
+
+    def _library_count(self) -> int | None:
+        """How many stories the library holds (None without a library)."""
+        store = getattr(self.app, "store", None)
+        if store is None:
+            return None
+        try:
+            return len(store.scan()[0])
+        except OSError:
+            return 0
+
+    def show_finetune_sources(self) -> None:
+        """Show the base model's name and how many stories the library holds."""
+        name, _ = self._base_model()
+        base = Text(terminal_safe(name), style="bold") if name else Text("no model loaded (ctrl+o)", style="dim")
+        self.query_one("#ft-base", Static).update(base)
+        count = self._library_count()
+        library = self.query_one("#ft-library", Checkbox)
+        library.label = "no library" if count is None else f"library: {count} {'story' if count == 1 else 'stories'}"
+        library.disabled = count is None
+
+    @property
+    def finetune_form(self) -> FinetuneForm:
+        """The fine-tune form's fields as typed, with the studio's model."""
+        library = self.query_one("#ft-library", Checkbox)
+        return FinetuneForm(
+            base=self._base_model()[1],
+            library=library.value and not library.disabled,
+            folder=self.query_one("#ft-folder", Input).value,
+            steps=self.query_one("#ft-steps", Input).value,
+        )
+
+    @on(Button.Pressed, "#ft-start")
+    @on(Input.Submitted, "#ft-steps, #ft-folder")
+    def _finetune_pressed(self) -> None:
+        self.start_finetune()
+
+    def start_finetune(self) -> FinetunePlan | None:
+        """Prepare the fine-tune's stories in the background, then start its run (see `_prepared`); None (and a
+        notice) on bad input or while a run is going or being prepared."""
+        self.finetuning = True
+        if self._run_going():
+            return None
+        try:
+            plan = self.finetune_form.plan()
+        except ValueError as exc:
+            self._notify(str(exc), severity="error")
+            return None
+        self.show_finetune_sources()
+        sources = " + ".join(s for s in ("library" if plan.library else "", "folder" if plan.folder else "") if s)
+        self.preparing_for = (self._base_model()[0], sources)
+        self.preparing = True
+        self.show_progress(Progress())
+        store = getattr(self.app, "store", None) if plan.library else None
+        cancel = self._prepare_cancel
+        start_daemon("finetune-data", lambda: self._prepare(plan, store, cancel))
+        return plan
+
+    def _prepare(self, plan: FinetunePlan, store: Any, cancel: threading.Event) -> None:
+        """On a daemon thread: read the stories, prepare them in the base model's tokens, build the run's config,
+        and post Prepared or PrepareFailed. It touches no widget (the screen may be gone)."""
+        progress, last_post = Progress(), 0.0
+
+        def report(stage: str, done: int, total: int | None) -> None:
+            nonlocal last_post
+            if stage != progress.stage:
+                progress.stage, progress.done, progress.total = stage, 0, None
+            progress.done += done
+            progress.total = total if total is not None else progress.total
+            if time.monotonic() - last_post >= PROGRESS_S:
+                last_post = time.monotonic()
+                self.post_message(self.PrepareProgress(Progress(progress.stage, progress.done, progress.total)))
+
+        try:
+            base = read_base(plan.base)
+            texts = [story.full_text for story in store.list()[0]] if store is not None else []
+            if cancel.is_set():
+                return
+            data = prepare_finetune_data(base, plan.data_dir, texts, plan.folder, progress=report)
+            overrides = {"command": "helium (training monitor: fine-tune)", **self.config_overrides}
+            config = finetune_config(base, data.data_dir, plan.run_dir, **(overrides | {"max_steps": plan.steps}))
+        except TooLittleText as exc:
+            self.post_message(self.PrepareFailed(str(exc), too_little=True))
+        except (ValueError, OSError, BundleError) as exc:
+            self.post_message(self.PrepareFailed(str(exc), too_little=False))
+        except Exception as exc:  # noqa: BLE001 - odd files (a broken tokenizer) must not take the app down
+            self.post_message(self.PrepareFailed(f"{type(exc).__name__}: {exc}", too_little=False))
+        else:
+            self.post_message(self.Prepared(plan, base.name, data, config))
+
+    @on(PrepareProgress)
+    def _prepare_progress(self, message: PrepareProgress) -> None:
+        if self.preparing:
+            self.show_progress(message.progress)
+
+    def show_progress(self, progress: Progress) -> None:
+        """While preparing: what is prepared for which model in the stats block, and the progress bar."""
+        self.query_one("#stats", Static).update(preparing_text(*self.preparing_for, progress))
+        self.query_one("#progress", ProgressBar).update(total=progress.total, progress=progress.done)
+
+    @on(PrepareFailed)
+    def _prepare_failed(self, message: PrepareFailed) -> None:
+        self.preparing = False
+        self._show_last_state()
+        if message.too_little:
+            self._notify(f"Not enough text to fine-tune on: {message.error}", severity="warning", timeout=10)
+        else:
+            self._notify(f"Could not prepare the fine-tune: {message.error}", severity="error", timeout=10)
+
+    @on(Prepared)
+    def _prepared(self, message: Prepared) -> None:
+        """Start the prepared fine-tune's run and watch it."""
+        self.preparing = False
+        plan, data, config = message.plan, message.data, message.config
+        if self._run_going():
+            self._show_last_state()
+            return
+        try:
+            handle = start_run(config.to_dict(), plan.run_dir, **self.runner_options)
+        except (ValueError, OSError) as exc:
+            self._show_last_state()
+            self._notify(str(exc), severity="error")
+            return
+        stories = f"{data.train_stories} {'story' if data.train_stories == 1 else 'stories'}"
+        self._watch_new(
+            handle, f"Fine-tuning {message.base_name} on {stories} ({data.train_tokens:,} tokens, "
+            f"{data.val_stories} held out): {config.max_steps} steps in {plan.run_dir}",
+        )  # fmt: skip
+
+    def _show_last_state(self) -> None:
+        """Show the watched run again (or the empty monitor) after a fine-tune that did not start."""
+        if self.state is not None:
+            self.render_state(self.state)
+        else:
+            self.query_one("#stats", Static).update(Text("No run yet: start one above, or attach to a run directory."))
+            self.query_one("#progress", ProgressBar).update(total=None, progress=0)
 
     # --- polling and rendering ----------------------------------------------------------------------------
 
@@ -276,12 +530,13 @@ class TrainingScreen(Screen):
         return bundle if bundle.is_absolute() else Path(state.run_dir) / bundle
 
     def ask_install(self) -> None:
-        """Ask for a model name (default: preset and data dir, e.g. tiny-ts4096), then install the run's bundle."""
+        """Ask for a model name (default: preset and data dir, e.g. tiny-ts4096; a fine-tune's
+        `<base>-tuned-<date>`), then install the run's bundle."""
         state = self.state
         if state is None or state.status != "finished" or not state.bundle:
             self._notify("No finished run with a model to install.", severity="warning")
             return
-        default = suggested_model_name(Path(state.run_dir), state.preset)
+        default = suggested_model_name(Path(state.run_dir), state.preset, self._bundle_path(state))
         question = "Training finished. Install its model (for ctrl+o and --model) as:"
         hint = "enter: install · escape: not now (ctrl+p → Install model later)"
         self.app.push_screen(AskDialog(question, default, hint), self.install_as)
@@ -306,6 +561,8 @@ class TrainingScreen(Screen):
         """Stop is dimmed in the footer unless a run is going."""
         if action == "stop_run":
             return True if self.stoppable else None
+        if action in ("finetune_mode", "new_mode"):
+            return self.finetuning == (action == "new_mode")  # one ctrl+f at a time: the other form
         return True
 
     def action_stop_run(self) -> None:
@@ -327,13 +584,18 @@ class TrainingScreen(Screen):
         """The buttons by name in the command palette (ctrl+p); the keys are listed from BINDINGS."""
         return [
             SystemCommand("Start run", "Train a new model with the form's settings", self.start_from_form),
+            SystemCommand("Start fine-tune", "Fine-tune the studio's model on the library's stories and/or a folder",
+                          self.start_finetune),  # fmt: skip
             SystemCommand("Attach to run", "Watch the run in the run dir field", self.attach_from_form),
             SystemCommand("Resume run", "Continue the run dir's run from its newest checkpoint", self.resume_from_form),
             SystemCommand("Install model", "Install the finished run's model by name", self.ask_install),
         ]
 
+    def on_unmount(self) -> None:
+        self._prepare_cancel.set()  # a fine-tune still being prepared never starts
+
     def action_back(self) -> None:
-        """Leave the monitor; the run keeps going in the background."""
+        """Leave the monitor; the run keeps going in the background (a fine-tune being prepared is dropped)."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None

@@ -5,6 +5,7 @@ Run names, paths and errors are user text: terminal-safe, never markup.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -24,11 +25,28 @@ the defaults shown). **Start** (or enter in a field) starts it in the out dir (e
 `runs/`). **Attach** watches the run in the run dir field, going or ended; **Resume** continues it from its
 newest checkpoint. **Stop** (ctrl+s) asks the run to save a checkpoint and exit.
 
+**Fine-tune** (ctrl+f; ctrl+f again: back to a new model) teaches the model loaded in the studio your own
+stories: the library's saved stories (tick the box; it shows how many) and/or a folder of `.txt`, `.md` and
+`.jsonl` story files, for the steps typed (empty: four passes over the stories, at least 20). **Fine-tune**
+prepares the stories in the model's tokens in the background (the stats say how far), then starts the run
+from its weights with the fine-tune defaults (`helium train --init-from`). Fewer than 20 stories are
+refused with a notice. The base model is never changed; leaving the monitor before the run starts drops it.
+
 Runs are background processes: leaving the monitor or quitting Helium never stops one, and opening the
 monitor again re-attaches to the last run. When a run finishes you are asked for a name to install its
-model under (default: preset and data dir, e.g. `tiny-ts4096`); ctrl+o then lists it. ctrl+p lists
-Start, Attach, Resume, Stop run and Install model by name.
+model under (default: preset and data dir, e.g. `tiny-ts4096`; a fine-tune's `<base>-tuned-<date>`);
+ctrl+o then lists it. ctrl+p lists Start run, Start fine-tune, Attach, Resume, Stop run and Install model
+by name.
 """
+
+
+@dataclass
+class Progress:
+    """How far a fine-tune's data preparation is (what `trainer.prepare` reported last)."""
+
+    stage: str = "reading the stories"  # hashing, reading, tokenizer, encoding train, encoding val
+    done: int = 0  # units of the stage done (bytes or stories)
+    total: int | None = None  # units in the stage, when known
 
 
 def thin(xs: list[int], ys: list[float], limit: int = MAX_PLOT_POINTS) -> tuple[list[int], list[float]]:
@@ -70,6 +88,20 @@ def stats_text(state: RunState, installed: str | None) -> Text:
         text.append("\nmodel installed as ", style="dim").append(terminal_safe(installed), style="bold")
     elif state.status == "finished" and state.bundle:
         text.append("\nmodel not installed: ctrl+p → Install model", style="dim")
+    return text
+
+
+def preparing_text(base: str, sources: str, progress: Progress) -> Text:
+    """The stats block while a fine-tune's stories are prepared: for which model, from where, how far."""
+    stage = progress.stage
+    if progress.total and stage.startswith("encoding"):
+        stage += f" {progress.done:,}/{progress.total:,}"
+    text = Text()
+    text.append("status ", style="dim").append("preparing", style="cyan")
+    text.append("   fine-tune\n", style="dim")
+    text.append("base ", style="dim").append(terminal_safe(base) or "?", style="bold")
+    text.append("\nstories ", style="dim").append(sources or "–")
+    text.append("\nstage ", style="dim").append(stage)
     return text
 
 

@@ -49,5 +49,6 @@ async def test_the_monitor_has_its_own_keys_and_commands(helium_home):
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), "the monitor")
         commands = titles(app)
         assert {"Start run", "Attach to run", "Resume run", "Install model", "Back (run continues)"} <= commands
+        assert {"Fine-tune", "Start fine-tune"} <= commands and "New model" not in commands  # ctrl+f: the other form
         assert "Stop run" not in commands and not {"Tell", "Retell"} & commands  # no run going: no Stop
         assert await open_help(app, pilot, app.screen) == "Training monitor"
