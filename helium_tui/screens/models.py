@@ -106,7 +106,7 @@ def _one_line(exc: BaseException) -> str:
 def _pull_progress(app: App, job: PullJob, stage: str, done: int, total: int) -> None:
     """On the UI thread: record the job's progress and show it in the picker if one is open."""
     job.stage, job.done, job.total = stage, done, total
-    if isinstance(app.screen, ModelPicker):
+    if PULLS.get(app) is job and isinstance(app.screen, ModelPicker):  # not a stopped job's last report
         app.screen.show_pull(job)
 
 
