@@ -105,6 +105,7 @@ class HeliumApp(App[None]):
         self.studio = StudioScreen()  # the main screen (always at the bottom of the stack)
         self.loading: str | None = None  # the model being loaded (None: no load in flight)
         self.compare_session: Session | None = None  # the other model the compare view loaded last
+        self.load_error: str | None = None  # a failed load not shown yet (another screen was up)
         self.load_seq = 0  # counts loads; a thread's result counts only if no newer load began
         self._store: Any | None = None
         self.last_run_dir: Path | None = None  # the run the training monitor last watched (it re-attaches)
@@ -165,7 +166,7 @@ class HeliumApp(App[None]):
 
         self.load_seq += 1
         seq, name = self.load_seq, Path(spec).name if spec else "default model"
-        self.loading = name
+        self.loading, self.load_error = name, None
         self.studio.set_loading(name)
         device, dtype, compile, threads = self.device_spec, self.dtype_spec, self.compile, self.threads
         quantize = None if self.quantize_spec == "auto" else self.quantize_spec
@@ -218,8 +219,16 @@ class HeliumApp(App[None]):
             self.notify(error, title="Could not load the model", severity="error", timeout=8, markup=False)
         elif isinstance(self.screen, NoModelScreen):
             self.notify(error, title="Still no model", severity="error", timeout=8, markup=False)
-        else:
+        elif self.screen is self.studio:
             self.push_screen(NoModelScreen(error))
+        else:  # the user went elsewhere (e.g. to train a model): the guide waits for their return
+            self.load_error = error
+
+    def show_load_error(self) -> None:
+        """Over the studio: explain a load that failed while another screen was up (see _load_failed)."""
+        if self.load_error is not None and self.session is None and self.loading is None:
+            self.push_screen(NoModelScreen(self.load_error))
+        self.load_error = None
 
     def current_model_info(self) -> ModelInfo | None:
         """The loaded model described like an installed one."""

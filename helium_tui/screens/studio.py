@@ -147,6 +147,9 @@ class StudioScreen(Screen[None]):
         self.query_one("#prompt", TextArea).focus()
         self.query_one("#prompt", TextArea).move_cursor((0, len(DEFAULT_PROMPT)))
 
+    def on_screen_resume(self) -> None:
+        self.helium.show_load_error()  # a load failed while another screen was up
+
     def on_unmount(self) -> None:
         self.action_stop()  # the app is closing: the story's thread ends within a token
 

@@ -215,6 +215,22 @@ async def test_no_model_screen(helium_home):
         assert app.session is None
 
 
+async def test_a_load_failing_while_the_monitor_is_up_waits_for_the_studio(helium_home):
+    from helium_tui.screens.training import TrainingScreen
+
+    app = make_app(None)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        app.pop_screen()  # past the no-model guide, back in the studio
+        await pilot.press("ctrl+t")  # a new user without a model goes to train one
+        await until(pilot, lambda: isinstance(app.screen, TrainingScreen), "the monitor")
+        app.load_model(None)  # ... and a load fails meanwhile
+        await until(pilot, lambda: not app.busy, "the load to fail")
+        assert isinstance(app.screen, TrainingScreen), "the monitor stays in front"
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, NoModelScreen), "the guide, back at the studio")
+
+
 async def test_a_model_path_with_markup_and_escapes_is_shown_as_text(tmp_path):
     app = make_app(tmp_path / "[/b]\x1b]0;PWNED\x07[link=x]")
     async with app.run_test(size=SIZE) as pilot:
