@@ -240,8 +240,9 @@ class Generator:
                     seen.scatter_(1, nxt[:, None], True)
                     self._pos.fill_(pos)
                     nxt, logits = self._decode(nxt[:, None], self._pos, seen, knobs, self._noise(params, gen))
+                    nxt, logits = nxt.clone(), logits.clone()  # a CUDA graph's next replay overwrites its outputs
                     pos += 1
-                    yield nxt.clone(), logits.clone()  # a CUDA graph's outputs are overwritten by its next replay
+                    yield nxt, logits
                     continue
                 else:
                     self._pos.fill_(pos)
