@@ -28,7 +28,8 @@ WIDTH, HEIGHT = 100, 30  # terminal size
 START_S = 90.0  # most seconds for the app to import torch and load the model on a loaded CI box
 STORY_S = 90.0  # most seconds for a story to finish
 EXIT_S = 30.0  # most seconds for the app to quit
-QUIT_MID_STORY_S = 5.0  # most seconds to quit while a 2048-token story streams (it used to wait for the end)
+QUIT_MID_STORY_S = 10.0  # most seconds to quit mid-way through a 2048-token story (it used to wait for the end;
+# tests/tui/test_studio.py checks the exact promise against a story stuck for 120 s)
 
 
 class Tmux:
@@ -123,9 +124,9 @@ def test_studio_streams_a_story_and_quits_cleanly(tmp_path, tiny_bundle, tmux):
     title = tmux("display-message", "-p", "-t", "helium", "#{pane_title}")
     evil_story(home)
     tmux("send-keys", "-t", "helium", "C-l")
-    tmux.wait(lambda s: "Evil" in s, "the library with the evil story", 10)
+    tmux.wait(lambda s: "Evil" in s, "the library with the evil story", 30)
     tmux("send-keys", "-t", "helium", "Enter")
-    shown = tmux.wait(lambda s: "PWNED" in s and "Story" in s, "the evil story in the studio", 10)
+    shown = tmux.wait(lambda s: "PWNED" in s and "Story" in s, "the evil story in the studio", 30)
     assert "[bold]end" in shown and "Once upon a time there was a dog" not in shown  # text, not markup
     assert tmux("display-message", "-p", "-t", "helium", "#{pane_title}") == title, "the title was not changed"
 
@@ -138,5 +139,6 @@ def test_studio_streams_a_story_and_quits_cleanly(tmp_path, tiny_bundle, tmux):
     while not exit_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert exit_file.exists(), f"helium did not quit; last screen:\n{tmux.screen()}"
-    assert time.monotonic() - asked < QUIT_MID_STORY_S, "quitting waited for the story"
+    took = time.monotonic() - asked
+    assert took < QUIT_MID_STORY_S, f"quitting took {took:.1f} s: it waited for the story"
     assert exit_file.read_text().strip() == "EXIT=0"
