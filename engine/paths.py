@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 
 def user_data_dir() -> Path:
     """Helium's data directory (HELIUM_HOME overrides, for tests and portable installs)."""
     override = os.environ.get("HELIUM_HOME")
-    return Path(override) if override else Path(platformdirs.user_data_dir("helium", appauthor=False))
+    if override:
+        return Path(override)
+    import platformdirs  # here, not at the top: the trainer and benchmarks run where it is not installed
+
+    return Path(platformdirs.user_data_dir("helium", appauthor=False))
 
 
 def user_models_dir() -> Path:
