@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from helium_tui.cli import app
 from tests.conftest import tiny_train_config
-from trainer import checkpoints as ckpt
 from tests.fakes import read_events
+from trainer import checkpoints as ckpt
 from trainer.config import TrainConfig
 from trainer.train import run_training
 

@@ -14,9 +14,9 @@ from engine.bundle import load_bundle
 from helium_tui.cli import app
 from tests.conftest import tiny_train_config
 from tests.fakes import read_events
+from trainer.config import TrainConfig
 from trainer.metrics import flops_per_token, matmul_params, progress_line
 from trainer.optim import lr_at, param_groups
-from trainer.config import TrainConfig
 from trainer.train import run_training
 
 runner = CliRunner()
