@@ -8,10 +8,7 @@ one that writes natural text ("time, there", not "time , there").
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from engine.bundle import build_model, load_state_dict, save_bundle
 from engine.bundle_info import is_bundle
 from engine.config import ModelConfig
 from engine.errors import BundleError
+from engine.files import atomic_directory
 from engine.llama2c import check_out_dir, sha256_file
 from engine.tokenizer import TextTokenizer
 
@@ -317,23 +315,6 @@ def import_heliumlm(
         "end_token": END_TOKEN,
         "source_files": {k: {"name": p.name, "sha256": sha256_file(p)} for k, p in files.items()},
     }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    try:
-        save_bundle(tmp, model, tok, metadata)
-        if force and is_bundle(out_dir):
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-        else:
-            check_out_dir(out_dir)
-            if out_dir.exists():
-                out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out_dir.exists():
-            old.rename(out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    replace = force and is_bundle(out_dir)  # --force replaces a bundle, never a folder of other files
+    atomic_directory(out_dir, lambda tmp: save_bundle(tmp, model, tok, metadata), force=replace)
     return out_dir

@@ -7,12 +7,7 @@ rows are permuted as transformers' own convert_llama_weights_to_hf.py does (and 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,15 +16,11 @@ from engine.bundle import Bundle, build_model, load_state_dict, save_bundle
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.export_checks import check_parent_writable, refuse_sliding_window, stored_dtype
-from engine.files import atomic_write_text
+from engine.files import atomic_directory, atomic_write_text
 from engine.sampling import SamplingParams
 from engine.tokenizer import TextTokenizer
 
 HF_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-HUB_FILES = [  # what `import hf` downloads from a Hub repo
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-    "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
-]  # fmt: skip
 DATASET = "roneneldan/TinyStories"
 
 
@@ -343,8 +334,8 @@ def export_hf(
         "generation_config.json": generation_config(tok, config),
         "tokenizer_config.json": tokenizer_config(tok, config),
     }
-    tmp = _temp_dir_beside(out)
-    try:
+
+    def write(tmp: Path) -> None:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         for name, data in files.items():
             atomic_write_text(tmp / name, json.dumps(data, indent=2) + "\n")
@@ -352,21 +343,17 @@ def export_hf(
         atomic_write_text(tmp / "README.md", model_card(bundle, repo))
         if bundle.path is not None and (bundle.path / "MODEL_CARD.md").is_file():
             shutil.copy2(bundle.path / "MODEL_CARD.md", tmp / "MODEL_CARD.md")
-        os.chmod(tmp, 0o777 & ~_umask())
-        _replace_dir(tmp, out, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return atomic_directory(out, write, force=force)
 
 
-def import_hf(source: str | Path, out: str | Path, origin: str | None = None) -> Path:
+def import_hf(source: str | Path, out: str | Path, origin: str | None = None, force: bool = False) -> Path:
     """A Helium bundle at out (absent or empty) from a LlamaForCausalLM directory; it appears whole.
 
     origin names where it came from in the bundle's metadata (a Hub repo id; default: the directory).
     """
     source, out = Path(source), Path(out)
-    check_out_dir(out, force=False)
+    check_out_dir(out, force=force)
     config_path = source / "config.json"
     if not config_path.is_file():
         raise BundleError(f"{config_path}: missing (not a transformers model directory)")
@@ -384,14 +371,10 @@ def import_hf(source: str | Path, out: str | Path, origin: str | None = None) ->
     dtypes = {v.dtype for v in hf_state.values()}
     model = build_model(config, from_hf_state(config, hf_state, source), source)
     metadata = {"created_by": "helium import hf", "source": origin or str(source), "source_format": "LlamaForCausalLM"}
-    tmp = _temp_dir_beside(out)
-    try:  # one stored dtype keeps the weights bit for bit; mixed dtypes are all kept in float32
-        save_bundle(tmp, model, tok, metadata, weights_dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
-        _replace_dir(tmp, out, force=False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    weights_dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32  # one stored dtype stays bit for bit
+    return atomic_directory(
+        out, lambda tmp: save_bundle(tmp, model, tok, metadata, weights_dtype=weights_dtype), force=force
+    )
 
 
 def _read_weights(source: Path) -> dict[str, torch.Tensor]:
@@ -440,108 +423,3 @@ def _first(value) -> int | None:
     if isinstance(value, list):
         value = value[0] if value else None
     return int(value) if isinstance(value, int) else None
-
-
-def _temp_dir_beside(out: Path) -> Path:
-    """A new hidden directory next to out (same file system, so the final rename is atomic)."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as exc:
-        raise OSError(f"{out}: cannot write ({exc.strerror or exc})") from None
-
-
-def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
-    """Move tmp to out; an empty out is removed first, a full one only with force (moved aside, then deleted)."""
-    old = None
-    if out.is_dir():
-        if any(out.iterdir()):
-            if not force:
-                raise ValueError(f"{out}: already exists and is not empty (use --force to replace it)")
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-        else:
-            out.rmdir()
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The Hub
-
-
-def hub_endpoint() -> str:
-    """The Hub's address: HF_ENDPOINT read now (so a value set after import counts), else huggingface.co."""
-    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-
-
-def check_token() -> None:
-    """BundleError unless a Hub token is available (HF_TOKEN or a saved login)."""
-    from huggingface_hub import get_token
-
-    if not get_token():
-        raise BundleError("no Hugging Face token: set HF_TOKEN (or run `hf auth login`) to push")
-
-
-def push_to_hub(directory: str | Path, repo: str) -> str:
-    """Upload an exported directory to the Hub repo (created if needed); returns the repo's URL.
-
-    The token comes from the environment (HF_TOKEN) or `hf auth login`; every failure is one BundleError line.
-    """
-    from huggingface_hub import HfApi
-
-    endpoint = hub_endpoint()
-    check_token()
-    api = HfApi(endpoint=endpoint)
-    try:
-        with _quiet_hub_logs():
-            url = api.create_repo(repo, exist_ok=True)
-            api.upload_folder(folder_path=str(directory), repo_id=repo, commit_message="Upload a Helium model")
-    except Exception as exc:  # noqa: BLE001 - network, auth and HTTP errors all become one line
-        raise BundleError(f"cannot push to {repo} on {endpoint} (HF_ENDPOINT): {_reason(exc)}") from None
-    return str(url)
-
-
-def download_from_hub(repo: str) -> Path:
-    """A local snapshot of a Hub repo's config, tokenizer and safetensors weights (huggingface_hub's cache)."""
-    from huggingface_hub import snapshot_download
-
-    endpoint = hub_endpoint()
-    try:
-        with _quiet_hub_logs():
-            return Path(snapshot_download(repo, allow_patterns=HUB_FILES, endpoint=endpoint))
-    except Exception as exc:  # noqa: BLE001 - offline, missing repo, HTTP errors all become one line
-        raise BundleError(f"cannot download {repo} from {endpoint} (HF_ENDPOINT): {_reason(exc)}") from None
-
-
-@contextmanager
-def _quiet_hub_logs() -> Iterator[None]:
-    """Silence huggingface_hub's retry warnings, so a failure stays one line."""
-    log = logging.getLogger("huggingface_hub")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-def _reason(exc: BaseException) -> str:
-    """One line: the error's type and first line, and a hint when the Hub could not be reached at all."""
-    text = str(exc).strip().splitlines()
-    line = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-    unreachable = ("ConnectError", "ConnectTimeout", "Connection refused", "timed out", "LocalEntryNotFound")
-    return line + ("; offline? check the network or HF_ENDPOINT" if any(u in line for u in unreachable) else "")

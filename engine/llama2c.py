@@ -332,13 +332,16 @@ def check_out_dir(out_dir: Path) -> None:
         raise BundleError(f"{out_dir}: already exists and is not an empty directory")
 
 
-def import_llama2c(model_bin: str | Path, tokenizer_bin: str | Path, out_dir: str | Path) -> Path:
-    """Convert a llama2.c checkpoint and tokenizer into a Helium bundle at out_dir (absent or empty).
+def import_llama2c(
+    model_bin: str | Path, tokenizer_bin: str | Path, out_dir: str | Path, force: bool = False
+) -> Path:
+    """Convert a llama2.c checkpoint and tokenizer into a Helium bundle at out_dir (absent or empty; force: replace it).
 
     The bundle appears all at once (built in a temporary sibling directory, then renamed).
     """
     model_bin, tokenizer_bin, out_dir = Path(model_bin), Path(tokenizer_bin), Path(out_dir)
-    check_out_dir(out_dir)
+    if not force:
+        check_out_dir(out_dir)
     config, state, header = read_checkpoint(model_bin)
     tokenizer = load_tokenizer(tokenizer_bin)
     if tokenizer.vocab_size != config.vocab_size:
@@ -357,4 +360,4 @@ def import_llama2c(model_bin: str | Path, tokenizer_bin: str | Path, out_dir: st
             "tokenizer": {"name": tokenizer_bin.name, "sha256": sha256_file(tokenizer_bin)},
         },
     }
-    return atomic_directory(out_dir, lambda tmp: save_bundle(tmp, model, tokenizer, metadata))
+    return atomic_directory(out_dir, lambda tmp: save_bundle(tmp, model, tokenizer, metadata), force=force)

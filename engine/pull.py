@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.catalog import CatalogModel, get_entry, installed_dir, is_installed
+from engine.hub import hub_endpoint, quiet_hub_logs
 from engine.paths import user_data_dir
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 METADATA_TIMEOUT_S = 5.0  # connect/read timeout of metadata requests: an unreachable Hub fails fast
 SHA256 = re.compile(r"[0-9a-f]{64}")  # the ETag of an LFS file is its content's sha256
 
@@ -57,11 +55,6 @@ class PullCancelled(Exception):
 
 ProgressFn = Callable[[PullProgress], None]
 CancelFn = Callable[[], bool]
-
-
-def hub_endpoint() -> str:
-    """The Hub address: HF_ENDPOINT (read now, so a value set after import counts) or huggingface.co."""
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def hub_cache_dir() -> str | None:
@@ -158,23 +151,11 @@ def download(entry: CatalogModel, report: ProgressFn, cancelled: CancelFn) -> di
     report(PullProgress("download", 0, total))
     files: dict[str, Path] = {}
     for filename, (size, sha) in zip(entry.files, sizes_and_shas, strict=True):
-        with _quiet_hub_logs():
+        with quiet_hub_logs():
             files[filename] = _hub_download(entry, filename, endpoint, counter.bar_class())
         counter.finish_file(size)
         _verify(files[filename], sha, entry, endpoint)
     return files
-
-
-@contextmanager
-def _quiet_hub_logs() -> Iterator[None]:
-    """Silence huggingface_hub's retry warnings (they would break the one-line error and draw over the studio)."""
-    log = logging.getLogger("huggingface_hub")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 class _Unreachable(Exception):

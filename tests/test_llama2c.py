@@ -6,6 +6,7 @@ The oracles here are written independently of the engine: `llama2c_encode` follo
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 from pathlib import Path
@@ -268,7 +269,7 @@ def test_cli_import_out_and_name(tmp_path, synth_tok, helium_home, one_thread):
     assert res.stdout.startswith("the")
     for args, message in [
         (["--out", str(tmp_path / "b")], "already exists"),
-        (["--name", "synth"], "already exists"),
+        (["--name", "synth"], "already installed (use --force"),
         ([], "exactly one of --out DIR or --name NAME"),
         (["--out", str(tmp_path / "c"), "--name", "x"], "exactly one of"),
         (["--name", "a/b"], "not a valid model name"),
@@ -278,6 +279,10 @@ def test_cli_import_out_and_name(tmp_path, synth_tok, helium_home, one_thread):
         assert (
             res.stderr.startswith("helium: error: ") and message in res.stderr and res.stderr.count("\n") == 1
         )
+    for again in (["--name", "synth", "--force"], ["--out", str(tmp_path / "b"), "--force"]):
+        res = runner.invoke(app, [*base, *again])
+        assert res.exit_code == 0, (again, res.output)
+    assert (tmp_path / "b").stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0700
     base[2] = str(tmp_path / "nope.bin")
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "nope.bin: missing" in res.stderr
@@ -382,3 +387,9 @@ def test_golden_through_cli_for_a_prompt(stories260k, golden, one_thread):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert res.stdout == golden + "\n"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -77,7 +77,8 @@ def hf_cmd(
 ) -> None:
     """Export MODEL in the Hugging Face layout, then push it when asked."""
     with user_errors():
-        from engine.hf_format import HF_DTYPES, check_out_dir, check_token, export_hf, push_to_hub
+        from engine.hf_format import HF_DTYPES, check_out_dir, export_hf
+        from engine.hub import check_token, push_to_hub
 
         if dtype != "auto" and dtype not in HF_DTYPES:
             raise ValueError(f"unknown dtype {dtype!r} (use auto, {', '.join(HF_DTYPES)})")

@@ -3,12 +3,12 @@
 `helium import llama2c MODEL.bin --tokenizer TOK.bin (--out DIR | --name NAME)` converts a llama2.c checkpoint;
 `helium import hf DIR_OR_REPO (--out DIR | --name NAME)` a transformers LlamaForCausalLM (a directory or a Hub repo);
 `helium import heliumlm CKPT.pt --tokenizer TOK.json [--config CFG.json] (--out DIR | --name NAME)` the model card
-author's own HeliumLM checkpoints.
+author's own HeliumLM checkpoints. Every importer writes its bundle whole; `--force` replaces an earlier one.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +17,34 @@ import typer
 from helium_tui.errors import fail, user_errors
 
 import_app = typer.Typer(help="Import models from other formats as Helium bundles.", no_args_is_help=True)
+
+OutOption = Annotated[Path | None, typer.Option(help="Bundle directory to create (absent or empty).")]
+NameOption = Annotated[
+    str | None, typer.Option(help="Install under this name in the user models dir (use with --model NAME).")
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Replace an existing bundle (--out) or installed model (--name).")
+]
+
+
+def run_import(what: str, build: Callable[[Path, bool], Path], out: Path | None, name: str | None, force: bool) -> None:
+    """Build a bundle with build(dir, force) at --out, or install it as --name; print a one-line summary."""
+    if (out is None) == (name is None):
+        raise fail("give exactly one of --out DIR or --name NAME")
+    with user_errors():
+        from engine.bundle_info import read_config
+        from engine.install import installed_path
+
+        target = out if name is None else installed_path(name)  # the name is checked before any work
+        if name is not None and (target.exists() or target.is_symlink()) and not force:
+            raise ValueError(f"{target}: a model named {name!r} is already installed (use --force to replace it)")
+        path = build(target, force)
+        config, _ = read_config(path)
+    window = f", window {config.sliding_window}" if config.sliding_window else ""
+    print(
+        f"imported {what}: {config.parameters:,} parameters, vocab {config.vocab_size}{window}, "
+        f"context {config.context_length} -> {path} (use --model {name or path})"
+    )
 
 
 @import_app.command(
@@ -33,31 +61,18 @@ def llama2c(
         Path,
         typer.Option(help="llama2.c tokenizer file, e.g. tok512.bin or tokenizer.bin.", show_default=False),
     ],
-    out: Annotated[Path | None, typer.Option(help="Bundle directory to create (absent or empty).")] = None,
-    name: Annotated[
-        str | None,
-        typer.Option(help="Install under this name in the user models dir (use with --model NAME)."),
-    ] = None,
+    out: OutOption = None,
+    name: NameOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Convert MODEL_BIN + --tokenizer into a Helium bundle and print a one-line summary."""
-    if (out is None) == (name is None):
-        raise fail("give exactly one of --out DIR or --name NAME")
-    with user_errors():
-        from engine.bundle_info import read_config, read_metadata
-        from engine.llama2c import import_llama2c
-        from engine.paths import user_models_dir
 
-        if name is not None:
-            if not name.strip() or name in {".", ".."} or os.sep in name or "/" in name:
-                raise ValueError(f"{name!r}: not a valid model name (no slashes)")
-            out = user_models_dir() / name
-        path = import_llama2c(model_bin, tokenizer, out)
-        config, _ = read_config(path)
-        params = int(read_metadata(path).get("parameters", 0))
-    use = f"--model {name}" if name is not None else f"--model {path}"
-    print(
-        f"imported {model_bin.name}: {params:,} parameters, vocab {config.vocab_size} -> {path} (use {use})"
-    )
+    def build(target: Path, replace: bool) -> Path:
+        from engine.llama2c import import_llama2c
+
+        return import_llama2c(model_bin, tokenizer, target, force=replace)
+
+    run_import(model_bin.name, build, out, name, force)
 
 
 @import_app.command("hf", help="Import a transformers LlamaForCausalLM: a local directory or a Hub repo (user/name).")
@@ -70,32 +85,24 @@ def hf(
             show_default=False,
         ),
     ],
-    out: Annotated[Path | None, typer.Option(help="Bundle directory to create (absent or empty).")] = None,
-    name: Annotated[
-        str | None,
-        typer.Option(help="Install under this name in the user models dir (use with --model NAME)."),
-    ] = None,
+    out: OutOption = None,
+    name: NameOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Convert a Hugging Face Llama model into a Helium bundle and print a one-line summary."""
-    if (out is None) == (name is None):
-        raise fail("give exactly one of --out DIR or --name NAME")
-    with user_errors():
-        from engine.bundle_info import read_config, read_metadata
-        from engine.hf_format import download_from_hub, import_hf
-        from engine.install import installed_path
 
-        if name is not None:
-            out = installed_path(name)
+    def build(target: Path, replace: bool) -> Path:
+        from engine.hf_format import import_hf
+        from engine.hub import download_from_hub
+
         local = Path(source).expanduser()
         if not local.is_dir():
             if source.count("/") != 1 or source.startswith((".", "/", "~")):
                 raise ValueError(f"{source}: no such directory (or give a Hub repo id such as user/name)")
             local = download_from_hub(source)
-        path = import_hf(local, out, origin=source)
-        config, _ = read_config(path)
-        params = int(read_metadata(path).get("parameters", 0))
-    use = f"--model {name}" if name is not None else f"--model {path}"
-    print(f"imported {source}: {params:,} parameters, vocab {config.vocab_size} -> {path} (use {use})")
+        return import_hf(local, target, origin=source, force=replace)
+
+    run_import(source, build, out, name, force)
 
 
 @import_app.command(
@@ -119,36 +126,15 @@ def heliumlm(
             show_default=False,
         ),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Bundle directory to create (absent or empty).")] = None,
-    name: Annotated[
-        str | None,
-        typer.Option(help="Install under this name in the user models dir (use with --model NAME)."),
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle (--out) or model (--name).")] = False,
+    out: OutOption = None,
+    name: NameOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Convert CHECKPOINT + --tokenizer (+ --config) into a Helium bundle and print a one-line summary."""
-    if (out is None) == (name is None):
-        raise fail("give exactly one of --out DIR or --name NAME")
-    with user_errors():
-        import tempfile
 
-        from engine.bundle_info import read_config, read_metadata
+    def build(target: Path, replace: bool) -> Path:
         from engine.heliumlm import import_heliumlm
-        from engine.install import install_bundle, installed_path
 
-        if name is None:
-            path = import_heliumlm(checkpoint, tokenizer, out, config, force=force)
-        else:
-            target = installed_path(name)
-            if (target.exists() or target.is_symlink()) and not force:
-                raise ValueError(f"{target}: a model named {name!r} is already installed (use --force to replace it)")
-            with tempfile.TemporaryDirectory(prefix="helium-import-") as tmp:
-                built = import_heliumlm(checkpoint, tokenizer, Path(tmp) / name, config)
-                name, path = install_bundle(built, name, force=force)
-        model, _ = read_config(path)
-        params = int(read_metadata(path).get("parameters", 0))
-    use = f"--model {name}" if name is not None else f"--model {path}"
-    print(
-        f"imported {checkpoint.name}: {params:,} parameters, vocab {model.vocab_size}, "
-        f"window {model.sliding_window}, context {model.context_length} -> {path} (use {use})"
-    )
+        return import_heliumlm(checkpoint, tokenizer, target, config, force=replace)
+
+    run_import(checkpoint.name, build, out, name, force)
