@@ -70,3 +70,12 @@ def test_importing_on_a_full_disk_leaves_nothing_behind(tmp_path):
             str(LLAMA2C / "tok512.bin"), "--name", "s260"]  # fmt: skip
     one_error_line(run_limited(args, 100_000, home))
     assert leftovers(home) == [] and not (home / "models" / "s260").exists()
+
+
+def test_preparing_data_on_a_full_disk_says_so(tmp_path):
+    stories = tmp_path / "stories.txt"
+    stories.write_text("".join(f"Story {i}: Lily had a red ball and a cat.\n<|endoftext|>\n" for i in range(3000)))
+    args = ["helium_tui.cli", "data", "prepare", str(stories), "--out", str(tmp_path / "data"), "--vocab-size", "300"]
+    err = one_error_line(run_limited(args, 20_000, tmp_path / "home"))
+    assert "disk is full" in err or "no space left" in err, err
+    assert leftovers(tmp_path / "data") == [] and not (tmp_path / "data" / "manifest.json").exists()

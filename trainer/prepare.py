@@ -6,6 +6,7 @@ the new one is written last (atomically), so an interrupted run never leaves a m
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -234,7 +235,12 @@ class ShardWriter:
             return
         data = np.concatenate(self.pending).astype(np.uint16)
         name = f"{self.split}_{len(self.names):03d}.bin"
-        atomic_write(self.out / name, data.tofile)
+        try:
+            atomic_write(self.out / name, data.tofile)
+        except OSError as exc:  # numpy reports a short write as "N requested and M written", without an errno
+            if exc.errno is None and "written" in str(exc):
+                raise OSError(errno.ENOSPC, f"could not write {name}: the disk is full") from None
+            raise
         self.names.append(name)
         self.tokens += len(data)
         self.pending, self.pending_tokens = [], 0

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from helium_tui.errors import fail, user_errors
+from helium_tui.safe_text import terminal_safe
 
 data_app = typer.Typer(
     name="data",
@@ -105,7 +106,14 @@ def prepare(
             f"{out}: up to date ({splits['train']['tokens']:,} train tokens, {splits['val']['tokens']:,} val tokens)"
         )
         return
-    console.print(summary_table(result.manifest, out, result.seconds))
+    console.print(summary_line(result.manifest, out, result.seconds), soft_wrap=True, markup=False, highlight=False)
+    console.print(summary_table(result.manifest))
+    if not result.manifest["splits"]["val"]["stories"]:
+        console.print(
+            "note: no story was held out for validation (too few stories); training needs some: "
+            "add more stories or give a --val FILE",
+            soft_wrap=True, markup=False, highlight=False,
+        )  # fmt: skip
     if result.manifest.get("tokenizer_model"):
         console.print(f"next: helium train --init-from {tokenizer} --data {out} --out RUN_DIR")
 
@@ -151,21 +159,25 @@ class _progress:
         self.bar.advance(task, done)
 
 
-def summary_table(manifest: dict, out: Path, seconds: float):
-    """A rich table: stories, tokens, shards and bytes/token per split, then the counts and the vocab."""
+def summary_line(manifest: dict, out: Path, seconds: float) -> str:
+    """One line: where, how long, what was read and dropped, the vocabulary."""
+    from helium_tui.words import plural
+
+    stats = manifest["stats"]
+    return (
+        f"prepared {terminal_safe(str(out))} in {seconds:.1f} s: read {plural(stats['stories_read'], 'story', 'stories', thousands=True)}, "
+        f"dropped {stats['empty_dropped']:,} empty and {plural(stats['duplicates_dropped'], 'duplicate', thousands=True)}; "
+        f"vocab {manifest['vocab_size']:,}"
+    )
+
+
+def summary_table(manifest: dict):
+    """A rich table: stories, tokens, shards and bytes/token per split."""
     from rich.table import Table
 
     from trainer.prepare import bytes_per_token, markers_per_story
 
-    stats = manifest["stats"]
-    table = Table(
-        title=(
-            f"prepared {out} in {seconds:.1f} s: read {stats['stories_read']:,} stories, dropped "
-            f"{stats['empty_dropped']:,} empty and {stats['duplicates_dropped']:,} duplicates; "
-            f"vocab {manifest['vocab_size']:,}"
-        ),
-        title_justify="left",
-    )
+    table = Table()
     for column in ("split", "stories", "tokens", "shards", "bytes/token"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for name, split in manifest["splits"].items():
