@@ -23,7 +23,8 @@ def run_limited(args: list[str], max_file_bytes: int, home: Path) -> subprocess.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write instead of a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
 
-    env = {"PATH": "/usr/bin:/bin", "HELIUM_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    env = {"PATH": "/usr/bin:/bin", "HELIUM_HOME": str(home), "OMP_NUM_THREADS": "1",
+           "PYTHONDONTWRITEBYTECODE": "1"}  # a .pyc cut short by the limit would break later imports
     return subprocess.run([sys.executable, "-m", *args], preexec_fn=limit, capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=300)  # fmt: skip
 
