@@ -13,7 +13,11 @@ from typing import Annotated
 
 import typer
 
+from engine.config import PRESETS
 from helium_tui.errors import fail, user_errors
+from trainer.config import DEFAULT_MAX_STEPS, TrainConfig
+
+D = TrainConfig()  # the defaults the help shows come from the config itself
 
 # trainer.finetune.FINETUNE_DEFAULTS and FINETUNE_EPOCHS in words (a test keeps them equal; importing
 # trainer.finetune here would slow every `helium` start-up)
@@ -31,14 +35,14 @@ def train(
         Path | None,
         typer.Argument(help="With --watch alone: attach the dashboard to this run dir.", show_default=False),
     ] = None,
-    preset: Annotated[str | None, typer.Option(help="Model preset: nano, small, mini, micro, tiny.")] = None,
+    preset: Annotated[str | None, typer.Option(help=f"Model preset: {', '.join(PRESETS)}.")] = None,
     init_from: Annotated[str | None, typer.Option(metavar="MODEL", help=FINETUNE_HELP)] = None,
     data: Annotated[Path | None, typer.Option(help="Prepared data dir (`helium data prepare`).")] = None,
     out: Annotated[
         Path | None, typer.Option(help="Run dir for config, events, checkpoints and the bundle.")
     ] = None,
     max_steps: Annotated[
-        int | None, typer.Option(help="Optimizer steps to train (default 1000; fine-tune: 4 passes).")
+        int | None, typer.Option(help=f"Optimizer steps to train (default {DEFAULT_MAX_STEPS}; fine-tune: 4 passes).")
     ] = None,
     max_tokens: Annotated[
         int | None, typer.Option(help="Train for this many tokens instead of --max-steps.")
@@ -60,43 +64,43 @@ def train(
         ),
     ] = False,
     batch_size: Annotated[
-        int | None, typer.Option(help="Global sequences per micro-step (split over ranks). [32; fine-tune 8]")
+        int | None, typer.Option(help=f"Global sequences per micro-step (split over ranks). [{D.batch_size}; fine-tune 8]")
     ] = None,
     context: Annotated[
         int | None, typer.Option(help="Tokens per sequence. [preset's or base model's context]")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate. [1e-3; fine-tune 2e-4]")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate. [{D.lr:g}; fine-tune 2e-4]")] = None,
     min_lr: Annotated[
         float | None, typer.Option(help="Learning rate at the end of the cosine decay. [lr / 10]")
     ] = None,
-    warmup: Annotated[int | None, typer.Option(help="Linear warmup steps. [100; fine-tune 10]")] = None,
+    warmup: Annotated[int | None, typer.Option(help=f"Linear warmup steps. [{D.warmup_steps}; fine-tune 10]")] = None,
     decay_steps: Annotated[
         int | None, typer.Option(help="Cosine decay length in steps. [the first session's max steps]")
     ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay on matrices. [0.1]")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Micro-steps per optimizer step. [1]")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=f"AdamW weight decay on matrices. [{D.weight_decay}]")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help=f"Micro-steps per optimizer step. [{D.grad_accum}]")] = None,
     grad_clip: Annotated[
-        float | None, typer.Option(help="Clip the gradient norm to this; 0 = off. [1.0]")
+        float | None, typer.Option(help=f"Clip the gradient norm to this; 0 = off. [{D.grad_clip}]")
     ] = None,
     eval_interval: Annotated[
-        int | None, typer.Option(help="Steps between val-loss evals; 0 = end only. [200; fine-tune 25]")
+        int | None, typer.Option(help=f"Steps between val-loss evals; 0 = end only. [{D.eval_interval}; fine-tune 25]")
     ] = None,
     eval_batches: Annotated[
-        int | None, typer.Option(help="Fixed val batches per eval. [20; fine-tune 10]")
+        int | None, typer.Option(help=f"Fixed val batches per eval. [{D.eval_batches}; fine-tune 10]")
     ] = None,
     ckpt_interval: Annotated[
-        int | None, typer.Option(help="Steps between checkpoints; 0 = end only. [500]")
+        int | None, typer.Option(help=f"Steps between checkpoints; 0 = end only. [{D.ckpt_interval}]")
     ] = None,
-    keep_last: Annotated[int | None, typer.Option(help="Step checkpoints to keep; 0 = all. [3]")] = None,
-    log_interval: Annotated[int | None, typer.Option(help="Steps between progress lines. [10]")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout on attention and MLP outputs. [0.0]")] = None,
+    keep_last: Annotated[int | None, typer.Option(help=f"Step checkpoints to keep; 0 = all. [{D.keep_last}]")] = None,
+    log_interval: Annotated[int | None, typer.Option(help=f"Steps between progress lines. [{D.log_interval}]")] = None,
+    dropout: Annotated[float | None, typer.Option(help=f"Dropout on attention and MLP outputs. [{D.dropout}]")] = None,
     compile: Annotated[
         bool | None,
         typer.Option("--compile/--no-compile", help="torch.compile the model. [on for CUDA, off on CPU]"),
     ] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, bfloat16 or float32. [auto]")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for weights, dropout and data order. [1337]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps. [auto]")] = None,
+    dtype: Annotated[str | None, typer.Option(help=f"auto, bfloat16 or float32. [{D.dtype}]")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Seed for weights, dropout and data order. [{D.seed}]")] = None,
+    device: Annotated[str | None, typer.Option(help=f"auto, cpu, cuda, cuda:N or mps. [{D.device}]")] = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Train in the background and show a live dashboard.")
     ] = False,
