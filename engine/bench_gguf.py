@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from engine.bench_llama import decode_speed, greedy_decode
+
 SYSTEMS = ("helium float32", "helium bfloat16", "llama.cpp f32", "llama.cpp bf16", "llama.cpp q8_0")
 
 
@@ -41,11 +43,6 @@ class GGUFBench:
         return asdict(self) | {"median_tokens_per_s": {s: self.median(s) for s in self.tokens_per_s}}
 
 
-def decode_speed(times: list[float]) -> float:
-    """Tokens/s from the arrival time of each token: (n - 1) tokens between the first and the last."""
-    return (len(times) - 1) / (times[-1] - times[0])
-
-
 def measure(system: str, model: str, gguf: Path | None, threads: int, prompt: str, new_tokens: int) -> dict:
     """One greedy decode of new_tokens after prompt (end tokens ignored): {"tokens_per_s", "tokens"}."""
     import torch
@@ -59,7 +56,9 @@ def measure(system: str, model: str, gguf: Path | None, threads: int, prompt: st
     if engine == "helium":
         from engine.sampling import SamplingParams
 
-        params = SamplingParams(max_new_tokens=new_tokens, temperature=0, repetition_penalty=1.0, stop_at_eos=False)
+        params = SamplingParams(
+            max_new_tokens=new_tokens, temperature=0, repetition_penalty=1.0, stop_at_eos=False
+        )
         for _ in session.generator.tokens(prompt_ids, replace(params, max_new_tokens=8)):  # warm-up
             pass
         times, tokens = [], []
@@ -71,17 +70,9 @@ def measure(system: str, model: str, gguf: Path | None, threads: int, prompt: st
 
     ctx = session.bundle.config.context_length
     llm = llama_cpp.Llama(str(gguf), n_ctx=ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
-    for i, _ in enumerate(llm.generate(prompt_ids, temp=0.0, top_k=1)):  # warm-up
-        if i == 8:
-            break
-    llm.reset()
-    times, tokens = [], []
-    for token in llm.generate(prompt_ids, temp=0.0, top_k=1, repeat_penalty=1.0):
-        times.append(time.perf_counter())
-        tokens.append(token)
-        if len(tokens) == new_tokens:
-            break
-    return {"tokens_per_s": decode_speed(times), "tokens": tokens}
+    greedy_decode(llm, prompt_ids, 8)  # warm-up
+    tokens_per_s, tokens = greedy_decode(llm, prompt_ids, new_tokens)
+    return {"tokens_per_s": tokens_per_s, "tokens": tokens}
 
 
 def bench_gguf(
@@ -100,7 +91,11 @@ def bench_gguf(
         raise ValueError(f"prompt + new tokens must fit the context ({bundle.config.context_length})")
     result = GGUFBench(bundle.name, bundle.model.num_params(), threads, len(prompt_ids), new_tokens, rounds)
     with tempfile.TemporaryDirectory(prefix="helium-bench-gguf-") as tmp:
-        ggufs = {s: export_gguf(bundle, Path(tmp) / f"{s.split()[1]}.gguf", s.split()[1]) for s in SYSTEMS if "llama" in s}
+        ggufs = {
+            s: export_gguf(bundle, Path(tmp) / f"{s.split()[1]}.gguf", s.split()[1])
+            for s in SYSTEMS
+            if "llama" in s
+        }
         tokens: dict[str, list[int]] = {}
         for _ in range(rounds):
             for system in SYSTEMS:
@@ -111,7 +106,9 @@ def bench_gguf(
     return result
 
 
-def _run_worker(system: str, model: str, gguf: Path | None, threads: int, prompt: str, new_tokens: int) -> dict:
+def _run_worker(
+    system: str, model: str, gguf: Path | None, threads: int, prompt: str, new_tokens: int
+) -> dict:
     """measure() in a fresh Python process; its JSON answer."""
     cmd = [sys.executable, "-m", "engine.bench_gguf", "--worker", system, "--model", model, "--threads", str(threads),
            "--prompt", prompt, "--new-tokens", str(new_tokens)]  # fmt: skip
@@ -135,7 +132,9 @@ def report(r: GGUFBench) -> str:
     for system, values in r.tokens_per_s.items():
         spread = f"{min(values):.0f}–{max(values):.0f}"
         lines.append(f"{system:<18}{r.median(system):>9.0f}  {spread:>13}  {r.median(system) / base:>12.2f}")
-    lines.append(f"llama.cpp f32 greedy tokens equal Helium float32's: {'yes' if r.same_greedy_tokens else 'NO'}")
+    lines.append(
+        f"llama.cpp f32 greedy tokens equal Helium float32's: {'yes' if r.same_greedy_tokens else 'NO'}"
+    )
     return "\n".join(lines)
 
 
@@ -152,7 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gguf", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(args.worker, args.model, args.gguf, args.threads, args.prompt, args.new_tokens)))
+        print(
+            json.dumps(
+                measure(args.worker, args.model, args.gguf, args.threads, args.prompt, args.new_tokens)
+            )
+        )
         return
     result = bench_gguf(args.model, args.threads, args.new_tokens, args.rounds, args.prompt)
     print(report(result), file=sys.stderr if args.json else sys.stdout)

@@ -26,7 +26,9 @@ GGUF_TYPES = {"int8": "q8_0", torch.bfloat16: "bf16", torch.float32: "f32"}  # H
 def llama_cpp_missing() -> str | None:
     """Why llama.cpp cannot be compared here (None when llama-cpp-python is importable)."""
     if importlib.util.find_spec("llama_cpp") is None:
-        return "llama-cpp-python is not installed (pip install llama-cpp-python), so llama.cpp was not measured"
+        return (
+            "llama-cpp-python is not installed (pip install llama-cpp-python), so llama.cpp was not measured"
+        )
     return None
 
 
@@ -50,7 +52,9 @@ def random_bundle(model: torch.nn.Module):
 
     vocab_size = model.config.vocab_size
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tokens = (alphabet + ["to"] + [f"tok{i}" for i in range(vocab_size)])[:vocab_size]  # llama.cpp wants a merge
+    tokens = (alphabet + ["to"] + [f"tok{i}" for i in range(vocab_size)])[
+        :vocab_size
+    ]  # llama.cpp wants a merge
     hf = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=[("t", "o")]))
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
@@ -121,15 +125,21 @@ def llama_rounds(float_model: torch.nn.Module, weights: str | torch.dtype, threa
             log.close()
 
 
-def decode_once(llm, prompt: list[int], new_tokens: int) -> float:
-    """Greedy decode of new_tokens after prompt; tokens/s between the first token and the last."""
-    llm.reset()
-    times = []
-    for _ in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
-        times.append(time.perf_counter())
-        if len(times) == new_tokens:
-            break
+def decode_speed(times: list[float]) -> float:
+    """Tokens/s from the arrival time of each token: (n - 1) tokens between the first and the last."""
     return (len(times) - 1) / (times[-1] - times[0])
+
+
+def greedy_decode(llm, prompt: list[int], new_tokens: int) -> tuple[float, list[int]]:
+    """llama.cpp's greedy decode of new_tokens after prompt (end tokens ignored): its tokens/s and tokens."""
+    llm.reset()
+    times, tokens = [], []
+    for token in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
+        times.append(time.perf_counter())
+        tokens.append(token)
+        if len(tokens) == new_tokens:
+            break
+    return decode_speed(times), tokens
 
 
 def worker(gguf: Path, threads: int, prompt: list[int], new_tokens: int) -> None:
@@ -138,9 +148,9 @@ def worker(gguf: Path, threads: int, prompt: list[int], new_tokens: int) -> None
 
     n_ctx = len(prompt) + new_tokens + 8
     llm = llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
-    decode_once(llm, prompt, min(8, new_tokens))  # warm-up
+    greedy_decode(llm, prompt, min(8, new_tokens))  # warm-up
     for line in sys.stdin:
-        answer = {"tokens_per_s": decode_once(llm, prompt, new_tokens)} if line.strip() == "run" else {}
+        answer = {"tokens_per_s": greedy_decode(llm, prompt, new_tokens)[0]} if line.strip() == "run" else {}
         print(json.dumps(answer), flush=True)
 
 

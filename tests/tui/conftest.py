@@ -21,6 +21,7 @@ from engine.sampling import SamplingParams
 from engine.tokenizer import TextTokenizer
 from helium_tui.app import HeliumApp
 from tests.conftest import TINY
+from tests.fakes import fake_trainer_kwargs
 
 DEADLINE_S = 120.0  # the longest any wait may take (a loaded 2-core box), after which the test fails
 
@@ -51,9 +52,33 @@ def no_bos_bundle(tmp_path, tiny_model, tiny_tokenizer) -> Path:
     return save_bundle(tmp_path / "no-bos", tiny_model, tok, {"data": "synthetic"})
 
 
+@pytest.fixture
+def fake_runner(tmp_path) -> dict:
+    """start_run keyword arguments that run the fake trainer (tests/fakes.py, a real subprocess) slowly
+    enough for the screen to watch it, with no bundle at the end."""
+    kwargs = fake_trainer_kwargs(tmp_path)
+    kwargs["env"].update(FAKE_STEP_S="0.05", FAKE_BUNDLE="")
+    return kwargs
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    """A directory that passes the form's 'prepared data dir' check (the fake trainer never reads it)."""
+    d = tmp_path / "prepared"
+    d.mkdir()
+    (d / "manifest.json").write_text('{"format": "helium-data/1"}')
+    return d
+
+
 def make_app(model: Path | str | None, **kwargs) -> HeliumApp:
     """The studio on CPU in float32 (exact, deterministic numbers)."""
     return HeliumApp(model=str(model) if model else None, device="cpu", dtype="float32", **kwargs)
+
+
+def greedy(studio, max_tokens: int) -> None:
+    """Sliders for a deterministic story: temperature 0, max_tokens."""
+    studio.param("temperature").value = 0
+    studio.param("max_tokens").value = max_tokens
 
 
 async def until(pilot, condition: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from textual.app import App, ComposeResult
 from textual.widgets import Button, Checkbox, Input, ProgressBar, Static
 
 from engine.paths import user_data_dir
@@ -22,7 +20,7 @@ from helium_tui.training_form import FINETUNE_DATA_DIR, FinetuneForm, suggested_
 from tests.conftest import make_stories
 from tests.fakes import fake_trainer_kwargs
 from tests.tui.conftest import loaded, make_app, until
-from tests.tui.test_training_screen import answer, asking, stats
+from tests.tui.monitor_host import MonitorHost, answer, asking, stats
 from trainer.finetune import FINETUNE_DEFAULTS, MIN_FINETUNE_STEPS, MIN_STORIES
 
 SIZE = (80, 24)
@@ -42,32 +40,6 @@ def save_stories(store: StoryStore, texts: list[str]) -> None:
         store.save(Story(prompt, rest, {"temperature": 0.8}, "tiny-bundle", seed=i, tokens=40))
 
 
-class FinetuneHost(App):
-    """A bare app with what the monitor reads from HeliumApp: a loaded model (its name and bundle dir), the
-    story library and the last run; it records its notices."""
-
-    CSS_PATH = "../../helium_tui/helium.tcss"
-    TITLE = "Helium"
-
-    def __init__(self, screen: TrainingScreen, base: Path | None, store: StoryStore | None) -> None:
-        super().__init__()
-        self.training = screen
-        self.session = SimpleNamespace(name=base.name, bundle=SimpleNamespace(path=base)) if base else None
-        self.store = store
-        self.last_run_dir: Path | None = None
-        self.notices: list[str] = []
-
-    def compose(self) -> ComposeResult:
-        yield Static("studio")
-
-    def on_mount(self) -> None:
-        self.push_screen(self.training)
-
-    def notify(self, message: str, **kwargs) -> None:
-        self.notices.append(message)
-        super().notify(message, **kwargs)
-
-
 async def test_finetune_from_the_library_to_a_model_in_the_picker(helium_home, tiny_bundle, one_thread):
     """The studio's model, 24 saved stories, ctrl+t, ctrl+f, Fine-tune: a real run from the base's weights whose
     model is installed under the default name and listed by the model picker, naming its base."""
@@ -79,7 +51,9 @@ async def test_finetune_from_the_library_to_a_model_in_the_picker(helium_home, t
         await until(pilot, lambda: isinstance(app.screen, TrainingScreen), "the monitor")
         screen = app.screen
         await pilot.press("ctrl+f")
-        await until(pilot, lambda: screen.query_one("#ft-start", Button).region.width > 0, "the fine-tune form")
+        await until(
+            pilot, lambda: screen.query_one("#ft-start", Button).region.width > 0, "the fine-tune form"
+        )
         assert str(screen.query_one("#ft-base", Static).render()) == "tiny-bundle"
         assert str(screen.query_one("#ft-library", Checkbox).label) == "library: 24 stories"
         assert screen.query_one("#ft-steps", Input).value == ""  # the default budget
@@ -107,7 +81,9 @@ async def test_finetune_from_the_library_to_a_model_in_the_picker(helium_home, t
     config = json.loads((screen.handle.run_dir / "train_config.json").read_text())
     manifest = json.loads((Path(config["data"]) / "manifest.json").read_text())
     held_out = manifest["splits"]["val"]["stories"]
-    assert held_out >= 2 and tuned.metadata["tuned_on"]["stories"] + held_out == 24  # a tenth, at least a window
+    assert (
+        held_out >= 2 and tuned.metadata["tuned_on"]["stories"] + held_out == 24
+    )  # a tenth, at least a window
     assert config["init_from"] == str(tiny_bundle.absolute()) and config["preset"] == ""
     assert config["lr"] == FINETUNE_DEFAULTS["lr"] and config["max_steps"] == MIN_FINETUNE_STEPS
     assert Path(config["data"]).parent == user_data_dir() / FINETUNE_DATA_DIR
@@ -117,7 +93,7 @@ async def test_too_little_text_gives_a_notice_and_starts_nothing(tmp_path, heliu
     store = StoryStore()
     save_stories(store, unique_stories(MIN_STORIES - 1, seed=4))
     screen = TrainingScreen(runner_options=fake_trainer_kwargs(tmp_path))
-    app = FinetuneHost(screen, tiny_bundle, store)
+    app = MonitorHost(screen, base=tiny_bundle, store=store)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.screen is screen, "the monitor")
         assert screen.start_finetune() is not None
@@ -146,7 +122,7 @@ async def test_bad_finetune_input_is_reported_and_starts_nothing(
     tmp_path, helium_home, tiny_bundle, base, library, folder, steps, message
 ):
     screen = TrainingScreen(runner_options=fake_trainer_kwargs(tmp_path))
-    app = FinetuneHost(screen, tiny_bundle if base else None, StoryStore())
+    app = MonitorHost(screen, base=tiny_bundle if base else None, store=StoryStore())
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.screen is screen, "the monitor")
         await pilot.press("ctrl+f")
@@ -171,11 +147,13 @@ async def test_a_folder_and_the_library_with_typed_steps(tmp_path, helium_home, 
     for i, text in enumerate(texts[10:20]):
         (folder / f"story{i}.txt").write_text(text + "\n")
     (folder / "more.md").write_text("".join(f"{t}\n<|endoftext|>\n" for t in texts[20:25]))
-    (folder / "week2" / "rest.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[25:30]))
+    (folder / "week2" / "rest.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in texts[25:30])
+    )
     runner = fake_trainer_kwargs(tmp_path)
     runner["env"].update(FAKE_BUNDLE="")
     screen = TrainingScreen(runner_options=runner)
-    app = FinetuneHost(screen, tiny_bundle, store)
+    app = MonitorHost(screen, base=tiny_bundle, store=store)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.screen is screen, "the monitor")
         await pilot.press("ctrl+f")
@@ -193,9 +171,11 @@ async def test_a_folder_and_the_library_with_typed_steps(tmp_path, helium_home, 
     assert manifest["splits"]["train"]["stories"] + manifest["splits"]["val"]["stories"] == 30
 
 
-async def test_ctrl_f_switches_forms_and_the_palette_and_help_list_fine_tune(tmp_path, helium_home, tiny_bundle):
+async def test_ctrl_f_switches_forms_and_the_palette_and_help_list_fine_tune(
+    tmp_path, helium_home, tiny_bundle
+):
     screen = TrainingScreen()
-    app = FinetuneHost(screen, tiny_bundle, None)
+    app = MonitorHost(screen, base=tiny_bundle, store=None)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.screen is screen, "the monitor")
         keys = {b.binding.description for b in screen.active_bindings.values() if b.enabled}
@@ -221,7 +201,10 @@ def test_a_finetuned_bundle_is_offered_as_base_tuned_date(tmp_path, helium_home)
     bundle.mkdir(parents=True)
     (bundle / "metadata.json").write_text(json.dumps({"base_model": {"name": "helium-default"}}))
     today = datetime.date.today().isoformat()
-    assert suggested_model_name(tmp_path / "run", "helium-default fine-tune", bundle) == f"helium-default-tuned-{today}"
+    assert (
+        suggested_model_name(tmp_path / "run", "helium-default fine-tune", bundle)
+        == f"helium-default-tuned-{today}"
+    )
     taken = helium_home / "models" / f"helium-default-tuned-{today}"
     taken.mkdir(parents=True)
     assert suggested_model_name(tmp_path / "run", None, bundle) == f"helium-default-tuned-{today}-2"
@@ -249,14 +232,16 @@ def test_monitor_in_finetune_mode_preparing(snap_compare, tmp_path, monkeypatch)
         await pilot.pause()
         assert screen.query_one("#progress", ProgressBar).progress == 12
 
-    app = FinetuneHost(TrainingScreen(), base, store)
+    app = MonitorHost(TrainingScreen(), base=base, store=store)
     assert snap_compare(app, terminal_size=SIZE, run_before=preparing)
 
 
 def test_the_finetune_form_plans_a_fresh_run_and_its_data_dir(tmp_path, helium_home):
     (tmp_path / "class").mkdir()
     now = datetime.datetime(2026, 11, 30, 21, 5, 9)
-    plan = FinetuneForm(base=str(tmp_path / "base"), library=False, folder=str(tmp_path / "class"), steps=" 12 ").plan(now)
+    plan = FinetuneForm(
+        base=str(tmp_path / "base"), library=False, folder=str(tmp_path / "class"), steps=" 12 "
+    ).plan(now)
     assert (plan.library, plan.folder, plan.steps) == (False, tmp_path / "class", 12)
     assert plan.run_dir == (helium_home / "runs" / "20261130-210509").resolve()
     assert plan.data_dir == (helium_home / FINETUNE_DATA_DIR / "20261130-210509").resolve()
@@ -271,7 +256,7 @@ async def test_a_stopped_finetune_reopens_in_finetune_mode_and_resumes_with_its_
     runner = fake_trainer_kwargs(tmp_path)
     runner["env"].update(FAKE_STEP_S="0.05", FAKE_BUNDLE="")
     screen = TrainingScreen(runner_options=runner)
-    app = FinetuneHost(screen, tiny_bundle, store)
+    app = MonitorHost(screen, base=tiny_bundle, store=store)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.screen is screen, "the monitor")
         screen.query_one("#ft-steps", Input).value = "100000"
@@ -285,7 +270,9 @@ async def test_a_stopped_finetune_reopens_in_finetune_mode_and_resumes_with_its_
 
         again = TrainingScreen(runner_options=runner)
         await app.push_screen(again)  # the next visit re-attaches, in fine-tune mode
-        await until(pilot, lambda: again.state is not None and again.state.status == "stopped", "the re-attach")
+        await until(
+            pilot, lambda: again.state is not None and again.state.status == "stopped", "the re-attach"
+        )
         assert again.finetuning and again.query_one("#ft-start").region.width
         again.query_one("#lr", Input).value = "5"  # the hidden new-model form's lr is not the fine-tune's
         assert again.resume_from_form() is not None

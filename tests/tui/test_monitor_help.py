@@ -3,20 +3,10 @@ commands, never the studio's."""
 
 from __future__ import annotations
 
-import time
-
 from helium_tui.app import HeliumApp
 from helium_tui.screens.library import LibraryScreen
 from helium_tui.screens.training import TrainingScreen
-
-WAIT_S = 60.0  # upper bound for any wait (bounded polling, never a timing assert)
-
-
-async def wait_for(pilot, condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
+from tests.tui.monitor_host import wait_for
 
 
 def titles(app: HeliumApp) -> set[str]:
@@ -25,7 +15,9 @@ def titles(app: HeliumApp) -> set[str]:
 
 async def open_help(app: HeliumApp, pilot, screen) -> None:
     await pilot.press("f1")
-    await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen", "the help page")
+    await wait_for(
+        pilot, lambda: type(app.screen).__name__ == "HelpScreen" and app.screen.is_mounted, "the help page"
+    )
     assert app.screen.about is screen
     heading = app.screen.heading
     await pilot.press("escape")
@@ -37,7 +29,10 @@ async def test_the_library_has_its_own_keys_and_commands(tmp_path, helium_home):
     app = HeliumApp(stories_dir=tmp_path / "stories")  # no model installed: the library still opens
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("ctrl+l")
-        await wait_for(pilot, lambda: isinstance(app.screen, LibraryScreen), "the library")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, LibraryScreen) and app.screen.is_mounted, "the library"
+        )
+        await pilot.pause()
         assert {"Back", "Reload"} <= titles(app) and not {"Tell", "Retell"} & titles(app)
         assert await open_help(app, pilot, app.screen) == "Story library"
 
@@ -46,9 +41,21 @@ async def test_the_monitor_has_its_own_keys_and_commands(helium_home):
     app = HeliumApp()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("ctrl+t")
-        await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), "the monitor")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, TrainingScreen) and app.screen.is_mounted, "the monitor"
+        )
+        await pilot.pause()
         commands = titles(app)
-        assert {"Start run", "Attach to run", "Resume run", "Install model", "Back (run continues)"} <= commands
-        assert {"Fine-tune", "Start fine-tune"} <= commands and "New model" not in commands  # ctrl+f: the other form
+        assert {
+            "Start run",
+            "Attach to run",
+            "Resume run",
+            "Install model",
+            "Back (run continues)",
+        } <= commands
+        assert {
+            "Fine-tune",
+            "Start fine-tune",
+        } <= commands and "New model" not in commands  # ctrl+f: the other form
         assert "Stop run" not in commands and not {"Tell", "Retell"} & commands  # no run going: no Stop
         assert await open_help(app, pilot, app.screen) == "Training monitor"
