@@ -6,6 +6,7 @@ time slice its partner needs and decoding collapses; `prepare_openmp` (before to
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -16,7 +17,10 @@ MAX_THREADS = 1024
 # Models below this many parameters decode fastest on one thread: their time goes to per-operation overhead,
 # which a second thread only adds to (the default model: 346 tok/s on one thread, 97 on two of a busy 2-core box)
 SMALL_MODEL_PARAMS = 20_000_000
-_torch_default: int | None = None  # torch's thread count before Helium first changed it
+THREADS_HELP = (  # the --threads help of every command that runs a model
+    f"CPU threads (default: {ENV}, else 1 for models under {SMALL_MODEL_PARAMS // 1_000_000}M parameters and "
+    "the physical cores for larger ones)."
+)
 WAIT_ENV = {  # set before torch loads OpenMP, unless the user set them: idle threads sleep instead of spinning
     "OMP_WAIT_POLICY": "PASSIVE",  # GNU libgomp (torch's wheels on Linux) and LLVM's libomp (macOS)
     "KMP_BLOCKTIME": "0",  # Intel's libiomp5 (some conda builds)
@@ -54,14 +58,13 @@ def requested_threads(threads: int | None = None, environ: dict[str, str] | None
     return check_threads(value, ENV)
 
 
+@functools.cache
 def torch_default_threads() -> int:
-    """torch's own thread count (the physical cores, or OMP_NUM_THREADS), as it was before Helium changed it."""
+    """torch's own thread count (the physical cores, or OMP_NUM_THREADS), as it was before Helium changed it
+    (read once: apply_threads calls this before its first change)."""
     import torch
 
-    global _torch_default
-    if _torch_default is None:
-        _torch_default = max(1, torch.get_num_threads())
-    return _torch_default
+    return max(1, torch.get_num_threads())
 
 
 def default_threads(params: int) -> int:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from engine.threads import prepare_openmp
+from engine.threads import THREADS_HELP, prepare_openmp
 from helium_tui.commands.bench import bench_app
 from helium_tui.commands.data import data_app
 from helium_tui.commands.evaluate import eval_cmd
@@ -58,11 +58,12 @@ def root(
         ),
     ] = False,
     quantize: Annotated[
-        str, typer.Option(help="Studio: weights int8, none, or auto (as the bundle stores them); the picker switches.")
+        str,
+        typer.Option(
+            help="Studio: weights int8, none, or auto (as the bundle stores them); the picker switches."
+        ),
     ] = "auto",
-    threads: Annotated[
-        int | None, typer.Option(help="Studio: CPU threads (default: HELIUM_THREADS, else the physical cores).")
-    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Studio: " + THREADS_HELP)] = None,
 ) -> None:
     """Open the story studio when no subcommand is given."""
     if ctx.invoked_subcommand is None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from engine.threads import THREADS_HELP
 from helium_tui.commands.bench_gpu import bench_gpu
 from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
@@ -41,7 +42,9 @@ def bench_decode_cmd(
     ] = "nano",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the decode step.")] = False,
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the decode step.")
+    ] = False,
     packed: Annotated[
         bool, typer.Option("--packed/--no-packed", help="CPU bf16: prepacked oneDNN linears.")
     ] = True,
@@ -53,14 +56,13 @@ def bench_decode_cmd(
         int | None, typer.Option(help="Override the preset's sliding attention window (0 = full causal).")
     ] = None,
     quantize: Annotated[str, typer.Option(help="Weights: none or int8 (weight-only).")] = "none",
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads (default: HELIUM_THREADS, else the physical cores).")
-    ] = None,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     background_load: Annotated[
         int, typer.Option(help="Also decode while N busy processes of its own run; reports loaded / idle.")
     ] = 0,
     vs_llama_cpp: Annotated[
-        bool, typer.Option("--vs-llama-cpp", help="Also time llama.cpp on the same weights (llama-cpp-python).")
+        bool,
+        typer.Option("--vs-llama-cpp", help="Also time llama.cpp on the same weights (llama-cpp-python)."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
@@ -76,7 +78,10 @@ def bench_decode_cmd(
     rows = [
         ("device / dtype", f"{r.device} / {weights}{r.dtype} activations ({plural(r.threads, 'thread')})"),
         ("compiled / packed", f"{r.compiled} / {r.packed}"),
-        ("attention window / KV cache", f"{r.sliding_window or 'full'} / {r.kv_cache_bytes / 2**20:,.1f} MiB"),
+        (
+            "attention window / KV cache",
+            f"{r.sliding_window or 'full'} / {r.kv_cache_bytes / 2**20:,.1f} MiB",
+        ),
         ("prefill", f"{r.prefill_tokens_per_s:,.0f} tok/s ({r.prompt_tokens} tokens)"),
         (f"decode (batch {r.batch_size})", f"{r.decode_tokens_per_s:,.1f} tok/s per sequence (median)"),
         ("decode runs", ", ".join(f"{t:,.0f}" for t in r.decode_runs)),
@@ -89,7 +94,10 @@ def bench_decode_cmd(
     ]
     if r.background_load:
         rows += [
-            (f"decode with {r.background_load} busy process{'es' if r.background_load > 1 else ''}", f"{r.loaded_tokens_per_s:,.1f} tok/s (median)"),
+            (
+                f"decode with {r.background_load} busy process{'es' if r.background_load > 1 else ''}",
+                f"{r.loaded_tokens_per_s:,.1f} tok/s (median)",
+            ),
             ("loaded runs", ", ".join(f"{t:,.0f}" for t in r.loaded_runs)),
             ("loaded / idle", f"{r.loaded_fraction:.0%}"),
         ]
@@ -102,7 +110,9 @@ def bench_decode_cmd(
             ("llama.cpp runs", ", ".join(f"{t:,.0f}" for t in ll["runs"])),
             ("Helium / llama.cpp", f"{r.decode_tokens_per_s / ll['tokens_per_s']:.2f}x"),
         ]
-    print_report(f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params)", rows, r.to_dict(), as_json)
+    print_report(
+        f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params)", rows, r.to_dict(), as_json
+    )
 
 
 @bench_app.command("startup")
@@ -111,7 +121,8 @@ def bench_startup_cmd(
     prompt: Annotated[str, typer.Option(help="Prompt to tell.")] = "Once upon a time",
     repeats: Annotated[int, typer.Option(help="Runs (best is reported).")] = 3,
     compile: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="Time `helium tell --compile` (Inductor's cache warm).")
+        bool,
+        typer.Option("--compile/--no-compile", help="Time `helium tell --compile` (Inductor's cache warm)."),
     ] = False,
     quantize: Annotated[str, typer.Option(help="`helium tell --quantize`: auto, none or int8.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,

@@ -8,21 +8,24 @@ from typing import Annotated
 
 import typer
 
+from engine.threads import THREADS_HELP
 from helium_tui.errors import user_errors
 from helium_tui.words import plural
 
 
 def eval_cmd(
-    model: Annotated[str, typer.Option(help="Model bundle: a path or an installed name (default model if empty).")] = "",
-    data: Annotated[Path, typer.Option(help="Text file: <|endoftext|>-separated stories, or one stream.")] = ...,
+    model: Annotated[
+        str, typer.Option(help="Model bundle: a path or an installed name (default model if empty).")
+    ] = "",
+    data: Annotated[
+        Path, typer.Option(help="Text file: <|endoftext|>-separated stories, or one stream.")
+    ] = ...,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32 (default, exact) or bfloat16.")] = "float32",
     quantize: Annotated[
         str, typer.Option(help="Weights: int8 (weight-only), none, or auto (as the bundle stores them).")
     ] = "auto",
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads (default: HELIUM_THREADS, else the physical cores).")
-    ] = None,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Score a model on a text file: nats per token and bits per UTF-8 byte (tokenizer-independent)."""

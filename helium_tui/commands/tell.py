@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from engine.sampling import SamplingParams
+from engine.threads import THREADS_HELP
 from helium_tui.errors import fail, user_errors
 from helium_tui.safe_text import terminal_safe
 
@@ -27,11 +28,14 @@ def read_prompt(prompt: str) -> str:
         raise ValueError("the prompt is not UTF-8 text (check the terminal's encoding)") from None
     return prompt
 
+
 DEFAULTS = SamplingParams()
 
 
 def tell(
-    prompt: Annotated[str, typer.Argument(help="Story opening; '-' reads it from stdin.")] = "Once upon a time",
+    prompt: Annotated[
+        str, typer.Argument(help="Story opening; '-' reads it from stdin.")
+    ] = "Once upon a time",
     model: Annotated[str, typer.Option(help="Model bundle: a path or an installed name.")] = "",
     max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = DEFAULTS.max_new_tokens,
     temperature: Annotated[float, typer.Option(help="Randomness; 0 = greedy.")] = DEFAULTS.temperature,
@@ -44,15 +48,19 @@ def tell(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
     compile: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="torch.compile the decode step (slow to start on CPU).")
+        bool,
+        typer.Option("--compile/--no-compile", help="torch.compile the decode step (slow to start on CPU)."),
     ] = False,
     quantize: Annotated[
-        str, typer.Option(help="Weights: int8 (weight-only, faster on CPUs), none, or auto (as the bundle stores them).")
+        str,
+        typer.Option(
+            help="Weights: int8 (weight-only, faster on CPUs), none, or auto (as the bundle stores them)."
+        ),
     ] = "auto",
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads (default: HELIUM_THREADS, else the physical cores).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end instead of streaming.")] = False,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object at the end instead of streaming.")
+    ] = False,
     raw: Annotated[
         bool,
         typer.Option(
