@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
+from engine.humanize import plural
 from helium_tui.cli import app
-from helium_tui.words import plural
 
 
 def test_plural():

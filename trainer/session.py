@@ -21,6 +21,7 @@ import torch
 from engine.bundle import load_bundle, save_bundle
 from engine.config import ModelConfig
 from engine.files import atomic_write_text
+from engine.humanize import plural
 from engine.model import TinySLM
 from engine.rundir import (
     BUNDLE_DIR,
@@ -209,7 +210,7 @@ class Reporter:
         self.emit("status", status="running", step=ck.step)
         self.say(
             f"training {s.label} ({params / 1e6:.2f}M params, context {s.context}) on {s.device} "
-            f"{dtype_name(s.dtype)}{' compiled' if trainer.compiled else ''}, {self.dist.world} process(es), "
+            f"{dtype_name(s.dtype)}{' compiled' if trainer.compiled else ''}, {plural(self.dist.world, 'process', 'processes')}, "
             f"{s.tokens_per_step} tokens/step, steps {ck.step}->{s.max_steps}"
         )
 

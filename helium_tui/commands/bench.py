@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
+from engine.humanize import plural
 from engine.threads import THREADS_HELP
 from helium_tui.commands.bench_gpu import bench_gpu
 from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
-from helium_tui.words import plural
 
 bench_app = typer.Typer(
     help="Benchmarks: decoding, start-up, studio streaming, training speed and the GPU check.",

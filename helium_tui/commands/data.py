@@ -161,7 +161,7 @@ class _progress:
 
 def summary_line(manifest: dict, out: Path, seconds: float) -> str:
     """One line: where, how long, what was read and dropped, the vocabulary."""
-    from helium_tui.words import plural
+    from engine.humanize import plural
 
     stats = manifest["stats"]
     return (

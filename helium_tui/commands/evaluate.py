@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
+from engine.humanize import plural
 from engine.threads import THREADS_HELP
 from helium_tui.errors import user_errors
-from helium_tui.words import plural
 
 
 def eval_cmd(

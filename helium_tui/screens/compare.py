@@ -22,12 +22,12 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from engine.humanize import plural
 from engine.sampling import SamplingParams
 from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.variants import Batch, tell_variants
 from helium_tui.widgets.story_view import Piece, VariantColumn
-from helium_tui.words import plural
 
 if TYPE_CHECKING:
     from engine.session import Session

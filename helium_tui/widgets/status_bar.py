@@ -14,8 +14,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from engine.humanize import plural
 from helium_tui.safe_text import terminal_safe
-from helium_tui.words import plural
 
 State = Literal["loading", "ready", "generating", "stopped", "error"]
 STATE_STYLES: dict[str, str] = {
