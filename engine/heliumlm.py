@@ -16,11 +16,11 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders
 
 from engine.bundle import build_model, load_state_dict, save_bundle
-from engine.bundle_info import is_bundle
+from engine.bundle_info import check_bundle_target
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.files import atomic_directory
-from engine.llama2c import check_out_dir, sha256_file
+from engine.llama2c import sha256_file
 from engine.tokenizer import TextTokenizer
 
 NORM_EPS = 1e-6  # the reference's RMSNorm default
@@ -294,8 +294,7 @@ def import_heliumlm(
     (built in a temporary sibling directory, then renamed into place).
     """
     checkpoint, tokenizer, out_dir = Path(checkpoint), Path(tokenizer), Path(out_dir)
-    if not (force and is_bundle(out_dir)):
-        check_out_dir(out_dir)
+    replace = check_bundle_target(out_dir, force)
     author = read_author_config(config) if config is not None else AuthorConfig()
     state = load_state_dict(
         checkpoint
@@ -315,6 +314,5 @@ def import_heliumlm(
         "end_token": END_TOKEN,
         "source_files": {k: {"name": p.name, "sha256": sha256_file(p)} for k, p in files.items()},
     }
-    replace = force and is_bundle(out_dir)  # --force replaces a bundle, never a folder of other files
     atomic_directory(out_dir, lambda tmp: save_bundle(tmp, model, tok, metadata), force=replace)
     return out_dir

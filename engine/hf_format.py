@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from engine.bundle import Bundle, build_model, load_state_dict, save_bundle
+from engine.bundle_info import check_bundle_target
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.export_checks import check_parent_writable, refuse_sliding_window, stored_dtype
@@ -348,12 +349,14 @@ def export_hf(
 
 
 def import_hf(source: str | Path, out: str | Path, origin: str | None = None, force: bool = False) -> Path:
-    """A Helium bundle at out (absent or empty) from a LlamaForCausalLM directory; it appears whole.
+    """A Helium bundle at out (absent or empty; with force an existing bundle) from a LlamaForCausalLM directory;
+    it appears whole.
 
     origin names where it came from in the bundle's metadata (a Hub repo id; default: the directory).
     """
     source, out = Path(source), Path(out)
-    check_out_dir(out, force=force)
+    replace = check_bundle_target(out, force)
+    check_parent_writable(out)
     config_path = source / "config.json"
     if not config_path.is_file():
         raise BundleError(f"{config_path}: missing (not a transformers model directory)")
@@ -373,7 +376,7 @@ def import_hf(source: str | Path, out: str | Path, origin: str | None = None, fo
     metadata = {"created_by": "helium import hf", "source": origin or str(source), "source_format": "LlamaForCausalLM"}
     weights_dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32  # one stored dtype stays bit for bit
     return atomic_directory(
-        out, lambda tmp: save_bundle(tmp, model, tok, metadata, weights_dtype=weights_dtype), force=force
+        out, lambda tmp: save_bundle(tmp, model, tok, metadata, weights_dtype=weights_dtype), force=replace
     )
 
 

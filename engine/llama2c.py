@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers
 
 from engine.bundle import build_model, save_bundle
+from engine.bundle_info import check_bundle_target
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.files import atomic_directory
@@ -326,22 +327,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_out_dir(out_dir: Path) -> None:
-    """BundleError unless out_dir is absent or an empty directory."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise BundleError(f"{out_dir}: already exists and is not an empty directory")
-
-
 def import_llama2c(
     model_bin: str | Path, tokenizer_bin: str | Path, out_dir: str | Path, force: bool = False
 ) -> Path:
-    """Convert a llama2.c checkpoint and tokenizer into a Helium bundle at out_dir (absent or empty; force: replace it).
+    """Convert a llama2.c checkpoint and tokenizer into a Helium bundle at out_dir (absent or empty; with force an
+    existing bundle is replaced).
 
     The bundle appears all at once (built in a temporary sibling directory, then renamed).
     """
     model_bin, tokenizer_bin, out_dir = Path(model_bin), Path(tokenizer_bin), Path(out_dir)
-    if not force:
-        check_out_dir(out_dir)
+    replace = check_bundle_target(out_dir, force)
     config, state, header = read_checkpoint(model_bin)
     tokenizer = load_tokenizer(tokenizer_bin)
     if tokenizer.vocab_size != config.vocab_size:
@@ -360,4 +355,4 @@ def import_llama2c(
             "tokenizer": {"name": tokenizer_bin.name, "sha256": sha256_file(tokenizer_bin)},
         },
     }
-    return atomic_directory(out_dir, lambda tmp: save_bundle(tmp, model, tokenizer, metadata), force=force)
+    return atomic_directory(out_dir, lambda tmp: save_bundle(tmp, model, tokenizer, metadata), force=replace)

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from engine.bundle import load_bundle, save_bundle
+from engine.bundle_info import check_bundle_target
 from engine.errors import BundleError
 from engine.registry import list_models, resolve_model
 
@@ -95,3 +96,23 @@ def test_names_resolve_in_user_dir_then_assets(helium_home, tiny_model, tiny_tok
     assert "mine" in [m.name for m in list_models()]
     with pytest.raises(BundleError, match="no such model bundle"):
         resolve_model("nope")
+
+
+def test_an_import_writes_only_where_nothing_is_lost(tmp_path, tiny_model, tiny_tokenizer):
+    """Absent or empty: write; an existing bundle: only with force; anything else: never, force or not."""
+    assert check_bundle_target(tmp_path / "new") is False
+    (tmp_path / "empty").mkdir()
+    assert check_bundle_target(tmp_path / "empty", force=True) is False
+    bundle = save_bundle(tmp_path / "old", tiny_model, tiny_tokenizer, {"data": "synthetic"})
+    assert check_bundle_target(bundle, force=True) is True
+    with pytest.raises(BundleError, match="use --force to replace a bundle"):
+        check_bundle_target(bundle)
+    (tmp_path / "papers").mkdir()
+    (tmp_path / "papers" / "essay.txt").write_text("mine")
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "link").symlink_to(bundle)  # an installed model linked to a run's bundle: the link is replaced
+    assert check_bundle_target(tmp_path / "link", force=True) is True
+    (tmp_path / "link-to-papers").symlink_to(tmp_path / "papers")
+    for other in ("papers", "file", "link-to-papers"):
+        with pytest.raises(BundleError, match="--force replaces only a bundle"):
+            check_bundle_target(tmp_path / other, force=True)

@@ -283,6 +283,12 @@ def test_cli_import_out_and_name(tmp_path, synth_tok, helium_home, one_thread):
         res = runner.invoke(app, [*base, *again])
         assert res.exit_code == 0, (again, res.output)
     assert (tmp_path / "b").stat().st_mode & 0o777 == 0o777 & ~_umask()  # not mkdtemp's 0700
+    papers = tmp_path / "papers"  # --force replaces a bundle, never a folder of the user's other files
+    papers.mkdir()
+    (papers / "essay.txt").write_text("mine")
+    res = runner.invoke(app, [*base, "--out", str(papers), "--force"])
+    assert res.exit_code == 2 and "--force replaces only a bundle" in res.stderr
+    assert [f.name for f in papers.iterdir()] == ["essay.txt"]
     base[2] = str(tmp_path / "nope.bin")
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "d")])
     assert res.exit_code == 2 and "nope.bin: missing" in res.stderr
