@@ -16,11 +16,11 @@ from engine.bundle_info import read_metadata
 from engine.install import check_model_name
 from engine.paths import user_data_dir, user_models_dir
 from engine.rundir import CONFIG_FILE
-from trainer.config import TrainConfig
+from trainer.config import DEFAULT_MAX_STEPS, TrainConfig
 from trainer.finetune import finetune_name
 
 DEFAULT_PRESET = "tiny"  # preset selected when the form opens
-DEFAULT_STEPS = 1000  # steps pre-filled in the form
+DEFAULT_STEPS = DEFAULT_MAX_STEPS  # steps pre-filled in the form: the trainer's own default
 MAX_CONFIG_BYTES = 1 << 20  # a larger train_config.json is not read to fill the form
 UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")  # characters a suggested model name leaves out
 FINETUNE_DATA_DIR = "finetune-data"  # under the user data dir: the stories each fine-tune run was prepared from
