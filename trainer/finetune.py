@@ -18,6 +18,7 @@ from engine.bundle_info import PT_WEIGHTS, TOKENIZER, WEIGHTS, read_config, read
 from engine.config import ModelConfig, get_preset
 from engine.errors import BundleError
 from engine.files import atomic_write_text
+from engine.humanize import plural
 from engine.registry import resolve_model
 from trainer.config import TrainConfig
 
@@ -251,7 +252,7 @@ def prepare_finetune_data(
     stories = collect_stories(texts, folder)
     if len(stories) < min_stories:
         raise TooLittleText(
-            f"only {len(stories)} {'story' if len(stories) == 1 else 'stories'}: a fine-tune needs at least "
+            f"only {plural(len(stories), 'story', 'stories')}: a fine-tune needs at least "
             f"{min_stories} to learn from (add stories to the library or a folder)"
         )
     tok = load_tokenizer(tokenizer_source(base.path))

@@ -95,7 +95,7 @@ def bench_decode_cmd(
     if r.background_load:
         rows += [
             (
-                f"decode with {r.background_load} busy process{'es' if r.background_load > 1 else ''}",
+                f"decode with {plural(r.background_load, 'busy process', 'busy processes')}",
                 f"{r.loaded_tokens_per_s:,.1f} tok/s (median)",
             ),
             ("loaded runs", ", ".join(f"{t:,.0f}" for t in r.loaded_runs)),

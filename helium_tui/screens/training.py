@@ -23,6 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input
 
 from engine.config import PRESETS
+from engine.humanize import plural
 from engine.rundir import EVENTS_FILE
 from engine.runner import RunHandle, RunState, attach, start_run
 from helium_tui.screens.training_finetune import (
@@ -321,7 +322,7 @@ class TrainingScreen(Screen):
             self.monitor.show_last()
             notify_plain(self, str(exc), severity="error")
             return
-        stories = f"{data.train_stories} {'story' if data.train_stories == 1 else 'stories'}"
+        stories = plural(data.train_stories, 'story', 'stories')
         self._watch_new(
             handle, f"Fine-tuning {ready.base_name} on {stories} ({data.train_tokens:,} tokens, "
             f"{data.val_stories} held out): {config.max_steps} steps in {plan.run_dir}",

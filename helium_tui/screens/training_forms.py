@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, ContentSwitcher, Input, Label, Select, Static
 
 from engine.config import PRESETS
+from engine.humanize import plural
 from helium_tui.safe_text import terminal_safe
 from helium_tui.training_form import FinetuneForm, RunForm
 from trainer.config import TrainConfig
@@ -107,7 +108,7 @@ class RunForms(Vertical):
         name = Text(terminal_safe(base), style="bold") if base else none
         self.query_one("#ft-base", Static).update(name)
         library = self.query_one("#ft-library", Checkbox)
-        count = f"library: {stories} {'story' if stories == 1 else 'stories'}"
+        count = f"library: {plural(stories, 'story', 'stories')}"
         library.label = "no library" if stories is None else count
         library.disabled = stories is None
 
