@@ -109,6 +109,12 @@ def _copy_bundle(source: Path, tmp: Path, dtype: str | None) -> None:
             shutil.copy2(extra, tmp / extra.name)
 
 
+def run_bundle_path(run_dir: str | Path, bundle: str | Path) -> Path:
+    """A run's bundle as its final event records it: absolute, or relative to the run dir."""
+    bundle = Path(bundle)
+    return bundle if bundle.is_absolute() else Path(run_dir) / bundle
+
+
 def install_run_bundle(run_dir: str | Path, bundle: str | Path, name: str | None = None) -> str:
     """Link a finished training run's bundle into the models dir as `name` (default: the run dir's name).
 
@@ -116,8 +122,7 @@ def install_run_bundle(run_dir: str | Path, bundle: str | Path, name: str | None
     Returns the installed name.
     """
     run_dir = Path(run_dir)
-    source = Path(bundle)
-    source = source if source.is_absolute() else run_dir / source
+    source = run_bundle_path(run_dir, bundle)
     if not is_bundle(source):
         raise ValueError(f"{source}: the run's bundle is missing")
     return install_bundle(source, name or run_dir.resolve().name, link=True, unique=True)[0]

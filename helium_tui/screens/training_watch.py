@@ -18,7 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Label, ProgressBar, Sparkline, Static
 from textual_plotext import PlotextPlot
 
-from engine.install import install_run_bundle
+from engine.install import install_run_bundle, run_bundle_path
 from engine.runner import RunEvent, RunHandle, RunState
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.dialogs import AskDialog
@@ -112,7 +112,7 @@ class RunMonitor(Horizontal):
             error = state.error or "see train.log"
             notify_plain(self, f"Training failed: {error}", severity="error", timeout=10)
         elif state.status == "finished" and state.bundle:
-            self.installed = installed_as(self._bundle_path(state))
+            self.installed = installed_as(run_bundle_path(state.run_dir, state.bundle))
             if self.installed:
                 self.query_one("#stats", Static).update(stats_text(state, self.installed))
             else:
@@ -146,11 +146,6 @@ class RunMonitor(Horizontal):
 
     # --- installing the model and stopping the run --------------------------------------------------------
 
-    @staticmethod
-    def _bundle_path(state: RunState) -> Path:
-        bundle = Path(state.bundle or "")
-        return bundle if bundle.is_absolute() else Path(state.run_dir) / bundle
-
     def ask_install(self) -> None:
         """Ask for a model name (default: preset and data dir, e.g. tiny-ts4096; a fine-tune's
         `<base>-tuned-<date>`), then install the run's bundle."""
@@ -158,7 +153,8 @@ class RunMonitor(Horizontal):
         if state is None or state.status != "finished" or not state.bundle:
             notify_plain(self, "No finished run with a model to install.", severity="warning")
             return
-        default = suggested_model_name(Path(state.run_dir), state.preset, self._bundle_path(state))
+        bundle = run_bundle_path(state.run_dir, state.bundle)
+        default = suggested_model_name(Path(state.run_dir), state.preset, bundle)
         question = "Training finished. Install its model (for ctrl+o and --model) as:"
         hint = "enter: install · escape: not now (ctrl+p → Install model later)"
         self.app.push_screen(AskDialog(question, default, hint), self.install_as)
