@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+from engine.rundir import read_events
 from helium_tui.gpu_check.plan import DATA_PLACES, ROOT, Plan
 from helium_tui.gpu_check.report import run_headline, summarize_run
 from helium_tui.gpu_check.runner import Check, StepFailed
@@ -87,29 +88,17 @@ def step_train_run(check: Check, m: dict) -> str:
     m["train_tokens"] = manifest["splits"]["train"]["tokens"]
     bytes_per_token = manifest["splits"]["train"].get("text_bytes", 0) / max(1, m["train_tokens"])
     m["bytes_per_token"] = bytes_per_token or None
-    events = run_dir / "events.jsonl"
     min_steps = 3 if check.plan.dry_run else 1
 
     def ready() -> bool:  # its SIGTERM handler is in place once it has logged a step
-        return sum(e.get("event") == "step" for e in read_events(events)) >= min_steps
+        return sum(e.event == "step" for e in read_events(run_dir)) >= min_steps
 
     rc = check.run_until([check.plan.python, "-m", "trainer.train", "--config", str(config)], seconds, ready)
     m["exit_code"] = rc
-    m.update(summarize_run(read_events(events), m["train_tokens"], s.eval_interval, bytes_per_token))
+    events = [e.to_dict() for e in read_events(run_dir)]
+    m.update(summarize_run(events, m["train_tokens"], s.eval_interval, bytes_per_token))
     if rc != 0 or m.get("status") not in ("stopped", "finished"):
         raise StepFailed(f"the training run ended with exit code {rc}, status {m.get('status')}: {check.last_error()}")
     if not m.get("points"):
         raise StepFailed("the training run logged no step")
     return run_headline(m)
-
-
-def read_events(path: Path) -> list[dict]:
-    """The run's events (a torn last line is skipped)."""
-    events = []
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return events
