@@ -18,6 +18,7 @@ import torch
 
 from engine.catalog import bench_config
 from engine.checks import whole
+from engine.cpu_kernels import kernels_in_use, use_cpu_kernels
 from engine.cpu_linear import pack_linears
 from engine.generate import Generator
 from engine.model import TinySLM
@@ -58,6 +59,7 @@ class DecodeBench:
     loaded_runs: list[float] = field(default_factory=list)
     loaded_fraction: float | None = None  # loaded / idle, from runs interleaved in this benchmark
     llama_cpp: dict | None = None  # --vs-llama-cpp: llama.cpp's runs on the same shape (engine.bench_llama)
+    cpu_kernel: str | None = None  # what CPU decode steps run (engine.cpu_kernels.kernels_in_use)
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
@@ -178,6 +180,8 @@ def bench_decode(
     cfg = model.config
     n_threads = apply_threads(threads, params=cfg.parameters)  # what `helium tell` would use for this model
     packed = packed and not compile and dev.type == "cpu" and dt == torch.bfloat16 and pack_linears(model) > 0
+    if dev.type == "cpu":
+        use_cpu_kernels(model)  # as `helium tell` runs it (HELIUM_CPU_KERNELS=torch: PyTorch's kernels only)
     torch.manual_seed(0)
     prompt = torch.randint(0, cfg.vocab_size, (prompt_tokens,)).tolist()
     gen = Generator(model, _RandomTokenizer(prompt), compile=compile)
@@ -251,6 +255,7 @@ def bench_decode(
         loaded_runs=loaded,
         loaded_fraction=loaded_median / decode if loaded_median is not None else None,
         llama_cpp=llama.report(decode) if llama else {"skipped": llama_skipped} if llama_skipped else None,
+        cpu_kernel=kernels_in_use(model) if dev.type == "cpu" else None,
     )
 
 

@@ -99,6 +99,7 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
         self.window = cfg.sliding_window
         self.cache: KVCache | None = None
+        self.cpu_decode_attention = False  # decode steps via torch.ops.helium.decode_attention (engine.cpu_kernels)
 
     def forward(self, x, cos, sin, input_pos: torch.Tensor | None, mask: torch.Tensor | None):
         B, T, _ = x.shape
@@ -114,6 +115,8 @@ class Attention(nn.Module):
                 k, v = self.cache.update(input_pos, k, v)
         if mask is None:  # training, or a prefill that starts at position 0
             y = causal_attention(q, k, v, self.window)
+        elif T == 1 and self.cpu_decode_attention:  # a decode step: attend over the slots written so far, no mask
+            y = torch.ops.helium.decode_attention(q, k, v, input_pos)
         else:
             gqa = self.n_head != self.n_kv_head
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)

@@ -19,6 +19,18 @@ def user_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("helium", appauthor=False))
 
 
+def user_cache_dir() -> Path:
+    """Files Helium can rebuild (compiled kernels): HELIUM_CACHE, else HELIUM_HOME/cache, else the platform's."""
+    if os.environ.get("HELIUM_CACHE"):
+        return Path(os.environ["HELIUM_CACHE"])
+    override = os.environ.get("HELIUM_HOME")
+    if override:
+        return Path(override) / "cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("helium", appauthor=False))
+
+
 def user_models_dir() -> Path:
     """Where trained and imported bundles are installed by name."""
     return user_data_dir() / "models"

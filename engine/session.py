@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.bundle import Bundle, load_bundle, stored_quantization
+from engine.cpu_kernels import use_cpu_kernels
 from engine.cpu_linear import pack_linears
 from engine.generate import Generator
 from engine.quant import check_quantize
@@ -66,5 +67,7 @@ def open_session(
     n_threads = apply_threads(threads, params=bundle.config.parameters)
     if dev.type == "cpu" and dt == torch.bfloat16 and not compile:
         pack_linears(bundle.model)  # prepacked oneDNN bf16 kernels (Inductor cannot lower them: eager only)
+    if dev.type == "cpu":
+        use_cpu_kernels(bundle.model)  # Helium's decode matmuls where this CPU runs them (eager and compiled)
     generator = Generator(bundle.model, bundle.tokenizer, compile=compile)
     return Session(bundle, generator, dev, dt, quantize, n_threads)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,9 @@ from engine.model import TinySLM
 from trainer.tokenizer import train_bpe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# kernels Helium builds at first use (engine.cpu_kernels) go to a cache of this test session, not the user's
+os.environ.setdefault("HELIUM_CACHE", tempfile.mkdtemp(prefix="helium-test-cache-"))
 
 
 def pytest_collection_modifyitems(config, items) -> None:

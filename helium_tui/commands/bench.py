@@ -55,7 +55,9 @@ def bench_decode_cmd(
     window: Annotated[
         int | None, typer.Option(help="Override the preset's sliding attention window (0 = full causal).")
     ] = None,
-    quantize: Annotated[str, typer.Option(help="Weights: none or int8 (weight-only).")] = "none",
+    quantize: Annotated[
+        str, typer.Option(help="Weights: none or int8 (on CPUs with VNNI, int8 x int8 dot products).")
+    ] = "none",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     background_load: Annotated[
         int, typer.Option(help="Also decode while N busy processes of its own run; reports loaded / idle.")
@@ -92,6 +94,8 @@ def bench_decode_cmd(
         ("roofline", f"{r.roofline_tokens_per_s:,.0f} tok/s"),
         ("achieved", f"{r.roofline_fraction:.0%} of roofline"),
     ]
+    if r.cpu_kernel:
+        rows.insert(1, ("CPU kernels", r.cpu_kernel))
     if r.background_load:
         rows += [
             (

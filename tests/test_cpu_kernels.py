@@ -1,0 +1,248 @@
+"""Helium's CPU decode kernels (engine/csrc/cpu_mm.c): int8 exact against an integer reference on both VNNI
+paths, bf16 within float32 summation of the exact products, the same on any thread count, inside models
+(eager and compiled), and a clear fallback where they cannot run."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import engine.cpu_kernels as cpu_kernels
+from engine.cpu_kernels import (
+    Bf16DotLinear,
+    VnniLinear,
+    bf16_mm,
+    decode_attention,
+    kernels_in_use,
+    int8_mm,
+    kernel_status,
+    load_kernels,
+    use_cpu_kernels,
+)
+from engine.generate import Generator
+from engine.quant import Int8Linear, quantize_model, quantize_rows
+from engine.sampling import SamplingParams
+
+PATHS = ("vnni512", "vnni256")
+
+
+def runnable(choice: str = "auto", bf16: bool = False) -> None:
+    """Skip (with the reason) where this machine cannot run the int8 kernel path (bf16: the bf16 kernel)."""
+    k = load_kernels(choice)
+    if not (k.bf16 if bf16 else k.int8_path):
+        pytest.skip(f"Helium's {'bf16' if bf16 else choice} kernel cannot run here: {k.why_not or 'no AVX512-BF16'}")
+
+
+def reference(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The kernel's arithmetic in torch: each row of x to int8 with scale max|x|/127 (round half to even),
+    exact integer dot products, then (sx * ws) * dot in float32, in x's dtype."""
+    xf = x.float()
+    amax = xf.abs().amax(dim=1)
+    sx = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
+    xq = torch.round(xf * (1 / sx)[:, None])
+    dots = (xq.double() @ q.double().T).float()  # integers below 2^24: exact
+    return ((sx[:, None] * scale[None, :]) * dots).to(x.dtype)
+
+
+@pytest.fixture
+def kernel_path(monkeypatch, request):
+    monkeypatch.setenv(cpu_kernels.KERNEL_ENV, request.param)
+    runnable(request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("kernel_path", PATHS, indirect=True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n, k, m", [(512, 512, 1), (1152, 512, 1), (512, 1152, 3), (7, 100, 2), (13, 33, 15), (4, 64, 1)])
+def test_the_kernel_equals_an_exact_integer_reference(kernel_path, dtype, n, k, m):
+    torch.manual_seed(n * k + m)
+    q, scale = quantize_rows(torch.randn(n, k))
+    x = (torch.randn(m, k) * torch.rand(m, 1) * 4).to(dtype)
+    x[0, 0] = 0.5  # a tie for the rounding (x * 127 / max is not always representable: exact ties are rare)
+    got = int8_mm(x, q, scale, q.sum(dim=1, dtype=torch.int32))
+    assert got.dtype == dtype and got.shape == (m, n)
+    assert torch.equal(got, reference(x, q, scale))
+
+
+@pytest.mark.parametrize("kernel_path", PATHS, indirect=True)
+def test_an_all_zero_row_and_extreme_weights(kernel_path):
+    q = torch.tensor([[127] * 70, [-127] * 70, [0] * 70], dtype=torch.int8)
+    scale = torch.tensor([0.5, 2.0, 1.0])
+    x = torch.stack([torch.zeros(70), torch.full((70,), -3.0), torch.linspace(-1, 1, 70)])
+    got = int8_mm(x, q, scale, q.sum(dim=1, dtype=torch.int32))
+    assert torch.equal(got, reference(x, q, scale))
+    assert torch.equal(got[0], torch.zeros(3)) and got[1, 0] == -3.0 * 0.5 * 127 * 70
+
+
+def test_threads_give_the_same_result(monkeypatch):
+    runnable()
+    q, scale = quantize_rows(torch.randn(1001, 320))
+    x = torch.randn(2, 320)
+    sums = q.sum(dim=1, dtype=torch.int32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = int8_mm(x, q, scale, sums), bf16_mm(x.bfloat16(), q.bfloat16()) if load_kernels().bf16 else None
+        torch.set_num_threads(2)
+        two = int8_mm(x, q, scale, sums), bf16_mm(x.bfloat16(), q.bfloat16()) if load_kernels().bf16 else None
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one[0], two[0]) and (one[1] is None or torch.equal(one[1], two[1]))
+
+
+@pytest.mark.parametrize("n, k, m", [(512, 512, 1), (2304, 512, 1), (512, 1152, 3), (7, 100, 2), (13, 33, 15)])
+def test_the_bf16_kernel_sums_the_exact_products_in_float32(n, k, m):
+    runnable(bf16=True)
+    torch.manual_seed(n + k + m)
+    w, x = torch.randn(n, k).bfloat16(), torch.randn(m, k).bfloat16()
+    exact = x.double() @ w.double().T
+    got = bf16_mm(x, w)
+    assert got.dtype == torch.bfloat16 and got.shape == (m, n)
+    # float32 sums (any order) then one rounding to bf16: within one bf16 step of the exact value
+    bound = exact.abs().amax() * 2**-24 * k + exact.abs() * 2**-8
+    assert ((got.double() - exact).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n", [1, 7, 33, 40])
+def test_decode_attention_equals_masked_sdpa_over_the_written_slots(dtype, n):
+    runnable()
+    torch.manual_seed(n)
+    q = torch.randn(2, 4, 1, 16).to(dtype)  # batch 2, 4 query heads sharing 2 cache heads, head_dim 16
+    k, v = torch.randn(2, 2, 40, 16).to(dtype), torch.randn(2, 2, 40, 16).to(dtype)
+    mask = (torch.arange(40) < n)[None, :]
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=mask, enable_gqa=True
+    )
+    got = decode_attention(q, k, v, torch.tensor([n - 1]))
+    assert got.dtype == dtype and got.shape == q.shape
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
+    else:  # float32 inside, one rounding to bf16 at the end
+        assert ((got.float() - want).abs() <= want.abs() * 2**-8 + 1e-6).all()
+    # past the end of a ring (position >= slots) every slot is seen
+    assert torch.equal(decode_attention(q, k, v, torch.tensor([100])), decode_attention(q, k, v, torch.tensor([39])))
+
+
+@pytest.mark.parametrize("window", [None, 8])
+def test_cached_decoding_through_the_kernels_equals_a_full_recompute(tiny_model, window):
+    from dataclasses import replace
+
+    from engine.model import TinySLM
+
+    runnable()
+    model = TinySLM(replace(tiny_model.config, sliding_window=window)).eval()
+    model.load_state_dict(tiny_model.state_dict())
+    ids = torch.randint(0, model.config.vocab_size, (1, 30))
+    with torch.inference_mode():
+        full = model(ids).float()
+        assert use_cpu_kernels(model) == model.config.n_layer  # float32: the attention layers only
+        model.setup_cache(1, 64)
+        model(ids[:, :6], torch.arange(6))
+        steps = [model(ids[:, t : t + 1], torch.tensor([t]))[:, -1].float() for t in range(6, 30)]
+    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, 6:], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("weights", ["int8", "bf16"])
+def test_the_kernels_linears_keep_the_state_dict_and_the_tied_head(tiny_model, weights):
+    runnable(bf16=weights == "bf16")
+    model = copy.deepcopy(tiny_model)
+    model = quantize_model(model) if weights == "int8" else model.to(torch.bfloat16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    changed = use_cpu_kernels(model)
+    kind = VnniLinear if weights == "int8" else Bf16DotLinear
+    linears = sum(isinstance(m, torch.nn.Linear | Int8Linear) for m in model.modules())
+    assert changed == linears + model.config.n_layer and linears > 0  # and each layer's attention
+    assert all(type(m) is kind for m in model.modules() if isinstance(m, torch.nn.Linear | Int8Linear))
+    assert model.output.weight is model.tok_embeddings.weight  # still tied
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert kernels_in_use(model) == ("vnni512" if weights == "int8" else "avx512-bf16") + " + decode attention"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_vnni_logits_stay_within_the_int8_bound(tiny_model, dtype):
+    from tests.test_quant import MAX_ERR_OF_STD
+
+    runnable()
+    idx = torch.randint(0, tiny_model.config.vocab_size, (1, 12))  # 12 rows: the kernel's side of the threshold
+    with torch.inference_mode():
+        want = tiny_model(idx).float()
+        model = quantize_model(copy.deepcopy(tiny_model)).to(dtype)
+        assert use_cpu_kernels(model) > 0
+        got = model(idx).float()
+    assert ((got - want).abs().amax(dim=-1) / want.std(dim=-1)).max() <= MAX_ERR_OF_STD
+
+
+@pytest.mark.parametrize("weights", ["int8", "bf16"])
+def test_the_compiled_step_runs_the_kernels_and_tells_the_eager_story(tiny_model, tiny_tokenizer, one_thread, weights):
+    runnable(bf16=weights == "bf16")
+    model = copy.deepcopy(tiny_model)
+    model = quantize_model(model) if weights == "int8" else model.to(torch.bfloat16)
+    assert use_cpu_kernels(model) > 0
+    params = SamplingParams(max_new_tokens=24, temperature=0, stop_at_eos=False)
+    eager = Generator(model, tiny_tokenizer).generate("Once upon a time", params).text
+    compiled = Generator(model, tiny_tokenizer, compile=True)
+    assert compiled.generate("Once upon a time", params).text == eager
+    assert compiled.compile_failed is None
+
+
+def test_torch_or_no_compiler_falls_back_with_the_reason(tiny_model, monkeypatch, tmp_path):
+    monkeypatch.setenv(cpu_kernels.KERNEL_ENV, "torch")
+    why = "torch (HELIUM_CPU_KERNELS=torch)"
+    assert kernel_status() == f"int8 {why}, bf16 {why}"
+    int8 = quantize_model(copy.deepcopy(tiny_model))
+    assert use_cpu_kernels(int8) == 0 and kernels_in_use(int8) == why
+    assert use_cpu_kernels(copy.deepcopy(tiny_model).to(torch.bfloat16)) == 0
+    monkeypatch.setenv(cpu_kernels.KERNEL_ENV, "auto")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("HELIUM_CACHE", str(tmp_path / "cache"))
+    load_kernels.cache_clear()
+    try:
+        why = f"torch (no C compiler ({tmp_path / 'no-such-cc'}) to build Helium's CPU kernels)"
+        assert kernel_status() == f"int8 {why}, bf16 {why}"
+    finally:
+        load_kernels.cache_clear()
+    monkeypatch.setenv(cpu_kernels.KERNEL_ENV, "fast")
+    with pytest.raises(ValueError, match="HELIUM_CPU_KERNELS='fast' is not one of auto, vnni512, vnni256, torch"):
+        kernel_status()
+
+
+def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
+    if load_kernels().lib is None:
+        pytest.skip(f"Helium's CPU kernels do not build here: {load_kernels().why_not}")
+    monkeypatch.setenv("HELIUM_CACHE", str(tmp_path))
+    first = cpu_kernels._built_library()
+    stamp = first.stat().st_mtime_ns
+    assert cpu_kernels._built_library() == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [first.name]  # no temporary files left
+
+
+def test_a_bad_kernel_choice_is_one_line_at_the_cli(tiny_bundle, monkeypatch):
+    from typer.testing import CliRunner
+
+    from helium_tui.cli import app
+
+    monkeypatch.setenv(cpu_kernels.KERNEL_ENV, "fast")
+    result = CliRunner().invoke(app, ["tell", "--model", str(tiny_bundle), "--quantize", "int8", "Hi"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "helium: error: HELIUM_CPU_KERNELS='fast' is not one of auto, vnni512, vnni256, torch"
+    ]
+
+
+def test_the_default_model_tells_the_int8_golden_story(one_thread):
+    # Quantizing the activations too moves the default model within its near-tie at character 312 (see
+    # test_quant.test_default_model_int8_greedy_story): eager float32 tells the int8 golden story exactly.
+    from engine.bundle import load_bundle
+    from engine.paths import assets_dir
+    from tests.test_default_model import GOLDEN_FILE, GOLDEN_PROMPT
+
+    runnable()
+    bundle = load_bundle(assets_dir() / "helium-default", quantize="int8")
+    assert use_cpu_kernels(bundle.model) > 0
+    params = SamplingParams(max_new_tokens=120, temperature=0, repetition_penalty=1.0)
+    story = GOLDEN_PROMPT + Generator(bundle.model, bundle.tokenizer).generate(GOLDEN_PROMPT, params).text
+    assert story == (GOLDEN_FILE.parent / "default_greedy_int8.txt").read_text(encoding="utf-8")
