@@ -31,9 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from engine.cpu_linear import PackedLinear
-from engine.model import Attention
+from engine.model import Attention, TinySLM
 from engine.paths import user_cache_dir
 from engine.quant import PACK_MM_MAX_ROWS, Int8Linear
+from engine.threads import SMALL_MODEL_PARAMS
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_mm.c"
 KERNEL_ENV = "HELIUM_CPU_KERNELS"  # auto (default), vnni512, vnni256 (int8 through AVX-VNNI) or torch
@@ -266,30 +267,36 @@ class Bf16DotLinear(nn.Linear):
         return F.linear(x, self.weight)
 
 
-def kernels_in_use(model: nn.Module) -> str:
+def kernels_in_use(model: TinySLM) -> str:
     """What a CPU model's decode steps run, for benchmarks: the matmuls' kernel ('vnni512', 'vnni256',
-    'avx512-bf16', or 'torch' with why Helium's kernel for its weights cannot run), '+ decode attention' when
-    its attention runs Helium's kernel too."""
-    modules = list(model.modules())
+    'avx512-bf16', or 'torch' with why Helium's cannot run), then '+ decode attention' when its attention runs
+    Helium's kernel too."""
+    modules, k = list(model.modules()), kernels()
+    attention = " + decode attention" if any(getattr(m, "cpu_decode_attention", False) for m in modules) else ""
     if any(isinstance(m, VnniLinear) for m in modules):
-        matmuls = kernels().int8
-    elif any(isinstance(m, Bf16DotLinear) for m in modules):
-        matmuls = kernels().bf16_name
-    elif any(isinstance(m, Int8Linear) for m in modules):
-        matmuls = kernels().int8
-    elif any(isinstance(m, nn.Linear) and m.weight.dtype == torch.bfloat16 for m in modules):
-        matmuls = kernels().bf16_name
-    else:
-        matmuls = "torch"
-    attention = any(getattr(m, "cpu_decode_attention", False) for m in modules)
-    return matmuls + (" + decode attention" if attention else "")
+        return k.int8 + attention
+    if any(isinstance(m, Bf16DotLinear) for m in modules):
+        return k.bf16_name + attention
+    if k.lib is not None and model.config.parameters < SMALL_MODEL_PARAMS:
+        return f"torch (models under {SMALL_MODEL_PARAMS // 1_000_000}M parameters are bound by the cost of each call)"
+    if any(isinstance(m, Int8Linear) for m in modules):
+        return k.int8 + attention
+    if any(isinstance(m, nn.Linear) and m.weight.dtype == torch.bfloat16 for m in modules):
+        return k.bf16_name + attention
+    return "torch" + attention
 
 
-def use_cpu_kernels(model: nn.Module) -> int:
+def use_cpu_kernels(model: TinySLM, min_params: int = SMALL_MODEL_PARAMS) -> int:
     """Run a CPU model's decode steps on Helium's kernels where this CPU has them, in place: its Int8Linears
     (VNNI) and bias-free bf16 linears (AVX512-BF16) become the kernels' linears, and its attention layers attend
-    one new position through `helium::decode_attention`. Returns how many modules changed. Inference only."""
-    k = kernels()
+    one new position through `helium::decode_attention`. Returns how many modules changed. Inference only.
+
+    Models under min_params keep PyTorch's kernels: their matmuls are so small that a step is bound by the cost
+    of each call, which is higher for these (a Python op: ~10 us against ~3) than what they save (the default
+    model decoded 15% slower with them)."""
+    k = kernels()  # a bad HELIUM_CPU_KERNELS is an error for every model
+    if model.config.parameters < min_params:
+        return 0
     changed = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):

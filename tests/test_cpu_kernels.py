@@ -138,7 +138,7 @@ def test_cached_decoding_through_the_kernels_equals_a_full_recompute(tiny_model,
     ids = torch.randint(0, model.config.vocab_size, (1, 30))
     with torch.inference_mode():
         full = model(ids).float()
-        assert use_cpu_kernels(model) == model.config.n_layer  # float32: the attention layers only
+        assert use_cpu_kernels(model, min_params=0) == model.config.n_layer  # float32: the attention layers only
         model.setup_cache(1, 64)
         model(ids[:, :6], torch.arange(6))
         steps = [model(ids[:, t : t + 1], torch.tensor([t]))[:, -1].float() for t in range(6, 30)]
@@ -151,7 +151,7 @@ def test_the_kernels_linears_keep_the_state_dict_and_the_tied_head(tiny_model, w
     model = copy.deepcopy(tiny_model)
     model = quantize_model(model) if weights == "int8" else model.to(torch.bfloat16)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    changed = use_cpu_kernels(model)
+    changed = use_cpu_kernels(model, min_params=0)
     kind = VnniLinear if weights == "int8" else Bf16DotLinear
     linears = sum(isinstance(m, torch.nn.Linear | Int8Linear) for m in model.modules())
     assert changed == linears + model.config.n_layer and linears > 0  # and each layer's attention
@@ -171,7 +171,7 @@ def test_vnni_logits_stay_within_the_int8_bound(tiny_model, dtype):
     with torch.inference_mode():
         want = tiny_model(idx).float()
         model = quantize_model(copy.deepcopy(tiny_model)).to(dtype)
-        assert use_cpu_kernels(model) > 0
+        assert use_cpu_kernels(model, min_params=0) > 0
         got = model(idx).float()
     assert ((got - want).abs().amax(dim=-1) / want.std(dim=-1)).max() <= MAX_ERR_OF_STD
 
@@ -181,7 +181,7 @@ def test_the_compiled_step_runs_the_kernels_and_tells_the_eager_story(tiny_model
     runnable(bf16=weights == "bf16")
     model = copy.deepcopy(tiny_model)
     model = quantize_model(model) if weights == "int8" else model.to(torch.bfloat16)
-    assert use_cpu_kernels(model) > 0
+    assert use_cpu_kernels(model, min_params=0) > 0
     params = SamplingParams(max_new_tokens=24, temperature=0, stop_at_eos=False)
     eager = Generator(model, tiny_tokenizer).generate("Once upon a time", params).text
     compiled = Generator(model, tiny_tokenizer, compile=True)
@@ -189,13 +189,20 @@ def test_the_compiled_step_runs_the_kernels_and_tells_the_eager_story(tiny_model
     assert compiled.compile_failed is None
 
 
+def test_small_models_keep_torch_kernels(tiny_model):
+    runnable()
+    model = quantize_model(copy.deepcopy(tiny_model))
+    assert use_cpu_kernels(model) == 0
+    assert kernels_in_use(model) == "torch (models under 20M parameters are bound by the cost of each call)"
+
+
 def test_torch_or_no_compiler_falls_back_with_the_reason(tiny_model, monkeypatch, tmp_path):
     monkeypatch.setenv(cpu_kernels.KERNEL_ENV, "torch")
     why = "torch (HELIUM_CPU_KERNELS=torch)"
     assert kernel_status() == f"int8 {why}, bf16 {why}"
     int8 = quantize_model(copy.deepcopy(tiny_model))
-    assert use_cpu_kernels(int8) == 0 and kernels_in_use(int8) == why
-    assert use_cpu_kernels(copy.deepcopy(tiny_model).to(torch.bfloat16)) == 0
+    assert use_cpu_kernels(int8, min_params=0) == 0 and kernels_in_use(int8) == why
+    assert use_cpu_kernels(copy.deepcopy(tiny_model).to(torch.bfloat16), min_params=0) == 0
     monkeypatch.setenv(cpu_kernels.KERNEL_ENV, "auto")
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("HELIUM_CACHE", str(tmp_path / "cache"))
@@ -242,7 +249,7 @@ def test_the_default_model_tells_the_int8_golden_story(one_thread):
 
     runnable()
     bundle = load_bundle(assets_dir() / "helium-default", quantize="int8")
-    assert use_cpu_kernels(bundle.model) > 0
+    assert use_cpu_kernels(bundle.model, min_params=0) > 0  # it decodes faster on PyTorch's: a test of the kernels
     params = SamplingParams(max_new_tokens=120, temperature=0, repetition_penalty=1.0)
     story = GOLDEN_PROMPT + Generator(bundle.model, bundle.tokenizer).generate(GOLDEN_PROMPT, params).text
     assert story == (GOLDEN_FILE.parent / "default_greedy_int8.txt").read_text(encoding="utf-8")
