@@ -83,6 +83,14 @@ static float quantize_row(const void* x, int bf16, size_t offset, int K, uint8_t
   return s;
 }
 
+// Ask for the same 64 bytes of the next four weight rows (rows of `stride` bytes from w): a lone core streams
+// weights from memory 1.3-1.5x faster with these hints than on the hardware prefetcher alone (weights too big
+// for the caches, /tmp/h11b/pf/cold.py). A prefetch never faults, so running past the last row is harmless.
+static inline void prefetch_next4(const void* w, size_t stride, size_t offset) {
+  const char* next = (const char*)w + 4 * stride + offset;
+  for (int r = 0; r < 4; r++) _mm_prefetch(next + r * stride, _MM_HINT_T0);
+}
+
 // The sums of four weight rows against one activation row, 64 bytes a step (the tail masked).
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void dot4_512(const uint8_t* xu, const int8_t* w,
                                                                              size_t stride, int K, int32_t out[4]) {
@@ -90,6 +98,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void dot4_512(cons
   const int8_t *w0 = w, *w1 = w + stride, *w2 = w + 2 * stride, *w3 = w + 3 * stride;
   int k = 0;
   for (; k + 64 <= K; k += 64) {
+    prefetch_next4(w, stride, k);
     __m512i xv = _mm512_loadu_si512(xu + k);
     a0 = _mm512_dpbusd_epi32(a0, xv, _mm512_loadu_si512(w0 + k));
     a1 = _mm512_dpbusd_epi32(a1, xv, _mm512_loadu_si512(w1 + k));
@@ -124,6 +133,7 @@ __attribute__((target("avx2,avxvnni"))) static void dot4_256(const uint8_t* xu, 
   const int8_t* r[4] = {w, w + stride, w + 2 * stride, w + 3 * stride};
   int k = 0;
   for (; k + 32 <= K; k += 32) {
+    if (!(k & 63)) prefetch_next4(w, stride, k);
     __m256i xv = _mm256_loadu_si256((const __m256i*)(xu + k));
     a0 = _mm256_dpbusd_avx_epi32(a0, xv, _mm256_loadu_si256((const __m256i*)(r[0] + k)));
     a1 = _mm256_dpbusd_avx_epi32(a1, xv, _mm256_loadu_si256((const __m256i*)(r[1] + k)));
@@ -233,6 +243,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void dot4_bf16(con
   const uint16_t *w0 = w, *w1 = w + stride, *w2 = w + 2 * stride, *w3 = w + 3 * stride;
   int k = 0;
   for (; k + 32 <= K; k += 32) {
+    prefetch_next4(w, stride * 2, k * 2);  // bytes
     __m512bh xv = (__m512bh)_mm512_loadu_si512(x + k);
     a0 = _mm512_dpbf16_ps(a0, xv, (__m512bh)_mm512_loadu_si512(w0 + k));
     a1 = _mm512_dpbf16_ps(a1, xv, (__m512bh)_mm512_loadu_si512(w1 + k));
