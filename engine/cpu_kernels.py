@@ -96,6 +96,9 @@ def load_kernels(choice: str = "auto") -> Kernels:
     bf16, attention = bool(lib.helium_has_avx512_bf16()), best > 0
     if path > best:
         return Kernels(lib, 0, bf16, attention, f"this CPU cannot run {choice}")
+    if path and not lib.helium_int8_paths_built() & (1 << path):
+        name = {v: k for k, v in _INT8_PATHS.items()}[path]
+        return Kernels(lib, 0, bf16, attention, f"the C compiler could not build the {name} path")
     return Kernels(lib, path, bf16, attention, "" if best else "this CPU has neither AVX512-VNNI nor AVX-VNNI")
 
 
@@ -130,7 +133,8 @@ def _built_library() -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
         error = ""
-        for extra in (["-fopenmp"], []):  # threads where the compiler has OpenMP; one thread otherwise
+        # threads where the compiler has OpenMP (else one thread); without the AVX-VNNI path where it is too old
+        for extra in (["-fopenmp"], ["-fopenmp", "-DHELIUM_NO_AVX_VNNI"], [], ["-DHELIUM_NO_AVX_VNNI"]):
             cmd = [cc, *_FLAGS, *extra, str(SOURCE), "-o", str(out), "-lm"]
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)

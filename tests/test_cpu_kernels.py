@@ -217,6 +217,27 @@ def test_torch_or_no_compiler_falls_back_with_the_reason(tiny_model, monkeypatch
         kernel_status()
 
 
+def test_a_compiler_without_avx_vnni_still_builds_the_avx512_path(monkeypatch, tmp_path):
+    import shutil
+
+    if shutil.which("gcc") is None or load_kernels().int8_path != 2:
+        pytest.skip("needs gcc and an AVX512-VNNI CPU")
+    cc = tmp_path / "old-cc"  # gcc that refuses AVX-VNNI, as gcc 10 does
+    cc.write_text(
+        '#!/bin/sh\ncase "$*" in *HELIUM_NO_AVX_VNNI*|--version) exec gcc "$@";; esac\n'
+        'echo "error: attribute(target(\"avxvnni\")) is unknown" >&2; exit 1\n'
+    )
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("HELIUM_CACHE", str(tmp_path / "cache"))
+    load_kernels.cache_clear()
+    try:
+        assert load_kernels("auto").int8 == "vnni512"
+        assert load_kernels("vnni256").int8 == "torch (the C compiler could not build the vnni256 path)"
+    finally:
+        load_kernels.cache_clear()
+
+
 def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
     if load_kernels().lib is None:
         pytest.skip(f"Helium's CPU kernels do not build here: {load_kernels().why_not}")

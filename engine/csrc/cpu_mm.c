@@ -119,6 +119,10 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void dot4_512(cons
   out[3] = _mm512_reduce_add_epi32(a3);
 }
 
+// HELIUM_NO_AVX_VNNI: built by a compiler that does not know AVX-VNNI (gcc < 11, clang < 12), without that path.
+#ifndef HELIUM_NO_AVX_VNNI
+int helium_int8_paths_built(void) { return 1 << PATH_AVX256 | 1 << PATH_AVX512; }
+
 __attribute__((target("avx2,avxvnni"))) static inline int32_t hsum256(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
@@ -147,6 +151,14 @@ __attribute__((target("avx2,avxvnni"))) static void dot4_256(const uint8_t* xu, 
   for (; k < K; k++)
     for (int i = 0; i < 4; i++) out[i] += (int32_t)xu[k] * r[i][k];
 }
+#else
+int helium_int8_paths_built(void) { return 1 << PATH_AVX512; }
+
+static void dot4_256(const uint8_t* xu, const int8_t* w, size_t stride, int K, int32_t out[4]) {
+  (void)xu, (void)w, (void)stride, (void)K;
+  out[0] = out[1] = out[2] = out[3] = 0;  // never called: helium_int8_mm refuses this path
+}
+#endif
 
 typedef struct {
   const uint8_t* xu;  // M rows of K quantized activations
@@ -200,7 +212,7 @@ static void mm_columns(const Problem* p, int path, int n0, int n1) {
 // Returns 0, or -1 when this CPU cannot run `path`.
 int helium_int8_mm(int path, const void* x, int x_bf16, int M, int K, const int8_t* w, const float* ws,
                    const int32_t* wsum, int N, void* y, int y_bf16, int threads) {
-  if (path != PATH_AVX512 && path != PATH_AVX256) return -1;
+  if ((path != PATH_AVX512 && path != PATH_AVX256) || !(helium_int8_paths_built() & (1 << path))) return -1;
   if (path > helium_vnni_path()) return -1;
   static __thread uint8_t* xu = NULL;
   static __thread size_t xu_size = 0;
