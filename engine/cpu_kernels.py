@@ -1,4 +1,4 @@
-"""Helium's CPU matmuls for decoding (engine/csrc/cpu_mm.c), for the few rows of a decode step.
+"""Helium's CPU kernels for decoding (engine/csrc/cpu_mm.c): the few rows of a decode step.
 
 - `helium::int8_mm`: int8 weights. PyTorch's weight-only kernel (`aten._weight_int8pack_mm`) widens every int8
   weight to float and multiplies, so on one core it is bound by arithmetic. This one quantizes the activation
@@ -6,9 +6,12 @@
   llama.cpp's Q8_0 does, which leaves it bound by memory.
 - `helium::bf16_mm`: bf16 weights, summed in float32 by AVX512-BF16's dot product: oneDNN's batch-1 bf16
   linear reaches about half of what memory allows.
+- `helium::decode_attention`: one new position over the KV cache, reading only the slots written so far
+  (SDPA reads them all and masks the rest).
+Both matmuls hint the next weight rows to the memory system, which a lone core needs to stream at full speed.
 
 The C file is built once with the system's C compiler (`cc`, or $CC) into Helium's cache and loaded with
-ctypes; the matmuls are torch ops, so compiled decode steps call them too. Where they cannot run (no
+ctypes; the kernels are torch ops, so compiled decode steps call them too. Where they cannot run (no
 compiler, a CPU without these instructions, not x86, HELIUM_CPU_KERNELS=torch) decoding keeps PyTorch's
 kernels: `kernel_status()` says which run, and why.
 """
@@ -141,6 +144,8 @@ def _built_library() -> Path:
             except subprocess.TimeoutExpired:
                 raise RuntimeError(f"building Helium's CPU kernels took over {_BUILD_TIMEOUT_S} s") from None
             if done.returncode == 0:
+                with open(out, "rb") as built:  # on disk before it gets its name: never a torn library
+                    os.fsync(built.fileno())
                 os.replace(out, target)
                 return target
             error = (done.stderr.strip().splitlines() or ["no output"])[-1]
