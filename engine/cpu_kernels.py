@@ -303,9 +303,10 @@ def use_cpu_kernels(model: TinySLM, min_params: int = SMALL_MODEL_PARAMS) -> int
     Models under min_params keep PyTorch's kernels: their matmuls are so small that a step is bound by the cost
     of each call, which is higher for these (a Python op: ~10 us against ~3) than what they save (the default
     model decoded 15% slower with them)."""
-    k = kernels()  # a bad HELIUM_CPU_KERNELS is an error for every model
+    choice = kernel_choice()  # a bad HELIUM_CPU_KERNELS is an error for every model
     if model.config.parameters < min_params:
-        return 0
+        return 0  # and nothing is built for it
+    k = load_kernels(choice)
     changed = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
