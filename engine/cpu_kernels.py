@@ -172,7 +172,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, input_po
     """Attention of one new position (q: B, H, 1, D) over the cache slots it sees (k, v: B, H_kv, S, D), the
     first min(input_pos + 1, S) of them: a filled prefix, or a whole ring once it wraps. bf16 or float32."""
     q = q.contiguous()
-    n = min(int(input_pos[0]) + 1, k.shape[2])
+    n = min(int(input_pos.item()) + 1, k.shape[2])  # item(), not [0]: no select op (~7 us) a layer
     out = torch.empty_like(q)
     status = kernels().lib.helium_decode_attention(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), int(q.dtype == torch.bfloat16), q.shape[0],
