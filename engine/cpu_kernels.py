@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from engine.cpu_linear import PackedLinear
 from engine.model import Attention, TinySLM
@@ -252,28 +251,20 @@ class VnniLinear(Int8Linear):
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
-class Bf16DotLinear(nn.Linear):
-    """A bias-free bf16 nn.Linear (same weight parameter, ties kept) whose decode-step matmuls run
-    `helium::bf16_mm`; more rows go to oneDNN's prepacked kernel when it was packed, else F.linear."""
+class Bf16DotLinear(PackedLinear):
+    """A bias-free bf16 linear (same weight parameter, ties kept) whose decode-step matmuls run `helium::bf16_mm`;
+    more rows go to oneDNN's prepacked kernel when the linear was packed, else F.linear."""
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Bf16DotLinear:
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.in_features, new.out_features = linear.in_features, linear.out_features
-        new.weight = linear.weight
-        new.bias = None
-        new.packed = linear.packed if isinstance(linear, PackedLinear) else None
-        return new
+        return cls.sharing(linear, linear.packed if isinstance(linear, PackedLinear) else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = _few_rows(x, self.in_features)
         if rows and x.dtype == torch.bfloat16:
             out = torch.ops.helium.bf16_mm(x.reshape(rows, self.in_features), self.weight)
             return out.reshape(*x.shape[:-1], self.out_features)
-        if self.packed is not None and not torch.is_grad_enabled():
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-        return F.linear(x, self.weight)
+        return super().forward(x)
 
 
 def kernels_in_use(model: TinySLM) -> str:

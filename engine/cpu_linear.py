@@ -24,16 +24,21 @@ class PackedLinear(nn.Linear):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> PackedLinear:
         """Wrap an existing bias-free bf16 linear, sharing its weight parameter."""
+        return cls.sharing(linear, torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1))
+
+    @classmethod
+    def sharing(cls, linear: nn.Linear, packed: torch.Tensor | None) -> PackedLinear:
+        """A cls holding linear's weight parameter itself, with packed as its prepacked copy (None: F.linear)."""
         new = cls.__new__(cls)
         nn.Module.__init__(new)
         new.in_features, new.out_features = linear.in_features, linear.out_features
         new.weight = linear.weight
         new.bias = None
-        new.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
+        new.packed = packed
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and self.weight.requires_grad:
+        if self.packed is None or (torch.is_grad_enabled() and self.weight.requires_grad):
             return F.linear(x, self.weight)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
 
