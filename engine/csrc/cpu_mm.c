@@ -178,8 +178,27 @@ static void store_y(const Problem* p, size_t i, float v) {
     ((float*)p->y)[i] = v;
 }
 
+// Columns [n0, n1) of one matmul's output: problem holds its arguments, path the int8 vector path.
+typedef void (*Columns)(const void* problem, int path, int n0, int n1);
+
+// Output columns [0, N) in blocks of four, split evenly over `threads` threads (one: no OpenMP region).
+static void run_columns(Columns columns, const void* problem, int path, int N, int threads) {
+  int blocks = (N + 3) / 4;
+  if (threads > blocks) threads = blocks;
+  if (threads <= 1) {
+    columns(problem, path, 0, N);
+    return;
+  }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int t = 0; t < threads; t++) {
+    int b0 = (int)((long)blocks * t / threads), b1 = (int)((long)blocks * (t + 1) / threads);
+    columns(problem, path, 4 * b0, 4 * b1 < N ? 4 * b1 : N);
+  }
+}
+
 // Output columns [n0, n1): each block of four weight rows is read once and used for every activation row.
-static void mm_columns(const Problem* p, int path, int n0, int n1) {
+static void mm_columns(const void* problem, int path, int n0, int n1) {
+  const Problem* p = problem;
   const size_t K = (size_t)p->K;
   int32_t d[4];
   for (int n = n0; n < n1; n += 4) {
@@ -231,18 +250,7 @@ int helium_int8_mm(int path, const void* x, int x_bf16, int M, int K, const int8
   }
   for (int m = 0; m < M; m++) sx[m] = quantize_row(x, x_bf16, (size_t)m * K, K, xu + (size_t)m * K);
   Problem p = {xu, sx, M, K, N, w, ws, wsum, y, y_bf16};
-  int blocks = (N + 3) / 4;
-  if (threads > blocks) threads = blocks;
-  if (threads <= 1) {
-    mm_columns(&p, path, 0, N);
-    return 0;
-  }
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int t = 0; t < threads; t++) {
-    int b0 = (int)((long)blocks * t / threads), b1 = (int)((long)blocks * (t + 1) / threads);
-    int n1 = 4 * b1 < N ? 4 * b1 : N;
-    mm_columns(&p, path, 4 * b0, n1);
-  }
+  run_columns(mm_columns, &p, path, N, threads);
   return 0;
 }
 
@@ -282,8 +290,10 @@ typedef struct {
   int M, K, N;
 } Bf16Problem;
 
-static void bf16_columns(const Bf16Problem* p, int n0, int n1) {
+static void bf16_columns(const void* problem, int path, int n0, int n1) {
+  const Bf16Problem* p = problem;
   const size_t K = (size_t)p->K;
+  (void)path;
   float d[4], one[4];
   for (int n = n0; n < n1; n += 4) {
     int rows = n1 - n < 4 ? n1 - n : 4;
@@ -308,18 +318,7 @@ static void bf16_columns(const Bf16Problem* p, int n0, int n1) {
 int helium_bf16_mm(const uint16_t* x, int M, int K, const uint16_t* w, int N, uint16_t* y, int threads) {
   if (!helium_has_avx512_bf16()) return -1;
   Bf16Problem p = {x, w, y, M, K, N};
-  int blocks = (N + 3) / 4;
-  if (threads > blocks) threads = blocks;
-  if (threads <= 1) {
-    bf16_columns(&p, 0, N);
-    return 0;
-  }
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int t = 0; t < threads; t++) {
-    int b0 = (int)((long)blocks * t / threads), b1 = (int)((long)blocks * (t + 1) / threads);
-    int n1 = 4 * b1 < N ? 4 * b1 : N;
-    bf16_columns(&p, 4 * b0, n1);
-  }
+  run_columns(bf16_columns, &p, 0, N, threads);
   return 0;
 }
 
