@@ -94,6 +94,14 @@ def test_the_readme_links_into_each_guide_and_reference():
     assert "docs/images/studio.svg" in targets  # the screenshot
 
 
+def test_the_readme_key_table_is_the_studio_guides():
+    """The README shows the studio's main keys; docs/studio.md holds the same rows (one table, two places)."""
+    rows = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines() if line.startswith("| **")]
+    guide = (ROOT / "docs" / "studio.md").read_text(encoding="utf-8").splitlines()
+    assert len(rows) >= 5
+    assert [row for row in rows if row not in guide] == []
+
+
 def test_the_readme_is_short():
     lines = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move reference text into docs/"
