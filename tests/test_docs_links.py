@@ -5,6 +5,8 @@ Anchors are GitHub's heading slugs; links inside code (fenced blocks and `inline
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import re
 from pathlib import Path
 
@@ -115,3 +117,16 @@ def test_the_checker_sees_a_broken_link_and_an_unknown_anchor(tmp_path):
         "`[code](missing.md)` [web](https://example.com/x.md)\n```\n[fenced](missing.md)\n```\n"
     )
     assert broken(page) == ["missing.md (no such file)", "guide.md#nope (no heading #nope in guide.md)"]
+
+
+def test_the_screenshot_script_draws_the_studio_telling_a_story(tmp_path):
+    """scripts/screenshot.py still drives the studio (it breaks when the studio's parts are renamed)."""
+    spec = importlib.util.spec_from_file_location("screenshot", ROOT / "scripts" / "screenshot.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "studio.svg"
+    asyncio.run(script.shoot(out))
+    svg = out.read_text(encoding="utf-8")
+    assert svg.startswith("<svg") and "helium-default" in svg and "ready" in svg
+    told = re.search(r"(\d+)(?:&#160;| )tokens", svg)  # the status line after the story
+    assert told and int(told.group(1)) > 0
