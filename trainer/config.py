@@ -17,6 +17,14 @@ DEFAULT_MAX_STEPS = 1000  # when neither max_steps nor max_tokens is given
 MAX_COUNT = 10**9  # an upper bound for step/batch/interval counts (far past anything that fits in memory)
 MAX_EVAL_BATCHES = 10_000  # val batches per eval (each is read from disk when needed, never all held at once)
 
+# What a fine-tune changes from a fresh run's defaults (`helium train --init-from`, trainer.finetune.finetune_config):
+# a peak lr a fifth of the fresh run's (a tenth of the shipped model's), a short warmup, small batches (more steps
+# from little text) and evals often enough to draw a curve. docs/BENCHMARKS.md has the measurements behind them.
+# Here rather than in trainer.finetune so the CLI's help reads them without importing that module's hashing.
+FINETUNE_DEFAULTS = dict(lr=2e-4, warmup_steps=10, batch_size=8, eval_interval=25, eval_batches=10)
+FINETUNE_EPOCHS = 4  # a fine-tune's default budget: passes over the training split (without max_steps / max_tokens)
+MIN_FINETUNE_STEPS = 20  # the default budget is never shorter than this
+
 
 @dataclass
 class TrainConfig:
