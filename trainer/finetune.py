@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from engine.bundle_info import PT_WEIGHTS, TOKENIZER, WEIGHTS, read_config, read_metadata
 from engine.config import ModelConfig, get_preset
@@ -176,6 +177,19 @@ def finetune_config(base: BaseModel, data: str | Path, out: str | Path, **overri
         context = cfg.context or base.config.context_length
         cfg = cfg.with_(max_steps=finetune_steps(train_tokens(data), cfg.tokens_per_step(context)))
     return cfg.validate()
+
+
+def run_config(data: str | Path, out: str | Path, base: BaseModel | None = None, **choices: Any) -> TrainConfig:
+    """The TrainConfig of a new run from a user's choices: the one builder behind `helium train` and the training
+    monitor. A fresh run starts from TrainConfig's defaults, a fine-tune of `base` from `finetune_config`'s;
+    `choices` are TrainConfig fields (None: the default). ValueError (one line) for unknown fields or bad values."""
+    unknown = sorted(set(choices) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+    data, out = Path(data).expanduser().resolve(), Path(out).expanduser().resolve()
+    if base is not None:
+        return finetune_config(base, data, out, **choices)
+    return TrainConfig(data=str(data), out=str(out)).with_(**choices).validate()
 
 
 def train_tokens(data: str | Path) -> int:

@@ -152,8 +152,8 @@ def train(
 
     with user_errors():
         from engine.rundir import CONFIG_FILE, check_new_run_dir, check_resumable, is_running, lock_holder
-        from trainer.config import TrainConfig, resume_config
-        from trainer.finetune import finetune_config, read_base
+        from trainer.config import resume_config
+        from trainer.finetune import read_base, run_config
 
         base = read_base(init_from) if init_from else None
 
@@ -180,10 +180,7 @@ def train(
         else:
             if data is None:
                 raise ValueError("--data PREPARED_DIR is required")
-            if base is not None:
-                cfg = finetune_config(base, overrides.pop("data"), out, **overrides)
-            else:
-                cfg = TrainConfig(out=str(out)).with_(**overrides)
+            cfg = run_config(overrides.pop("data"), out, base, **overrides)
             if main_rank:
                 check_new_run_dir(out, restart=restart)  # under torchrun rank 0 checks inside the trainer
         cfg.command = shlex.join(["helium", *sys.argv[1:]])
