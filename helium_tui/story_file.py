@@ -16,7 +16,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from engine.sampling import MAX_SEED, SamplingParams
+from engine.checks import is_seed
+from engine.sampling import SamplingParams
 
 HEAD_BYTES = 64 * 1024  # a list reads at most this much of each story file
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a larger story file is listed (from its head) but not opened
@@ -154,9 +155,9 @@ def clean_fields(data: Any, whole: bool) -> tuple[dict[str, Any], list[str]]:
                 values[key] = no_lone_surrogates(data[key])
             else:
                 ignored.append(key)
-    for key, low, high in (("tokens", 0, MAX_TOKENS), ("chars_cut", 0, MAX_TOKENS), ("seed", 0, MAX_SEED)):
+    for key, fits in (("tokens", _is_count), ("chars_cut", _is_count), ("seed", is_seed)):
         if key in data and data[key] is not None:
-            if _is_int(data[key]) and low <= data[key] <= high:
+            if fits(data[key]):
                 values[key] = data[key]
             else:
                 ignored.append(key)
@@ -200,6 +201,10 @@ def _good_param(key: str, value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return _is_int(value) and abs(value) <= MAX_TOKENS
+
+
+def _is_count(value: Any) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_TOKENS
 
 
 def _is_int(value: Any) -> bool:

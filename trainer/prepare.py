@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.checks import is_number, whole
+from engine.checks import check_seed, is_number, whole
 from engine.files import atomic_write, atomic_write_text
 from engine.tokenizer import TextTokenizer
 from trainer.loader import FORMAT, MANIFEST, read_manifest
@@ -164,7 +164,7 @@ def check_inputs(files: list[Path], out: Path, opts: PrepareOptions) -> dict | N
         whole("vocab size", opts.vocab_size, low=257, high=MAX_VOCAB)  # ids are stored as uint16
     if not (is_number(opts.val_fraction) and 0 <= opts.val_fraction < 1):
         raise ValueError(f"val fraction must be in [0, 1), got {opts.val_fraction}")
-    whole("seed", opts.seed, low=0, high=2**63 - 1)
+    check_seed(opts.seed)
     whole("workers", opts.workers, low=0, high=1024)
     whole("shard tokens", opts.shard_tokens, high=1 << 31)
     if not files:
