@@ -167,7 +167,7 @@ def test_a_redirect_to_another_host_with_other_bytes_is_refused(world, tmp_path)
     other = FakeHub({"x/y": {"evil.pth": b"import os  # evil\n" * 100}})
     try:
         world.lies = Lies(redirect=f"{other.url}/x/y/resolve/main/evil.pth")
-        run_both(tmp_path, "corrupt")
+        run_both(tmp_path)
     finally:
         other.stop()
 
