@@ -132,8 +132,8 @@ def check_size(remote: RemoteFile, endpoint: str, expected: int | None = None) -
     name = f"{remote.repo}/{remote.path}"
     if expected is not None and remote.size != expected:
         raise HubError(
-            f"{where(endpoint)} says {name} is {human_bytes(remote.size)} ({remote.size:,} bytes), but it is "
-            f"{human_bytes(expected)} ({expected:,} bytes); refused, nothing was written"
+            f"{where(endpoint)} says {name} is {human_bytes(remote.size)} ({remote.size:,} bytes), but the catalog "
+            f"says {human_bytes(expected)} ({expected:,} bytes): a wrong mirror? refused, nothing was written"
         )
     folder = cache_root()
     while not folder.exists() and folder != folder.parent:
@@ -200,10 +200,8 @@ def cached(repo: str, revision: str, path: str) -> Path | None:
     if not pointer.is_file():
         return None
     blob = pointer.resolve()
-    size = blob.stat().st_size
-    if (HEX64.fullmatch(blob.name) or HEX40.fullmatch(blob.name)) and _digest(blob, blob.name, size) != blob.name:
-        return None
-    return pointer
+    hashed = HEX64.fullmatch(blob.name) or HEX40.fullmatch(blob.name)
+    return None if hashed and _digest(blob, blob.name, blob.stat().st_size) != blob.name else pointer
 
 
 def remember(repo: str, revision: str, commit: str) -> None:
@@ -218,7 +216,8 @@ def fetch(remote: RemoteFile, endpoint: str, on_bytes: Callable[[int], None]) ->
     """The file in the cache (downloaded unless an intact copy is there); on_bytes(n) as bytes arrive."""
     folder = repo_dir(remote.repo)
     blob = _inside(folder, "blobs", remote.etag)
-    if not (blob.is_file() and blob.stat().st_size == remote.size and _digest(blob, remote.etag, remote.size) == remote.etag):
+    intact = blob.is_file() and blob.stat().st_size == remote.size
+    if not (intact and _digest(blob, remote.etag, remote.size) == remote.etag):
         blob.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".helium-download-", dir=folder) as private:  # mode 0700
             part = Path(private) / "part"

@@ -40,7 +40,7 @@ class Lies:
     etag: str | None = None  # the ETag of every file (HEAD and GET)
     commit: str | None = None  # X-Repo-Commit, and the commit a listing names
     siblings: list[str] = field(default_factory=list)  # extra file names in a listing (served as b"evil")
-    redirect: str | None = None  # GETs answer 302 to this Location (a URL or a path; {path}: the one asked for)
+    redirect: str | None = None  # GETs answer 302 to this Location (URL or path; {path}: the path asked for)
     size: int | None = None  # Content-Length of every HEAD and GET (the body stays the real bytes)
     drip_s: float = 0.0  # send bodies in 64 pieces, this long apart
 

@@ -58,7 +58,8 @@ def world(tmp_path, monkeypatch, synth_files, hf_files):
     isolate_hub(monkeypatch, tmp_path / "hf-home")
     hub = FakeHub({REPO: dict(synth_files), HF_REPO: dict(hf_files)})
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    entry = synthetic_entry("synth", "synth/synth.bin", "synth/tok.bin", synth_files, len(synthetic_tokenizer()[0]))
+    vocab = len(synthetic_tokenizer()[0])
+    entry = synthetic_entry("synth", "synth/synth.bin", "synth/tok.bin", synth_files, vocab)
     monkeypatch.setitem(CATALOG, "synth", entry)
     yield hub
     hub.stop()
@@ -88,11 +89,15 @@ def one_line_refusal(result, *words: str) -> str:
     return lines[0]
 
 
+def inside_caches(tmp_path: Path, path: Path) -> bool:
+    """The path is in the Hugging Face cache or Helium's home (where downloads and installs may go)."""
+    return path.is_relative_to(tmp_path / "hf-home") or path.is_relative_to(tmp_path / "helium-home")
+
+
 def assert_nothing_written(tmp_path: Path, before: set[Path]) -> None:
     """No new path outside the caches and Helium's home, no file stored, nothing installed or left staging."""
     new = tree(tmp_path) - before
-    allowed = [tmp_path / "hf-home", tmp_path / "helium-home"]
-    outside = [p for p in new if not any(p.is_relative_to(root) for root in allowed)]
+    outside = [p for p in new if not inside_caches(tmp_path, p)]
     assert not outside, f"written outside the caches: {sorted(outside)}"
     assert not files_under(tmp_path / "hf-home"), "a refused download left files in the Hub cache"
     assert not files_under(tmp_path / "helium-home"), "a refused download left files in HELIUM_HOME"
@@ -187,7 +192,7 @@ def test_a_redirect_to_a_mirror_with_the_same_bytes_is_followed_into_the_cache(w
         cdn.stop()
     assert [m for m, *_ in cdn.requests] == ["GET", "GET"]
     new = tree(tmp_path) - before
-    assert all(p.is_relative_to(tmp_path / "hf-home") or p.is_relative_to(tmp_path / "helium-home") for p in new)
+    assert all(inside_caches(tmp_path, p) for p in new)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -216,4 +221,4 @@ def test_an_honest_hub_still_imports_and_pulls(world, tmp_path):
     assert (tmp_path / "helium-home" / "models" / "s" / "config.json").is_file()
     assert pull("synth").pulled
     new = tree(tmp_path) - before
-    assert all(p.is_relative_to(tmp_path / "hf-home") or p.is_relative_to(tmp_path / "helium-home") for p in new)
+    assert all(inside_caches(tmp_path, p) for p in new)
