@@ -239,13 +239,19 @@ def test_a_compiler_without_avx_vnni_still_builds_the_avx512_path(monkeypatch, t
 
 
 def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
+    from engine.kernel_build import compiler, library_path, load_library
+
     if load_kernels().lib is None:
         pytest.skip(f"Helium's CPU kernels do not build here: {load_kernels().why_not}")
     monkeypatch.setenv("HELIUM_CACHE", str(tmp_path))
-    first = cpu_kernels._built_library()
+    load_library()
+    first = library_path(compiler())
     stamp = first.stat().st_mtime_ns
-    assert cpu_kernels._built_library() == first and first.stat().st_mtime_ns == stamp
-    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [first.name]  # no temporary files left
+    load_library()
+    assert first.stat().st_mtime_ns == stamp  # loaded from the cache, not built again
+    # the library and its recorded sha256, private, and no temporary files left
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, first.with_suffix(".sha256").name])
+    assert all(p.stat().st_mode & 0o777 in (0o700, 0o600) for p in (first.parent, *first.parent.iterdir()))
 
 
 def test_a_bad_kernel_choice_is_one_line_at_the_cli(tiny_bundle, monkeypatch):
