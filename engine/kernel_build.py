@@ -5,8 +5,8 @@ What is trusted: the source file in the package, the compiler $CC names, and fil
 The cache folder is not: before anything there is loaded, the cache root and its `kernels/` folder must belong to
 you (or root) and be writable by no one else (as ssh checks the path to its keys); the library must be a regular
 file of yours that no one else can write, whose sha256 equals the one recorded (in a private sidecar, written
-atomically) when Helium built it and load-tested it, before it got its name. Anything else is rebuilt (a
-library of yours that does not match) or refused with the reason (another owner, others can write).
+atomically) when Helium built it and a child process load-tested it, before it got its name. Anything else is
+rebuilt (a library of yours that does not match) or refused with the reason (another owner, others can write).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -117,12 +119,12 @@ def _load_cached(target: Path) -> ctypes.CDLL | None:
     not (to be rebuilt). KernelCacheError when a file there is not yours alone."""
     try:
         expected = _read_private(target.with_suffix(_DIGEST_SUFFIX)).decode("ascii", "replace").strip()
-        return _load_verified(target, expected)[0]
+        return _load_verified(target, expected)
     except (OSError, _Mismatch):  # absent, not what was built, or no longer loads: build it again
         return None
 
 
-class _Mismatch(Exception):
+class _Mismatch(KernelCacheError):
     """A library of yours that is not the one its sidecar records (a crash between the two renames, an edit)."""
 
 
@@ -150,42 +152,39 @@ def _read_private(path: Path) -> bytes:
         return f.read(256)
 
 
-def _load_verified(path: Path, expected: str | None = None) -> tuple[ctypes.CDLL, str]:
-    """dlopen path once it is a file of yours alone whose sha256 (returned) equals expected, where given; then check
-    that it has every kernel and runs one. Between the check and the load only you (or root) could swap it: the
-    folder is yours alone. Loaded by its path, not through /proc/self/fd: glibc matches an earlier load by name."""
-    fd = _open_private(path)
-    try:
-        digest = hashlib.sha256()
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-    finally:
-        os.close(fd)
-    if expected is not None and digest.hexdigest() != expected:
-        raise _Mismatch(path)
+def _load_verified(path: Path, expected: str) -> ctypes.CDLL:
+    """dlopen path once it is a file of yours alone whose sha256 is expected (the library Helium built and
+    load-tested). Between the check and the load only you (or root) could swap it: the folder is yours alone."""
+    if _sha256(path) != expected:
+        raise _Mismatch(f"{path} is not the library Helium built there")
     lib = ctypes.CDLL(str(path))
     missing = [name for name in SYMBOLS if not hasattr(lib, name)]
     if missing:
         raise OSError(f"it has no {missing[0]}")
-    if lib.helium_vnni_path() not in (0, 1, 2):
-        raise OSError("its helium_vnni_path() answers nonsense")
-    return lib, digest.hexdigest()
+    return lib
+
+
+def _sha256(path: Path) -> str:
+    """The sha256 of path, read through _open_private (a regular file of yours alone)."""
+    fd = _open_private(path)
+    digest = hashlib.sha256()
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest()
 
 
 def _build(cc: list[str], target: Path) -> ctypes.CDLL:
-    """Compile into a private temporary folder beside target, load-test the result, record its sha256, then give
-    both their names (the library last): a library that does not load is never cached."""
+    """Compile into a private temporary folder beside target, load-test the result in a child process, record its
+    sha256, then give both their names (the library last): a library that does not load is never cached."""
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
         out = Path(tmp) / target.name
         _compile(cc, out)
         os.chmod(out, 0o700)
-        try:
-            lib, digest = _load_verified(out)
-        except OSError as exc:
-            why = str(exc).rsplit(": ", 1)[-1]
-            raise KernelCacheError(
-                f"the C compiler ({shlex.join(cc)}) wrote a library that does not load ({why}); nothing was cached"
-            ) from None
+        digest = _sha256(out)
+        _load_test(cc, out)
         sidecar = out.with_suffix(_DIGEST_SUFFIX)
         fd = os.open(sidecar, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -197,7 +196,33 @@ def _build(cc: list[str], target: Path) -> ctypes.CDLL:
         os.replace(sidecar, target.with_suffix(_DIGEST_SUFFIX))
         os.replace(out, target)
     fsync_dir(target.parent)
-    return lib
+    return _load_verified(target, digest)
+
+
+# dlopen in a child: a truncated library can pass the ELF checks and then kill its loader (SIGBUS)
+_LOAD_TEST = """import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+missing = [name for name in sys.argv[2:] if not hasattr(lib, name)]
+sys.exit(f"it has no {missing[0]}" if missing else None if lib.helium_vnni_path() in (0, 1, 2) else "bad answer")
+"""
+
+
+def _load_test(cc: list[str], path: Path) -> None:
+    """KernelCacheError unless a child process loads the library at path and finds every kernel in it."""
+    try:
+        cmd = [sys.executable, "-I", "-c", _LOAD_TEST, str(path), *SYMBOLS]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        why = "loading it hangs"
+    else:
+        if done.returncode == 0:
+            return
+        if done.returncode < 0:
+            why = f"loading it kills the process with {signal.Signals(-done.returncode).name}"
+        else:
+            why = (done.stderr.strip().splitlines() or ["no output"])[-1].rsplit(": ", 1)[-1]
+    what = f"the C compiler ({shlex.join(cc)}) wrote a library that does not load"
+    raise KernelCacheError(f"{what} ({why}); nothing was cached")
 
 
 def _compile(cc: list[str], out: Path) -> None:

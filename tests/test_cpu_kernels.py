@@ -15,9 +15,9 @@ from engine.cpu_kernels import (
     VnniLinear,
     bf16_mm,
     decode_attention,
-    kernels_in_use,
     int8_mm,
     kernel_status,
+    kernels_in_use,
     load_kernels,
     use_cpu_kernels,
 )
