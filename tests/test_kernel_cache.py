@@ -24,7 +24,12 @@ __attribute__((constructor)) static void planted(void) {
   FILE* f = fopen(MARKER, "w");
   if (f) { fputs("the planted library ran\n", f); fclose(f); }
 }
-int helium_vnni_path(void) { return 0; }
+int helium_vnni_path(void) { return 0; }  // and every other kernel's name: a library that passes a symbol check
+int helium_has_avx512_bf16(void) { return 0; }
+int helium_int8_paths_built(void) { return 0; }
+int helium_int8_mm(void) { return -1; }
+int helium_bf16_mm(void) { return -1; }
+int helium_decode_attention(void) { return -1; }
 """
 
 
