@@ -171,7 +171,7 @@ def _attention_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, input_po
         )
     if d % 8 or not 8 <= d <= 512:
         raise ValueError(f"helium::{op}: head dim {d} is not a multiple of 8 up to 512")
-    if input_pos.numel() != 1 or input_pos.device.type != "cpu" or input_pos.dtype not in _POSITIONS:
+    if input_pos.numel() != 1 or not input_pos.is_cpu or input_pos.dtype not in _POSITIONS:
         got = f"{_shape(input_pos)} {input_pos.dtype} on {input_pos.device}"
         raise ValueError(f"helium::{op}: input_pos must be one integer position on the CPU, not {got}")
     position = int(input_pos.item())  # item(), not [0]: no select op (~7 us) a layer
@@ -215,7 +215,7 @@ def _check(
     size a C int, and contiguous where the kernel reads it in place."""
     if not isinstance(t, torch.Tensor):
         why = f"is a {type(t).__name__}, not a tensor"
-    elif t.device.type != "cpu":
+    elif not t.is_cpu:
         why = f"is on {t.device}, not the CPU"
     elif t.dtype not in dtypes:
         why = f"is {t.dtype}, not {' or '.join(str(d) for d in dtypes)}"
@@ -223,7 +223,7 @@ def _check(
         why = f"has shape {_shape(t)}, not {dims} dimensions"
     elif contiguous and not t.is_contiguous():
         why = f"is not contiguous (shape {_shape(t)}, strides {t.stride()}): pass .contiguous()"
-    elif any(size > _C_INT_MAX for size in t.shape):
+    elif t.numel() > _C_INT_MAX and max(t.shape) > _C_INT_MAX:
         why = f"has shape {_shape(t)}, a size over {_C_INT_MAX}"
     else:
         return
