@@ -185,6 +185,7 @@ def _build(cc: list[str], target: Path) -> ctypes.CDLL:
         os.chmod(out, 0o700)
         digest = _sha256(out)
         _load_test(cc, out)
+        lib = _load_verified(out, digest)  # here, by its unique temporary name: no other build can swap it
         sidecar = out.with_suffix(_DIGEST_SUFFIX)
         fd = os.open(sidecar, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -196,7 +197,7 @@ def _build(cc: list[str], target: Path) -> ctypes.CDLL:
         os.replace(sidecar, target.with_suffix(_DIGEST_SUFFIX))
         os.replace(out, target)
     fsync_dir(target.parent)
-    return _load_verified(target, digest)
+    return lib
 
 
 # dlopen in a child: a truncated library can pass the ELF checks and then kill its loader (SIGBUS)
