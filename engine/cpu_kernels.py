@@ -10,40 +10,34 @@
   (SDPA reads them all and masks the rest).
 Both matmuls hint the next weight rows to the memory system, which a lone core needs to stream at full speed.
 
-The C file is built once with the system's C compiler (`cc`, or $CC) into Helium's cache and loaded with
-ctypes; the kernels are torch ops, so compiled decode steps call them too. Where they cannot run (no
-compiler, a CPU without these instructions, not x86, HELIUM_CPU_KERNELS=torch) decoding keeps PyTorch's
-kernels: `kernel_status()` says which run, and why.
+The C file is built once with the system's C compiler (`cc`, or $CC) into a private folder of Helium's cache and
+loaded with ctypes only after the checks in engine/kernel_build.py; the kernels are torch ops, so compiled decode
+steps call them too, and each op checks its tensors before C reads them. Where they cannot run (no compiler, a
+CPU without these instructions, not x86, a cache others can write, HELIUM_CPU_KERNELS=torch) decoding keeps
+PyTorch's kernels: `kernel_status()` says which run, and why.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import platform
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from engine.cpu_linear import PackedLinear
+from engine.kernel_build import KernelCacheError, load_library
 from engine.model import Attention, TinySLM
-from engine.paths import user_cache_dir
 from engine.quant import PACK_MM_MAX_ROWS, Int8Linear
 from engine.threads import SMALL_MODEL_PARAMS
 
-SOURCE = Path(__file__).parent / "csrc" / "cpu_mm.c"
 KERNEL_ENV = "HELIUM_CPU_KERNELS"  # auto (default), vnni512, vnni256 (int8 through AVX-VNNI) or torch
 KERNEL_CHOICES = ("auto", "vnni512", "vnni256", "torch")
 _INT8_PATHS = {"vnni512": 2, "vnni256": 1}  # helium_vnni_path()'s codes
-_FLAGS = ["-O3", "-fno-math-errno", "-fPIC", "-shared"]
-_BUILD_TIMEOUT_S = 120
+MAX_ATTENTION_SLOTS = 65536  # decode attention's scores live on the stack
 _VOID, _INT = ctypes.c_void_p, ctypes.c_int
 
 
@@ -84,9 +78,11 @@ def load_kernels(choice: str = "auto") -> Kernels:
         return Kernels(None, why_not=f"{KERNEL_ENV}=torch")
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return Kernels(None, why_not=f"no Helium kernels for {platform.machine()}")
+    if os.name != "posix":
+        return Kernels(None, why_not=f"no Helium kernels on {platform.system()}")
     try:
-        lib = ctypes.CDLL(str(_built_library()))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        lib = load_library()
+    except (OSError, KernelCacheError) as exc:
         return Kernels(None, why_not=str(exc))
     lib.helium_int8_mm.restype = lib.helium_bf16_mm.restype = _INT
     lib.helium_int8_mm.argtypes = [_INT, _VOID, _INT, _INT, _INT, _VOID, _VOID, _VOID, _INT, _VOID, _INT, _INT]
@@ -115,47 +111,22 @@ def kernel_status() -> str:
     return f"int8 {k.int8}, bf16 {k.bf16_name}"
 
 
-def _compiler() -> str:
-    cc = os.environ.get("CC") or "cc"
-    found = shutil.which(cc)
-    if found is None:
-        raise RuntimeError(f"no C compiler ({cc}) to build Helium's CPU kernels")
-    return found
-
-
-def _built_library() -> Path:
-    """The shared library for this source and compiler, built into the cache the first time (atomically)."""
-    cc = _compiler()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256(SOURCE.read_bytes() + version.encode() + " ".join(_FLAGS).encode()).hexdigest()[:16]
-    target = user_cache_dir() / "kernels" / f"cpu_mm-{key}.so"
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        error = ""
-        # threads where the compiler has OpenMP (else one thread); without the AVX-VNNI path where it is too old
-        for extra in (["-fopenmp"], ["-fopenmp", "-DHELIUM_NO_AVX_VNNI"], [], ["-DHELIUM_NO_AVX_VNNI"]):
-            cmd = [cc, *_FLAGS, *extra, str(SOURCE), "-o", str(out), "-lm"]
-            try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(f"building Helium's CPU kernels took over {_BUILD_TIMEOUT_S} s") from None
-            if done.returncode == 0:
-                with open(out, "rb") as built:  # on disk before it gets its name: never a torn library
-                    os.fsync(built.fileno())
-                os.replace(out, target)
-                return target
-            error = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    raise RuntimeError(f"Helium's CPU kernels did not build: {error}")
-
-
 def int8_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, row_sum: torch.Tensor) -> torch.Tensor:
     """x (M, K) bf16/float32 @ int8 weight (N, K)^T with float32 row scales and int32 row sums -> (M, N) in x's dtype."""
     k = kernels()
-    x = x.contiguous()
+    _check("int8_mm", "x", x, 2, _FLOATS, contiguous=False)
+    _check("int8_mm", "weight", weight, 2, (torch.int8,))
+    _check("int8_mm", "scale", scale, 1, (torch.float32,))
+    _check("int8_mm", "row_sum", row_sum, 1, (torch.int32,))
     m, n = x.shape[0], weight.shape[0]
+    if x.shape[1] != weight.shape[1] or scale.shape[0] != n or row_sum.shape[0] != n:
+        raise ValueError(
+            f"helium::int8_mm: shapes do not fit: x {_shape(x)} @ weight {_shape(weight)}^T (M, K) @ (N, K)^T, "
+            f"scale {_shape(scale)} and row_sum {_shape(row_sum)} (N,)"
+        )
+    if not k.int8_path:
+        raise RuntimeError(f"helium::int8_mm cannot run here: {k.int8}")
+    x = x.contiguous()
     y = torch.empty(m, n, dtype=x.dtype)
     bf16 = int(x.dtype == torch.bfloat16)
     status = k.lib.helium_int8_mm(
@@ -163,17 +134,21 @@ def int8_mm(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, row_sum:
         y.data_ptr(), bf16, torch.get_num_threads(),
     )  # fmt: skip
     if status != 0:
-        raise RuntimeError(f"helium_int8_mm failed ({status})")
+        raise RuntimeError(f"helium_int8_mm failed ({'out of memory' if status == -2 else status})")
     return y
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
     """Attention of one new position (q: B, H, 1, D) over the cache slots it sees (k, v: B, H_kv, S, D), the
     first min(input_pos + 1, S) of them: a filled prefix, or a whole ring once it wraps. bf16 or float32."""
+    n = _attention_slots(q, k, v, input_pos)
+    lib = kernels()
+    if not lib.attention:
+        why = lib.why_not or "this CPU has no AVX2 with FMA"
+        raise RuntimeError(f"helium::decode_attention cannot run here: {why}")
     q = q.contiguous()
-    n = min(int(input_pos.item()) + 1, k.shape[2])  # item(), not [0]: no select op (~7 us) a layer
     out = torch.empty_like(q)
-    status = kernels().lib.helium_decode_attention(
+    status = lib.lib.helium_decode_attention(
         q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), int(q.dtype == torch.bfloat16), q.shape[0],
         q.shape[1], k.shape[1], k.shape[2], q.shape[3], n, torch.get_num_threads(),
     )  # fmt: skip
@@ -182,16 +157,81 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, input_po
     return out
 
 
+def _attention_slots(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, input_pos: torch.Tensor) -> int:
+    """How many cache slots decode_attention reads, once its tensors fit the kernel (ValueError says how not)."""
+    op = "decode_attention"
+    _check(op, "q", q, 4, _FLOATS, contiguous=False)
+    _check(op, "k", k, 4, (q.dtype,))
+    _check(op, "v", v, 4, (q.dtype,))
+    (b, h, t, d), (_, h_kv, slots, _) = q.shape, k.shape
+    if t != 1 or k.shape != v.shape or k.shape[0] != b or k.shape[3] != d or h_kv == 0 or h % h_kv or slots == 0:
+        raise ValueError(
+            f"helium::{op}: shapes do not fit: q {_shape(q)} (B, H, 1, D) over k {_shape(k)} and v {_shape(v)} "
+            "(B, H_kv, S, D), S > 0 and H a multiple of H_kv"
+        )
+    if d % 8 or not 8 <= d <= 512:
+        raise ValueError(f"helium::{op}: head dim {d} is not a multiple of 8 up to 512")
+    if input_pos.numel() != 1 or not input_pos.is_cpu or input_pos.dtype not in _POSITIONS:
+        got = f"{_shape(input_pos)} {input_pos.dtype} on {input_pos.device}"
+        raise ValueError(f"helium::{op}: input_pos must be one integer position on the CPU, not {got}")
+    position = int(input_pos.item())  # item(), not [0]: no select op (~7 us) a layer
+    if position < 0:
+        raise ValueError(f"helium::{op}: input_pos {position} is negative")
+    n = min(position + 1, slots)
+    if n > MAX_ATTENTION_SLOTS:
+        raise ValueError(f"helium::{op}: attends over at most {MAX_ATTENTION_SLOTS} cache slots, not {n}")
+    return n
+
+
 def bf16_mm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x (M, K) @ weight (N, K)^T, both bf16, summed in float32 -> (M, N) bf16."""
+    k = kernels()
+    _check("bf16_mm", "x", x, 2, (torch.bfloat16,), contiguous=False)
+    _check("bf16_mm", "weight", weight, 2, (torch.bfloat16,))
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"helium::bf16_mm: shapes do not fit: x {_shape(x)} @ weight {_shape(weight)}^T "
+                         "(M, K) @ (N, K)^T")  # fmt: skip
+    if not k.bf16:
+        raise RuntimeError(f"helium::bf16_mm cannot run here: {k.bf16_name}")
     x = x.contiguous()
     m, n = x.shape[0], weight.shape[0]
     y = torch.empty(m, n, dtype=torch.bfloat16)
-    status = kernels().lib.helium_bf16_mm(x.data_ptr(), m, x.shape[1], weight.data_ptr(), n, y.data_ptr(),
-                                          torch.get_num_threads())  # fmt: skip
+    status = k.lib.helium_bf16_mm(x.data_ptr(), m, x.shape[1], weight.data_ptr(), n, y.data_ptr(),
+                                  torch.get_num_threads())  # fmt: skip
     if status != 0:
         raise RuntimeError(f"helium_bf16_mm failed ({status})")
     return y
+
+
+_FLOATS = (torch.float32, torch.bfloat16)
+_POSITIONS = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_C_INT_MAX = 2**31 - 1  # the kernels take sizes as C ints
+
+
+def _check(
+    op: str, name: str, t: torch.Tensor, dims: int, dtypes: tuple[torch.dtype, ...], contiguous: bool = True
+) -> None:
+    """ValueError (naming the op and the tensor) unless t is a CPU tensor of dims dimensions in one of dtypes, each
+    size a C int, and contiguous where the kernel reads it in place."""
+    if not isinstance(t, torch.Tensor):
+        why = f"is a {type(t).__name__}, not a tensor"
+    elif not t.is_cpu:
+        why = f"is on {t.device}, not the CPU"
+    elif t.dtype not in dtypes:
+        why = f"is {t.dtype}, not {' or '.join(str(d) for d in dtypes)}"
+    elif t.dim() != dims:
+        why = f"has shape {_shape(t)}, not {dims} dimensions"
+    elif contiguous and not t.is_contiguous():
+        why = f"is not contiguous (shape {_shape(t)}, strides {t.stride()}): pass .contiguous()"
+    elif t.numel() > _C_INT_MAX and max(t.shape) > _C_INT_MAX:
+        why = f"has shape {_shape(t)}, a size over {_C_INT_MAX}"
+    else:
+        return
+    raise ValueError(f"helium::{op}: {name} {why}")
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
 
 
 # torch.ops.helium.*, so compiled decode steps call them too. Registered with the plain Library API:
@@ -302,6 +342,8 @@ def use_cpu_kernels(model: TinySLM, min_params: int = SMALL_MODEL_PARAMS) -> int
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             new = None
+            if not isinstance(getattr(child, "weight", None), torch.Tensor) or not child.weight.is_contiguous():
+                continue  # the kernels read a weight in place
             if type(child) is Int8Linear and k.int8_path and child.weight.device.type == "cpu":
                 new = VnniLinear.from_int8(child)
             elif (
@@ -315,8 +357,9 @@ def use_cpu_kernels(model: TinySLM, min_params: int = SMALL_MODEL_PARAMS) -> int
             if new is not None:
                 setattr(parent, name, new)
                 changed += 1
+    attention = k.attention and model.config.context_length <= MAX_ATTENTION_SLOTS
     for module in model.modules():
-        if isinstance(module, Attention) and k.attention and _attention_fits(module):
+        if isinstance(module, Attention) and attention and _attention_fits(module):
             module.cpu_decode_attention = True
             changed += 1
     return changed
@@ -326,4 +369,5 @@ def _attention_fits(attn: Attention) -> bool:
     """The decode attention kernel's limits: CPU, float32 or bf16, head_dim a multiple of 8 up to 512."""
     w = attn.wo.weight
     dtype = attn.wo.weight_scale.dtype if isinstance(attn.wo, Int8Linear) else w.dtype
-    return w.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and attn.head_dim % 8 == 0 and attn.head_dim <= 512
+    fits = w.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+    return fits and attn.head_dim % 8 == 0 and attn.head_dim <= 512

@@ -15,9 +15,9 @@ from engine.cpu_kernels import (
     VnniLinear,
     bf16_mm,
     decode_attention,
-    kernels_in_use,
     int8_mm,
     kernel_status,
+    kernels_in_use,
     load_kernels,
     use_cpu_kernels,
 )
@@ -239,13 +239,19 @@ def test_a_compiler_without_avx_vnni_still_builds_the_avx512_path(monkeypatch, t
 
 
 def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
+    from engine.kernel_build import compiler, library_path, load_library
+
     if load_kernels().lib is None:
         pytest.skip(f"Helium's CPU kernels do not build here: {load_kernels().why_not}")
     monkeypatch.setenv("HELIUM_CACHE", str(tmp_path))
-    first = cpu_kernels._built_library()
+    load_library()
+    first = library_path(compiler())
     stamp = first.stat().st_mtime_ns
-    assert cpu_kernels._built_library() == first and first.stat().st_mtime_ns == stamp
-    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [first.name]  # no temporary files left
+    load_library()
+    assert first.stat().st_mtime_ns == stamp  # loaded from the cache, not built again
+    # the library and its recorded sha256, private, and no temporary files left
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, first.with_suffix(".sha256").name])
+    assert all(p.stat().st_mode & 0o777 in (0o700, 0o600) for p in (first.parent, *first.parent.iterdir()))
 
 
 def test_a_bad_kernel_choice_is_one_line_at_the_cli(tiny_bundle, monkeypatch):
@@ -274,3 +280,84 @@ def test_the_default_model_tells_the_int8_golden_story(one_thread):
     params = SamplingParams(max_new_tokens=120, temperature=0, repetition_penalty=1.0)
     story = GOLDEN_PROMPT + Generator(bundle.model, bundle.tokenizer).generate(GOLDEN_PROMPT, params).text
     assert story == (GOLDEN_FILE.parent / "default_greedy_int8.txt").read_text(encoding="utf-8")
+
+
+def _int8_args(n: int = 8, k: int = 16) -> dict[str, torch.Tensor]:
+    q, scale = quantize_rows(torch.randn(n, k))
+    return {"x": torch.randn(2, k), "weight": q, "scale": scale, "row_sum": q.sum(dim=1, dtype=torch.int32)}
+
+
+def _attention_args(d: int = 16) -> dict[str, torch.Tensor]:
+    return {"q": torch.randn(1, 4, 1, d), "k": torch.randn(1, 2, 8, d), "v": torch.randn(1, 2, 8, d),
+            "input_pos": torch.tensor([3])}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "op, change, message",
+    [
+        (bf16_mm, {"x": torch.randn(2, 64).bfloat16()}, r"shapes do not fit: x \(2, 64\) @ weight \(8, 16\)\^T"),
+        (bf16_mm, {"weight": torch.randn(16, 8).bfloat16().T}, r"weight is not contiguous \(shape \(8, 16\)"),
+        (bf16_mm, {"x": torch.randn(2, 16)}, "x is torch.float32, not torch.bfloat16"),
+        (bf16_mm, {"weight": torch.randn(8, 16)}, "weight is torch.float32, not torch.bfloat16"),
+        (bf16_mm, {"x": torch.randn(16).bfloat16()}, r"x has shape \(16,\), not 2 dimensions"),
+        (bf16_mm, {"weight": torch.empty(8, 16, dtype=torch.bfloat16, device="meta")}, "weight is on meta, not the CPU"),
+        (int8_mm, {"x": torch.randn(2, 64)}, r"shapes do not fit: x \(2, 64\) @ weight \(8, 16\)\^T"),
+        (int8_mm, {"weight": torch.zeros(16, 8, dtype=torch.int8).T}, "weight is not contiguous"),
+        (int8_mm, {"weight": torch.zeros(8, 16)}, "weight is torch.float32, not torch.int8"),
+        (int8_mm, {"x": torch.randn(2, 16).half()}, "x is torch.float16, not torch.float32 or torch.bfloat16"),
+        (int8_mm, {"scale": torch.ones(7)}, r"scale \(7,\) and row_sum \(8,\) \(N,\)"),
+        (int8_mm, {"scale": torch.ones(8).half()}, "scale is torch.float16, not torch.float32"),
+        (int8_mm, {"scale": torch.ones(16)[::2]}, "scale is not contiguous"),
+        (int8_mm, {"row_sum": torch.zeros(8, dtype=torch.int64)}, "row_sum is torch.int64, not torch.int32"),
+        (int8_mm, {"row_sum": torch.zeros(9, dtype=torch.int32)}, r"row_sum \(9,\) \(N,\)"),
+        (decode_attention, {"q": torch.randn(1, 4, 1, 3), "k": torch.randn(1, 2, 8, 3), "v": torch.randn(1, 2, 8, 3)},
+         "head dim 3 is not a multiple of 8 up to 512"),  # fmt: skip
+        (decode_attention, {"q": torch.randn(1, 4, 1, 1024), "k": torch.randn(1, 2, 8, 1024),
+                            "v": torch.randn(1, 2, 8, 1024)}, "head dim 1024 is not"),  # fmt: skip
+        (decode_attention, {"q": torch.randn(1, 4, 2, 16)}, r"shapes do not fit: q \(1, 4, 2, 16\) \(B, H, 1, D\)"),
+        (decode_attention, {"q": torch.randn(1, 3, 1, 16)}, "H a multiple of H_kv"),
+        (decode_attention, {"q": torch.randn(2, 4, 1, 16)}, "shapes do not fit"),
+        (decode_attention, {"v": torch.randn(1, 2, 9, 16)}, "shapes do not fit"),
+        (decode_attention, {"k": torch.randn(1, 2, 0, 16), "v": torch.randn(1, 2, 0, 16)}, "S > 0"),
+        (decode_attention, {"k": torch.randn(1, 2, 16, 8).transpose(2, 3)}, "k is not contiguous"),
+        (decode_attention, {"v": torch.randn(1, 2, 8, 16).bfloat16()}, "v is torch.bfloat16, not torch.float32"),
+        (decode_attention, {"q": torch.randn(1, 4, 1, 16).half(), "k": torch.randn(1, 2, 8, 16).half(),
+                            "v": torch.randn(1, 2, 8, 16).half()}, "q is torch.float16"),  # fmt: skip
+        (decode_attention, {"input_pos": torch.tensor([3.0])}, "input_pos must be one integer position"),
+        (decode_attention, {"input_pos": torch.tensor([3, 4])}, "input_pos must be one integer position"),
+        (decode_attention, {"input_pos": torch.tensor([-2])}, "input_pos -2 is negative"),
+    ],
+)
+def test_each_op_checks_its_tensors_before_c_reads_them(op, change, message):
+    runnable()
+    args = {**(_int8_args() if op is int8_mm else _attention_args() if op is decode_attention else {
+        "x": torch.randn(2, 16).bfloat16(), "weight": torch.randn(8, 16).bfloat16()}), **change}  # fmt: skip
+    with pytest.raises(ValueError, match=f"helium::{op.__name__}: .*{message}"):
+        op(**args)
+
+
+def test_a_strided_activation_is_read_as_its_values():
+    runnable(bf16=True)
+    x, w = torch.randn(16, 4), torch.randn(8, 16)
+    q, scale = quantize_rows(w)
+    sums = q.sum(dim=1, dtype=torch.int32)
+    assert torch.equal(int8_mm(x.T, q, scale, sums), int8_mm(x.T.contiguous(), q, scale, sums))
+    xb, wb = x.T.bfloat16(), w.bfloat16()
+    assert torch.equal(bf16_mm(xb, wb), bf16_mm(xb.contiguous(), wb))
+
+
+def test_an_op_that_cannot_run_says_why(monkeypatch):
+    monkeypatch.setenv(cpu_kernels.KERNEL_ENV, "torch")
+    with pytest.raises(RuntimeError, match=r"helium::int8_mm cannot run here: torch \(HELIUM_CPU_KERNELS=torch\)"):
+        int8_mm(**_int8_args())
+    with pytest.raises(RuntimeError, match="helium::decode_attention cannot run here: HELIUM_CPU_KERNELS=torch"):
+        decode_attention(**_attention_args())
+
+
+def test_a_non_contiguous_weight_keeps_torch_kernels(tiny_model):
+    runnable(bf16=True)
+    model = copy.deepcopy(tiny_model).to(torch.bfloat16)
+    head = model.layers[0].mlp.w2
+    head.weight = torch.nn.Parameter(head.weight.detach().T.contiguous().T, requires_grad=False)
+    use_cpu_kernels(model, min_params=0)
+    assert type(model.layers[0].mlp.w2) is torch.nn.Linear and type(model.layers[0].mlp.w13) is Bf16DotLinear

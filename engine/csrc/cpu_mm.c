@@ -1,4 +1,7 @@
-// Helium's int8 x int8 matmul for decoding on x86 CPUs with VNNI (engine/cpu_int8.py builds and loads it).
+// Helium's CPU decode kernels: int8 x int8 and bf16 matmuls, decode attention (engine/kernel_build.py builds and
+// loads it into a private folder of the cache; engine/cpu_kernels.py checks every tensor before it calls in).
+//
+// The int8 x int8 matmul for decoding on x86 CPUs with VNNI:
 //
 //   y[m, n] = sx[m] * ws[n] * sum_k xq[m, k] * w[n, k]
 //
