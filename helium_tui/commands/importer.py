@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from helium_tui.errors import fail, user_errors
+from helium_tui.safe_text import terminal_safe
 
 import_app = typer.Typer(help="Import models from other formats as Helium bundles.", no_args_is_help=True)
 
@@ -28,22 +29,39 @@ ForceOption = Annotated[
 
 
 def run_import(what: str, build: Callable[[Path, bool], Path], out: Path | None, name: str | None, force: bool) -> None:
-    """Build a bundle with build(dir, force) at --out, or install it as --name; print a one-line summary."""
+    """Build a bundle with build(dir, force) at --out, or install it as --name; print a one-line summary.
+
+    The bundle is built and validated (opened as `helium tell` would) in a hidden temporary directory, and
+    only then renamed into place: a bundle that would not load never appears, under --out or --name.
+    """
     if (out is None) == (name is None):
         raise fail("give exactly one of --out DIR or --name NAME")
     with user_errors():
         from engine.bundle_info import read_config
-        from engine.install import installed_path
+        from engine.files import atomic_directory
+        from engine.install import check_install_target, installed_path, validate_bundle
+        from engine.targets import DIR_KINDS, check_target
 
-        target = out if name is None else installed_path(name)  # the name is checked before any work
-        if name is not None and (target.exists() or target.is_symlink()) and not force:
-            raise ValueError(f"{target}: a model named {name!r} is already installed (use --force to replace it)")
-        path = build(target, force)
+        if name is None:  # checked before any work: nothing is downloaded or converted for a refused target
+            target, replace = out, check_target(out, force, DIR_KINDS)
+        else:
+            target = installed_path(name)
+            replace = check_install_target(target, force)
+
+        def stage(tmp: Path) -> None:
+            built = build(tmp / "bundle", False)
+            validate_bundle(built)
+            for path in built.iterdir():
+                path.rename(tmp / path.name)
+            built.rmdir()
+
+        path = atomic_directory(target, stage, force=replace)
         config, _ = read_config(path)
     window = f", window {config.sliding_window}" if config.sliding_window else ""
+    shown = terminal_safe(f"{path} (use --model {name or path})")
     print(
-        f"imported {what}: {config.parameters:,} parameters, vocab {config.vocab_size}{window}, "
-        f"context {config.context_length} -> {path} (use --model {name or path})"
+        f"imported {terminal_safe(what)}: {config.parameters:,} parameters, vocab {config.vocab_size}{window}, "
+        f"context {config.context_length} -> {shown}"
     )
 
 
