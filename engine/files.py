@@ -124,6 +124,7 @@ def atomic_directory(out: str | Path, build: Callable[[Path], None], force: bool
     out = Path(out)
     if (out.is_symlink() or out.exists()) and not force and not (out.is_dir() and not any(out.iterdir())):
         raise ValueError(f"{out}: already exists and is not empty (use --force to replace it)")
+    made = _missing_folders(out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     old = _unused(out.parent, f".{out.name}.", ".old")  # never a name someone else uses
@@ -140,6 +141,11 @@ def atomic_directory(out: str | Path, build: Callable[[Path], None], force: bool
             raise
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # the folders made for out go too, if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         error = write_error(exc, out, "nothing was left behind")
         if error is not None:  # name the file as it would have been, not its temp folder
             named = [error.path, Path(getattr(exc, "filename", None) or out)]
@@ -161,6 +167,15 @@ def share_tree(directory: Path) -> None:
             path = os.path.join(root, name)
             if not os.path.islink(path):  # a link's own mode means nothing; never change what it points to
                 os.chmod(path, mode & ~mask)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders mkdir(parents=True) would create for folder, deepest first."""
+    missing = []
+    while not (folder.exists() or folder.is_symlink()) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _unused(folder: Path, prefix: str, suffix: str) -> Path:

@@ -29,6 +29,7 @@ KIND_WORDS = {
     "gguf": "a GGUF file",
     "data": "a prepared data dir",
 }
+KNOWN_NAMES = {"bundle": BUNDLE_FILES, "hf": HF_FILES}  # listed last when a folder is refused
 DIR_KINDS = ("bundle", "hf")  # what an importer, `models install` or `export hf` may replace with --force
 
 
@@ -83,13 +84,15 @@ def check_target(path: Path, force: bool, kinds: tuple[str, ...], directory: boo
     if kind in kinds:
         return _needs_force(path, force, KIND_WORDS[kind])
     wanted = " or ".join(KIND_WORDS[k] for k in kinds)
-    held = f"holds {contents(path)}" if path.is_dir() else "is not one"
+    known = frozenset().union(*(KNOWN_NAMES.get(k, frozenset()) for k in kinds))
+    held = f"holds {contents(path, known)}" if path.is_dir() else "is not one"
     raise ValueError(f"{path}: already exists and {held}; --force replaces only {wanted}: choose another path")
 
 
-def contents(directory: Path, limit: int = 4) -> str:
-    """A few names in a directory, for a message: 'notes.txt, sub/ and 3 more'."""
-    names = sorted(p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in directory.iterdir())
+def contents(directory: Path, known: frozenset[str] = frozenset(), limit: int = 4) -> str:
+    """A few names in a directory for a message, those not in known first: 'notes.txt, sub/ and 3 more'."""
+    entries = sorted(directory.iterdir(), key=lambda p: (p.name in known, p.name))
+    names = [p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in entries]
     shown = ", ".join(CONTROL.sub("?", n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
