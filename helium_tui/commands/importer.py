@@ -3,7 +3,8 @@
 `helium import llama2c MODEL.bin --tokenizer TOK.bin (--out DIR | --name NAME)` converts a llama2.c checkpoint;
 `helium import hf DIR_OR_REPO (--out DIR | --name NAME)` a transformers LlamaForCausalLM (a directory or a Hub repo);
 `helium import heliumlm CKPT.pt --tokenizer TOK.json [--config CFG.json] (--out DIR | --name NAME)` the model card
-author's own HeliumLM checkpoints. Every importer writes its bundle whole; `--force` replaces an earlier one.
+author's own HeliumLM checkpoints. Every importer validates its bundle, then writes it whole; `--force` replaces an
+earlier bundle or export (never a folder of other files).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ ForceOption = Annotated[
 ]
 
 
-def run_import(what: str, build: Callable[[Path, bool], Path], out: Path | None, name: str | None, force: bool) -> None:
-    """Build a bundle with build(dir, force) at --out, or install it as --name; print a one-line summary.
+def run_import(what: str, build: Callable[[Path], Path], out: Path | None, name: str | None, force: bool) -> None:
+    """Build a bundle with build(new_dir) at --out, or install it as --name; print a one-line summary.
 
     The bundle is built and validated (opened as `helium tell` would) in a hidden temporary directory, and
     only then renamed into place: a bundle that would not load never appears, under --out or --name.
@@ -38,18 +39,26 @@ def run_import(what: str, build: Callable[[Path, bool], Path], out: Path | None,
         raise fail("give exactly one of --out DIR or --name NAME")
     with user_errors():
         from engine.bundle_info import read_config
-        from engine.files import atomic_directory
+        from engine.export_checks import check_parent_writable
+        from engine.files import WriteError, atomic_directory
         from engine.install import check_install_target, installed_path, validate_bundle
         from engine.targets import DIR_KINDS, check_target
 
         if name is None:  # checked before any work: nothing is downloaded or converted for a refused target
             target, replace = out, check_target(out, force, DIR_KINDS)
+            check_parent_writable(out)
         else:
             target = installed_path(name)
             replace = check_install_target(target, force)
 
         def stage(tmp: Path) -> None:
-            built = build(tmp / "bundle", False)
+            staged = tmp / "bundle"
+            try:
+                built = build(staged)
+            except WriteError as exc:
+                if exc.path.is_relative_to(staged):  # name the file as it will be named: tmp/bundle/x is tmp/x
+                    exc.path = tmp / exc.path.relative_to(staged)
+                raise
             validate_bundle(built)
             for path in built.iterdir():
                 path.rename(tmp / path.name)
@@ -85,10 +94,10 @@ def llama2c(
 ) -> None:
     """Convert MODEL_BIN + --tokenizer into a Helium bundle and print a one-line summary."""
 
-    def build(target: Path, replace: bool) -> Path:
+    def build(target: Path) -> Path:
         from engine.llama2c import import_llama2c
 
-        return import_llama2c(model_bin, tokenizer, target, force=replace)
+        return import_llama2c(model_bin, tokenizer, target)
 
     run_import(model_bin.name, build, out, name, force)
 
@@ -109,7 +118,7 @@ def hf(
 ) -> None:
     """Convert a Hugging Face Llama model into a Helium bundle and print a one-line summary."""
 
-    def build(target: Path, replace: bool) -> Path:
+    def build(target: Path) -> Path:
         from engine.hf_format import import_hf
         from engine.hub import download_from_hub
 
@@ -118,7 +127,7 @@ def hf(
             if source.count("/") != 1 or source.startswith((".", "/", "~")):
                 raise ValueError(f"{source}: no such directory (or give a Hub repo id such as user/name)")
             local = download_from_hub(source)
-        return import_hf(local, target, origin=source, force=replace)
+        return import_hf(local, target, origin=source)
 
     run_import(source, build, out, name, force)
 
@@ -150,9 +159,9 @@ def heliumlm(
 ) -> None:
     """Convert CHECKPOINT + --tokenizer (+ --config) into a Helium bundle and print a one-line summary."""
 
-    def build(target: Path, replace: bool) -> Path:
+    def build(target: Path) -> Path:
         from engine.heliumlm import import_heliumlm
 
-        return import_heliumlm(checkpoint, tokenizer, target, config, force=replace)
+        return import_heliumlm(checkpoint, tokenizer, target, config)
 
     run_import(checkpoint.name, build, out, name, force)
