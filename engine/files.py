@@ -21,7 +21,7 @@ from pathlib import Path
 _DISK_WORDS = re.compile(r"No space left|File too large|Disk quota|os error (28|27|122)\b|requested and \d+ written")
 _REASONS = {
     errno.ENOSPC: "no space left on the device",
-    errno.EFBIG: "the file is larger than this process may write (a file-size limit, ulimit -f)",
+    errno.EFBIG: "the file is larger than this system lets one file be",
     errno.EDQUOT: "the disk quota is used up",
 }
 
@@ -72,10 +72,23 @@ def write_error(exc: BaseException, path: Path, outcome: str) -> WriteError | No
     if code not in _REASONS:
         code = next((c for c, words in ((errno.EFBIG, "too large"), (errno.EDQUOT, "quota")) if words in text),
                     errno.ENOSPC)  # fmt: skip
+    if "requested and" in text and _file_size_limit() is not None:  # numpy's short write: a limit, or a full disk
+        code = errno.EFBIG
     reason = _REASONS[code]
-    if "requested and" in text:  # numpy cannot tell a full disk from a file-size limit
-        reason = "the disk is full or a file-size limit was reached"
+    if code == errno.EFBIG and _file_size_limit() is not None:
+        reason = f"the file would pass this process's file-size limit of {_file_size_limit():,} bytes (ulimit -f)"
     return WriteError(code, path, reason, outcome)
+
+
+def _file_size_limit() -> int | None:
+    """RLIMIT_FSIZE in bytes, None when unlimited or unknown."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def free_bytes(path: Path) -> str:

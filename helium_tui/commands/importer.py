@@ -9,6 +9,7 @@ earlier bundle or export (never a folder of other files).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -39,6 +40,7 @@ def run_import(what: str, build: Callable[[Path], Path], out: Path | None, name:
         raise fail("give exactly one of --out DIR or --name NAME")
     with user_errors():
         from engine.bundle_info import read_config
+        from engine.errors import BundleError
         from engine.export_checks import check_parent_writable
         from engine.files import WriteError, atomic_directory
         from engine.install import check_install_target, installed_path, validate_bundle
@@ -59,7 +61,11 @@ def run_import(what: str, build: Callable[[Path], Path], out: Path | None, name:
                 if exc.path.is_relative_to(staged):  # name the file as it will be named: tmp/bundle/x is tmp/x
                     exc.path = tmp / exc.path.relative_to(staged)
                 raise
-            validate_bundle(built)
+            try:
+                validate_bundle(built)
+            except BundleError as exc:  # the converted bundle names no file the user has: say what failed
+                detail = str(exc).replace(f"{built}{os.sep}", "")
+                raise BundleError(f"{what}: not imported, the bundle it converts to would not load ({detail})") from None
             for path in built.iterdir():
                 path.rename(tmp / path.name)
             built.rmdir()
