@@ -188,6 +188,8 @@ def test_names_and_paths_with_control_characters_are_refused(tiny_bundle, tmp_pa
         ("import", "hf", tiny_bundle, "--out", tmp_path / bad / "x"),
         ("models", "install", tiny_bundle, "--name", bad),
         ("import", "hf", tiny_bundle, "--name", bad),
+        ("train", "--out", tmp_path / bad),
+        ("data", "prepare", tiny_bundle / "config.json", "--out", tmp_path / bad),
     ]
     for args in cases:
         r = invoke(*args)
