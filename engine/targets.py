@@ -18,7 +18,8 @@ HF_FILES = frozenset(
     {CONFIG, WEIGHTS, TOKENIZER, "tokenizer_config.json", "generation_config.json", *CARDS}
 )  # what `helium export hf` writes
 HF_CARD_MARK = "made with Helium"  # in the README.md that `helium export hf` writes (engine.hf_format.model_card)
-DATA_FILES = re.compile(r"^(tokenizer\.json|manifest\.json|(train|val)_\d{3,}\.bin)$")  # a prepared data dir
+# a prepared data dir (trainer.prepare), with the stories a fine-tune's dir is prepared from (trainer.finetune)
+DATA_FILES = re.compile(r"^(tokenizer\.json|manifest\.json|(train|val)_\d{3,}\.bin|stories\.jsonl|val\.jsonl)$")
 TEMP_NAME = re.compile(r"^\..+\.(tmp|old|installing)$")  # what an interrupted atomic write leaves (engine.files)
 GGUF_MAGIC = b"GGUF"
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")  # no name or path Helium creates holds one of these
