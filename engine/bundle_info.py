@@ -94,11 +94,12 @@ def is_bundle(directory: Path) -> bool:
 
 
 def check_bundle_target(out_dir: Path, force: bool = False) -> bool:
-    """Where an importer may write a new bundle: out_dir absent or an empty directory, or with force an existing
-    bundle (never a folder of other files); else BundleError. Returns whether an existing bundle is replaced."""
-    if force and is_bundle(out_dir):
-        return True
-    if out_dir.is_symlink() or (out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir()))):
-        hint = " (--force replaces only a bundle)" if force else " (use --force to replace a bundle)"
-        raise BundleError(f"{out_dir}: already exists and is not an empty directory{hint}")
-    return False
+    """Where an importer may write a new bundle: out_dir absent or an empty directory, or with force something
+    Helium wrote there (a bundle or an export; never a folder of other files, never a link); else BundleError.
+    Returns whether something is replaced (engine.targets has the rules)."""
+    from engine.targets import DIR_KINDS, check_target
+
+    try:
+        return check_target(out_dir, force, DIR_KINDS)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None

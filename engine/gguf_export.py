@@ -17,7 +17,8 @@ from engine.bundle import Bundle
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.export_checks import check_parent_writable, refuse_sliding_window, stored_dtype
-from engine.files import atomic_write
+from engine.files import WriteError, atomic_write
+from engine.targets import check_target
 
 GGUF_DTYPES = ("auto", "f32", "f16", "bf16", "q8_0")  # what --dtype may ask for; auto = as the bundle stores it
 PRE_TOKENIZER = "gpt-2"  # llama.cpp's name for GPT-2's split regex, the one HF's ByteLevel pre-tokenizer uses
@@ -216,11 +217,9 @@ def resolve_dtype(dtype: str, bundle: Bundle) -> str:
 
 
 def check_output(out: Path, force: bool) -> None:
-    """ValueError/OSError unless out can be written: not a directory, absent (or force), in a writable folder."""
-    if out.is_dir():
-        raise ValueError(f"{out}: is a directory (give the path of the .gguf file to write)")
-    if out.exists() and not force:
-        raise ValueError(f"{out}: already exists (use --force to replace it)")
+    """ValueError/OSError unless out can be written: absent, or with force a GGUF file (never another file, a
+    directory or a link: engine.targets), in a writable folder."""
+    check_target(out, force, ("gguf",), directory=False)
     check_parent_writable(out)
 
 
@@ -253,7 +252,9 @@ def export_gguf(bundle: Bundle, out: str | Path, dtype: str = "auto", force: boo
             writer.close()
 
     try:
-        return atomic_write(out, write)
+        return atomic_write(out, write)  # a full disk: WriteError naming the file and the room left
+    except WriteError:
+        raise
     except OSError as exc:
         raise OSError(f"{out}: cannot write ({exc.strerror or exc})") from None
 

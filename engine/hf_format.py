@@ -17,10 +17,11 @@ from engine.bundle_info import check_bundle_target
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.export_checks import check_parent_writable, refuse_sliding_window, stored_dtype
-from engine.files import atomic_directory, atomic_write_text
+from engine.files import atomic_directory, atomic_write, atomic_write_text
 from engine.jsonfile import REQUIRED, JsonFileError, field, need_object, read_json, shown
 from engine.safe_read import inside
 from engine.sampling import SamplingParams
+from engine.targets import DIR_KINDS, check_target
 from engine.tokenizer import TextTokenizer, TokenizerFileError
 
 HF_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -321,13 +322,12 @@ def resolve_dtype(dtype: str, bundle: Bundle) -> torch.dtype:
     return HF_DTYPES[dtype]
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    """ValueError unless out is absent, an empty directory, or (with force) a directory to replace."""
-    if out.is_symlink() or out.is_file():
-        raise ValueError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ValueError(f"{out}: already exists and is not empty (use --force to replace it)")
+def check_out_dir(out: Path, force: bool) -> bool:
+    """ValueError unless out is absent, an empty directory, or (with force) an earlier export or bundle — never
+    a folder of other files or a link (engine.targets); returns whether something is replaced."""
+    replace = check_target(out, force, DIR_KINDS)
     check_parent_writable(out)
+    return replace
 
 
 def export_hf(
@@ -341,7 +341,7 @@ def export_hf(
 
     out = Path(out)
     weights_dtype = resolve_dtype(dtype, bundle)
-    check_out_dir(out, force)
+    replace = check_out_dir(out, force)
     config, tok = bundle.config, bundle.tokenizer
     refuse_sliding_window(config, "transformers")
     state = {k: v.to(weights_dtype) for k, v in to_hf_state(config, bundle.model.state_dict()).items()}
@@ -352,7 +352,7 @@ def export_hf(
     }
 
     def write(tmp: Path) -> None:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        atomic_write(tmp / "model.safetensors", lambda p: save_file(state, str(p), metadata={"format": "pt"}))
         for name, data in files.items():
             atomic_write_text(tmp / name, json.dumps(data, indent=2) + "\n")
         atomic_write_text(tmp / "tokenizer.json", tokenizer_json(tok))
@@ -360,7 +360,7 @@ def export_hf(
         if bundle.path is not None and (bundle.path / "MODEL_CARD.md").is_file():
             shutil.copy2(bundle.path / "MODEL_CARD.md", tmp / "MODEL_CARD.md")
 
-    return atomic_directory(out, write, force=force)
+    return atomic_directory(out, write, force=replace)
 
 
 def import_hf(source: str | Path, out: str | Path, origin: str | None = None, force: bool = False) -> Path:

@@ -11,22 +11,58 @@ import os
 import shutil
 from pathlib import Path
 
-from engine.bundle_info import CONFIG, METADATA, PT_WEIGHTS, TOKENIZER, WEIGHTS, is_bundle
+from engine.bundle_info import CONFIG, METADATA, PT_WEIGHTS, TOKENIZER, WEIGHTS, is_bundle, read_config
 from engine.errors import BundleError
 from engine.files import atomic_directory, remove_path
 from engine.paths import user_models_dir
+from engine.targets import CARDS, CONTROL, check_target
 
 WEIGHT_DTYPES = ("float32", "bfloat16", "int8")  # what `dtype=` may ask for (None keeps the stored dtype)
-BUNDLE_FILES = (CONFIG, WEIGHTS, PT_WEIGHTS, TOKENIZER, METADATA)  # what a plain copy takes along
+BUNDLE_FILES = (CONFIG, WEIGHTS, PT_WEIGHTS, TOKENIZER, METADATA, *CARDS)  # what a plain copy takes along
 
 
 def check_model_name(name: str) -> str:
-    """name if it can be a directory name in the models dir, else ValueError."""
-    if not name or not name.strip() or name.startswith(".") or "/" in name or os.sep in name or "\0" in name:
+    """name if it can be a directory name in the models dir, else ValueError (one line, safe to print)."""
+    if CONTROL.search(name):
+        raise ValueError(f"{CONTROL.sub('?', name)!r}: not a valid model name (it holds control characters)")
+    if not name or not name.strip() or name.startswith(".") or "/" in name or os.sep in name:
         raise ValueError(f"{name!r}: not a valid model name (no slashes, not starting with a dot)")
-    if len(name.encode("utf-8")) > 200:
+    if len(name.encode("utf-8", "surrogatepass")) > 200:
         raise ValueError("model name too long (at most 200 bytes)")
     return name
+
+
+def check_install_target(target: Path, force: bool) -> bool:
+    """ValueError unless a bundle may be installed at target in the models dir (see engine.targets); returns
+    whether an installed bundle (or a link to one) is replaced. A folder Helium did not write is never replaced."""
+    try:
+        return check_target(target, force, ("bundle",), links=True)
+    except ValueError as exc:
+        if str(exc).endswith("use --force to replace it)"):
+            raise ValueError(f"{target}: a model named {target.name!r} is already installed (use --force to replace it)") from None
+        raise
+
+
+def validate_bundle(directory: Path) -> None:
+    """BundleError unless directory opens as `helium tell` would open it: config, tokenizer, weights header.
+
+    Called on a bundle in its temporary directory, so that nothing that would fail to load is ever installed.
+    """
+    from engine.bundle import check_weights_header
+    from engine.tokenizer import TextTokenizer
+
+    config, raw = read_config(directory)
+    tok_path = directory / TOKENIZER
+    try:
+        tokenizer = TextTokenizer.from_file(tok_path, raw.get("bos_token_id"), raw.get("eos_token_id"))
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+        raise BundleError(f"{tok_path}: not a valid HF tokenizers file ({str(exc).splitlines()[0][:200]})") from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise BundleError(f"{tok_path}: tokenizer has {tokenizer.vocab_size} tokens but the model has {config.vocab_size}")
+    if (directory / WEIGHTS).is_file():
+        check_weights_header(directory / WEIGHTS, config)
+    elif not (directory / PT_WEIGHTS).is_file():
+        raise BundleError(f"{directory / WEIGHTS}: missing")
 
 
 def installed_path(name: str) -> Path:
@@ -65,6 +101,7 @@ def install_bundle(
         if exists and link and target.resolve() == source:
             return candidate, target
         if not exists or force:
+            check_install_target(target, force)
             break
     else:
         if unique:
@@ -100,13 +137,15 @@ def _copy_bundle(source: Path, tmp: Path, dtype: str | None) -> None:
     bundle = load_bundle(source, quantize="int8" if dtype == "int8" else "none")  # int8: weight-only, per row
     if dtype is None:
         for path in source.iterdir():
-            if path.is_file() and (path.name in BUNDLE_FILES or path.suffix == ".md"):
+            if path.is_file() and path.name in BUNDLE_FILES:
                 shutil.copy2(path, tmp / path.name)
     else:
         meta = {k: v for k, v in bundle.metadata.items() if k not in ("created_at", "parameters", "quantization")}
         save_bundle(tmp, bundle.model, bundle.tokenizer, meta, weights_dtype=DTYPES.get(dtype))
-        for extra in source.glob("*.md"):
-            shutil.copy2(extra, tmp / extra.name)
+        for card in CARDS:
+            if (source / card).is_file():
+                shutil.copy2(source / card, tmp / card)
+    validate_bundle(tmp)
 
 
 def run_bundle_path(run_dir: str | Path, bundle: str | Path) -> Path:

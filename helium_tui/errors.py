@@ -39,8 +39,12 @@ def fail(message: str, code: int = USAGE_ERROR) -> typer.Exit:
 
 def describe(exc: BaseException) -> str:
     """A user-facing one-liner for an expected failure (disk full and friends in plain words)."""
+    from engine.files import WriteError  # torch-free
+
     text = str(exc).strip().splitlines()
     message = text[0] if text else type(exc).__name__
+    if isinstance(exc, WriteError):
+        return message  # it names the file, the reason and the room left already
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "No space left" in message:
         return f"no space left on the device ({message})"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in message:

@@ -105,14 +105,14 @@ def test_an_import_writes_only_where_nothing_is_lost(tmp_path, tiny_model, tiny_
     assert check_bundle_target(tmp_path / "empty", force=True) is False
     bundle = save_bundle(tmp_path / "old", tiny_model, tiny_tokenizer, {"data": "synthetic"})
     assert check_bundle_target(bundle, force=True) is True
-    with pytest.raises(BundleError, match="use --force to replace a bundle"):
+    with pytest.raises(BundleError, match="a Helium model bundle; use --force to replace it"):
         check_bundle_target(bundle)
     (tmp_path / "papers").mkdir()
     (tmp_path / "papers" / "essay.txt").write_text("mine")
     (tmp_path / "file").write_text("mine")
-    (tmp_path / "link").symlink_to(bundle)  # an installed model linked to a run's bundle: the link is replaced
-    assert check_bundle_target(tmp_path / "link", force=True) is True
-    (tmp_path / "link-to-papers").symlink_to(tmp_path / "papers")
-    for other in ("papers", "file", "link-to-papers"):
-        with pytest.raises(BundleError, match="--force replaces only a bundle"):
+    for other in ("papers", "file"):
+        with pytest.raises(BundleError, match="--force replaces only a Helium model bundle|not a directory"):
             check_bundle_target(tmp_path / other, force=True)
+    (tmp_path / "link").symlink_to(bundle)  # a link the user names is never written through nor replaced
+    with pytest.raises(BundleError, match="is a symbolic link"):
+        check_bundle_target(tmp_path / "link", force=True)

@@ -55,12 +55,19 @@ def test_training_on_a_full_disk_fails_cleanly_and_the_dir_takes_the_run_again(p
     assert (out / "bundle" / "model.safetensors").is_file()
 
 
+def says_which_file_and_room(err: str, path: Path, outcome: str = "nothing was left behind") -> None:
+    """The one line names the file as it would have been, why, the free bytes there and what became of it."""
+    assert f"cannot write {path}:" in err, err
+    assert "file-size limit of" in err and "bytes free on that filesystem" in err and err.endswith(outcome), err
+    assert "os error" not in err and "requested and" not in err and "serializing" not in err, err
+
+
 def test_installing_on_a_full_disk_leaves_nothing_behind(tiny_bundle, tmp_path):
     home = tmp_path / "home"
     size = (tiny_bundle / "model.safetensors").stat().st_size
     args = ["helium_tui.cli", "models", "install", str(tiny_bundle), "--name", "m", "--dtype", "bfloat16"]
     err = one_error_line(run_limited(args, size // 4, home))
-    assert "no space left" in err or "too large" in err
+    says_which_file_and_room(err, home / "models" / "m" / "model.safetensors")
     assert leftovers(home) == [] and not (home / "models" / "m").exists()
 
 
@@ -69,8 +76,40 @@ def test_importing_on_a_full_disk_leaves_nothing_behind(tmp_path):
     home = tmp_path / "home"
     args = ["helium_tui.cli", "import", "llama2c", str(LLAMA2C / "stories260K.bin"), "--tokenizer",
             str(LLAMA2C / "tok512.bin"), "--name", "s260"]  # fmt: skip
-    one_error_line(run_limited(args, 100_000, home))
+    err = one_error_line(run_limited(args, 100_000, home))
+    says_which_file_and_room(err, home / "models" / "s260" / "model.safetensors")
     assert leftovers(home) == [] and not (home / "models" / "s260").exists()
+
+
+def test_exporting_on_a_full_disk_names_the_file_and_leaves_nothing(tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    limit = (tiny_bundle / "model.safetensors").stat().st_size // 4
+    args = ["helium_tui.cli", "export", "hf", str(tiny_bundle), "--out", str(out / "hf")]
+    says_which_file_and_room(one_error_line(run_limited(args, limit, tmp_path / "home")), out / "hf" / "model.safetensors")
+    pytest.importorskip("gguf")
+    args = ["helium_tui.cli", "export", "gguf", str(tiny_bundle), "--out", str(out / "m.gguf"), "--dtype", "f32"]
+    err = one_error_line(run_limited(args, limit, tmp_path / "home"))  # gguf writes through numpy: a short write
+    says_which_file_and_room(err, out / "m.gguf", "no partial file was left")
+    assert list(out.iterdir()) == []
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_the_temp_file_goes(tmp_path):
+    import errno
+
+    from engine.files import WriteError, atomic_directory, atomic_write
+
+    def fills_up(path: Path) -> None:
+        path.write_bytes(b"x" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "kept.bin").write_bytes(b"old")
+    with pytest.raises(WriteError, match=r"kept.bin: no space left on the device \(.* bytes free .*\); the old file is as it was"):
+        atomic_write(tmp_path / "kept.bin", fills_up)
+    assert (tmp_path / "kept.bin").read_bytes() == b"old"
+    with pytest.raises(WriteError, match=r"cannot write .*/new/sub/w.bin: no space left .*; nothing was left behind"):
+        atomic_directory(tmp_path / "new" / "sub", lambda d: atomic_write(d / "w.bin", fills_up))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin"]  # the folders it made went too
 
 
 def test_preparing_data_on_a_full_disk_says_so(tmp_path):
@@ -78,5 +117,5 @@ def test_preparing_data_on_a_full_disk_says_so(tmp_path):
     stories.write_text("".join(f"Story {i}: Lily had a red ball and a cat.\n<|endoftext|>\n" for i in range(3000)))
     args = ["helium_tui.cli", "data", "prepare", str(stories), "--out", str(tmp_path / "data"), "--vocab-size", "300"]
     err = one_error_line(run_limited(args, 20_000, tmp_path / "home"))
-    assert "disk is full" in err or "no space left" in err, err
+    assert "cannot write" in err and "train_000.bin" in err and "file-size limit of 20,000 bytes" in err, err
     assert leftovers(tmp_path / "data") == [] and not (tmp_path / "data" / "manifest.json").exists()

@@ -215,7 +215,7 @@ def test_cli_refuses_bad_input_and_leaves_nothing(tiny_bundle, tmp_path, helium_
     out = tmp_path / "hf"
     assert runner.invoke(app, ["export", "hf", str(tiny_bundle), "--out", str(out)]).exit_code == 0
     before = (out / "model.safetensors").read_bytes()
-    assert "not empty (use --force" in one_error(runner.invoke(app, ["export", "hf", str(tiny_bundle), "--out", str(out)]))
+    assert "(a transformers export from Helium; use --force" in one_error(runner.invoke(app, ["export", "hf", str(tiny_bundle), "--out", str(out)]))
     r = runner.invoke(app, ["export", "hf", str(tiny_bundle), "--out", str(out), "--force", "--dtype", "bfloat16"])
     assert r.exit_code == 0 and (out / "model.safetensors").stat().st_size < 0.6 * len(before)
     assert "unknown dtype 'int4'" in one_error(

@@ -287,7 +287,7 @@ def test_cli_import_out_and_name(tmp_path, synth_tok, helium_home, one_thread):
     papers.mkdir()
     (papers / "essay.txt").write_text("mine")
     res = runner.invoke(app, [*base, "--out", str(papers), "--force"])
-    assert res.exit_code == 2 and "--force replaces only a bundle" in res.stderr
+    assert res.exit_code == 2 and "--force replaces only a Helium model bundle" in res.stderr
     assert [f.name for f in papers.iterdir()] == ["essay.txt"]
     base[2] = str(tmp_path / "nope.bin")
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "d")])

@@ -21,6 +21,7 @@ import numpy as np
 from engine.checks import check_seed, is_number, whole
 from engine.files import atomic_write, atomic_write_text
 from engine.safe_read import check_regular, open_regular, read_regular, reason
+from engine.targets import check_no_control, contents, kind_of
 from engine.tokenizer import MAX_TOKENIZER_BYTES, TextTokenizer, read_tokenizer
 from trainer.loader import FORMAT, MANIFEST, read_manifest
 from trainer.text import FORMATS, NORMALIZE_VERSION, ReadStats, read_stories, split_stories
@@ -172,8 +173,11 @@ def check_inputs(files: list[Path], out: Path, opts: PrepareOptions) -> dict | N
     for fmt in (opts.fmt, opts.val_format):
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    check_no_control(str(out), "the output path")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and kind_of(out.resolve()) != "data":  # never among the user's files
+        raise ValueError(f"{out}: holds {contents(out)}, not a prepared data dir; choose a new or empty --out")
     if not (out / MANIFEST).exists():
         return None
     try:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from helium_tui.errors import fail, user_errors
+from helium_tui.safe_text import terminal_safe
 
 export_app = typer.Typer(
     help="Export a model for other tools: GGUF (llama.cpp, Ollama) or the Hugging Face layout (transformers).",
@@ -58,8 +59,9 @@ def gguf_cmd(
         chosen = resolve_dtype(dtype, bundle)
         path = export_gguf(bundle, out, chosen, force=force)
     size = path.stat().st_size / 1e6
-    print(f"exported {bundle.name} ({bundle.model.num_params():,} parameters, {chosen}) -> {path} ({size:.1f} MB)")
-    print(f'run it: llama-completion -m {path} -p "Once upon a time" -n 200   (Ollama: docs/models.md, "Taking a Helium model elsewhere")')
+    name, shown = terminal_safe(bundle.name), terminal_safe(str(path))
+    print(f"exported {name} ({bundle.model.num_params():,} parameters, {chosen}) -> {shown} ({size:.1f} MB)")
+    print(f'run it: llama-completion -m {shown} -p "Once upon a time" -n 200   (Ollama: docs/models.md, "Taking a Helium model elsewhere")')
 
 
 @export_app.command("hf", help="Write a transformers LlamaForCausalLM directory (optionally push it to the Hub).")
@@ -87,10 +89,11 @@ def hf_cmd(
             check_token()
         bundle = _load(model)
         path = export_hf(bundle, out, dtype, force=force, repo=push)
-    print(f"exported {bundle.name} ({bundle.model.num_params():,} parameters) -> {path}")
+    shown = terminal_safe(str(path))
+    print(f"exported {terminal_safe(bundle.name)} ({bundle.model.num_params():,} parameters) -> {shown}")
     if push is None:
-        print(f'load it: AutoModelForCausalLM.from_pretrained("{path}")')
+        print(f'load it: AutoModelForCausalLM.from_pretrained("{shown}")')
         return
     with user_errors():
         url = push_to_hub(path, push)
-    print(f"pushed to {url}")
+    print(f"pushed to {terminal_safe(str(url))}")

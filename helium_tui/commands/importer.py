@@ -3,11 +3,13 @@
 `helium import llama2c MODEL.bin --tokenizer TOK.bin (--out DIR | --name NAME)` converts a llama2.c checkpoint;
 `helium import hf DIR_OR_REPO (--out DIR | --name NAME)` a transformers LlamaForCausalLM (a directory or a Hub repo);
 `helium import heliumlm CKPT.pt --tokenizer TOK.json [--config CFG.json] (--out DIR | --name NAME)` the model card
-author's own HeliumLM checkpoints. Every importer writes its bundle whole; `--force` replaces an earlier one.
+author's own HeliumLM checkpoints. Every importer validates its bundle, then writes it whole; `--force` replaces an
+earlier bundle or export (never a folder of other files).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +17,7 @@ from typing import Annotated
 import typer
 
 from helium_tui.errors import fail, user_errors
+from helium_tui.safe_text import terminal_safe
 
 import_app = typer.Typer(help="Import models from other formats as Helium bundles.", no_args_is_help=True)
 
@@ -27,23 +30,53 @@ ForceOption = Annotated[
 ]
 
 
-def run_import(what: str, build: Callable[[Path, bool], Path], out: Path | None, name: str | None, force: bool) -> None:
-    """Build a bundle with build(dir, force) at --out, or install it as --name; print a one-line summary."""
+def run_import(what: str, build: Callable[[Path], Path], out: Path | None, name: str | None, force: bool) -> None:
+    """Build a bundle with build(new_dir) at --out, or install it as --name; print a one-line summary.
+
+    The bundle is built and validated (opened as `helium tell` would) in a hidden temporary directory, and
+    only then renamed into place: a bundle that would not load never appears, under --out or --name.
+    """
     if (out is None) == (name is None):
         raise fail("give exactly one of --out DIR or --name NAME")
     with user_errors():
         from engine.bundle_info import read_config
-        from engine.install import installed_path
+        from engine.errors import BundleError
+        from engine.export_checks import check_parent_writable
+        from engine.files import WriteError, atomic_directory
+        from engine.install import check_install_target, installed_path, validate_bundle
+        from engine.targets import DIR_KINDS, check_target
 
-        target = out if name is None else installed_path(name)  # the name is checked before any work
-        if name is not None and (target.exists() or target.is_symlink()) and not force:
-            raise ValueError(f"{target}: a model named {name!r} is already installed (use --force to replace it)")
-        path = build(target, force)
+        if name is None:  # checked before any work: nothing is downloaded or converted for a refused target
+            target, replace = out, check_target(out, force, DIR_KINDS)
+            check_parent_writable(out)
+        else:
+            target = installed_path(name)
+            replace = check_install_target(target, force)
+
+        def stage(tmp: Path) -> None:
+            staged = tmp / "bundle"
+            try:
+                built = build(staged)
+            except WriteError as exc:
+                if exc.path.is_relative_to(staged):  # name the file as it will be named: tmp/bundle/x is tmp/x
+                    exc.path = tmp / exc.path.relative_to(staged)
+                raise
+            try:
+                validate_bundle(built)
+            except BundleError as exc:  # the converted bundle names no file the user has: say what failed
+                detail = str(exc).replace(f"{built}{os.sep}", "")
+                raise BundleError(f"{what}: not imported, the bundle it converts to would not load ({detail})") from None
+            for path in built.iterdir():
+                path.rename(tmp / path.name)
+            built.rmdir()
+
+        path = atomic_directory(target, stage, force=replace)
         config, _ = read_config(path)
     window = f", window {config.sliding_window}" if config.sliding_window else ""
+    shown = terminal_safe(f"{path} (use --model {name or path})")
     print(
-        f"imported {what}: {config.parameters:,} parameters, vocab {config.vocab_size}{window}, "
-        f"context {config.context_length} -> {path} (use --model {name or path})"
+        f"imported {terminal_safe(what)}: {config.parameters:,} parameters, vocab {config.vocab_size}{window}, "
+        f"context {config.context_length} -> {shown}"
     )
 
 
@@ -67,10 +100,10 @@ def llama2c(
 ) -> None:
     """Convert MODEL_BIN + --tokenizer into a Helium bundle and print a one-line summary."""
 
-    def build(target: Path, replace: bool) -> Path:
+    def build(target: Path) -> Path:
         from engine.llama2c import import_llama2c
 
-        return import_llama2c(model_bin, tokenizer, target, force=replace)
+        return import_llama2c(model_bin, tokenizer, target)
 
     run_import(model_bin.name, build, out, name, force)
 
@@ -91,7 +124,7 @@ def hf(
 ) -> None:
     """Convert a Hugging Face Llama model into a Helium bundle and print a one-line summary."""
 
-    def build(target: Path, replace: bool) -> Path:
+    def build(target: Path) -> Path:
         from engine.hf_format import import_hf
         from engine.hub import download_from_hub
 
@@ -100,7 +133,7 @@ def hf(
             if source.count("/") != 1 or source.startswith((".", "/", "~")):
                 raise ValueError(f"{source}: no such directory (or give a Hub repo id such as user/name)")
             local = download_from_hub(source)
-        return import_hf(local, target, origin=source, force=replace)
+        return import_hf(local, target, origin=source)
 
     run_import(source, build, out, name, force)
 
@@ -132,9 +165,9 @@ def heliumlm(
 ) -> None:
     """Convert CHECKPOINT + --tokenizer (+ --config) into a Helium bundle and print a one-line summary."""
 
-    def build(target: Path, replace: bool) -> Path:
+    def build(target: Path) -> Path:
         from engine.heliumlm import import_heliumlm
 
-        return import_heliumlm(checkpoint, tokenizer, target, config, force=replace)
+        return import_heliumlm(checkpoint, tokenizer, target, config)
 
     run_import(checkpoint.name, build, out, name, force)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from helium_tui.errors import fail, user_errors
+from helium_tui.safe_text import terminal_safe
 
 models_app = typer.Typer(
     help="Model bundles: list the installed ones, install one by name, pull one from the Hugging Face Hub.",
@@ -20,18 +21,22 @@ def list_cmd() -> None:
     """Bundles that `--model NAME` finds: the user models dir first, then the shipped ones."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from engine.paths import user_models_dir
     from engine.registry import list_models
 
-    table = Table(title=f"installed models (user dir: {user_models_dir()})")
+    def cell(value: object) -> Text:  # a name or path as plain text: no control sequences, no Rich markup
+        return Text(terminal_safe(str(value)))
+
+    table = Table(title=cell(f"installed models (user dir: {user_models_dir()})"))
     for col in ("name", "parameters", "vocab", "source", "val loss", "path"):
         table.add_column(col)
     for m in list_models():
         val = m.metadata.get("val_loss")
         table.add_row(
-            m.name, f"{m.parameters / 1e6:.2f}M", f"{m.vocab_size:,}", m.source,
-            f"{val:.3f}" if isinstance(val, (int, float)) else "–", str(m.path),
+            cell(m.name), f"{m.parameters / 1e6:.2f}M", f"{m.vocab_size:,}", m.source,
+            f"{val:.3f}" if isinstance(val, (int, float)) else "–", cell(m.path),
         )  # fmt: skip
     Console().print(table)
 
@@ -51,7 +56,7 @@ def install_cmd(
         from engine.install import install_bundle
 
         name, path = install_bundle(source, name, dtype=None if dtype == "keep" else dtype, force=force)
-    print(f"installed {source} as {name!r} -> {path}")
+    print(terminal_safe(f"installed {source} as {name!r} -> {path}"))
 
 
 @models_app.command("pull")

@@ -165,7 +165,9 @@ def train(
             compile=compile, dtype=dtype, seed=seed, device=device, preset=preset,
             data=str(data.resolve()) if data else None,
         )  # fmt: skip
-        out = out.resolve()
+        from engine.targets import check_no_control
+
+        out = Path(check_no_control(str(out), "the output path")).resolve()
         main_rank = int(os.environ.get("RANK", "0")) == 0 and int(os.environ.get("WORLD_SIZE", "1")) == 1
         if is_running(out):
             raise ValueError(f"{out}: a training run is already going there (pid {lock_holder(out) or '?'})")
