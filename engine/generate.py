@@ -65,7 +65,7 @@ class Generator:
         return self.model(token, input_pos)[:, -1]
 
     def _decode_and_pick(
-        self, token: torch.Tensor, input_pos: torch.Tensor, seen: torch.Tensor, knobs: torch.Tensor,
+        self, token: torch.Tensor, input_pos: torch.Tensor, seen: torch.Tensor | None, knobs: torch.Tensor,
         uniform: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         return pick(self.model(token, input_pos)[:, -1], seen, knobs, uniform)
@@ -81,7 +81,10 @@ class Generator:
         """(next ids (B,), penalized logits (B, V)) after token (B, 1) at position pos."""
         self._pos.fill_(pos)
         if not self.fused:
-            return pick(self._decode(token, self._pos), seen, knobs, uniform)
+            logits = self._decode(token, self._pos)
+            if self._decode.compiled is not None:  # a compiled step may reuse its output (CUDA graphs do)
+                logits = logits.clone()
+            return pick(logits, seen, knobs, uniform)
         nxt, logits = self._decode(token, self._pos, seen, knobs, uniform)
         return nxt.clone(), logits.clone()  # a CUDA graph's next replay overwrites its outputs
 
@@ -154,6 +157,7 @@ class Decoding:
         self.knobs = knob_tensor(rows, gen.device)
         self.streams = [random_stream(p) for p in rows]
         self.sampled = not all(p.greedy for p in rows)  # greedy rows only: no draws, no sorting
+        self.penalized = any(p.repetition_penalty != 1 for p in rows)  # else no seen-token mask either
         self.history = torch.tensor([prompt_ids] * len(rows), device=gen.device)  # (B, L)
         self.pos = (
             self.history.size(1) if self.history.size(1) < gen.ctx else gen.keep
@@ -161,7 +165,7 @@ class Decoding:
         self.logits: torch.Tensor | None = gen.prefill(
             self.history[:, -self.pos :]
         )  # the prefill's, not picked yet
-        self.seen = seen_mask(self.history[:, -self.pos :], gen.vocab_size)
+        self.seen = self._seen()
         self.last: torch.Tensor | None = None  # the ids picked by the previous step
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,9 +177,10 @@ class Decoding:
             if self.pos >= gen.ctx:  # context full: slide the window and re-prefill the kept tokens
                 self.pos = gen.keep
                 self.logits = gen.prefill(self.history[:, -self.pos :])
-                self.seen = seen_mask(self.history[:, -self.pos :], gen.vocab_size)
+                self.seen = self._seen()
             else:
-                self.seen.scatter_(1, self.last[:, None], True)
+                if self.seen is not None:
+                    self.seen.scatter_(1, self.last[:, None], True)
                 self.last, logits = gen.decode_and_pick(
                     self.last[:, None], self.pos, self.seen, self.knobs, uniform
                 )
@@ -185,3 +190,7 @@ class Decoding:
         self.last, logits = pick(self.logits, self.seen, self.knobs, uniform)  # a prefill's logits, eagerly
         self.logits = None
         return self.last, logits
+
+    def _seen(self) -> torch.Tensor | None:
+        """Which tokens each row's window holds (B, V), for the repetition penalty; None when no row penalizes."""
+        return seen_mask(self.history[:, -self.pos :], self.gen.vocab_size) if self.penalized else None

@@ -69,15 +69,15 @@ def nucleus(logits: torch.Tensor, knobs: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 def pick(
-    logits: torch.Tensor, seen: torch.Tensor, knobs: torch.Tensor, uniform: torch.Tensor | None
+    logits: torch.Tensor, seen: torch.Tensor | None, knobs: torch.Tensor, uniform: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(next ids (B,), penalized logits (B, V)) from logits (B, V), knobs (B, K) and draws (B,).
 
-    Penalty over the tokens in seen (B, V), then per row: greedy (temperature below MIN_TEMPERATURE, or
-    uniform None for a batch of greedy rows only) or the kept token where the row's draw falls in the running
-    sum of the nucleus's probabilities (inverse transform sampling).
+    Penalty over the tokens in seen (B, V) (None: no row penalizes), then per row: greedy (temperature below
+    MIN_TEMPERATURE, or uniform None for a batch of greedy rows only) or the kept token where the row's draw
+    falls in the running sum of the nucleus's probabilities (inverse transform sampling).
     """
-    penalized = penalize(logits, seen, knobs[:, KNOB["repetition_penalty"], None])
+    penalized = logits if seen is None else penalize(logits, seen, knobs[:, KNOB["repetition_penalty"], None])
     best = penalized.argmax(-1)
     if uniform is None:
         return best, penalized

@@ -116,8 +116,9 @@ class Telling:
     (or until the iterator is closed: rows still going end "cancelled"). Each step runs in its own
     inference mode, so several Tellings (of different generators) can be stepped in turn on one thread.
 
-    Rows share their prompt while the model keeps one position for the batch; a server whose requests join
-    and leave between steps needs positions per row in the KV cache, and then only `rows` grows here.
+    Every row carries its own settings, seed, cancel and detail, so a server can put requests in one batch and
+    let each leave between steps (its cancel). Rows share their prompt while the KV cache keeps one position
+    for the batch; rows joining a running batch need a position per row there first.
     ValueError for a prompt the model cannot start from, or rows with different prompts.
     """
 
