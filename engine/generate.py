@@ -159,12 +159,9 @@ class Decoding:
         self.sampled = not all(p.greedy for p in rows)  # greedy rows only: no draws, no sorting
         self.penalized = any(p.repetition_penalty != 1 for p in rows)  # else no seen-token mask either
         self.history = torch.tensor([prompt_ids] * len(rows), device=gen.device)  # (B, L)
-        self.pos = (
-            self.history.size(1) if self.history.size(1) < gen.ctx else gen.keep
-        )  # a long prompt: its tail
-        self.logits: torch.Tensor | None = gen.prefill(
-            self.history[:, -self.pos :]
-        )  # the prefill's, not picked yet
+        length = self.history.size(1)
+        self.pos = length if length < gen.ctx else gen.keep  # a long prompt: its tail
+        self.logits: torch.Tensor | None = gen.prefill(self.history[:, -self.pos :])  # not picked from yet
         self.seen = self._seen()
         self.last: torch.Tensor | None = None  # the ids picked by the previous step
 
@@ -174,11 +171,7 @@ class Decoding:
         uniform = draws(self.streams, gen.device) if self.sampled else None
         if self.last is not None:
             self.history = torch.cat([self.history, self.last[:, None]], dim=1)
-            if self.pos >= gen.ctx:  # context full: slide the window and re-prefill the kept tokens
-                self.pos = gen.keep
-                self.logits = gen.prefill(self.history[:, -self.pos :])
-                self.seen = self._seen()
-            else:
+            if self.pos < gen.ctx:  # decode the last token
                 if self.seen is not None:
                     self.seen.scatter_(1, self.last[:, None], True)
                 self.last, logits = gen.decode_and_pick(
@@ -186,6 +179,9 @@ class Decoding:
                 )
                 self.pos += 1
                 return self.last, logits
+            self.pos = gen.keep  # context full: slide the window and prefill the kept tokens again
+            self.logits = gen.prefill(self.history[:, -self.pos :])
+            self.seen = self._seen()
         assert self.logits is not None
         self.last, logits = pick(self.logits, self.seen, self.knobs, uniform)  # a prefill's logits, eagerly
         self.logits = None

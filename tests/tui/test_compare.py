@@ -41,6 +41,8 @@ def test_variants_are_the_rows_of_one_batch(tiny_bundle):
     gen = open_session(str(tiny_bundle), "cpu", "float32").generator
     texts, finish, tokens = told([Batch(gen, [0, 1, 2])])
     assert texts == told_rows(gen, PROMPT, 3, SAMPLED)
+    # variant n is the story seed + n tells on its own, so a kept variant's seed tells it again
+    assert texts == [told_story(gen, PROMPT, SAMPLED.for_row(n)).text for n in range(3)]
     assert len(set(texts)) == 3, "different draws"
     assert set(finish) <= {"eos", "length"} and all(0 < n <= 24 for n in tokens)
 
