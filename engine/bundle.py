@@ -38,7 +38,8 @@ from engine.quant import (
     quantize_model,
     quantized_shapes,
 )
-from engine.tokenizer import TextTokenizer
+from engine.safe_read import check_regular, reason
+from engine.tokenizer import TextTokenizer, TokenizerFileError
 
 
 @dataclass
@@ -166,13 +167,13 @@ def _clean_key(key: str) -> str:
 
 
 def _check_readable(path: Path) -> None:
-    if not path.is_file():
-        raise BundleError(f"{path}: missing" if not path.exists() else f"{path}: not a regular file")
+    """BundleError unless path is a readable regular file (a FIFO or device is refused, never opened blocking)."""
     try:
-        with open(path, "rb"):
-            pass
+        check_regular(path)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing") from None
     except OSError as exc:
-        raise BundleError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+        raise BundleError(f"{path}: cannot be read ({reason(exc)})") from None
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -240,18 +241,16 @@ def load_bundle(
         raise BundleError(f"{directory}: not a directory (a model bundle is a directory)")
     config, raw = read_config(directory)
     tok_path = directory / TOKENIZER
-    if not tok_path.is_file():
-        raise BundleError(f"{tok_path}: missing")
     try:
         tokenizer = TextTokenizer.from_file(tok_path, raw.get("bos_token_id"), raw.get("eos_token_id"))
-    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
-        raise BundleError(f"{tok_path}: not a valid HF tokenizers file ({_first_line(exc)})") from None
+    except TokenizerFileError as exc:
+        raise BundleError(str(exc)) from None
     if tokenizer.vocab_size != config.vocab_size:
         raise BundleError(
             f"{tok_path}: tokenizer has {tokenizer.vocab_size} tokens but the model has {config.vocab_size}"
         )
     weights = directory / WEIGHTS
-    if not weights.exists() and (directory / PT_WEIGHTS).exists():
+    if not (weights.exists() or weights.is_symlink()) and (directory / PT_WEIGHTS).exists():
         weights = directory / PT_WEIGHTS  # the model card's plain PyTorch state dict
     if weights.suffix == ".safetensors":
         check_weights_header(weights, config)  # before a single weight is read or the model allocated
@@ -268,6 +267,7 @@ def stored_quantization(path: str | Path) -> str:
     """"int8" when the bundle at path stores int8 weights (scales in its safetensors header), else "none"."""
     weights = Path(path) / WEIGHTS
     try:
+        check_regular(weights)  # a FIFO named model.safetensors would block safe_open for ever
         with safe_open(str(weights), framework="pt") as f:
             return "int8" if any(k.endswith(SCALE_SUFFIX) for k in f.keys()) else "none"
     except (SafetensorError, OSError, ValueError):

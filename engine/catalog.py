@@ -48,6 +48,10 @@ class CatalogModel:
         """Bytes fetched from the Hub by a pull."""
         return self.checkpoint_bytes + self.tokenizer_bytes
 
+    def file_bytes(self, path: str) -> int:
+        """The size of one of `files`, as the catalog knows it."""
+        return self.checkpoint_bytes if path == self.weights else self.tokenizer_bytes
+
     @property
     def files(self) -> tuple[str, ...]:
         """Repo paths a pull downloads, checkpoint first."""
@@ -132,7 +136,7 @@ def is_installed(entry: CatalogModel) -> bool:
 
 def human_bytes(n: int) -> str:
     """60816028 → '60.8 MB' (decimal units, as download sizes are usually given)."""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"

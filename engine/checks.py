@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 
+MAX_SEED = 2**63 - 1  # the largest seed: torch.Generator.manual_seed takes a signed 64-bit integer
+SEED_RANGE = "a whole number from 0 to 2**63-1"  # what a seed may be, in words
+
 
 def is_whole(value: object) -> bool:
     """True for an int (a bool is not a number here)."""
@@ -35,3 +38,15 @@ def number(name: str, value: object, low: float, high: float, low_open: bool = F
         lo = "(" if low_open else "["
         raise ValueError(f"{name} must be a number in {lo}{low:g}, {high:g}], got {value!r}")
     return float(value)  # type: ignore[arg-type]
+
+
+def is_seed(value: object) -> bool:
+    """True for a whole number from 0 to MAX_SEED (what every seed of Helium may be)."""
+    return is_whole(value) and 0 <= value <= MAX_SEED  # type: ignore[operator]
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """value if it is a seed (`is_seed`), else ValueError naming it."""
+    if not is_seed(value):
+        raise ValueError(f"{name} must be {SEED_RANGE}, got {value!r}")
+    return value  # type: ignore[return-value]

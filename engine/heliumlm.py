@@ -7,21 +7,21 @@ one that writes natural text ("time, there", not "time , there").
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders
+from tokenizers import Regex, decoders
 
+from engine import jsonfile
 from engine.bundle import build_model, load_state_dict, save_bundle
 from engine.bundle_info import check_bundle_target
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.files import atomic_directory
 from engine.llama2c import sha256_file
-from engine.tokenizer import TextTokenizer
+from engine.tokenizer import TextTokenizer, TokenizerFileError, read_tokenizer
 
 NORM_EPS = 1e-6  # the reference's RMSNorm default
 ROPE_THETA = 10000.0  # the reference's precompute_freq_cis default
@@ -46,25 +46,13 @@ class AuthorConfig:
 def read_author_config(path: str | Path) -> AuthorConfig:
     """Parse the author's training config JSON (helium-nano-config.json); keys it lacks keep the defaults."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: not a readable JSON config ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise BundleError(f"{path}: not a JSON object")
+    data = jsonfile.need_object(jsonfile.read_json(path), path)
     values = {}
     for key in ("n_head", "window_size", "max_seq_len", "vocab_size", "d_model", "n_layers", "n_kv_head"):
         if key in data:
-            value = data[key]
-            if type(value) is not int or value < 1:
-                raise BundleError(f"{path}: {key} must be a positive integer, got {value!r}")
-            values[key] = value
+            values[key] = jsonfile.field(data, key, int, source=path, low=1, high=1 << 24)
     if "mlp_ratio" in data:
-        if type(data["mlp_ratio"]) not in (int, float) or not 0 < data["mlp_ratio"] < 1000:
-            raise BundleError(f"{path}: mlp_ratio must be a positive number, got {data['mlp_ratio']!r}")
-        values["mlp_ratio"] = data["mlp_ratio"]
+        values["mlp_ratio"] = jsonfile.field(data, "mlp_ratio", float, source=path, low=1e-6, high=999)
     main = {k: values.pop(k) for k in ("n_head", "window_size", "max_seq_len") if k in values}
     return AuthorConfig(**main, declared=values)
 
@@ -261,14 +249,10 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     """The author's tokenizer.json with a natural-text decoder (if it has none), no start token, and [SEP] as
     the end token, as the author's training data and inference use them."""
     path = Path(path)
-    if not path.is_file():
-        raise BundleError(f"{path}: missing")
     try:
-        hf = Tokenizer.from_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
-        raise BundleError(
-            f"{path}: not a valid HF tokenizers file ({str(exc).splitlines()[0][:200]})"
-        ) from None
+        hf = read_tokenizer(path)
+    except TokenizerFileError as exc:
+        raise BundleError(str(exc)) from None
     end = hf.token_to_id(END_TOKEN)
     if end is None:
         raise BundleError(f"{path}: has no {END_TOKEN} token (the HeliumLM end-of-text marker)")

@@ -18,8 +18,10 @@ from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.export_checks import check_parent_writable, refuse_sliding_window, stored_dtype
 from engine.files import atomic_directory, atomic_write_text
+from engine.jsonfile import REQUIRED, JsonFileError, field, need_object, read_json, shown
+from engine.safe_read import inside
 from engine.sampling import SamplingParams
-from engine.tokenizer import TextTokenizer
+from engine.tokenizer import TextTokenizer, TokenizerFileError
 
 HF_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DATASET = "roneneldan/TinyStories"
@@ -121,36 +123,49 @@ def hf_config(config: ModelConfig, tok: TextTokenizer, dtype: torch.dtype) -> di
 
 
 def config_from_hf(hf: dict, source: Path) -> ModelConfig:
-    """The TinySLM config of a LlamaForCausalLM config.json; BundleError for anything Helium cannot run."""
-    arch = hf.get("architectures") or ["LlamaForCausalLM"]
-    if hf.get("model_type") != "llama" or "LlamaForCausalLM" not in arch:
-        raise BundleError(f"{source}: not a LlamaForCausalLM model (model_type {hf.get('model_type')!r}, {arch})")
-    if hf.get("hidden_act", "silu") not in ("silu", "swish"):
-        raise BundleError(f"{source}: activation {hf['hidden_act']!r} is not supported (Helium uses SwiGLU)")
-    if hf.get("attention_bias") or hf.get("mlp_bias"):
+    """The TinySLM config of a LlamaForCausalLM config.json; BundleError (a JsonFileError for a field of the wrong
+    kind) for anything Helium cannot run."""
+    hf = need_object(hf, source)
+    arch = field(hf, "architectures", list, ["LlamaForCausalLM"], source=source)
+    model_type = field(hf, "model_type", str, None, source=source)
+    if model_type != "llama" or "LlamaForCausalLM" not in arch:
+        raise BundleError(f"{source}: not a LlamaForCausalLM model (model_type {model_type!r}, {shown(arch)})")
+    act = field(hf, "hidden_act", str, "silu", source=source)
+    if act not in ("silu", "swish"):
+        raise BundleError(f"{source}: activation {act[:40]!r} is not supported (Helium uses SwiGLU)")
+    if field(hf, "attention_bias", bool, False, source=source) or field(hf, "mlp_bias", bool, False, source=source):
         raise BundleError(f"{source}: bias terms in attention or MLP are not supported")
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise BundleError(f"{source}: RoPE scaling {rope.get('rope_type', rope.get('type'))!r} is not supported")
+    rope_key = "rope_parameters" if hf.get("rope_parameters") is not None else "rope_scaling"
+    rope = field(hf, rope_key, dict, {}, source=source)
+    rope_type = field(rope, "rope_type", str, None, source=source, label=f"{rope_key}.rope_type")
+    rope_type = rope_type or field(rope, "type", str, "default", source=source, label=f"{rope_key}.type")
+    if rope_type != "default":
+        raise BundleError(f"{source}: RoPE scaling {rope_type[:40]!r} is not supported")
+    big = 1 << 24  # no dimension of a model Helium can run comes near this
+
+    def whole(key: str, default=REQUIRED, low: int = 1) -> int:
+        return field(hf, key, int, default, source=source, low=low, high=big)
+
+    d_model, n_head = whole("hidden_size"), whole("num_attention_heads")
+    n_kv = whole("num_key_value_heads", n_head)
+    if whole("head_dim", d_model // n_head) * n_head != d_model:
+        raise BundleError(f"{source}: head_dim × heads ≠ hidden_size is not supported")
+    theta = field(hf, "rope_theta", float, 10000.0, source=source)
     try:
-        d_model, n_head = int(hf["hidden_size"]), int(hf["num_attention_heads"])
-        n_kv = int(hf.get("num_key_value_heads") or n_head)
-        if int(hf.get("head_dim") or d_model // n_head) * n_head != d_model:
-            raise BundleError(f"{source}: head_dim × heads ≠ hidden_size is not supported")
         return ModelConfig(
-            vocab_size=int(hf["vocab_size"]),
+            vocab_size=whole("vocab_size"),
             d_model=d_model,
-            n_layer=int(hf["num_hidden_layers"]),
+            n_layer=whole("num_hidden_layers"),
             n_head=n_head,
             n_kv_head=None if n_kv == n_head else n_kv,
-            hidden_dim=int(hf["intermediate_size"]),
-            context_length=int(hf.get("max_position_embeddings", 2048)),
-            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            hidden_dim=whole("intermediate_size"),
+            context_length=whole("max_position_embeddings", 2048),
+            rope_theta=float(field(rope, "rope_theta", float, theta, source=source, label=f"{rope_key}.rope_theta")),
+            norm_eps=float(field(hf, "rms_norm_eps", float, 1e-6, source=source)),
+            tie_embeddings=field(hf, "tie_word_embeddings", bool, False, source=source),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{source}: bad config.json ({type(exc).__name__}: {exc})") from None
+    except ValueError as exc:
+        raise BundleError(f"{source}: unsupported model shape ({exc})") from None
 
 
 def generation_config(tok: TextTokenizer, config: ModelConfig) -> dict:
@@ -358,12 +373,9 @@ def import_hf(source: str | Path, out: str | Path, origin: str | None = None, fo
     replace = check_bundle_target(out, force)
     check_parent_writable(out)
     config_path = source / "config.json"
-    if not config_path.is_file():
+    if not (config_path.exists() or config_path.is_symlink()):
         raise BundleError(f"{config_path}: missing (not a transformers model directory)")
-    try:
-        hf = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{config_path}: not valid JSON ({exc})") from None
+    hf = read_json(config_path)
     config = config_from_hf(hf, config_path)
     tok = _read_tokenizer(source, hf)
     if tok.vocab_size != config.vocab_size:
@@ -383,46 +395,62 @@ def import_hf(source: str | Path, out: str | Path, origin: str | None = None, fo
 def _read_weights(source: Path) -> dict[str, torch.Tensor]:
     """Tensors of model.safetensors, its shards (model.safetensors.index.json) or pytorch_model.bin."""
     index = source / "model.safetensors.index.json"
-    if (source / "model.safetensors").is_file():
+    if _present(source / "model.safetensors"):
         return load_state_dict(source / "model.safetensors")
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise BundleError(f"{index}: unreadable ({exc})") from None
+    if _present(index):
         state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state |= load_state_dict(source / shard)
+        for shard in shard_files(index):
+            state |= load_state_dict(shard)
         return state
-    if (source / "pytorch_model.bin").is_file():
+    if _present(source / "pytorch_model.bin"):
         return load_state_dict(source / "pytorch_model.bin")
     raise BundleError(f"{source}: no model.safetensors (or shards, or pytorch_model.bin)")
+
+
+def shard_files(index: Path) -> list[Path]:
+    """The weight files that model.safetensors.index.json names, each confined to the index's directory."""
+    weight_map = field(need_object(read_json(index, max_bytes=64 << 20), index), "weight_map", dict, source=index)
+    names = set()
+    for key in weight_map:
+        names.add(field(weight_map, key, str, source=index, label=f"weight_map[{key[:40]!r}]"))
+    try:
+        return [inside(index.parent, name, "weight file") for name in sorted(names)]
+    except ValueError as exc:
+        raise BundleError(f"{index}: {exc}") from None
+
+
+def _present(path: Path) -> bool:
+    """path exists in any form (a FIFO or a dangling link too, so the reader reports it instead of skipping it)."""
+    return path.exists() or path.is_symlink()
 
 
 def _read_tokenizer(source: Path, hf: dict) -> TextTokenizer:
     """tokenizer.json with BOS/EOS ids from config.json, generation_config.json or tokenizer_config.json."""
     path = source / "tokenizer.json"
-    if not path.is_file():
+    if not _present(path):
         raise BundleError(f"{path}: missing (only fast tokenizers, tokenizer.json, can be imported)")
-    ids = {"bos": hf.get("bos_token_id"), "eos": hf.get("eos_token_id")}
+    ids = {"bos": _token_id(hf, "bos", source / "config.json"), "eos": _token_id(hf, "eos", source / "config.json")}
     for extra in ("generation_config.json", "tokenizer_config.json"):
-        try:
-            data = json.loads((source / extra).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        if not _present(source / extra):
             continue
+        data = need_object(read_json(source / extra, max_bytes=16 << 20), source / extra)
         for key in ids:
             if ids[key] is None:
-                ids[key] = data.get(f"{key}_token_id")
+                ids[key] = _token_id(data, key, source / extra)
     try:
         tok = TextTokenizer.from_file(path, None, None)
-    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
-        raise BundleError(f"{path}: not a valid HF tokenizers file ({str(exc).splitlines()[0][:200]})") from None
-    tok.bos_id, tok.eos_id = (_first(ids["bos"]), _first(ids["eos"]))
+    except TokenizerFileError as exc:
+        raise BundleError(str(exc)) from None
+    tok.bos_id, tok.eos_id = ids["bos"], ids["eos"]
     return tok
 
 
-def _first(value) -> int | None:
-    """An id from an int or a list of ids (transformers allows several EOS ids)."""
+def _token_id(data: dict, which: str, source: Path) -> int | None:
+    """data's bos/eos_token_id: an id, or the first of a list (transformers allows several EOS ids), or None."""
+    key = f"{which}_token_id"
+    value = field(data, key, (int, list), None, source=source)
     if isinstance(value, list):
-        value = value[0] if value else None
-    return int(value) if isinstance(value, int) else None
+        value = field({key: value[0]}, key, int, source=source, label=f"{key}[0]") if value else None
+    if value is not None and value < 0:
+        raise JsonFileError(f"{source}: {key} must be a token id (at least 0), got {value}")
+    return value

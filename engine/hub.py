@@ -54,15 +54,62 @@ def push_to_hub(directory: str | Path, repo: str) -> str:
 
 
 def download_from_hub(repo: str) -> Path:
-    """A local snapshot of a Hub repo's config, tokenizer and safetensors weights (huggingface_hub's cache)."""
-    from huggingface_hub import snapshot_download
+    """A local snapshot of a Hub repo's config, tokenizer and safetensors weights (in huggingface_hub's cache).
+
+    The listing's commit and file names and every file's hash and size are checked before a byte is written
+    (engine.hub_files); any failure is one BundleError line.
+    """
+    from engine.hub_files import HubError, HubUnreachable, check_repo
 
     endpoint = hub_endpoint()
     try:
+        check_repo(repo)
+        return _snapshot(repo, endpoint)
+    except HubUnreachable as exc:
+        raise BundleError(f"cannot download {repo} from {endpoint} (HF_ENDPOINT): {exc}") from None
+    except (HubError, ValueError) as exc:
+        raise BundleError(f"cannot download {repo}: {exc}") from None
+
+
+def _snapshot(repo: str, endpoint: str) -> Path:
+    """List the repo at main, fetch the files `import hf` reads at that commit; the snapshot folder."""
+    from fnmatch import fnmatchcase
+
+    from engine.hub_files import HubError, check_size, fetch, head, remember, repo_dir
+
+    commit, names = _listing(repo, endpoint)
+    wanted = [n for n in names if "/" not in n and any(fnmatchcase(n, pattern) for pattern in HUB_FILES)]
+    if "config.json" not in wanted:
+        raise HubError(f"{repo} on {endpoint} (HF_ENDPOINT) has no config.json: not a transformers model repo")
+    remotes = [head(repo, name, commit, endpoint) for name in wanted]
+    for remote in remotes:
+        if remote.commit != commit:
+            raise HubError(f"{endpoint} (HF_ENDPOINT) answered commit {remote.commit[:12]} for {repo}/{remote.path}, "
+                           f"but listed the repo at {commit[:12]}; refused, nothing was written")  # fmt: skip
+        check_size(remote, endpoint)
+    for remote in remotes:
+        fetch(remote, endpoint, lambda n: None)
+    remember(repo, "main", commit)
+    return repo_dir(repo) / "snapshots" / commit
+
+
+def _listing(repo: str, endpoint: str) -> tuple[str, list[str]]:
+    """The commit of the repo's main branch and its file names, each checked (engine.hub_files)."""
+    import httpx2
+    from huggingface_hub import HfApi
+
+    from engine.hub_files import HubError, HubUnreachable, check_commit, check_path, metadata_timeout, where
+
+    try:
         with quiet_hub_logs():
-            return Path(snapshot_download(repo, allow_patterns=HUB_FILES, endpoint=endpoint))
-    except Exception as exc:  # noqa: BLE001 - offline, missing repo, HTTP errors all become one line
-        raise BundleError(f"cannot download {repo} from {endpoint} (HF_ENDPOINT): {_reason(exc)}") from None
+            info = HfApi(endpoint=endpoint).model_info(repo, revision="main", timeout=metadata_timeout())
+    except httpx2.TransportError as exc:
+        raise HubUnreachable(f"{_reason(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - missing repo, HTTP errors, a non-Hub answer: one line
+        raise HubError(f"{where(endpoint)} answered: {_reason(exc)}") from None
+    commit = check_commit(info.sha, endpoint, repo)
+    names = [check_path(getattr(s, "rfilename", None), endpoint, repo) for s in info.siblings or []]
+    return commit, names
 
 
 @contextmanager

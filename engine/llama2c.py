@@ -20,7 +20,8 @@ from engine.bundle_info import check_bundle_target
 from engine.config import ModelConfig
 from engine.errors import BundleError
 from engine.files import atomic_directory
-from engine.tokenizer import TextTokenizer
+from engine.safe_read import open_regular, read_regular, reason
+from engine.tokenizer import TextTokenizer, TokenizerFileError
 
 MAGIC = 0x616B3432  # "ak42": the header of llama2.c's versioned exports
 V1_HEADER_BYTES = 256  # versioned headers are padded to 256 bytes
@@ -29,6 +30,7 @@ SPACE = "▁"  # sentencepiece's visible space; llama2.c's tokenizer.bin stores 
 BOS_ID = 1  # `<s>`: starts every sequence; llama2.c's run.c also stops generating when it samples it
 SPECIALS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2 in every llama2.c (sentencepiece) vocabulary
 N_BYTES = 256  # byte-fallback tokens <0x00>..<0xFF> at ids 3..258
+MAX_TOKENIZER_BIN_BYTES = 64 << 20  # llama2.c's 32k tokenizer.bin is 424 KB
 NO_MERGE_SCORE = -1e10  # run.c starts its best-score search here: tokens scored at or below never merge
 
 
@@ -81,10 +83,12 @@ class Llama2cHeader:
 def read_header(path: Path) -> Llama2cHeader:
     """Parse the header of a llama2.c checkpoint; BundleError naming the file when it is not one."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             head = f.read(V1_HEADER_BYTES)
     except FileNotFoundError:
         raise BundleError(f"{path}: missing") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({reason(exc)})") from None
     if len(head) < LEGACY_HEADER_BYTES:
         raise BundleError(f"{path}: too short for a llama2.c checkpoint ({len(head)} bytes)")
     magic, version = struct.unpack_from("<Ii", head, 0)
@@ -204,9 +208,11 @@ def read_tokenizer_bin(path: str | Path) -> tuple[list[bytes], list[float]]:
     """Pieces (raw bytes, as llama2.c stores them) and scores from a llama2.c tokenizer.bin."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_TOKENIZER_BIN_BYTES)
     except FileNotFoundError:
         raise BundleError(f"{path}: missing") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({reason(exc)})") from None
     if len(data) < 4:
         raise BundleError(f"{path}: too short for a llama2.c tokenizer ({len(data)} bytes)")
     (max_len,) = struct.unpack_from("<i", data, 0)
@@ -308,8 +314,8 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
     if Path(path).suffix == ".json":
         try:
             return TextTokenizer.from_file(path, bos_id=BOS_ID, eos_id=BOS_ID)
-        except Exception as exc:  # tokenizers raises its own Exception type for missing or bad files
-            raise BundleError(f"{path}: not a tokenizer.json ({str(exc).splitlines()[0]})") from None
+        except TokenizerFileError as exc:
+            raise BundleError(str(exc)) from None
     pieces, scores = read_tokenizer_bin(path)
     return TextTokenizer(build_tokenizer(pieces, scores, path), bos_id=BOS_ID, eos_id=BOS_ID)
 
@@ -321,7 +327,7 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

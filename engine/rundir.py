@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.jsonfile import parse
+from engine.safe_read import open_regular
+
 CONFIG_FILE = "train_config.json"  # the serialized TrainConfig
 EVENTS_FILE = "events.jsonl"  # one JSON event per line (SCHEMA below)
 LOG_FILE = "train.log"  # stdout/stderr of a background run
@@ -121,8 +124,8 @@ class RunEvent:
         if len(line) > MAX_LINE_BYTES:
             return None
         try:
-            return cls.from_dict(json.loads(line))
-        except (ValueError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
+            return cls.from_dict(parse(line, EVENTS_FILE))
+        except (ValueError, TypeError):  # parse caps the nesting: never a RecursionError
             return None
 
 
@@ -156,15 +159,13 @@ class EventReader:
 
     def read(self, final: bool = False) -> list[RunEvent]:
         """New complete events; with final=True also a last line that never got its newline."""
-        if not self.path.is_file():
-            return []  # absent, or a FIFO or device named events.jsonl: never block on it
         try:
-            with open(self.path, "rb") as f:
+            with open_regular(self.path) as f:  # absent, or a FIFO or device named events.jsonl: nothing to read
                 if os.fstat(f.fileno()).st_size < self.offset:
                     self.offset = 0  # the file was replaced or truncated: read it again from the top
                 f.seek(self.offset)
                 chunk = f.read()
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
+        except OSError:
             return []
         end = chunk.rfind(b"\n") + 1
         complete, rest = chunk[:end], chunk[end:]

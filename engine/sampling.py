@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from engine.checks import is_number, is_whole
+from engine.checks import check_seed, is_number, is_whole
 
 MAX_NEW_TOKENS = 1_000_000  # a ceiling on one story (the context window slides, so more is possible)
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 MIN_TEMPERATURE = 1e-3  # positive temperatures below this sample as greedy would (and overflow float32)
 PENALTY_RANGE = (0.01, 100.0)  # repetition penalties outside this turn logits into inf or 0
 # The fields the sampler reads, in the order of the columns of their tensor form (`SamplingParams.knobs`,
@@ -43,8 +42,8 @@ class SamplingParams:
             raise ValueError(f"repetition penalty must be from {lo} to {hi:g} (1 = off), got {self.repetition_penalty}")
         if not is_whole(self.max_new_tokens) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
             raise ValueError(f"max tokens must be from 1 to {MAX_NEW_TOKENS:,}, got {self.max_new_tokens}")
-        if self.seed is not None and (not is_whole(self.seed) or not 0 <= self.seed <= MAX_SEED):
-            raise ValueError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed}")
+        if self.seed is not None:
+            check_seed(self.seed)
         return self
 
     def knobs(self) -> list[float]:

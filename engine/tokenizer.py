@@ -11,6 +11,32 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from engine.safe_read import read_regular, reason
+
+MAX_TOKENIZER_BYTES = 256 << 20  # the largest tokenizer.json files (256k-token vocabularies) are ~40 MB
+
+
+class TokenizerFileError(ValueError):
+    """A tokenizer.json that cannot be loaded; the message is one line naming the file."""
+
+
+def read_tokenizer(path: str | Path) -> Tokenizer:
+    """An HF tokenizers file, read as a regular file (never a FIFO) of at most MAX_TOKENIZER_BYTES;
+    TokenizerFileError when it is missing, unreadable or not a tokenizer."""
+    try:
+        data = read_regular(path, MAX_TOKENIZER_BYTES)
+    except FileNotFoundError:
+        raise TokenizerFileError(f"{path}: missing") from None
+    except OSError as exc:
+        raise TokenizerFileError(f"{path}: cannot be read ({reason(exc)})") from None
+    try:
+        return Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+        text = str(exc).strip().splitlines()
+        raise TokenizerFileError(
+            f"{path}: not a valid HF tokenizers file ({text[0][:200] if text else type(exc).__name__})"
+        ) from None
+
 
 @dataclass
 class TextTokenizer:
@@ -22,8 +48,8 @@ class TextTokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path, bos_id: int | None, eos_id: int | None) -> TextTokenizer:
-        """Load tokenizer.json."""
-        return cls(Tokenizer.from_file(str(path)), bos_id, eos_id)
+        """Load tokenizer.json (TokenizerFileError, one line, when it cannot be)."""
+        return cls(read_tokenizer(path), bos_id, eos_id)
 
     @property
     def vocab_size(self) -> int:

@@ -11,15 +11,18 @@ import json
 import math
 import os
 import re
-import stat
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from engine.sampling import MAX_SEED, SamplingParams
+from engine.checks import is_seed
+from engine.jsonfile import JsonFileError, parse
+from engine.safe_read import open_regular, reason
+from engine.sampling import SamplingParams
 
 HEAD_BYTES = 64 * 1024  # a list reads at most this much of each story file
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a larger story file is listed (from its head) but not opened
+MAX_DEPTH = 32  # a story nests two levels (params); a deeper file is refused, never recursed into
 MAX_TOKENS = 10**12  # a larger `tokens` count is not believed
 MAX_PARAMS = 32  # parameters kept per story; more are dropped
 MAX_PARAM_TEXT = 200  # a string parameter longer than this is dropped
@@ -33,31 +36,14 @@ class StoryFileError(ValueError):
 
 
 def read_file(path: Path, limit: int) -> tuple[bytes, int]:
-    """At most `limit` bytes of a regular file and its full size; StoryFileError for FIFOs, devices, dirs.
-
-    The file is opened non-blocking, so a FIFO named like a story is refused at once instead of waiting
-    for a writer.
-    """
+    """At most `limit` bytes of a regular file and its full size; StoryFileError for FIFOs, devices, dirs
+    (refused at once through `engine.safe_read.open_regular`, never waiting for a writer)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            return f.read(min(limit, size)), size
     except OSError as exc:
-        raise StoryFileError(exc.strerror or str(exc)) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StoryFileError("not a regular file")
-        chunks, left = [], min(limit, info.st_size)
-        while left > 0:
-            chunk = os.read(fd, left)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks), info.st_size
-    except OSError as exc:
-        raise StoryFileError(exc.strerror or str(exc)) from None
-    finally:
-        os.close(fd)
+        raise StoryFileError(reason(exc)) from None
 
 
 def decode(data: bytes, whole: bool) -> str:
@@ -72,11 +58,9 @@ def decode(data: bytes, whole: bool) -> str:
 def load_json(text: str) -> Any:
     """Parse a whole story file; StoryFileError for anything that is not JSON (or is absurdly nested)."""
     try:
-        return json.loads(text)
-    except RecursionError:
-        raise StoryFileError("not valid JSON (nested too deeply)") from None
-    except ValueError as exc:
-        raise StoryFileError(f"not valid JSON ({str(exc).splitlines()[0][:80]})") from None
+        return parse(text, "story file", max_depth=MAX_DEPTH)
+    except JsonFileError as exc:
+        raise StoryFileError(str(exc).removeprefix("story file: ")) from None
 
 
 def parse_head(text: str) -> dict[str, Any]:
@@ -154,9 +138,9 @@ def clean_fields(data: Any, whole: bool) -> tuple[dict[str, Any], list[str]]:
                 values[key] = no_lone_surrogates(data[key])
             else:
                 ignored.append(key)
-    for key, low, high in (("tokens", 0, MAX_TOKENS), ("chars_cut", 0, MAX_TOKENS), ("seed", 0, MAX_SEED)):
+    for key, fits in (("tokens", _is_count), ("chars_cut", _is_count), ("seed", is_seed)):
         if key in data and data[key] is not None:
-            if _is_int(data[key]) and low <= data[key] <= high:
+            if fits(data[key]):
                 values[key] = data[key]
             else:
                 ignored.append(key)
@@ -200,6 +184,10 @@ def _good_param(key: str, value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return _is_int(value) and abs(value) <= MAX_TOKENS
+
+
+def _is_count(value: Any) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_TOKENS
 
 
 def _is_int(value: Any) -> bool:

@@ -17,7 +17,7 @@ from engine.install import check_model_name
 from engine.paths import user_data_dir, user_models_dir
 from engine.rundir import CONFIG_FILE
 from trainer.config import DEFAULT_MAX_STEPS, TrainConfig
-from trainer.finetune import finetune_name
+from trainer.finetune import finetune_name, run_config
 
 DEFAULT_PRESET = "tiny"  # preset selected when the form opens
 DEFAULT_STEPS = DEFAULT_MAX_STEPS  # steps pre-filled in the form: the trainer's own default
@@ -80,9 +80,8 @@ class RunForm:
             )
         run_dir = Path(self.out.strip()).expanduser() if self.out.strip() else default_run_dir()
         steps = parse_count(self.steps, "steps")
-        values = {"command": "helium (training monitor)", **overrides, **self.hyperparams()}
-        values |= dict(preset=self.preset, data=str(data_dir.resolve()), out=str(run_dir.resolve()), max_steps=steps)
-        return TrainConfig.from_dict(values), run_dir
+        choices = {"command": "helium (training monitor)", **overrides, **self.hyperparams()}
+        return run_config(data_dir, run_dir, **(choices | {"preset": self.preset, "max_steps": steps})), run_dir
 
     @classmethod
     def of_run(cls, run_dir: Path, preset_names: tuple[str, ...]) -> RunForm | None:

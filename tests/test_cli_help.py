@@ -28,3 +28,23 @@ def test_no_help_shows_a_flag_as_if_it_took_a_value():
     assert "<float>" in tell and "<int>" in tell  # the others keep their types
     for flag in ("--json", "--compile", "--no-compile", "--help"):
         assert flag in tell
+
+
+def test_train_help_states_the_defaults_of_the_config_objects():
+    from helium_tui.commands.train import flag, shown
+    from trainer.config import FINETUNE_DEFAULTS, FINETUNE_EPOCHS, MIN_FINETUNE_STEPS, TrainConfig
+
+    command = typer.main.get_command(app).commands["train"]
+    options = {opt for param in command.params for opt in param.opts}
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "1000"})
+    text = " ".join(result.output.split())
+    fresh = TrainConfig()
+    for field, tuned in FINETUNE_DEFAULTS.items():  # each option a fine-tune changes, with both defaults
+        assert flag(field) in options, field
+        assert f"[{shown(getattr(fresh, field))}; fine-tune {shown(tuned)}]" in text, field
+        assert f"{flag(field)} {shown(tuned)}," in text, field  # and in --init-from's summary
+    assert f"{FINETUNE_EPOCHS} passes over the data (at least {MIN_FINETUNE_STEPS} steps)" in text
+    for field in ("weight_decay", "ckpt_interval", "keep_last", "seed"):
+        assert f"{flag(field)} <" in text and f"[{shown(getattr(fresh, field))}]" in text, field
+    assert "auto, bfloat16 or float32. [auto]" in text  # a bracketed word is printed, not taken for a style
+    assert "[lr / 10]" in text

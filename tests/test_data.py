@@ -280,7 +280,7 @@ def test_cli_bad_inputs_fail_in_one_line_and_overwrite_nothing(tmp_path):
     bad_tok = tmp_path / "tokenizer.json"
     bad_tok.write_text("{not a tokenizer")
     assert_user_error(
-        run_cli("prepare", str(good), "--out", str(out), "--tokenizer", str(bad_tok)), "unreadable tokenizer"
+        run_cli("prepare", str(good), "--out", str(out), "--tokenizer", str(bad_tok)), "not a valid HF tokenizers file"
     )
     bad_jsonl = tmp_path / "bad.jsonl"
     bad_jsonl.write_text('{"text": "ok"}\n{"story": "no text field"}\n')

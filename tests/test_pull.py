@@ -209,7 +209,8 @@ def test_pull_converts_installs_and_a_second_pull_is_a_no_op(synth, helium_home,
 def test_pull_with_the_shipped_llama2_tokenizer(synth, helium_home):
     hub, _, big = synth
     result = pull(big)
-    assert [path for m, path, _ in hub.requests if m == "GET"] == [f"/{REPO}/resolve/main/synth32k.bin"]
+    gets = [path for m, path, _ in hub.requests if m == "GET"]
+    assert gets == [f"/{REPO}/resolve/{COMMIT}/synth32k.bin"]  # pinned to the commit the HEAD named
     bundle = load_bundle(result.path)
     assert bundle.config.vocab_size == 32000 and bundle.tokenizer.encode("Once upon a time")[1:] == [
         9038,
@@ -301,9 +302,9 @@ def test_a_dropped_connection_is_retried_within_the_same_pull(synth, helium_home
     data = hub.files[REPO]["synth/synth.bin"]
     hub.faults = Faults(drop_after=len(data) // 3)
     assert pull("synth").pulled
-    # huggingface_hub retries at once; it resumes from the last whole 10 MB chunk, so a small file starts over
+    # the second GET resumes where the dropped one stopped
     ranges = [r for _, path, r in hub.gets() if path.endswith("synth.bin")]
-    assert len(ranges) == 2 and ranges[0] is None
+    assert len(ranges) == 2 and ranges[0] is None and ranges[1] == f"bytes={len(data) // 3}-"
     (tmp_path / "m.bin").write_bytes(data)
     (tmp_path / "t.bin").write_bytes(hub.files[REPO]["synth/tok.bin"])
     direct = load_bundle(import_llama2c(tmp_path / "m.bin", tmp_path / "t.bin", tmp_path / "direct"))
@@ -397,7 +398,11 @@ def test_ctrl_c_stops_a_cli_pull_cleanly(synth_files, helium_home, hub_cache):
     import os
     import signal
 
-    data = {"stories260K/stories260K.bin": synth_files["synth/synth.bin"], "stories260K/tok512.bin": synth_files["synth/tok.bin"]}  # fmt: skip
+    entry = CATALOG["stories260K"]  # the files have the catalog's sizes (else the pull refuses them at once)
+    data = {
+        entry.weights: synth_files["synth/synth.bin"].ljust(entry.checkpoint_bytes, b"\0"),
+        entry.tokenizer: synth_files["synth/tok.bin"].ljust(entry.tokenizer_bytes, b"\0"),
+    }
     hub = FakeHub({"karpathy/tinyllamas": data}, faults=Faults(stall_s=30))
     env = dict(os.environ, HF_ENDPOINT=hub.url)
     try:

@@ -10,13 +10,20 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from engine.checks import is_number, number, whole
+from engine.checks import check_seed, is_number, number, whole
 from engine.config import LIMITS, ModelConfig, get_preset
 
 DEFAULT_MAX_STEPS = 1000  # when neither max_steps nor max_tokens is given
-MAX_SEED = 2**63 - 1
 MAX_COUNT = 10**9  # an upper bound for step/batch/interval counts (far past anything that fits in memory)
 MAX_EVAL_BATCHES = 10_000  # val batches per eval (each is read from disk when needed, never all held at once)
+
+# What a fine-tune changes from a fresh run's defaults (`helium train --init-from`, trainer.finetune.finetune_config):
+# a peak lr a fifth of the fresh run's (a tenth of the shipped model's), a short warmup, small batches (more steps
+# from little text) and evals often enough to draw a curve. docs/BENCHMARKS.md has the measurements behind them.
+# Here rather than in trainer.finetune so the CLI's help reads them without importing that module's hashing.
+FINETUNE_DEFAULTS = dict(lr=2e-4, warmup_steps=10, batch_size=8, eval_interval=25, eval_batches=10)
+FINETUNE_EPOCHS = 4  # a fine-tune's default budget: passes over the training split (without max_steps / max_tokens)
+MIN_FINETUNE_STEPS = 20  # the default budget is never shorter than this
 
 
 @dataclass
@@ -110,7 +117,7 @@ class TrainConfig:
             whole("context", self.context, high=LIMITS["context_length"][1])
         for name in ("warmup_steps", "eval_interval", "ckpt_interval", "keep_last"):
             whole(name, getattr(self, name), low=0, high=MAX_COUNT)
-        whole("seed", self.seed, low=0, high=MAX_SEED)
+        check_seed(self.seed)
         number("lr", self.lr, 0, math.inf, low_open=True)
         if self.min_lr is not None and not (is_number(self.min_lr) and 0 <= self.min_lr <= self.lr):
             raise ValueError(f"min_lr must be from 0 to lr ({self.lr}), got {self.min_lr}")

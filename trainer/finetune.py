@@ -1,7 +1,8 @@
 """Fine-tuning: a training run that starts from a model bundle's weights and shape, on data in its tokenizer.
 
 Torch-free, for the CLI and the studio: the base model as its bundle describes it, the checks that a prepared
-data dir and a run's options fit it, the fine-tune defaults, and one call that prepares stories for a model.
+data dir and a run's options fit it, a fine-tune's config (its defaults are trainer.config's), and one call that
+prepares stories for a model.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from engine.bundle_info import PT_WEIGHTS, TOKENIZER, WEIGHTS, read_config, read_metadata
 from engine.config import ModelConfig, get_preset
@@ -20,14 +22,8 @@ from engine.errors import BundleError
 from engine.files import atomic_write_text
 from engine.humanize import plural
 from engine.registry import resolve_model
-from trainer.config import TrainConfig
+from trainer.config import FINETUNE_DEFAULTS, FINETUNE_EPOCHS, MIN_FINETUNE_STEPS, TrainConfig
 
-# What a fine-tune changes from a fresh run's defaults (`helium train --init-from`, `finetune_config`): a peak
-# lr a fifth of the fresh run's (a tenth of the shipped model's), a short warmup, small batches (more steps
-# from little text) and evals often enough to draw a curve. docs/BENCHMARKS.md has the measurements behind them.
-FINETUNE_DEFAULTS = dict(lr=2e-4, warmup_steps=10, batch_size=8, eval_interval=25, eval_batches=10)
-FINETUNE_EPOCHS = 4  # default budget: passes over the training split (without max_steps / max_tokens)
-MIN_FINETUNE_STEPS = 20  # the default budget is never shorter than this
 MIN_STORIES = 20  # fewer stories than this make a useless run: refused with a notice
 VAL_SHARE = 0.1  # share of stories held out for the val loss (at least one context window of them)
 MAX_VAL_SHARE = 1 / 3  # more than this for a single val window means too little text
@@ -181,6 +177,19 @@ def finetune_config(base: BaseModel, data: str | Path, out: str | Path, **overri
         context = cfg.context or base.config.context_length
         cfg = cfg.with_(max_steps=finetune_steps(train_tokens(data), cfg.tokens_per_step(context)))
     return cfg.validate()
+
+
+def run_config(data: str | Path, out: str | Path, base: BaseModel | None = None, **choices: Any) -> TrainConfig:
+    """The TrainConfig of a new run from a user's choices: the one builder behind `helium train` and the training
+    monitor. A fresh run starts from TrainConfig's defaults, a fine-tune of `base` from `finetune_config`'s;
+    `choices` are TrainConfig fields (None: the default). ValueError (one line) for unknown fields or bad values."""
+    unknown = sorted(set(choices) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+    data, out = Path(data).expanduser().resolve(), Path(out).expanduser().resolve()
+    if base is not None:
+        return finetune_config(base, data, out, **choices)
+    return TrainConfig(data=str(data), out=str(out)).with_(**choices).validate()
 
 
 def train_tokens(data: str | Path) -> int:

@@ -5,47 +5,70 @@ Batches depend only on (seed, step, rank), so a resumed run sees exactly the bat
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from engine.jsonfile import REQUIRED, JsonFileError, field, need_object, read_json, shown
+from engine.safe_read import check_regular, inside, reason
+
 MANIFEST = "manifest.json"
 FORMAT = "helium-data/1"
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest lists a few hundred shards at most
 
 
 def read_manifest(data_dir: str | Path) -> dict:
-    """The manifest of a prepared data dir; ValueError with a one-line message when missing or corrupt."""
+    """The manifest of a prepared data dir, every field Helium reads checked (shard names confined to the dir);
+    ValueError with a one-line message when missing or corrupt."""
     path = Path(data_dir) / MANIFEST
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise ValueError(f"{data_dir}: not a prepared data dir (no {MANIFEST}; run `helium data prepare`)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(
-            f"{path}: unreadable manifest ({exc.__class__.__name__}); run `helium data prepare` again"
-        ) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        manifest = need_object(read_json(path, max_bytes=MAX_MANIFEST_BYTES), path)
+    except JsonFileError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise ValueError(f"{path}: unreadable manifest ({reason}); run `helium data prepare` again") from None
+    if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} manifest; run `helium data prepare` again")
     try:
-        if not 1 <= _whole(manifest["vocab_size"]) <= 65536 or not 0 <= _whole(manifest.get("eot_id", 0)) < 65536:
-            raise ValueError
-        for split in manifest["splits"].values():
-            if not all(isinstance(name, str) for name in split["shards"]) or _whole(split["tokens"]) < 0:
-                raise ValueError
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise ValueError(
-            f"{path}: corrupt manifest (missing fields); run `helium data prepare` again"
-        ) from None
+        _check_fields(manifest, path)
+    except JsonFileError as exc:
+        raise ValueError(f"{path}: corrupt manifest ({str(exc).removeprefix(f'{path}: ')}); "
+                         "run `helium data prepare` again") from None  # fmt: skip
     return manifest
 
 
-def _whole(value: object) -> int:
-    """value if it is a whole number (not a bool), else TypeError."""
-    if type(value) is not int:
-        raise TypeError(value)
-    return value
+def _check_fields(manifest: dict, path: Path) -> None:
+    """JsonFileError naming the first field of the manifest that is missing or of the wrong kind."""
+    field(manifest, "vocab_size", int, source=path, low=1, high=65536)
+    for key in ("eot_id", "bos_id", "eos_id"):
+        field(manifest, key, int, None, source=path, low=0, high=65535)
+    for key in ("tokenizer_model", "tokenizer_sha256"):
+        field(manifest, key, str, None, source=path)
+    for i, source in enumerate(field(manifest, "sources", list, [], source=path)):
+        need_object(source, path, f"sources[{i}]")
+    splits = field(manifest, "splits", dict, source=path)
+    for name in splits:
+        split = field(splits, name, dict, source=path, label=f"splits.{name}")
+        for i, shard in enumerate(field(split, "shards", list, source=path, label=f"splits.{name}.shards")):
+            if not isinstance(shard, str):
+                raise JsonFileError(f"{path}: splits.{name}.shards[{i}] must be a file name, got {shown(shard)}")
+            _shard_path(path.parent, shard)
+        for key in ("tokens", "stories", "text_bytes"):
+            default = REQUIRED if key == "tokens" else None
+            field(split, key, int, default, source=path, low=0, label=f"splits.{name}.{key}")
+
+
+def _shard_path(data_dir: Path, name: str) -> Path:
+    """data_dir / name for a shard the manifest names; ValueError when the name leads outside data_dir."""
+    try:
+        return inside(data_dir, name, "shard")
+    except ValueError:
+        raise ValueError(
+            f"{data_dir / MANIFEST}: the shard {name[:80]!r} is outside the data dir (refused); "
+            "run `helium data prepare` again"
+        ) from None
 
 
 class TokenLoader:
@@ -84,7 +107,7 @@ class TokenLoader:
         self.world_size = world_size  # number of ranks (validated only; streams differ per rank)
         self.pin_memory = pin_memory  # batches in page-locked memory, so non_blocking copies to a GPU overlap
         self.vocab_size = int(self.manifest["vocab_size"])  # ids are < vocab_size
-        self.eot_id = int(self.manifest.get("eot_id", 0))  # story separator / BOS
+        self.eot_id = int(self.manifest.get("eot_id") or 0)  # story separator / BOS
         self.shards = [self._open(name) for name in splits[split]["shards"]]
         self.tokens = sum(len(s) for s in self.shards)  # tokens in the split
         if self.tokens != int(splits[split]["tokens"]):
@@ -100,10 +123,14 @@ class TokenLoader:
             )
 
     def _open(self, name: str) -> np.memmap:
-        """Memory-map one shard; ValueError when it is missing or not whole uint16s."""
-        path = self.data_dir / name
-        if not path.is_file() or Path(name).name != name:
-            raise ValueError(f"{path}: shard missing; run `helium data prepare` again")
+        """Memory-map one shard; ValueError when it is outside the data dir, missing or not whole uint16s."""
+        path = _shard_path(self.data_dir, name)
+        try:
+            check_regular(path)
+        except FileNotFoundError:
+            raise ValueError(f"{path}: shard missing; run `helium data prepare` again") from None
+        except OSError as exc:
+            raise ValueError(f"{path}: shard cannot be read ({reason(exc)})") from None
         size = path.stat().st_size
         if size % 2:
             raise ValueError(f"{path}: truncated shard ({size} bytes); run `helium data prepare` again")

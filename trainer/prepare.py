@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.checks import is_number, whole
+from engine.checks import check_seed, is_number, whole
 from engine.files import atomic_write, atomic_write_text
-from engine.tokenizer import TextTokenizer
+from engine.safe_read import check_regular, open_regular, read_regular, reason
+from engine.tokenizer import MAX_TOKENIZER_BYTES, TextTokenizer, read_tokenizer
 from trainer.loader import FORMAT, MANIFEST, read_manifest
 from trainer.text import FORMATS, NORMALIZE_VERSION, ReadStats, read_stories, split_stories
 from trainer.tokenizer import EOT, MAX_VOCAB, train_bpe
@@ -94,7 +95,7 @@ class PrepareResult:
 def sha256_file(path: Path, progress: Progress = _no_progress) -> str:
     """Hex SHA-256 of a file, read in 4 MiB blocks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(1 << 22):
             h.update(block)
             progress("hashing", len(block), None)
@@ -124,14 +125,8 @@ def tokenizer_source(spec: str | Path) -> TokenizerSource:
 def load_tokenizer(source: TokenizerSource) -> TextTokenizer:
     """The source's tokenizer; ValueError when unreadable, too large for uint16, or (a bare file) without
     `<|endoftext|>`."""
-    from tokenizers import Tokenizer
-
     path = source.path
-    try:
-        hf = Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception for missing and malformed files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"{path}: unreadable tokenizer ({reason})") from None
+    hf = read_tokenizer(path)  # TokenizerFileError (a ValueError) naming the file
     bos, eos = source.bos_id, source.eos_id
     if source.kind == "given":
         bos = eos = hf.token_to_id(EOT)
@@ -164,14 +159,16 @@ def check_inputs(files: list[Path], out: Path, opts: PrepareOptions) -> dict | N
         whole("vocab size", opts.vocab_size, low=257, high=MAX_VOCAB)  # ids are stored as uint16
     if not (is_number(opts.val_fraction) and 0 <= opts.val_fraction < 1):
         raise ValueError(f"val fraction must be in [0, 1), got {opts.val_fraction}")
-    whole("seed", opts.seed, low=0, high=2**63 - 1)
+    check_seed(opts.seed)
     whole("workers", opts.workers, low=0, high=1024)
     whole("shard tokens", opts.shard_tokens, high=1 << 31)
     if not files:
         raise ValueError("no input files given")
     for path in [*files, *([opts.val] if opts.val else [])]:
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file")
+        try:
+            check_regular(path)
+        except OSError as exc:
+            raise ValueError(f"{path}: {reason(exc)}") from None
     for fmt in (opts.fmt, opts.val_format):
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
@@ -197,6 +194,8 @@ def is_up_to_date(out: Path, old: dict | None, sources: list[dict], options: dic
         return False
     tok_path = out / TOKENIZER
     if not tok_path.is_file() or sha256_file(tok_path) != old.get("tokenizer_sha256"):
+        return False
+    if set(old["splits"]) != {"train", "val"}:
         return False
     for split in old["splits"].values():
         sizes = [(out / name).stat().st_size if (out / name).is_file() else -1 for name in split["shards"]]
@@ -319,7 +318,7 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the old shards are being replaced
     if source:  # the very bytes, so the data's tokenizer is the model's
-        tok_bytes = source.path.read_bytes()
+        tok_bytes = read_regular(source.path, MAX_TOKENIZER_BYTES)
         atomic_write(out / TOKENIZER, lambda p: p.write_bytes(tok_bytes))
     else:
         atomic_write_text(out / TOKENIZER, tokenizer.hf.to_str())

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,9 +41,6 @@ from trainer.config import TrainConfig
 from trainer.distributed import Dist, RankAbort, all_agree
 from trainer.finetune import BaseModel, check_data_fits, finetune_metadata, finetune_shape, read_base
 from trainer.loader import TokenLoader, read_manifest
-
-if TYPE_CHECKING:
-    from trainer.train import Trainer
 
 
 class NonFiniteLoss(Exception):
@@ -198,27 +195,26 @@ class Reporter:
         if self.dist.main:
             print(line, flush=True)
 
-    def start(self, trainer: Trainer, ck: Checkpointer) -> None:
-        """The `start` and `running` events and the header line of a session."""
-        s, params = trainer.s, trainer.model.num_params()
+    def start(self, s: TrainSetup, step: int, compiled: bool, resumed: bool) -> None:
+        """The `start` and `running` events and the header line of a session that begins at `step`."""
+        params = s.model.num_params()
         self.emit(
-            "start", step=ck.step, max_steps=s.max_steps, tokens_per_step=s.tokens_per_step, params=params,
+            "start", step=step, max_steps=s.max_steps, tokens_per_step=s.tokens_per_step, params=params,
             preset=s.label, device=str(s.device), dtype=dtype_name(s.dtype), world_size=self.dist.world,
-            pid=os.getpid(), compiled=trainer.compiled, context=s.context, resumed=trainer.mode == "resume",
+            pid=os.getpid(), compiled=compiled, context=s.context, resumed=resumed,
             init_from=str(s.base.path) if s.base else None,
         )  # fmt: skip
-        self.emit("status", status="running", step=ck.step)
+        self.emit("status", status="running", step=step)
         self.say(
             f"training {s.label} ({params / 1e6:.2f}M params, context {s.context}) on {s.device} "
-            f"{dtype_name(s.dtype)}{' compiled' if trainer.compiled else ''}, {plural(self.dist.world, 'process', 'processes')}, "
-            f"{s.tokens_per_step} tokens/step, steps {ck.step}->{s.max_steps}"
+            f"{dtype_name(s.dtype)}{' compiled' if compiled else ''}, {plural(self.dist.world, 'process', 'processes')}, "
+            f"{s.tokens_per_step} tokens/step, steps {step}->{s.max_steps}"
         )
 
-    def fail(self, message: str, tail: list[str], trainer: Trainer) -> None:
-        """Record error + failed (only in a run dir this trainer claimed)."""
-        ck = getattr(trainer, "checkpointer", None)
+    def fail(self, message: str, tail: list[str], step: int) -> None:
+        """Record error + failed at `step` (only in a run dir this trainer claimed)."""
         self.emit("error", message=message, tail=tail)
-        self.emit("status", status="failed", step=ck.step if ck is not None else 0)
+        self.emit("status", status="failed", step=step)
 
     def close(self) -> None:
         """Release the run dir (after the last event, so watchers find the final status first)."""

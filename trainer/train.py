@@ -191,7 +191,7 @@ class Trainer:
 
     def _loop(self) -> int:
         ck, s = self.checkpointer, self.s
-        self.report.start(self, ck)
+        self.report.start(s, ck.step, compiled=self.compiled, resumed=self.mode == "resume")
         meter = Meter(s.tokens_per_step, since_step=ck.step)
         loss_sum = torch.zeros((), device=self.device)
         first = True
@@ -274,7 +274,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, restart: bool = False) 
             prefix = f"[rank {dist.rank}] " if dist and not dist.main else ""
             print(f"{ERROR_PREFIX}{prefix}{_disk_message(exc, message)}", file=sys.stderr, flush=True)
         if trainer is not None:
-            trainer.report.fail(_disk_message(exc, message), [], trainer)
+            trainer.report.fail(_disk_message(exc, message), [], _step(trainer))
         return 2
     except KeyboardInterrupt:  # Ctrl-C before the handler was installed, or a second Ctrl-C
         print("helium: interrupted: stopped without saving this step (the last checkpoint is kept)", file=sys.stderr)
@@ -285,7 +285,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, restart: bool = False) 
         tail = traceback.format_exc().strip().splitlines()[-12:]
         message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if trainer is not None:
-            trainer.report.fail(message, tail, trainer)
+            trainer.report.fail(message, tail, _step(trainer))
         traceback.print_exc()
         return 1
     finally:

@@ -59,7 +59,7 @@ def gguf_cmd(
         path = export_gguf(bundle, out, chosen, force=force)
     size = path.stat().st_size / 1e6
     print(f"exported {bundle.name} ({bundle.model.num_params():,} parameters, {chosen}) -> {path} ({size:.1f} MB)")
-    print(f'run it: llama-completion -m {path} -p "Once upon a time" -n 200   (Ollama: README, "Taking a Helium model elsewhere")')
+    print(f'run it: llama-completion -m {path} -p "Once upon a time" -n 200   (Ollama: docs/models.md, "Taking a Helium model elsewhere")')
 
 
 @export_app.command("hf", help="Write a transformers LlamaForCausalLM directory (optionally push it to the Hub).")

@@ -12,20 +12,49 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from engine.config import PRESETS
 from helium_tui.errors import fail, user_errors
-from trainer.config import DEFAULT_MAX_STEPS, TrainConfig
+from trainer.config import (
+    DEFAULT_MAX_STEPS,
+    FINETUNE_DEFAULTS,
+    FINETUNE_EPOCHS,
+    MIN_FINETUNE_STEPS,
+    TrainConfig,
+)
 
-D = TrainConfig()  # the defaults the help shows come from the config itself
+D = TrainConfig()  # the defaults the help shows come from the config objects themselves
+F = D.with_(**FINETUNE_DEFAULTS)  # a fine-tune's defaults
+OPTION_OF = {"warmup_steps": "warmup"}  # TrainConfig field -> the option that sets it, where the names differ
 
-# trainer.finetune.FINETUNE_DEFAULTS and FINETUNE_EPOCHS in words (a test keeps them equal; importing
-# trainer.finetune here would slow every `helium` start-up)
+
+def flag(field: str) -> str:
+    """The command-line option that sets a TrainConfig field: `--batch-size` for batch_size."""
+    return "--" + OPTION_OF.get(field, field).replace("_", "-")
+
+
+def note(text: str) -> str:
+    """A bracketed default for the help, escaped so rich markup prints `[auto]` instead of taking it for a style."""
+    return escape(f"[{text}]")
+
+
+def shown(value: object) -> str:
+    """A default as the help writes it: 0.0002, 0.1, 32."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def default_of(field: str) -> str:
+    """A field's default for the help, `[32; fine-tune 8]` where a fine-tune changes it."""
+    fresh, tuned = shown(getattr(D, field)), shown(getattr(F, field))
+    return note(f"{fresh}; fine-tune {tuned}" if field in FINETUNE_DEFAULTS else fresh)
+
+
 FINETUNE_HELP = (
     "Fine-tune: start from this model's weights and shape (an installed name or a bundle dir, never "
     "modified); --data must be prepared with its tokenizer (`helium data prepare FILES --tokenizer MODEL`). "
-    "Fine-tune defaults: --lr 2e-4, --warmup 10, --batch-size 8, --eval-interval 25, "
-    "--eval-batches 10 and 4 passes over the data (at least 20 steps) unless --max-steps/--max-tokens; "
+    f"Fine-tune defaults: {', '.join(f'{flag(k)} {shown(v)}' for k, v in FINETUNE_DEFAULTS.items())}, and "
+    f"{FINETUNE_EPOCHS} passes over the data (at least {MIN_FINETUNE_STEPS} steps) unless --max-steps/--max-tokens; "
     "--context may only shrink, a --preset must name the model's own shape."
 )
 
@@ -42,7 +71,7 @@ def train(
         Path | None, typer.Option(help="Run dir for config, events, checkpoints and the bundle.")
     ] = None,
     max_steps: Annotated[
-        int | None, typer.Option(help=f"Optimizer steps to train (default {DEFAULT_MAX_STEPS}; fine-tune: 4 passes).")
+        int | None, typer.Option(help=f"Optimizer steps to train (default {DEFAULT_MAX_STEPS}; fine-tune: {FINETUNE_EPOCHS} passes).")
     ] = None,
     max_tokens: Annotated[
         int | None, typer.Option(help="Train for this many tokens instead of --max-steps.")
@@ -64,43 +93,43 @@ def train(
         ),
     ] = False,
     batch_size: Annotated[
-        int | None, typer.Option(help=f"Global sequences per micro-step (split over ranks). [{D.batch_size}; fine-tune 8]")
+        int | None, typer.Option(help=f"Global sequences per micro-step (split over ranks). {default_of('batch_size')}")
     ] = None,
     context: Annotated[
-        int | None, typer.Option(help="Tokens per sequence. [preset's or base model's context]")
+        int | None, typer.Option(help="Tokens per sequence. " + note("preset's or base model's context"))
     ] = None,
-    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate. [{D.lr:g}; fine-tune 2e-4]")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate. {default_of('lr')}")] = None,
     min_lr: Annotated[
-        float | None, typer.Option(help="Learning rate at the end of the cosine decay. [lr / 10]")
+        float | None, typer.Option(help="Learning rate at the end of the cosine decay. " + note("lr / 10"))
     ] = None,
-    warmup: Annotated[int | None, typer.Option(help=f"Linear warmup steps. [{D.warmup_steps}; fine-tune 10]")] = None,
+    warmup: Annotated[int | None, typer.Option(help=f"Linear warmup steps. {default_of('warmup_steps')}")] = None,
     decay_steps: Annotated[
-        int | None, typer.Option(help="Cosine decay length in steps. [the first session's max steps]")
+        int | None, typer.Option(help="Cosine decay length in steps. " + note("the first session's max steps"))
     ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help=f"AdamW weight decay on matrices. [{D.weight_decay}]")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help=f"Micro-steps per optimizer step. [{D.grad_accum}]")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=f"AdamW weight decay on matrices. {default_of('weight_decay')}")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help=f"Micro-steps per optimizer step. {default_of('grad_accum')}")] = None,
     grad_clip: Annotated[
-        float | None, typer.Option(help=f"Clip the gradient norm to this; 0 = off. [{D.grad_clip}]")
+        float | None, typer.Option(help=f"Clip the gradient norm to this; 0 = off. {default_of('grad_clip')}")
     ] = None,
     eval_interval: Annotated[
-        int | None, typer.Option(help=f"Steps between val-loss evals; 0 = end only. [{D.eval_interval}; fine-tune 25]")
+        int | None, typer.Option(help=f"Steps between val-loss evals; 0 = end only. {default_of('eval_interval')}")
     ] = None,
     eval_batches: Annotated[
-        int | None, typer.Option(help=f"Fixed val batches per eval. [{D.eval_batches}; fine-tune 10]")
+        int | None, typer.Option(help=f"Fixed val batches per eval. {default_of('eval_batches')}")
     ] = None,
     ckpt_interval: Annotated[
-        int | None, typer.Option(help=f"Steps between checkpoints; 0 = end only. [{D.ckpt_interval}]")
+        int | None, typer.Option(help=f"Steps between checkpoints; 0 = end only. {default_of('ckpt_interval')}")
     ] = None,
-    keep_last: Annotated[int | None, typer.Option(help=f"Step checkpoints to keep; 0 = all. [{D.keep_last}]")] = None,
-    log_interval: Annotated[int | None, typer.Option(help=f"Steps between progress lines. [{D.log_interval}]")] = None,
-    dropout: Annotated[float | None, typer.Option(help=f"Dropout on attention and MLP outputs. [{D.dropout}]")] = None,
+    keep_last: Annotated[int | None, typer.Option(help=f"Step checkpoints to keep; 0 = all. {default_of('keep_last')}")] = None,
+    log_interval: Annotated[int | None, typer.Option(help=f"Steps between progress lines. {default_of('log_interval')}")] = None,
+    dropout: Annotated[float | None, typer.Option(help=f"Dropout on attention and MLP outputs. {default_of('dropout')}")] = None,
     compile: Annotated[
         bool | None,
-        typer.Option("--compile/--no-compile", help="torch.compile the model. [on for CUDA, off on CPU]"),
+        typer.Option("--compile/--no-compile", help="torch.compile the model. " + note("on for CUDA, off on CPU")),
     ] = None,
-    dtype: Annotated[str | None, typer.Option(help=f"auto, bfloat16 or float32. [{D.dtype}]")] = None,
-    seed: Annotated[int | None, typer.Option(help=f"Seed for weights, dropout and data order. [{D.seed}]")] = None,
-    device: Annotated[str | None, typer.Option(help=f"auto, cpu, cuda, cuda:N or mps. [{D.device}]")] = None,
+    dtype: Annotated[str | None, typer.Option(help=f"auto, bfloat16 or float32. {default_of('dtype')}")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Seed for weights, dropout and data order. {default_of('seed')}")] = None,
+    device: Annotated[str | None, typer.Option(help=f"auto, cpu, cuda, cuda:N or mps. {default_of('device')}")] = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Train in the background and show a live dashboard.")
     ] = False,
@@ -123,8 +152,8 @@ def train(
 
     with user_errors():
         from engine.rundir import CONFIG_FILE, check_new_run_dir, check_resumable, is_running, lock_holder
-        from trainer.config import TrainConfig, resume_config
-        from trainer.finetune import finetune_config, read_base
+        from trainer.config import resume_config
+        from trainer.finetune import read_base, run_config
 
         base = read_base(init_from) if init_from else None
 
@@ -151,10 +180,7 @@ def train(
         else:
             if data is None:
                 raise ValueError("--data PREPARED_DIR is required")
-            if base is not None:
-                cfg = finetune_config(base, overrides.pop("data"), out, **overrides)
-            else:
-                cfg = TrainConfig(out=str(out)).with_(**overrides)
+            cfg = run_config(overrides.pop("data"), out, base, **overrides)
             if main_rank:
                 check_new_run_dir(out, restart=restart)  # under torchrun rank 0 checks inside the trainer
         cfg.command = shlex.join(["helium", *sys.argv[1:]])

@@ -15,7 +15,7 @@ from engine.errors import BundleError
 from helium_tui.screens.training_view import Progress
 from helium_tui.training_form import FinetunePlan
 from trainer.config import TrainConfig
-from trainer.finetune import FinetuneData, TooLittleText, finetune_config, prepare_finetune_data, read_base
+from trainer.finetune import FinetuneData, TooLittleText, prepare_finetune_data, read_base, run_config
 
 PROGRESS_S = 0.1  # progress is reported at most this often
 COMMAND = "helium (training monitor: fine-tune)"  # the `command` a fine-tune's config records
@@ -69,7 +69,7 @@ def prepare_finetune(
             return None
         data = prepare_finetune_data(base, plan.data_dir, texts, plan.folder, progress=report)
         settings = {"command": COMMAND, **overrides} | {"max_steps": plan.steps}
-        config = finetune_config(base, data.data_dir, plan.run_dir, **settings)
+        config = run_config(data.data_dir, plan.run_dir, base, **settings)
     except TooLittleText as exc:
         return FinetuneFailed(str(exc), too_little=True)
     except (ValueError, OSError, BundleError) as exc:

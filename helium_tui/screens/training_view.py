@@ -14,10 +14,12 @@ from textual_plotext import PlotextPlot
 from engine.humanize import format_duration
 from engine.runner import RunState
 from helium_tui.safe_text import terminal_safe
+from trainer.config import FINETUNE_EPOCHS, MIN_FINETUNE_STEPS
+from trainer.finetune import MIN_STORIES
 
 MAX_PLOT_POINTS = 400  # curves are thinned to about this many points before plotting
 STATUS_COLORS = {"running": "green", "finished": "bold green", "stopped": "yellow", "failed": "bold red"}
-HELP = """\
+HELP = f"""\
 # Training monitor
 Train a model without leaving Helium. The top row sets up a run: a preset, a prepared data dir (made by
 `helium data prepare --out DIR`), the steps, and optionally the batch size and peak learning rate (empty:
@@ -27,10 +29,11 @@ newest checkpoint. **Stop** (ctrl+s) asks the run to save a checkpoint and exit.
 
 **Fine-tune** (ctrl+f; ctrl+f again: back to a new model) teaches the model loaded in the studio your own
 stories: the library's saved stories (tick the box; it shows how many) and/or a folder of `.txt`, `.md` and
-`.jsonl` story files, for the steps typed (empty: four passes over the stories, at least 20). **Fine-tune**
-prepares the stories in the model's tokens in the background (the stats say how far), then starts the run
-from its weights with the fine-tune defaults (`helium train --init-from`). Fewer than 20 stories are
-refused with a notice. The base model is never changed; leaving the monitor before the run starts drops it.
+`.jsonl` story files, for the steps typed (empty: {FINETUNE_EPOCHS} passes over the stories, at least
+{MIN_FINETUNE_STEPS}). **Fine-tune** prepares the stories in the model's tokens in the background (the stats
+say how far), then starts the run from its weights with the fine-tune defaults (`helium train --init-from`).
+Fewer than {MIN_STORIES} stories are refused with a notice. The base model is never changed; leaving the
+monitor before the run starts drops it.
 
 Runs are background processes: leaving the monitor or quitting Helium never stops one, and opening the
 monitor again re-attaches to the last run. When a run finishes you are asked for a name to install its

@@ -11,6 +11,7 @@ import random
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 
+from engine.checks import SEED_RANGE, is_seed
 from engine.sampling import SamplingParams
 from helium_tui.widgets.sliders import ParamSlider, ParamSpec, SeedRow
 
@@ -23,7 +24,6 @@ PARAMS: list[ParamSpec] = [
     ParamSpec("max_tokens", "Max tokens", 16, 2048, 16, DEFAULTS.max_new_tokens, decimals=0),
 ]
 SAVED_NAMES = {"max_tokens": "max_new_tokens"}  # slider key -> SamplingParams field, where they differ
-MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes
 
 
 class SamplingPanel(VerticalScroll, can_focus=False):
@@ -79,9 +79,8 @@ class SamplingPanel(VerticalScroll, can_focus=False):
                     else "huge"
                 )
                 notes.append(f"{name} {given} → {slider.value:g}")
-        whole = isinstance(seed, int) and not isinstance(seed, bool)
-        if seed is not None and not (whole and 0 <= seed <= MAX_SEED):  # type: ignore[operator]
-            notes.append("seed ignored (not a whole number from 0 to 2**63-1)")
+        if seed is not None and not is_seed(seed):
+            notes.append(f"seed ignored (not {SEED_RANGE})")
             seed = None
         self.query_one(SeedRow).set_seed(seed)  # type: ignore[arg-type]
         return notes
