@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from engine.checks import check_seed, is_number, is_whole
+from engine.checks import MAX_SEED, check_seed, is_number, is_whole
 
 MAX_NEW_TOKENS = 1_000_000  # a ceiling on one story (the context window slides, so more is possible)
 MIN_TEMPERATURE = 1e-3  # positive temperatures below this sample as greedy would (and overflow float32)
