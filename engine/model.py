@@ -215,12 +215,6 @@ class TinySLM(nn.Module):
         self.cache_len = max_len
         self.cache_slots = self.layers[0].attn.cache.slots if self.layers else max_len
 
-    def drop_cache(self) -> None:
-        """Free the KV cache."""
-        for layer in self.layers:
-            layer.attn.cache = None
-        self.cache_len = self.cache_slots = 0
-
     def forward(
         self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = False
     ) -> torch.Tensor:

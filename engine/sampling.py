@@ -5,13 +5,16 @@ Torch-free, so the CLI help and the studio's sliders read the defaults from here
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from engine.checks import check_seed, is_number, is_whole
+from engine.checks import MAX_SEED, check_seed, is_number, is_whole
 
 MAX_NEW_TOKENS = 1_000_000  # a ceiling on one story (the context window slides, so more is possible)
 MIN_TEMPERATURE = 1e-3  # positive temperatures below this sample as greedy would (and overflow float32)
 PENALTY_RANGE = (0.01, 100.0)  # repetition penalties outside this turn logits into inf or 0
+# The fields the sampler reads, in the order of the columns of their tensor form (`SamplingParams.knobs`,
+# engine.sampler.knob_tensor): the one list a new sampling option joins.
+KNOBS = ("temperature", "top_k", "top_p", "repetition_penalty")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,17 @@ class SamplingParams:
         if self.seed is not None:
             check_seed(self.seed)
         return self
+
+    def knobs(self) -> list[float]:
+        """The sampler's settings as numbers, in KNOBS order (one row of the sampler's tensor)."""
+        return [float(getattr(self, name)) for name in KNOBS]
+
+    def for_row(self, row: int) -> SamplingParams:
+        """These settings for row `row` of a batch: seed + row, so row n of a seeded batch is the story
+        that seed + n tells alone. Unseeded settings stay unseeded (each row draws its own stream)."""
+        if self.seed is None or row == 0:
+            return self
+        return replace(self, seed=(self.seed + row) % (MAX_SEED + 1))
 
     @property
     def greedy(self) -> bool:

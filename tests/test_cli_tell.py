@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from helium_tui.cli import app
+from tests.stories import told
 
 runner = CliRunner()
 GREEDY = ["--temperature", "0", "--dtype", "float32", "--max-tokens", "12"]
@@ -24,8 +25,8 @@ def test_tell_streams_prompt_and_story(tiny_bundle, tiny_model, tiny_tokenizer):
 
     r = _tell("Lily had", "--model", str(tiny_bundle), *GREEDY, "--repetition-penalty", "1.0")
     assert r.exit_code == 0, r.output
-    expected = Generator(tiny_model, tiny_tokenizer).generate(
-        "Lily had", SamplingParams(max_new_tokens=12, temperature=0, repetition_penalty=1.0)
+    expected = told(
+        Generator(tiny_model, tiny_tokenizer), "Lily had", SamplingParams(max_new_tokens=12, temperature=0, repetition_penalty=1.0)
     )
     assert r.output == "Lily had" + expected.text + "\n"
 

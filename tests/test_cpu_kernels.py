@@ -24,6 +24,7 @@ from engine.cpu_kernels import (
 from engine.generate import Generator
 from engine.quant import Int8Linear, quantize_model, quantize_rows
 from engine.sampling import SamplingParams
+from tests.stories import told
 
 PATHS = ("vnni512", "vnni256")
 
@@ -183,9 +184,9 @@ def test_the_compiled_step_runs_the_kernels_and_tells_the_eager_story(tiny_model
     model = quantize_model(model) if weights == "int8" else model.to(torch.bfloat16)
     assert use_cpu_kernels(model, min_params=0) > 0
     params = SamplingParams(max_new_tokens=24, temperature=0, stop_at_eos=False)
-    eager = Generator(model, tiny_tokenizer).generate("Once upon a time", params).text
+    eager = told(Generator(model, tiny_tokenizer), "Once upon a time", params).text
     compiled = Generator(model, tiny_tokenizer, compile=True)
-    assert compiled.generate("Once upon a time", params).text == eager
+    assert told(compiled, "Once upon a time", params).text == eager
     assert compiled.compile_failed is None
 
 
@@ -278,7 +279,7 @@ def test_the_default_model_tells_the_int8_golden_story(one_thread):
     bundle = load_bundle(assets_dir() / "helium-default", quantize="int8")
     assert use_cpu_kernels(bundle.model, min_params=0) > 0  # it decodes faster on PyTorch's: a test of the kernels
     params = SamplingParams(max_new_tokens=120, temperature=0, repetition_penalty=1.0)
-    story = GOLDEN_PROMPT + Generator(bundle.model, bundle.tokenizer).generate(GOLDEN_PROMPT, params).text
+    story = GOLDEN_PROMPT + told(Generator(bundle.model, bundle.tokenizer), GOLDEN_PROMPT, params).text
     assert story == (GOLDEN_FILE.parent / "default_greedy_int8.txt").read_text(encoding="utf-8")
 
 

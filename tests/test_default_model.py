@@ -13,6 +13,7 @@ from engine.generate import Generator, SamplingParams
 from engine.paths import assets_dir
 from engine.registry import DEFAULT_MODEL, resolve_model
 from helium_tui.cli import app
+from tests.stories import told
 
 DEFAULT_DIR = assets_dir() / DEFAULT_MODEL
 GOLDEN_PROMPT = "Once upon a time"
@@ -40,7 +41,7 @@ def test_tell_without_model_uses_the_default(helium_home, one_thread):
 def test_golden_greedy_story(one_thread):
     bundle = load_bundle(DEFAULT_DIR)  # float32
     params = SamplingParams(max_new_tokens=120, temperature=0, repetition_penalty=1.0)
-    result = Generator(bundle.model, bundle.tokenizer).generate(GOLDEN_PROMPT, params)
+    result = told(Generator(bundle.model, bundle.tokenizer), GOLDEN_PROMPT, params)
     if not GOLDEN_FILE.is_file():
         pytest.fail(f"golden file missing: {GOLDEN_FILE}")
     assert GOLDEN_PROMPT + result.text == GOLDEN_FILE.read_text(encoding="utf-8")

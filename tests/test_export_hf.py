@@ -27,6 +27,7 @@ from engine.tokenizer import TextTokenizer
 from helium_tui.cli import app
 from tests.conftest import LLAMA2C, TINY
 from tests.export_helpers import SPM_TEXTS, one_error, spm_pieces
+from tests.stories import told
 
 runner = CliRunner()
 PROMPT = "Once upon a time, Lily"
@@ -51,7 +52,7 @@ def transformers_model(directory: Path):
 
 def greedy(bundle: Bundle, prompt: str, n: int) -> str:
     params = SamplingParams(max_new_tokens=n, temperature=0, repetition_penalty=1.0)
-    return Generator(bundle.model, bundle.tokenizer).generate(prompt, params).text
+    return told(Generator(bundle.model, bundle.tokenizer), prompt, params).text
 
 
 def check_transformers_matches(bundle: Bundle, directory: Path, prompt: str = PROMPT, n: int = 40) -> None:

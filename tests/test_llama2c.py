@@ -22,6 +22,7 @@ from engine.generate import Generator, SamplingParams
 from engine.llama2c import MAGIC, import_llama2c, load_tokenizer, read_checkpoint, read_tokenizer_bin
 from helium_tui.cli import app
 from tests.conftest import LLAMA2C, TINYSTORIES
+from tests.stories import told
 
 NO_PEER = pytest.mark.skipif(
     not (LLAMA2C / "stories260K.bin").is_file(),
@@ -371,8 +372,10 @@ def test_stories260k_checkpoint_reads_as_documented():
 @NO_PEER
 def test_golden_greedy_generation(stories260k, golden, one_thread):
     bundle = load_bundle(stories260k)
-    result = Generator(bundle.model, bundle.tokenizer).generate(
-        "", SamplingParams(max_new_tokens=200, temperature=0.0, repetition_penalty=1.0)
+    result = told(
+        Generator(bundle.model, bundle.tokenizer),
+        "",
+        SamplingParams(max_new_tokens=200, temperature=0.0, repetition_penalty=1.0),
     )
     assert (result.generated_tokens, result.finish_reason) == (200, "length")
     assert result.text == golden

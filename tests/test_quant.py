@@ -14,6 +14,7 @@ from engine.bundle import load_bundle, save_bundle, stored_quantization
 from engine.generate import Generator
 from engine.quant import Int8Linear, dequantize_model, is_quantized, quantize_model, quantize_rows
 from engine.sampling import SamplingParams
+from tests.stories import told
 
 # The bound: int8 logits stay within 10% of the logits' standard deviation of float32's at every position,
 # and within 3x the error bf16 weights make. (The shipped default model on valid.txt: 5.5% / 0.4% max / mean
@@ -103,9 +104,9 @@ def test_int8_bundle_round_trips_without_quantizing_again(tiny_bundle, tmp_path,
 
 def test_int8_greedy_story_matches_float32_on_the_tiny_model(tiny_model, tiny_tokenizer, one_thread):
     params = SamplingParams(max_new_tokens=40, temperature=0, stop_at_eos=False)
-    want = Generator(tiny_model, tiny_tokenizer).generate("Once upon a time", params).text
+    want = told(Generator(tiny_model, tiny_tokenizer), "Once upon a time", params).text
     q = quantize_model(_copy(tiny_model))
-    got = Generator(q, tiny_tokenizer).generate("Once upon a time", params).text
+    got = told(Generator(q, tiny_tokenizer), "Once upon a time", params).text
     assert got == want
 
 
@@ -143,7 +144,7 @@ def test_default_model_int8_greedy_story(one_thread):
 
     bundle = load_bundle(assets_dir() / "helium-default", quantize="int8")  # float32 activations
     params = SamplingParams(max_new_tokens=120, temperature=0, repetition_penalty=1.0)
-    story = GOLDEN_PROMPT + Generator(bundle.model, bundle.tokenizer).generate(GOLDEN_PROMPT, params).text
+    story = GOLDEN_PROMPT + told(Generator(bundle.model, bundle.tokenizer), GOLDEN_PROMPT, params).text
     assert story == (GOLDEN_FILE.parent / "default_greedy_int8.txt").read_text(encoding="utf-8")
     float32 = GOLDEN_FILE.read_text(encoding="utf-8")
     assert story[:312] == float32[:312] and story[312:] != float32[312:]

@@ -1,6 +1,6 @@
 """The compare view (f3 in the studio): the prompt told 2–4 times side by side; keep the best.
 
-Variants are rows of one batch on the loaded model (different draws from one seed), or, against another
+Variants are rows of one batch on the loaded model (seeds seed, seed + 1, ...), or, against another
 installed model, half from each with the same seed and settings. A daemon thread tells them
 (`helium_tui.variants`) and the columns stream; enter keeps the chosen one in the studio and the library.
 """
@@ -45,8 +45,9 @@ column, **enter** keeps it: it goes into the studio's story pane and the library
 variants, **m** switches between different draws of this model and another installed model (half the columns
 each, the same seed), **ctrl+r** tells them again with a new seed (unless the seed is fixed).
 
-Variants of one model are rows of one batch: one seed gives all of them, so a kept variant is saved with that
-seed and its row; retelling it in the studio tells a new story with the same settings.
+Variants of one model are rows of one batch: row n draws with the seed + n, the story that seed tells on its
+own, so a kept variant is saved with its own seed; retelling it in the studio tells a new story with the same
+settings.
 """
 
 
@@ -259,11 +260,12 @@ class CompareScreen(Screen[None]):
         studio = self.helium.studio
         extra = {"variant": f"{self.chosen + 1} of {len(job.variants)}", "batch_row": variant.row}
         finish = variant.finish or "cancelled"
-        saved = self.helium.save_story(
-            job.prompt, variant.text, job.params, variant.model, variant.tokens, finish, extra
-        )
+        saved = self.helium.save_story(  # the variant's own seed: the library's retell tells it again
+            job.prompt, variant.text, job.params.for_row(variant.row - 1), variant.model, variant.tokens, finish,
+            extra,
+        )  # fmt: skip
         self.app.pop_screen()
-        studio.load_story(job.prompt, variant.text, asdict(job.params), None)  # its seed is a batch's
+        studio.load_story(job.prompt, variant.text, asdict(job.params), None)  # the studio keeps its own seed
         where = " and saved it to the library" if saved else ""
         self.notify(
             terminal_safe(f"Kept variant {self.chosen + 1} ({variant.model}){where}."),

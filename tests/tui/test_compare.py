@@ -1,4 +1,4 @@
-"""The compare view: variants are exactly the rows of `Generator.generate_batch`, stream into columns, and the
+"""The compare view: variants are exactly the rows of one batch (`Generator.tell`), stream into columns, and the
 chosen one goes into the studio and the library. Real tiny models; every wait has a deadline.
 """
 
@@ -11,6 +11,8 @@ from engine.session import open_session
 from helium_tui.library import StoryStore
 from helium_tui.screens.compare import CompareScreen
 from helium_tui.variants import Batch, tell_variants
+from tests.stories import told as told_story
+from tests.stories import told_rows
 from tests.tui.conftest import loaded, make_app, until
 
 SIZE = (100, 30)
@@ -38,7 +40,9 @@ def told(batches, params=SAMPLED, cancel=None, prompt=PROMPT):
 def test_variants_are_the_rows_of_one_batch(tiny_bundle):
     gen = open_session(str(tiny_bundle), "cpu", "float32").generator
     texts, finish, tokens = told([Batch(gen, [0, 1, 2])])
-    assert texts == gen.generate_batch(PROMPT, 3, SAMPLED)
+    assert texts == told_rows(gen, PROMPT, 3, SAMPLED)
+    # variant n is the story seed + n tells on its own, so a kept variant's seed tells it again
+    assert texts == [told_story(gen, PROMPT, SAMPLED.for_row(n)).text for n in range(3)]
     assert len(set(texts)) == 3, "different draws"
     assert set(finish) <= {"eos", "length"} and all(0 < n <= 24 for n in tokens)
 
@@ -47,8 +51,8 @@ def test_two_models_take_turns_and_each_tells_its_own_batch(tiny_bundle, install
     a = open_session(str(tiny_bundle), "cpu", "float32").generator
     b = open_session(str(installed_second), "cpu", "float32").generator
     texts, _, _ = told([Batch(a, [0, 2]), Batch(b, [1])])
-    mine = a.generate_batch(PROMPT, 2, SAMPLED)
-    assert [texts[0], texts[2]] == mine and [texts[1]] == b.generate_batch(PROMPT, 1, SAMPLED)
+    mine = told_rows(a, PROMPT, 2, SAMPLED)
+    assert [texts[0], texts[2]] == mine and [texts[1]] == told_rows(b, PROMPT, 1, SAMPLED)
 
 
 def test_cancel_ends_every_row_and_frees_the_model(tiny_bundle):
@@ -66,7 +70,7 @@ def test_cancel_ends_every_row_and_frees_the_model(tiny_bundle):
     assert seen.count("cancelled") == 3 and len(seen) < 30
     done = threading.Event()
     threading.Thread(
-        target=lambda: (gen.generate("Tom", SamplingParams(max_new_tokens=4)), done.set())
+        target=lambda: (told_story(gen, "Tom", SamplingParams(max_new_tokens=4)), done.set())
     ).start()
     assert done.wait(60), "the model is free for the next story"
 
@@ -97,7 +101,7 @@ async def test_compare_view_streams_variants_and_keeps_the_chosen_one(tiny_bundl
         screen = await open_compare(app, pilot)
         job = screen.job
         params = SamplingParams(max_new_tokens=32, temperature=1.0, top_p=1.0, repetition_penalty=1.0, seed=7)
-        expected = app.session.generator.generate_batch(PROMPT, 3, params)
+        expected = told_rows(app.session.generator, PROMPT, 3, params)
         assert [v.text for v in job.variants] == expected
         assert [c.story.text for c in screen.columns[:3]] == expected  # what the columns show
         assert [c.display for c in screen.columns] == [True, True, True, False]
@@ -118,7 +122,9 @@ async def test_compare_view_streams_variants_and_keeps_the_chosen_one(tiny_bundl
         stories, _ = StoryStore(tmp_path / "stories").list()
         assert len(stories) == 1
         kept = stories[0]
-        assert kept.text == expected[1] and kept.model == "tiny-bundle" and kept.seed == 7
+        assert (
+            kept.text == expected[1] and kept.model == "tiny-bundle" and kept.seed == 8
+        )  # variant 2 is row 1: seed 7 + 1, the story seed 8 tells alone
         assert kept.params["variant"] == "2 of 3" and kept.params["batch_row"] == 2
         assert any("Kept variant 2" in n.message for n in app._notifications)
 
@@ -134,10 +140,8 @@ async def test_compare_against_another_model_and_change_the_count(tiny_bundle, i
         )
         params = screen.job.params
         assert [v.model for v in screen.job.variants] == ["tiny-bundle", "tiny-bundle", "tiny-two"]
-        mine = app.session.generator.generate_batch(PROMPT, 2, params)
-        theirs = open_session(str(installed_second), "cpu", "float32").generator.generate_batch(
-            PROMPT, 1, params
-        )
+        mine = told_rows(app.session.generator, PROMPT, 2, params)
+        theirs = told_rows(open_session(str(installed_second), "cpu", "float32").generator, PROMPT, 1, params)
         assert [v.text for v in screen.job.variants] == mine + theirs
         assert (
             app.compare_session is not None and app.compare_session.name == "tiny-two"

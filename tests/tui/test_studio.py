@@ -20,6 +20,7 @@ from helium_tui.screens.no_model import NoModelScreen
 from helium_tui.widgets.inspector import InspectorPanel
 from helium_tui.widgets.sliders import KeySlider, SeedRow
 from helium_tui.widgets.story_view import StoryView
+from tests.stories import told
 from tests.tui.conftest import HeldGenerator, greedy, loaded, make_app, tell, until
 
 SIZE = (100, 32)
@@ -53,8 +54,10 @@ async def test_generate_streams_tokens_incrementally(tiny_bundle):
         assert final.startswith(partial) and len(final) > len(partial), "the story grew while it was told"
         assert studio.story.prompt == "Tom had a ball"
         # the studio's greedy story is exactly the engine's greedy story
-        direct = open_session(str(tiny_bundle), "cpu", "float32").generator.generate(
-            "Tom had a ball", SamplingParams(max_new_tokens=256, temperature=0)
+        direct = told(
+            open_session(str(tiny_bundle), "cpu", "float32").generator,
+            "Tom had a ball",
+            SamplingParams(max_new_tokens=256, temperature=0),
         )
         assert final == direct.text
         assert studio.status.stats.tokens == result.generated_tokens
@@ -363,7 +366,9 @@ async def test_compiled_studio_compiles_while_loading_and_tells_the_same_story(t
         greedy(studio, 48)
         result = await tell(pilot)
         assert app.session.generator.compile_failed is None and result.generated_tokens > 0
-        eager = open_session(str(tiny_bundle), "cpu", "float32").generator.generate(
-            "Tom had a ball", SamplingParams(max_new_tokens=48, temperature=0)
+        eager = told(
+            open_session(str(tiny_bundle), "cpu", "float32").generator,
+            "Tom had a ball",
+            SamplingParams(max_new_tokens=48, temperature=0),
         )
         assert studio.story.text == eager.text
