@@ -46,7 +46,7 @@ class GuardedApp(App[Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.quitting = False  # a quit key arrived: input still queued is dropped (set from any thread)
-        self._pending_input: deque[Message] = deque(maxlen=MAX_TRACKED)  # arrived input, maybe not handled yet
+        self._pending_input: deque[Message] = deque(maxlen=MAX_TRACKED)  # arrived, maybe not handled yet
         self._input_lock = threading.Lock()  # guards quitting and _pending_input
         self._control_filter = ControlFilter()
 

@@ -16,7 +16,7 @@ from helium_tui.safe_text import terminal_safe
 # ~2,000-4,000 tokens: well over the context of every catalog model (256-1,024 tokens); a longer prompt would
 # only be read from its end (engine/generate.py keeps a long prompt's tail)
 MAX_PROMPT_CHARS = 12_000
-NOTICE_S = 6.0  # a notification lasts this long; the same one is not repeated meanwhile (keys into a full prompt)
+NOTICE_S = 6.0  # a notice lasts this long; the same one is not repeated meanwhile (keys into a full prompt)
 
 
 def plain_prompt(text: str) -> str:
@@ -53,7 +53,8 @@ class PromptArea(TextArea):
         replaced = len(self.document.get_text_range(edit.from_location, edit.to_location))
         room = max(0, MAX_PROMPT_CHARS - (len(self.text) - replaced))
         if len(text) > room:
-            self._announce(f"{len(text) - room:,} characters were left out" if len(text) > 1 else "it is full")
+            left_out = len(text) - room
+            self._announce(f"{left_out:,} characters were left out" if len(text) > 1 else "it is full")
             text = text[:room]
         if text != edit.text:
             edit = Edit(text, edit.from_location, edit.to_location, edit.maintain_selection_offset)

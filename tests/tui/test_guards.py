@@ -83,7 +83,7 @@ async def test_a_paste_beyond_the_cap_is_cut_and_says_so(tiny_bundle):
     app = make_app(tiny_bundle)
     async with app.run_test(size=SIZE) as pilot:
         area = await prompt_ready(app, pilot, "Once upon a time ")
-        app._driver.send_message(events.Paste("abc defg " * 11_112))  # 100,008 characters, as a terminal pastes
+        app._driver.send_message(events.Paste("abc defg " * 11_112))  # 100,008 characters, as terminals paste
         await until(pilot, lambda: len(area.text) > 20, "the paste")
         assert len(area.text) == MAX_PROMPT_CHARS and area.text.startswith("Once upon a time abc defg")
         assert any(f"at most {MAX_PROMPT_CHARS:,} characters" in n for n in notices(app)), notices(app)
