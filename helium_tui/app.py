@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import on
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
 from engine.errors import BundleError
 from engine.registry import ModelInfo
+from helium_tui.guarded_app import GuardedApp
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.help import HelpScreen
 from helium_tui.screens.models import ModelPicker
@@ -50,8 +51,8 @@ def optional_module(name: str) -> Any | None:
         raise
 
 
-class HeliumApp(App[None]):
-    """A terminal story studio around small story-telling transformers."""
+class HeliumApp(GuardedApp):
+    """A terminal story studio around small story-telling transformers (ctrl+q and text safety: GuardedApp)."""
 
     TITLE = "Helium"
     CSS_PATH = "helium.tcss"

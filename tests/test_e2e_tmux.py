@@ -1,5 +1,6 @@
 """End to end in a real terminal: `helium --model BUNDLE` inside tmux, type a prompt, watch the story stream,
-reopen a saved story full of escape sequences (the terminal's title and screen stay untouched), quit mid-story.
+reopen a saved story full of escape sequences (the terminal's title and screen stay untouched), quit mid-story;
+quit under a flood of keys; export a story whose file name is an escape sequence (the title stays).
 
 Drives the installed console script through a private tmux server (its own socket); every wait is bounded.
 """
@@ -30,6 +31,7 @@ STORY_S = 90.0  # most seconds for a story to finish
 EXIT_S = 30.0  # most seconds for the app to quit
 QUIT_MID_STORY_S = 10.0  # most seconds to quit mid-way through a 2048-token story (it used to wait for the end;
 # tests/tui/test_studio.py checks the exact promise against a story stuck for 120 s)
+QUIT_FLOOD_S = 10.0  # most seconds to quit with hundreds of keys queued and a long prompt (it took 20-90 s)
 
 
 class Tmux:
@@ -142,3 +144,61 @@ def test_studio_streams_a_story_and_quits_cleanly(tmp_path, tiny_bundle, tmux):
     took = time.monotonic() - asked
     assert took < QUIT_MID_STORY_S, f"quitting took {took:.1f} s: it waited for the story"
     assert exit_file.read_text().strip() == "EXIT=0"
+
+
+def start_studio(tmux: Tmux, tmp_path: Path, tiny_bundle: Path, home: Path) -> Path:
+    """`helium --model BUNDLE` in the tmux session; returns the file its exit status is written to."""
+    exit_file = tmp_path / "exit.txt"
+    app = shlex.join([*helium_command(), "--model", str(tiny_bundle), "--dtype", "float32"])
+    script = f"HELIUM_HOME={shlex.quote(str(home))} {app}; echo EXIT=$? > {shlex.quote(str(exit_file))}"
+    script += "; sleep 600"  # the pane outlives the app: its title can be read after quitting
+    tmux("new-session", "-d", "-s", "helium", "-x", str(WIDTH), "-y", str(HEIGHT), "bash", "-c", script)
+    tmux.wait(lambda s: "ready" in s and "tiny-bundle" in s, "the studio with the model loaded", START_S)
+    return exit_file
+
+
+def seconds_to_exit(exit_file: Path, tmux: Tmux) -> float:
+    """Wait (at most EXIT_S) for the app to end after a quit key; how long it took."""
+    asked = time.monotonic()
+    while not exit_file.exists() and time.monotonic() < asked + EXIT_S:
+        time.sleep(0.05)
+    assert exit_file.exists(), f"helium did not quit; last screen:\n{tmux.screen()}"
+    assert exit_file.read_text().strip() == "EXIT=0"
+    return time.monotonic() - asked
+
+
+def test_ctrl_q_quits_at_once_under_a_flood_of_keys(tmp_path, tiny_bundle, tmux):
+    exit_file = start_studio(tmux, tmp_path, tiny_bundle, tmp_path / "home")
+    paste = tmp_path / "paste.txt"
+    paste.write_text("abc defg " * 11_112)  # 100,008 characters on one line
+    tmux("load-buffer", str(paste))
+    tmux("paste-buffer", "-p", "-t", "helium")  # a bracketed paste, as terminals send it
+    tmux.wait(lambda s: "at most" in s, "the notice that the paste was cut", 30)
+    tmux("send-keys", "-t", "helium", "C-g")
+    tmux("send-keys", "-t", "helium", "-l", "x" * 400)  # a few hundred keys at once
+    tmux("resize-window", "-t", "helium", "-x", str(WIDTH + 20), "-y", str(HEIGHT + 6))
+    tmux("send-keys", "-t", "helium", *["F3", "+", "+", "-", "m"] * 30)
+    tmux("send-keys", "-t", "helium", "C-q")
+    took = seconds_to_exit(exit_file, tmux)
+    assert took < QUIT_FLOOD_S, f"quitting took {took:.1f} s: it waited for the keys queued before ctrl+q"
+
+
+def test_exporting_a_story_whose_file_name_holds_escapes_keeps_the_title(tmp_path, tiny_bundle, tmux):
+    home = tmp_path / "home"
+    stories = home / "stories"
+    stories.mkdir(parents=True)
+    story = {"prompt": "Once", "text": " upon a hostile name.", "model": "tiny-bundle", "tokens": 4}
+    (stories / "\x1b]0;RETITLED\x07[b].json").write_text(json.dumps(story), encoding="utf-8")
+    exit_file = start_studio(tmux, tmp_path, tiny_bundle, home)
+    title = tmux("display-message", "-p", "-t", "helium", "#{pane_title}")
+    tmux("send-keys", "-t", "helium", "C-l")
+    tmux.wait(lambda s: "upon a hostile name" in s, "the library with the story", 30)
+    for key in ("m", "t"):
+        tmux("send-keys", "-t", "helium", key)
+        tmux.wait(lambda s: "Export as" in s and "]0;RETITLED" in s, "the export dialog with the name", 30)
+        assert "RETITLED" not in tmux("display-message", "-p", "-t", "helium", "#{pane_title}")
+        tmux("send-keys", "-t", "helium", "Escape")
+        tmux.wait(lambda s: "Export as" not in s, "the dialog to close", 30)
+    tmux("send-keys", "-t", "helium", "C-q")
+    seconds_to_exit(exit_file, tmux)
+    assert tmux("display-message", "-p", "-t", "helium", "#{pane_title}") == title, "the title changed"

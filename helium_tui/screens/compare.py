@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 MIN_VARIANTS, MAX_VARIANTS = 2, 4
 DEFAULT_VARIANTS = 3
+HEAD_CHARS = 500  # the head line shows the prompt's start: more than a terminal row, never the whole prompt
 CHOOSE = Binding.Group("Choose", compact=True)  # ← → share one footer label
 COUNT = Binding.Group("Variants", compact=True)  # and so do + −
 
@@ -350,7 +351,7 @@ class CompareScreen(Screen[None]):
             ("Compare ", "bold"),
             terminal_safe(models),
             (f" · seed {job.params.seed} · ", "dim"),
-            (terminal_safe(" ".join(job.prompt.split())), "italic"),
+            (terminal_safe(" ".join(job.prompt[:HEAD_CHARS].split())), "italic"),
             no_wrap=True,
             overflow="ellipsis",
         )

@@ -1,6 +1,7 @@
 """Small modal questions shared by the library and the training monitor: yes/no, and one line of text.
 
-Questions and defaults are plain text, never markup (they often hold story text, file or model names).
+Questions and defaults are plain text, never markup, and terminal-safe (they often hold story text, file or
+model names): a control character in them is shown as U+FFFD.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from helium_tui.safe_text import terminal_safe
+from helium_tui.widgets.safe_input import SafeInput
+
 
 class ConfirmDialog(ModalScreen[bool]):
     """Ask a yes/no question; dismisses with True for yes."""
@@ -24,7 +28,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def __init__(self, question: str) -> None:
         super().__init__()
-        self.question = question  # the text shown above the buttons
+        self.question = terminal_safe(question)  # the text shown above the buttons
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -52,14 +56,14 @@ class AskDialog(ModalScreen["str | None"]):
 
     def __init__(self, question: str, default: str, hint: str = "enter: save · escape: cancel") -> None:
         super().__init__()
-        self.question = question  # the text above the input
-        self.default = default  # the pre-filled value
-        self.hint = hint  # the key help under the input
+        self.question = terminal_safe(question)  # the text above the input
+        self.default = terminal_safe(default)  # the pre-filled value
+        self.hint = terminal_safe(hint)  # the key help under the input
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(Text(self.question))
-            yield Input(self.default, id="answer")
+            yield SafeInput(self.default, id="answer")
             yield Label(Text(self.hint, style="dim"))
 
     @on(Input.Submitted, "#answer")

@@ -23,6 +23,7 @@ from textual.worker import Worker, get_current_worker
 from engine import catalog
 from engine.catalog import CatalogModel, human_bytes, is_installed
 from engine.registry import ModelInfo, list_models
+from helium_tui.safe_text import terminal_safe
 
 
 def human_count(n: int) -> str:
@@ -37,10 +38,10 @@ def model_row(info: ModelInfo, current: bool) -> Text:
     """One picker line: marker, name, parameters, vocabulary, where it comes from."""
     return Text.assemble(
         ("● " if current else "  ", "green"),
-        (f"{info.name:<22.22}", "bold" if current else ""),
+        (f"{terminal_safe(info.name):<22.22}", "bold" if current else ""),
         (f"{human_count(info.parameters) if info.parameters else '?':>7} params", ""),
         (f"  vocab {info.vocab_size:>6}", "dim"),
-        (f"  {info.source}", "italic dim"),
+        (f"  {terminal_safe(str(info.source))}", "italic dim"),
     )
 
 
@@ -117,7 +118,7 @@ def _pull_finished(app: App, job: PullJob, path: Path | None, error: str | None)
     picker = app.screen if isinstance(app.screen, ModelPicker) else None
     name = job.entry.name
     if error is not None:
-        app.notify(error, title=f"Could not download {name}", severity="error", timeout=10)
+        app.notify(error, title=f"Could not download {name}", severity="error", timeout=10, markup=False)
         if picker is not None:
             picker.refresh_rows()
     elif picker is not None:

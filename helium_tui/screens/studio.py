@@ -22,9 +22,10 @@ from textual.widgets import Footer, TextArea
 
 from engine.generate import Delta, GenerationResult, Generator
 from engine.sampling import SamplingParams
-from helium_tui.safe_text import is_terminal_safe, terminal_safe
+from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.widgets.inspector import InspectorPanel
+from helium_tui.widgets.prompt_area import PromptArea
 from helium_tui.widgets.sampling import SamplingPanel
 from helium_tui.widgets.sliders import ParamSlider
 from helium_tui.widgets.status_bar import StatusBar
@@ -127,7 +128,7 @@ class StudioScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Horizontal(id="studio-body"):
             with Vertical(id="main-column"):
-                yield TextArea(
+                yield PromptArea(
                     DEFAULT_PROMPT,
                     id="prompt",
                     soft_wrap=True,
@@ -172,14 +173,7 @@ class StudioScreen(Screen[None]):
 
     @prompt_text.setter
     def prompt_text(self, text: str) -> None:
-        area = self.query_one("#prompt", TextArea)
-        area.text = terminal_safe(text)  # an editor shows what it holds: never control sequences
-        area.move_cursor(area.document.end)
-
-    @on(TextArea.Changed, "#prompt")
-    def _keep_prompt_safe(self, event: TextArea.Changed) -> None:
-        if not is_terminal_safe(event.text_area.text):  # pasted control characters
-            self.prompt_text = event.text_area.text
+        self.query_one("#prompt", PromptArea).load_prompt(text)  # plain text, cut to fit (with a notice)
 
     def param(self, key: str) -> ParamSlider:
         """The slider for a parameter (see widgets/sampling.py PARAMS)."""

@@ -15,6 +15,7 @@ from engine.config import PRESETS
 from engine.humanize import plural
 from helium_tui.safe_text import terminal_safe
 from helium_tui.training_form import FinetuneForm, RunForm
+from helium_tui.widgets.safe_input import SafeInput
 from trainer.config import TrainConfig
 
 NEW_FORM, TUNE_FORM = "new-form", "tune-form"  # the two forms of the top rows (ContentSwitcher ids)
@@ -34,15 +35,15 @@ class RunForms(Vertical):
                 with Horizontal(classes="row"):  # what to train
                     yield Select([(p, p) for p in PRESETS], value=form.preset, allow_blank=False, compact=True,
                                  id="preset")  # fmt: skip
-                    yield Input(placeholder="prepared data dir", compact=True, id="data")
+                    yield SafeInput(placeholder="prepared data dir", compact=True, id="data")
                     yield Label("steps")
-                    yield Input(form.steps, type="integer", compact=True, id="steps")
+                    yield SafeInput(form.steps, type="integer", compact=True, id="steps")
                     yield Label("batch")
-                    yield Input(placeholder=str(self.defaults.batch_size), type="integer", compact=True, id="batch")
+                    yield SafeInput(placeholder=str(self.defaults.batch_size), type="integer", compact=True, id="batch")
                     yield Label("lr")
-                    yield Input(placeholder=f"{self.defaults.lr:g}", type="number", compact=True, id="lr")
+                    yield SafeInput(placeholder=f"{self.defaults.lr:g}", type="number", compact=True, id="lr")
                 with Horizontal(classes="row"):  # where a new run goes
-                    yield Input(placeholder="out dir for a new run (empty: runs/<time>)", compact=True, id="out")
+                    yield SafeInput(placeholder="out dir for a new run (empty: runs/<time>)", compact=True, id="out")
                     yield Button("Start", variant="success", compact=True, id="start")
             with Vertical(id=TUNE_FORM):
                 with Horizontal(classes="row"):  # the model and the stories
@@ -50,13 +51,13 @@ class RunForms(Vertical):
                     yield Static("", id="ft-base")
                     yield Checkbox("library", True, compact=True, id="ft-library")
                     yield Label("steps")
-                    yield Input(placeholder="auto", type="integer", compact=True, id="ft-steps")
+                    yield SafeInput(placeholder="auto", type="integer", compact=True, id="ft-steps")
                 with Horizontal(classes="row"):  # more stories, and go
-                    yield Input(placeholder="and/or a folder of .txt/.md/.jsonl stories", compact=True,
+                    yield SafeInput(placeholder="and/or a folder of .txt/.md/.jsonl stories", compact=True,
                                 id="ft-folder")  # fmt: skip
                     yield Button("Fine-tune", variant="success", compact=True, id="ft-start")
         with Horizontal(classes="row"):  # a run to watch or continue
-            yield Input(placeholder="run dir to attach to or resume", compact=True, id="run-dir")
+            yield SafeInput(placeholder="run dir to attach to or resume", compact=True, id="run-dir")
             yield Button("Attach", compact=True, id="attach")
             yield Button("Resume", variant="primary", compact=True, id="resume")
             yield Button("Stop", variant="error", compact=True, id="stop", disabled=True)

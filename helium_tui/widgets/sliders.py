@@ -16,6 +16,8 @@ from textual.message import Message
 from textual.widgets import Input, Label, Switch
 from textual_slider import Slider
 
+from helium_tui.widgets.safe_input import SafeInput
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -125,7 +127,7 @@ class SeedRow(Horizontal):
     def compose(self) -> ComposeResult:
         yield Label("Fixed seed", classes="param-label")
         yield Switch(False, id="seed-fixed")
-        yield Input("42", type="integer", id="seed-value", placeholder="seed")
+        yield SafeInput("42", type="integer", id="seed-value", placeholder="seed")
 
     @property
     def fixed(self) -> int | None:

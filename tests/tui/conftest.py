@@ -6,6 +6,7 @@ Every TUI test sees an empty HELIUM_HOME and no shipped models unless it install
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from textual.app import App
+from textual.widgets import Input, Static
 
 from engine.bundle import save_bundle
 from engine.generate import Delta, Generator, Stream
@@ -171,3 +174,38 @@ class StuckGenerator:
         self.started.set()
         time.sleep(self.stuck_s)  # ignores cancel, as a torch call would
         return self.inner.stream(prompt, params, cancel=cancel, inspect_top=inspect_top)
+
+
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # what must never reach a widget (\t and \n may)
+
+
+def texts_shown(app: App) -> dict[str, str]:
+    """Every string the app shows or holds for display, by where it is: titles, notifications, and for each
+    widget of the screen its rendering, input value, placeholder, border titles and tooltip."""
+    found = {"app.title": app.title, "app.sub_title": app.sub_title}
+    found |= {f"notification {i}": f"{n.title} {n.message}" for i, n in enumerate(app._notifications)}
+    for screen in app.screen_stack:
+        found[f"{screen!r}.title"] = f"{screen.title or ''} {screen.sub_title or ''}"
+        for widget in screen.walk_children(with_self=False):
+            name = repr(widget)
+            if isinstance(widget, Input):
+                found[f"{name}.value"], found[f"{name}.placeholder"] = widget.value, widget.placeholder
+            found[f"{name}.borders"] = f"{widget.border_title or ''} {widget.border_subtitle or ''}"
+            found[f"{name}.tooltip"] = str(widget.tooltip or "")
+            if isinstance(widget, Static):
+                found[f"{name}.render"] = str(widget.render())
+    return found
+
+
+def terminal_output(app: App) -> str:
+    """What the terminal receives to draw the whole current screen (Textual's own CSI sequences included)."""
+    return app.screen._compositor.render_full_update().render_segments(app.console)
+
+
+def assert_no_control_characters(app: App) -> None:
+    """No widget holds a control character, and the screen's bytes hold no OSC (retitle, clipboard) or BEL."""
+    bad = {where: text for where, text in texts_shown(app).items() if CONTROL.search(text)}
+    assert not bad, f"control characters reach widgets: {bad}"
+    output = terminal_output(app)
+    for sequence in ("\x1b]", "\x07", "\x9d", "\x9b", "\x1bP", "\x1b_"):  # OSC, BEL, C1 OSC/CSI, DCS, APC
+        assert sequence not in output, f"{sequence!r} reaches the terminal"

@@ -14,6 +14,7 @@ from helium_tui.app import HeliumApp
 from helium_tui.library import MAX_STORY_CHARS, Story, StoryStore
 from helium_tui.screens.dialogs import AskDialog, ConfirmDialog
 from helium_tui.screens.library import LibraryScreen
+from tests.tui.conftest import assert_no_control_characters
 
 WAIT_S = 60.0  # upper bound for any wait in these tests (bounded polling, never a timing assert)
 ESCAPES = "\x1b]0;HACKED\x1b\\\x1b[2J\x1b]52;c;aGk=\x07\x9b31m"  # retitle, clear, clipboard, C1 CSI
@@ -408,3 +409,33 @@ async def test_real_app_saves_lists_and_reopens_a_story(store, helium_home, tiny
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.screen is app.studio, "the studio")
         assert (app.studio.story.prompt, app.studio.story.text) == (saved.prompt, saved.text)
+
+
+async def test_a_story_file_named_with_escapes_never_reaches_the_terminal(store, helium_home, tiny_bundle):
+    name = "\x1b]0;TITLE\x07[b]"  # the file's name retitles a terminal that prints it
+    write(store, f"{name}.json", json.dumps(make_story(text="a story from a hostile name.").to_dict()))
+    app = HeliumApp(model=str(tiny_bundle), dtype="float32", stories_dir=store.root)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.session is not None, "the model to load")
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LibraryScreen), "the library")
+        assert app.screen.selected is not None and app.screen.selected.id == name  # listed
+        assert_no_control_characters(app)
+        for key, fmt in (("m", "md"), ("t", "txt")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: isinstance(app.screen, AskDialog), "the export dialog")
+            await pilot.pause()
+            assert_no_control_characters(app)
+            assert app.screen.query_one(Input).value.endswith(f"\ufffd]0;TITLE\ufffd[b].{fmt}")
+            await pilot.press("end", "ctrl+v")  # nothing typed or pasted may bring one back either
+            app.screen.query_one(Input).insert_text_at_cursor("\x1b]0;PASTED\x07")
+            await pilot.pause()
+            assert_no_control_characters(app)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, LibraryScreen), "the library again")
+        await pilot.press("d")  # the confirmation quotes the story, the notice too
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        assert_no_control_characters(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not any(store.root.iterdir()), "the delete")
+        assert_no_control_characters(app)
