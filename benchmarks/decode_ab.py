@@ -16,13 +16,13 @@ import time
 
 import torch
 
-from engine.config import get_preset
-from engine.cpu_kernels import kernel_status, use_cpu_kernels
-from engine.cpu_linear import pack_linears
-from engine.generate import Generator
-from engine.model import Attention, TinySLM
-from engine.quant import quantize_model
-from engine.sampling import SamplingParams
+from engine.generation.generate import Generator
+from engine.generation.sampling import SamplingParams
+from engine.model.config import get_preset
+from engine.model.cpu_kernels import kernel_status, use_cpu_kernels
+from engine.model.cpu_linear import pack_linears
+from engine.model.quant import quantize_model
+from engine.model.tinyslm import Attention, TinySLM
 
 WAYS = {  # name: (int8 weights, Helium's kernels)
     "helium int8": (True, True),

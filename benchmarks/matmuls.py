@@ -18,8 +18,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from engine import cpu_kernels
-from engine.quant import quantize_rows
+from engine.model import cpu_kernels
+from engine.model.quant import quantize_rows
 
 SHAPES = {"qkv": (1536, 512), "wo": (512, 512), "w13": (2304, 512), "w2": (512, 1152), "head": (32000, 512)}  # N x K
 Call = Callable[[], torch.Tensor]

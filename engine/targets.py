@@ -10,14 +10,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.bundle_info import CONFIG, METADATA, PT_WEIGHTS, TOKENIZER, WEIGHTS, read_json
+from engine.bundles.info import CONFIG, METADATA, PT_WEIGHTS, TOKENIZER, WEIGHTS, read_json
 
 CARDS = ("MODEL_CARD.md", "README.md")  # model cards a bundle carries along
 BUNDLE_FILES = frozenset({CONFIG, WEIGHTS, PT_WEIGHTS, TOKENIZER, METADATA, *CARDS})
 HF_FILES = frozenset(
     {CONFIG, WEIGHTS, TOKENIZER, "tokenizer_config.json", "generation_config.json", *CARDS}
 )  # what `helium export hf` writes
-HF_CARD_MARK = "made with Helium"  # in the README.md that `helium export hf` writes (engine.hf_format.model_card)
+HF_CARD_MARK = "made with Helium"  # in the README.md that `helium export hf` writes (engine.formats.hf.model_card)
 # a prepared data dir (trainer.prepare), with the stories a fine-tune's dir is prepared from (trainer.finetune)
 DATA_FILES = re.compile(r"^(tokenizer\.json|manifest\.json|(train|val)_\d{3,}\.bin|stories\.jsonl|val\.jsonl)$")
 TEMP_NAME = re.compile(r"^\..+\.(tmp|old|installing)$")  # what an interrupted atomic write leaves (engine.files)

@@ -20,8 +20,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
+from engine.bundles.registry import ModelInfo
 from engine.errors import BundleError
-from engine.registry import ModelInfo
 from helium_tui.guarded_app import GuardedApp
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.help import HelpScreen
@@ -31,8 +31,8 @@ from helium_tui.screens.studio import StudioScreen
 from helium_tui.streaming import exit_now_if_busy, start_daemon
 
 if TYPE_CHECKING:
-    from engine.sampling import SamplingParams
-    from engine.session import Session
+    from engine.generation.sampling import SamplingParams
+    from engine.generation.session import Session
 
 
 def one_line(exc: BaseException) -> str:
@@ -163,7 +163,7 @@ class HeliumApp(GuardedApp):
 
     def load_model(self, spec: str | None) -> None:
         """Open a model on a daemon thread; the studio shows a loading indicator meanwhile."""
-        from engine.session import open_session
+        from engine.generation.session import open_session
 
         self.load_seq += 1
         seq, name = self.load_seq, Path(spec).name if spec else "default model"
@@ -274,7 +274,7 @@ class HeliumApp(GuardedApp):
 
     def action_training(self) -> None:
         """The training monitor."""
-        module = optional_module("helium_tui.screens.training")
+        module = optional_module("helium_tui.screens.training.screen")
         if module is None:
             self.notify("The training monitor is not part of this build yet.", severity="warning")
         elif not isinstance(self.screen, module.TrainingScreen):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from engine.threads import THREADS_HELP, prepare_openmp
+from engine.generation.threads import THREADS_HELP, prepare_openmp
 from helium_tui.commands.bench import bench_app
 from helium_tui.commands.data import data_app
 from helium_tui.commands.evaluate import eval_cmd
@@ -67,8 +67,8 @@ def root(
 ) -> None:
     """Open the story studio when no subcommand is given."""
     if ctx.invoked_subcommand is None:
-        from engine.quant import quantize_option
-        from engine.threads import requested_threads
+        from engine.generation.threads import requested_threads
+        from engine.model.quant import quantize_option
         from helium_tui.app import run_app
 
         with user_errors():  # bad values: one line now, not a failed load inside the app
@@ -82,7 +82,7 @@ def root(
 
 def main() -> None:
     """Console-script entry point."""
-    prepare_openmp()  # before any command loads torch: idle OpenMP threads sleep (engine.threads)
+    prepare_openmp()  # before any command loads torch: idle OpenMP threads sleep (engine.generation.threads)
     app()
 
 

@@ -1,6 +1,6 @@
 """Live training dashboard for `helium train --watch`: loss curves, throughput, progress, checkpoints, logs.
 
-Renders an `engine.runner.RunState` with rich `Live` on a terminal and as plain progress lines otherwise.
+Renders an `engine.runs.runner.RunState` with rich `Live` on a terminal and as plain progress lines otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.humanize import format_duration
-from engine.runner import RunEvent, RunHandle, RunState, attach
+from engine.runs.runner import RunEvent, RunHandle, RunState, attach
 from helium_tui.safe_text import terminal_safe
 
 REFRESH_PER_SECOND = 4  # dashboard redraws per second

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.checks import is_seed
+from engine.generation.sampling import SamplingParams
 from engine.jsonfile import JsonFileError, parse
 from engine.safe_read import open_regular, reason
-from engine.sampling import SamplingParams
 
 HEAD_BYTES = 64 * 1024  # a list reads at most this much of each story file
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a larger story file is listed (from its head) but not opened

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
 
-from engine.generate import Generator, Request
-from engine.sampling import SamplingParams
+from engine.generation.generate import Generator, Request
+from engine.generation.sampling import SamplingParams
 
 Emit = Callable[[int, str, str], None]  # (column, new text, finish reason); one call per token while telling
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.bundle import save_bundle
-from engine.config import ModelConfig
-from engine.model import TinySLM
+from engine.bundles.bundle import save_bundle
+from engine.model.config import ModelConfig
+from engine.model.tinyslm import TinySLM
 from trainer.tokenizer import train_bpe
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
-# kernels Helium builds at first use (engine.cpu_kernels) go to a cache of this test session, not the user's
+# kernels Helium builds at first use (engine.model.cpu_kernels) go to a cache of this test session, not the user's
 os.environ.setdefault("HELIUM_CACHE", tempfile.mkdtemp(prefix="helium-test-cache-"))
 
 

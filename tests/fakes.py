@@ -1,4 +1,4 @@
-"""A stand-in trainer module for runner and dashboard tests: a real subprocess speaking engine.rundir's protocol."""
+"""A stand-in trainer module for runner and dashboard tests: a real subprocess speaking engine.runs.rundir's protocol."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 FAKE_TRAINER = textwrap.dedent(
     '''
-    """A stand-in for trainer.train: holds the run lock, writes events through engine.rundir, stops on SIGINT.
+    """A stand-in for trainer.train: holds the run lock, writes events through engine.runs.rundir, stops on SIGINT.
 
     Behaviour comes from the config (crash_at, hang_at, resume_from, bad_input) or, for callers whose config
     must stay a valid TrainConfig, from the environment: FAKE_CRASH_AT, FAKE_STEP_S (seconds per step),
@@ -16,7 +16,7 @@ FAKE_TRAINER = textwrap.dedent(
     import argparse, json, os, signal, sys, time
     from pathlib import Path
 
-    from engine.rundir import CHECKPOINTS_DIR, ERROR_PREFIX, EventWriter, RunLock, EVENTS_FILE
+    from engine.runs.rundir import CHECKPOINTS_DIR, ERROR_PREFIX, EventWriter, RunLock, EVENTS_FILE
 
     stop = False
 
@@ -91,7 +91,7 @@ def fake_trainer_kwargs(tmp_path: Path) -> dict:
 
 def read_events(path: Path) -> list[dict]:
     """Every valid event of an events.jsonl as plain dicts (what the file's lines hold)."""
-    from engine.rundir import EventReader
+    from engine.runs.rundir import EventReader
 
     return [ev.to_dict() for ev in EventReader(path).read(final=True)]
 
@@ -110,5 +110,5 @@ EVENT_DEFAULTS: dict[str, dict] = {
 
 
 def make_event(kind: str, **fields) -> dict:
-    """A valid event dict of that kind (engine.rundir.SCHEMA): the given fields over neutral defaults."""
+    """A valid event dict of that kind (engine.runs.rundir.SCHEMA): the given fields over neutral defaults."""
     return {"event": kind, **EVENT_DEFAULTS[kind], **fields}

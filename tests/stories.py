@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.generate import GenerationResult, Generator, Request
-from engine.sampling import SamplingParams
+from engine.generation.generate import GenerationResult, Generator, Request
+from engine.generation.sampling import SamplingParams
 
 
 def told(gen: Generator, prompt: str, params: SamplingParams = SamplingParams()) -> GenerationResult:

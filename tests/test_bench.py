@@ -104,9 +104,9 @@ def test_bench_decode_vs_llama_cpp_on_the_same_weights(monkeypatch):
 
 
 def test_bench_decode_vs_llama_cpp_without_it_notes_the_skip(monkeypatch):
-    import engine.bench_llama
+    import benchmarks.llama_cpp
 
-    monkeypatch.setattr(engine.bench_llama, "llama_cpp_missing", lambda: "llama-cpp-python is not installed")
+    monkeypatch.setattr(benchmarks.llama_cpp, "llama_cpp_missing", lambda: "llama-cpp-python is not installed")
     r = runner.invoke(app, [*TINY_RUN, "--dtype", "float32", "--repeats", "1", "--vs-llama-cpp", "--json"])
     assert r.exit_code == 0, r.output
     assert last_json(r.stdout)["llama_cpp"] == {"skipped": "llama-cpp-python is not installed"}

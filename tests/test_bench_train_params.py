@@ -9,7 +9,7 @@ import json
 
 from typer.testing import CliRunner
 
-from engine.model import TinySLM
+from engine.model.tinyslm import TinySLM
 from helium_tui.cli import app
 from trainer.config import TrainConfig
 from trainer.prepare import PrepareOptions

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.bundle import load_bundle, save_bundle
-from engine.bundle_info import check_bundle_target
+from engine.bundles.bundle import load_bundle, save_bundle
+from engine.bundles.info import check_bundle_target
+from engine.bundles.registry import list_models, resolve_model
 from engine.errors import BundleError
-from engine.registry import list_models, resolve_model
 
 
 def _logits(model, ids=(0, 5, 9, 12)):

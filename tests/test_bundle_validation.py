@@ -13,11 +13,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from engine.bundle import load_bundle
-from engine.config import PRESETS, ModelConfig
+from engine.bundles.bundle import load_bundle
+from engine.bundles.registry import list_models, resolve_model
 from engine.errors import BundleError
-from engine.model import TinySLM, state_shapes
-from engine.registry import list_models, resolve_model
+from engine.model.config import PRESETS, ModelConfig
+from engine.model.tinyslm import TinySLM, state_shapes
 from helium_tui.cli import app
 
 runner = CliRunner()

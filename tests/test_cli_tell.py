@@ -21,7 +21,7 @@ def _tell(*args, input=None):
 
 
 def test_tell_streams_prompt_and_story(tiny_bundle, tiny_model, tiny_tokenizer):
-    from engine.generate import Generator, SamplingParams
+    from engine.generation.generate import Generator, SamplingParams
 
     r = _tell("Lily had", "--model", str(tiny_bundle), *GREEDY, "--repetition-penalty", "1.0")
     assert r.exit_code == 0, r.output

@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from engine.generate import Generator
-from engine.model import TinySLM
-from engine.runtime import CompiledFn
-from engine.sampling import SamplingParams
+from engine.generation.generate import Generator
+from engine.generation.runtime import CompiledFn
+from engine.generation.sampling import SamplingParams
+from engine.model.tinyslm import TinySLM
 
 
 @pytest.mark.parametrize("attention_window", [None, 8])

@@ -1,4 +1,4 @@
-"""Helium's CPU decode kernels (engine/csrc/cpu_mm.c): int8 exact against an integer reference on both VNNI
+"""Helium's CPU decode kernels (engine/model/csrc/cpu_mm.c): int8 exact against an integer reference on both VNNI
 paths, bf16 within float32 summation of the exact products, the same on any thread count, inside models
 (eager and compiled), and a clear fallback where they cannot run."""
 
@@ -9,8 +9,10 @@ import copy
 import pytest
 import torch
 
-import engine.cpu_kernels as cpu_kernels
-from engine.cpu_kernels import (
+import engine.model.cpu_kernels as cpu_kernels
+from engine.generation.generate import Generator
+from engine.generation.sampling import SamplingParams
+from engine.model.cpu_kernels import (
     Bf16DotLinear,
     VnniLinear,
     bf16_mm,
@@ -21,9 +23,7 @@ from engine.cpu_kernels import (
     load_kernels,
     use_cpu_kernels,
 )
-from engine.generate import Generator
-from engine.quant import Int8Linear, quantize_model, quantize_rows
-from engine.sampling import SamplingParams
+from engine.model.quant import Int8Linear, quantize_model, quantize_rows
 from tests.stories import told
 
 PATHS = ("vnni512", "vnni256")
@@ -131,7 +131,7 @@ def test_decode_attention_equals_masked_sdpa_over_the_written_slots(dtype, n):
 def test_cached_decoding_through_the_kernels_equals_a_full_recompute(tiny_model, window):
     from dataclasses import replace
 
-    from engine.model import TinySLM
+    from engine.model.tinyslm import TinySLM
 
     runnable()
     model = TinySLM(replace(tiny_model.config, sliding_window=window)).eval()
@@ -240,7 +240,7 @@ def test_a_compiler_without_avx_vnni_still_builds_the_avx512_path(monkeypatch, t
 
 
 def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
-    from engine.kernel_build import compiler, library_path, load_library
+    from engine.model.kernel_build import compiler, library_path, load_library
 
     if load_kernels().lib is None:
         pytest.skip(f"Helium's CPU kernels do not build here: {load_kernels().why_not}")
@@ -271,7 +271,7 @@ def test_a_bad_kernel_choice_is_one_line_at_the_cli(tiny_bundle, monkeypatch):
 def test_the_default_model_tells_the_int8_golden_story(one_thread):
     # Quantizing the activations too moves the default model within its near-tie at character 312 (see
     # test_quant.test_default_model_int8_greedy_story): eager float32 tells the int8 golden story exactly.
-    from engine.bundle import load_bundle
+    from engine.bundles.bundle import load_bundle
     from engine.paths import assets_dir
     from tests.test_default_model import GOLDEN_FILE, GOLDEN_PROMPT
 

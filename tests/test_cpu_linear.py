@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.cpu_linear import PackedLinear, pack_linears, packed_linear_available
-from engine.model import TinySLM
+from engine.model.cpu_linear import PackedLinear, pack_linears, packed_linear_available
+from engine.model.tinyslm import TinySLM
 from tests.test_model import CFG
 
 pytestmark = pytest.mark.skipif(not packed_linear_available(), reason="CPU lacks native bf16 (AVX512-BF16/AMX)")

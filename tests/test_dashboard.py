@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from engine.rundir import EVENTS_FILE, LOG_FILE
-from engine.runner import RunEvent, RunState, attach, start_run
+from engine.runs.rundir import EVENTS_FILE, LOG_FILE
+from engine.runs.runner import RunEvent, RunState, attach, start_run
 from helium_tui.dashboard import downsample, format_duration, render, watch
 from tests.fakes import fake_trainer_kwargs, make_event
 
@@ -183,7 +183,7 @@ def test_ctrl_c_detaches_from_an_attached_run(tmp_path, fake):
 SLOW_STOPPER = """
 import json, os, signal, sys, time
 from pathlib import Path
-from engine.rundir import EVENTS_FILE, EventWriter, RunLock
+from engine.runs.rundir import EVENTS_FILE, EventWriter, RunLock
 
 asked = []
 signal.signal(signal.SIGINT, lambda *a: asked.append(1))

@@ -1,4 +1,4 @@
-"""The decode path: the prefill's last-position head, the one sampler (`engine.sampler.pick`, eager or inside a
+"""The decode path: the prefill's last-position head, the one sampler (`engine.generation.sampler.pick`, eager or inside a
 compiled step) against reference formulas, and the fused generator against the plain one."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.generate import Generator
-from engine.sampler import knob_tensor, pick, seen_mask
-from engine.sampling import SamplingParams
+from engine.generation.generate import Generator
+from engine.generation.sampler import knob_tensor, pick, seen_mask
+from engine.generation.sampling import SamplingParams
 
 
 def test_prefill_head_on_the_last_position_only(tiny_model):

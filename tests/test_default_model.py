@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.bundle import load_bundle
-from engine.generate import Generator, SamplingParams
+from engine.bundles.bundle import load_bundle
+from engine.bundles.registry import DEFAULT_MODEL, resolve_model
+from engine.generation.generate import Generator, SamplingParams
 from engine.paths import assets_dir
-from engine.registry import DEFAULT_MODEL, resolve_model
 from helium_tui.cli import app
 from tests.stories import told
 

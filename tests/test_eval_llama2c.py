@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from engine.bundle import load_bundle
-from engine.evaluate import evaluate_text
-from engine.llama2c import import_llama2c, read_checkpoint, read_tokenizer_bin
+from engine.bundles.bundle import load_bundle
+from engine.formats.llama2c import import_llama2c, read_checkpoint, read_tokenizer_bin
+from engine.generation.evaluate import evaluate_text
 from tests.conftest import LLAMA2C, TINYSTORIES
 from tests.test_llama2c import llama2c_encode, llama2c_forward
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.evaluate import evaluate_text, split_documents, windows
+from engine.generation.evaluate import evaluate_text, split_documents, windows
 from helium_tui.cli import app
 
 
@@ -85,7 +85,7 @@ def test_eval_cli_missing_file_is_one_line_error(tiny_bundle, tmp_path):
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 50])
 def test_windows_over_ids_arriving_in_chunks_are_the_same_and_hold_little(chunk):
-    from engine.evaluate import _WindowCutter
+    from engine.generation.evaluate import _WindowCutter
 
     ids, context = list(range(300)), 16
     cutter = _WindowCutter(context)
@@ -98,7 +98,7 @@ def test_windows_over_ids_arriving_in_chunks_are_the_same_and_hold_little(chunk)
 
 
 def test_a_file_read_in_small_blocks_scores_like_the_text_in_memory(tiny_model, tiny_tokenizer, tmp_path):
-    from engine.evaluate import evaluate_file
+    from engine.generation.evaluate import evaluate_file
 
     stories = [f"Story {i}: Lily had a ball. Tom was sad.\nThen he was happy!" for i in range(12)]
     text = "\n<|endoftext|>\n".join(stories) + "\n<|endoftext|>\n\n\n"

@@ -13,22 +13,22 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.bundle import Bundle, load_bundle, save_bundle
-from engine.config import ModelConfig
+from engine.bundles.bundle import Bundle, load_bundle, save_bundle
+from engine.bundles.registry import resolve_model
 from engine.errors import BundleError
-from engine.generate import Generator
-from engine.llama2c import build_tokenizer
-from engine.model import TinySLM
-from engine.registry import resolve_model
-from engine.sampling import SamplingParams
-from engine.tokenizer import TextTokenizer
+from engine.formats.llama2c import build_tokenizer
+from engine.generation.generate import Generator
+from engine.generation.sampling import SamplingParams
+from engine.model.config import ModelConfig
+from engine.model.tinyslm import TinySLM
+from engine.model.tokenizer import TextTokenizer
 from helium_tui.cli import app
 from tests.conftest import LLAMA2C, TINY
 from tests.export_helpers import SPM_TEXTS, one_error, runc_encode, spm_pieces
 
 gguf = pytest.importorskip("gguf", reason="needs the gguf package (pip install 'helium-studio[interop]')")
 
-from engine.gguf_export import export_gguf, gguf_tensors, gguf_vocab  # noqa: E402
+from engine.formats.gguf import export_gguf, gguf_tensors, gguf_vocab  # noqa: E402
 
 runner = CliRunner()
 
@@ -108,7 +108,7 @@ def test_q_and_k_are_what_llama_cpps_own_converter_makes_from_the_transformers_e
     """llama.cpp's convert_hf_to_gguf.py turns HF q/k rows back with reshape(n_head, 2, D/2, C).swapaxes(1, 2);
     applied to our transformers export (checked against transformers itself in test_export_hf) it must give
     exactly the GGUF tensors: Helium's adjacent-pair rows, unpermuted."""
-    from engine.hf_format import to_hf_state
+    from engine.formats.hf import to_hf_state
 
     bundle = load_bundle(tiny_bundle)
     cfg = bundle.config
@@ -194,7 +194,7 @@ def test_sentencepiece_scores_replay_run_c_merges(spm_bundle):
 
 @pytest.mark.skipif(not (LLAMA2C / "tokenizer.bin").is_file(), reason="needs ../shared/peers/llama2c/tokenizer.bin")
 def test_llama2_32k_scores_replay_run_c():
-    from engine.llama2c import read_tokenizer_bin
+    from engine.formats.llama2c import read_tokenizer_bin
 
     pieces, scores = read_tokenizer_bin(LLAMA2C / "tokenizer.bin")
     tok = build_tokenizer(pieces, scores)
@@ -314,7 +314,7 @@ def test_llama_cpp_encodes_llama2c_vocabularies_like_run_c(spm_bundle, tmp_path)
 
 @pytest.mark.skipif(not (LLAMA2C / "stories260K.bin").is_file(), reason="needs ../shared/peers/llama2c")
 def test_llama_cpp_tells_stories260k_like_run_c(tmp_path):
-    from engine.llama2c import import_llama2c
+    from engine.formats.llama2c import import_llama2c
 
     bundle = load_bundle(import_llama2c(LLAMA2C / "stories260K.bin", LLAMA2C / "tok512.bin", tmp_path / "s"))
     llm = llama(export_gguf(bundle, tmp_path / "s.gguf", "f32"), n_ctx=bundle.config.context_length)
@@ -326,7 +326,7 @@ def test_llama_cpp_tells_stories260k_like_run_c(tmp_path):
 
 def test_bench_gguf_measures_both_systems_on_the_same_tokens(tiny_bundle, tmp_path):
     pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (pip install 'helium-studio[interop]')")
-    from engine.bench_gguf import GGUFBench, measure, report
+    from benchmarks.gguf import GGUFBench, measure, report
 
     gguf_path = export_gguf(load_bundle(tiny_bundle), tmp_path / "t.gguf", "f32")
     helium = measure("helium float32", str(tiny_bundle), None, 1, "Lily had", 12)

@@ -15,15 +15,15 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from engine.bundle import Bundle, load_bundle, save_bundle
+from engine.bundles.bundle import Bundle, load_bundle, save_bundle
+from engine.bundles.registry import resolve_model
 from engine.errors import BundleError
-from engine.generate import Generator
-from engine.hf_format import export_hf, import_hf, rope_from_hf, rope_to_hf
-from engine.llama2c import build_tokenizer
-from engine.model import TinySLM, apply_rope, precompute_rope
-from engine.registry import resolve_model
-from engine.sampling import SamplingParams
-from engine.tokenizer import TextTokenizer
+from engine.formats.hf import export_hf, import_hf, rope_from_hf, rope_to_hf
+from engine.formats.llama2c import build_tokenizer
+from engine.generation.generate import Generator
+from engine.generation.sampling import SamplingParams
+from engine.model.tinyslm import TinySLM, apply_rope, precompute_rope
+from engine.model.tokenizer import TextTokenizer
 from helium_tui.cli import app
 from tests.conftest import LLAMA2C, TINY
 from tests.export_helpers import SPM_TEXTS, one_error, spm_pieces
@@ -113,7 +113,7 @@ def test_transformers_encodes_llama2c_vocabularies_like_helium(tmp_path):
 
 @pytest.mark.skipif(not (LLAMA2C / "stories260K.bin").is_file(), reason="needs ../shared/peers/llama2c")
 def test_transformers_tells_stories260k_like_run_c(tmp_path):
-    from engine.llama2c import import_llama2c
+    from engine.formats.llama2c import import_llama2c
 
     bundle = load_bundle(import_llama2c(LLAMA2C / "stories260K.bin", LLAMA2C / "tok512.bin", tmp_path / "s"))
     check_transformers_matches(bundle, export_hf(bundle, tmp_path / "hf"), "Once upon a time", 80)

@@ -21,11 +21,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.bundle import load_bundle, save_bundle
-from engine.evaluate import evaluate_text
-from engine.model import TinySLM
+from engine.bundles.bundle import load_bundle, save_bundle
+from engine.generation.evaluate import evaluate_text
+from engine.model.tinyslm import TinySLM
+from engine.model.tokenizer import TextTokenizer
 from engine.paths import assets_dir
-from engine.tokenizer import TextTokenizer
 from helium_tui.cli import app
 from tests.conftest import TINY, TINYSTORIES, make_stories, tiny_train_config
 from tests.fakes import read_events
@@ -262,7 +262,7 @@ def test_resuming_a_finetune_is_bit_exact(tmp_path, tiny_bundle, tiny_tokenizer,
 
 
 def test_a_background_finetune_stops_on_sigint_and_resumes(tmp_path, tiny_bundle, tiny_data):
-    from engine.runner import start_run
+    from engine.runs.runner import start_run
 
     out = tmp_path / "run"
     cfg = ft_cfg(tiny_bundle, tiny_data, out, max_steps=100_000, log_interval=1, eval_interval=0, ckpt_interval=0)
@@ -402,7 +402,7 @@ def test_finetuning_keeps_the_loss_on_tinystories_valid(shipped_finetune):
 
 
 def test_lora_probe_adapters_start_as_the_base_and_train_alone(tiny_model):
-    from trainer.lora_probe import add_lora, measure
+    from benchmarks.lora_probe import add_lora, measure
 
     x = torch.randint(0, tiny_model.config.vocab_size, (2, 16))
     before = tiny_model(x)

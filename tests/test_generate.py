@@ -10,10 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.generate import Generator, Request
-from engine.sampler import knob_tensor, nucleus, penalize, pick, seen_mask
-from engine.sampling import SamplingParams
-from engine.tokenizer import StreamDecoder
+from engine.generation.generate import Generator, Request
+from engine.generation.sampler import knob_tensor, nucleus, penalize, pick, seen_mask
+from engine.generation.sampling import SamplingParams
+from engine.model.tokenizer import StreamDecoder
 from tests.stories import told, told_rows
 
 TEXTS = [

@@ -11,11 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.attention import causal_attention
-from engine.config import get_preset
-from engine.generate import Generator
-from engine.model import TinySLM
-from engine.sampling import SamplingParams
+from engine.generation.generate import Generator
+from engine.generation.sampling import SamplingParams
+from engine.model.attention import causal_attention
+from engine.model.config import get_preset
+from engine.model.tinyslm import TinySLM
 from tests.conftest import TINY, tiny_train_config
 from trainer.loss import NextTokenLoss
 from trainer.optim import make_optimizer

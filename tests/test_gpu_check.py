@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helium_tui.gpu_check import (
+from benchmarks.gpu_check import (
     STEPS,
     Check,
     Plan,

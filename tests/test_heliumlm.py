@@ -15,11 +15,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from typer.testing import CliRunner
 
-from engine.bundle import load_bundle
-from engine.config import ModelConfig, get_preset
+from engine.bundles.bundle import load_bundle
 from engine.errors import BundleError
-from engine.generate import Generator
-from engine.heliumlm import (
+from engine.formats.heliumlm import (
     AuthorConfig,
     _author_shapes,
     author_state,
@@ -29,9 +27,11 @@ from engine.heliumlm import (
     natural_decoder,
     read_author_config,
 )
-from engine.model import TinySLM
-from engine.sampling import SamplingParams
-from engine.tokenizer import StreamDecoder
+from engine.generation.generate import Generator
+from engine.generation.sampling import SamplingParams
+from engine.model.config import ModelConfig, get_preset
+from engine.model.tinyslm import TinySLM
+from engine.model.tokenizer import StreamDecoder
 from helium_tui.cli import app
 from tests.conftest import SHARED, TINYSTORIES, make_stories, tiny_train_config
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.bundle import load_bundle
-from engine.catalog import CATALOG
-from engine.hf_format import export_hf
-from engine.pull import PullProgress, pull
+from engine.bundles.bundle import load_bundle
+from engine.formats.hf import export_hf
+from engine.hub.catalog import CATALOG
+from engine.hub.pull import PullProgress, pull
 from helium_tui.cli import app
 from tests.fake_hub import COMMIT, FakeHub, Lies, isolate_hub
 from tests.test_pull import REPO, synthetic_entry, synthetic_files, synthetic_tokenizer
@@ -35,8 +35,8 @@ def hf_files(tmp_path_factory) -> dict[str, bytes]:
     """A transformers export of a tiny bundle: what `import hf me/story` downloads."""
     import torch
 
-    from engine.bundle import save_bundle
-    from engine.model import TinySLM
+    from engine.bundles.bundle import save_bundle
+    from engine.model.tinyslm import TinySLM
     from tests.conftest import TINY
     from trainer.tokenizer import train_bpe
 

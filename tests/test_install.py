@@ -1,4 +1,4 @@
-"""engine.install: one way to install a bundle by name (copy, dtype, link), whole or not at all."""
+"""engine.bundles.install: one way to install a bundle by name (copy, dtype, link), whole or not at all."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import stat
 
 import pytest
 
+from engine.bundles.install import install_bundle, install_run_bundle
+from engine.bundles.registry import list_models, resolve_model
 from engine.errors import BundleError
-from engine.install import install_bundle, install_run_bundle
-from engine.registry import list_models, resolve_model
 
 
 def test_a_plain_copy_keeps_the_files_byte_for_byte(tiny_bundle, helium_home):

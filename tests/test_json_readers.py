@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.bundle_info import FORMAT, METADATA_KINDS, read_config, read_metadata
+from engine.bundles.info import FORMAT, METADATA_KINDS, read_config, read_metadata
 from engine.errors import BundleError
 from engine.jsonfile import JsonFileError, depth, field, read_json
 from tests.conftest import TINY
@@ -88,20 +88,20 @@ def check_value(reader: Callable[[Path], Any], name: str, doc: Any, allowed: tup
 
 
 def read_hf_config(directory: Path):
-    from engine.hf_format import config_from_hf
+    from engine.formats.hf import config_from_hf
 
     path = directory / "config.json"
     return config_from_hf(read_json(path), path)
 
 
 def read_index(directory: Path):
-    from engine.hf_format import shard_files
+    from engine.formats.hf import shard_files
 
     return shard_files(directory / "model.safetensors.index.json")
 
 
 def read_extra_ids(directory: Path):
-    from engine.hf_format import _token_id
+    from engine.formats.hf import _token_id
     from engine.jsonfile import need_object
 
     path = directory / "generation_config.json"
@@ -110,7 +110,7 @@ def read_extra_ids(directory: Path):
 
 
 def read_author(directory: Path):
-    from engine.heliumlm import read_author_config
+    from engine.formats.heliumlm import read_author_config
 
     return read_author_config(directory / "c.json")
 
@@ -133,7 +133,7 @@ def read_story(directory: Path):
 
 
 def read_event(directory: Path):
-    from engine.rundir import RunEvent, read_events
+    from engine.runs.rundir import RunEvent, read_events
 
     text = (directory / "events.jsonl").read_text(encoding="utf-8")
     assert RunEvent.parse(text) is None or isinstance(RunEvent.parse(text), RunEvent)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import kernel_build
-from engine.cpu_kernels import kernel_status, load_kernels
-from engine.kernel_build import compiler, library_path, private_kernel_dir
+from engine.model import kernel_build
+from engine.model.cpu_kernels import kernel_status, load_kernels
+from engine.model.kernel_build import compiler, library_path, private_kernel_dir
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build Helium's CPU kernels")
 

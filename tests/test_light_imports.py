@@ -10,10 +10,10 @@ import pytest
 LIGHT = [
     "helium_tui.cli",
     "helium_tui.library",
-    "engine.registry",
+    "engine.bundles.registry",
     "engine.paths",
-    "engine.bundle_info",
-    "engine.install",
+    "engine.bundles.info",
+    "engine.bundles.install",
     "engine.errors",
     "trainer.download",
 ]
@@ -27,6 +27,6 @@ def test_importing_leaves_torch_unloaded(module):
 
 
 def test_listing_models_leaves_torch_unloaded(helium_home):
-    code = "import sys; from engine.registry import list_models; list_models(); print('torch' in sys.modules)"
+    code = "import sys; from engine.bundles.registry import list_models; list_models(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -16,10 +16,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.bundle import load_bundle
+from engine.bundles.bundle import load_bundle
 from engine.errors import BundleError
-from engine.generate import Generator, SamplingParams
-from engine.llama2c import MAGIC, import_llama2c, load_tokenizer, read_checkpoint, read_tokenizer_bin
+from engine.formats.llama2c import MAGIC, import_llama2c, load_tokenizer, read_checkpoint, read_tokenizer_bin
+from engine.generation.generate import Generator, SamplingParams
 from helium_tui.cli import app
 from tests.conftest import LLAMA2C, TINYSTORIES
 from tests.stories import told

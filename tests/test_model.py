@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from engine.config import PRESETS, ModelConfig, get_preset
-from engine.generate import Generator
-from engine.model import TinySLM, apply_rope, precompute_rope
-from engine.sampling import SamplingParams
+from engine.generation.generate import Generator
+from engine.generation.sampling import SamplingParams
+from engine.model.config import PRESETS, ModelConfig, get_preset
+from engine.model.tinyslm import TinySLM, apply_rope, precompute_rope
 
 CFG = ModelConfig(vocab_size=97, d_model=32, n_layer=2, n_head=4, n_kv_head=2, hidden_dim=64, context_length=24)
 

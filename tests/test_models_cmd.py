@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from typer.testing import CliRunner
 
-from engine.bundle import load_bundle
+from engine.bundles.bundle import load_bundle
 from helium_tui.cli import app
 
 runner = CliRunner()

@@ -20,11 +20,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.bundle import load_bundle
-from engine.catalog import CATALOG, LLAMA2_TOKENIZER, CatalogModel
-from engine.llama2c import Llama2cHeader, _layout, import_llama2c, load_tokenizer, read_tokenizer_bin
+from engine.bundles.bundle import load_bundle
+from engine.formats.llama2c import Llama2cHeader, _layout, import_llama2c, load_tokenizer, read_tokenizer_bin
+from engine.hub.catalog import CATALOG, LLAMA2_TOKENIZER, CatalogModel
+from engine.hub.pull import PullCancelled, PullError, PullProgress, pull
 from engine.paths import assets_dir
-from engine.pull import PullCancelled, PullError, PullProgress, pull
 from helium_tui.cli import app
 from tests.conftest import LLAMA2C, TINYSTORIES
 from tests.fake_hub import COMMIT, FakeHub, Faults, isolate_hub
@@ -164,7 +164,7 @@ def test_shipped_llama2_tokenizer_is_the_converted_tokenizer_bin_and_encodes_lik
 
 
 def test_catalog_modules_leave_torch_unloaded():
-    code = "import sys, engine.catalog, engine.pull; print('torch' in sys.modules)"
+    code = "import sys, engine.hub.catalog, engine.hub.pull; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import engine.quant as quant
-from engine.bundle import load_bundle, save_bundle, stored_quantization
-from engine.generate import Generator
-from engine.quant import Int8Linear, dequantize_model, is_quantized, quantize_model, quantize_rows
-from engine.sampling import SamplingParams
+import engine.model.quant as quant
+from engine.bundles.bundle import load_bundle, save_bundle, stored_quantization
+from engine.generation.generate import Generator
+from engine.generation.sampling import SamplingParams
+from engine.model.quant import Int8Linear, dequantize_model, is_quantized, quantize_model, quantize_rows
 from tests.stories import told
 
 # The bound: int8 logits stay within 10% of the logits' standard deviation of float32's at every position,

@@ -48,8 +48,8 @@ def fifo(path: Path) -> Path:
 @pytest.fixture
 def hf_dir(tmp_path, tiny_bundle) -> Path:
     """A tiny transformers (LlamaForCausalLM) directory exported from the tiny bundle."""
-    from engine.bundle import load_bundle
-    from engine.hf_format import export_hf
+    from engine.bundles.bundle import load_bundle
+    from engine.formats.hf import export_hf
 
     return export_hf(load_bundle(tiny_bundle), tmp_path / "hf")
 
@@ -107,7 +107,7 @@ def test_data_prepare_of_a_fifo_says_it_is_not_a_regular_file(tmp_path):
 
 @needs_fifo
 def test_fifos_in_a_run_dir_and_among_stories_are_skipped(tmp_path):
-    from engine.rundir import EVENTS_FILE, read_events
+    from engine.runs.rundir import EVENTS_FILE, read_events
     from helium_tui.story_file import StoryFileError, read_file
 
     fifo(tmp_path / EVENTS_FILE)
@@ -119,8 +119,8 @@ def test_fifos_in_a_run_dir_and_among_stories_are_skipped(tmp_path):
 @needs_fifo
 def test_heliumlm_and_llama2c_inputs_that_are_fifos_are_refused(tmp_path):
     from engine.errors import BundleError
-    from engine.heliumlm import load_tokenizer, read_author_config
-    from engine.llama2c import read_header, read_tokenizer_bin
+    from engine.formats.heliumlm import load_tokenizer, read_author_config
+    from engine.formats.llama2c import read_header, read_tokenizer_bin
 
     pipe = fifo(tmp_path / "x")
     for reader in (read_author_config, load_tokenizer, read_header, read_tokenizer_bin):
@@ -217,7 +217,7 @@ def test_an_hf_directory_as_model_or_tokenizer_names_import_hf(tmp_path, hf_dir)
 
 @pytest.mark.parametrize("fmt", ["helium-bundle/99", "helium-bundle/2.0", "other-thing/1"])
 def test_a_bundle_of_an_unknown_format_is_refused_naming_the_one_read(tmp_path, tiny_bundle, fmt):
-    from engine.bundle_info import FORMAT
+    from engine.bundles.info import FORMAT
 
     config = json.loads((tiny_bundle / "config.json").read_text())
     (tiny_bundle / "config.json").write_text(json.dumps(config | {"format": fmt}))
@@ -226,7 +226,7 @@ def test_a_bundle_of_an_unknown_format_is_refused_naming_the_one_read(tmp_path, 
 
 
 def test_a_bundle_of_a_newer_minor_format_still_loads(tiny_bundle):
-    from engine.bundle_info import read_config
+    from engine.bundles.info import read_config
 
     config = json.loads((tiny_bundle / "config.json").read_text())
     (tiny_bundle / "config.json").write_text(json.dumps(config | {"format": "helium-bundle/1.3"}))

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 import trainer.train
 from helium_tui.cli import app
-from helium_tui.screens.training_view import HELP
-from helium_tui.training_form import RunForm
+from helium_tui.screens.training.form_values import RunForm
+from helium_tui.screens.training.view import HELP
 from trainer.config import FINETUNE_DEFAULTS, FINETUNE_EPOCHS, MIN_FINETUNE_STEPS, TrainConfig
 from trainer.finetune import MIN_STORIES, read_base, run_config
 

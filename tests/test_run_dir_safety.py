@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.rundir import RunLock
+from engine.runs.rundir import RunLock
 from helium_tui.cli import app
 from tests.conftest import tiny_train_config
 from tests.fakes import read_events

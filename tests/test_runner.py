@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.rundir import EVENTS_FILE, LOCK_FILE, LOG_FILE, EventReader, is_running, lock_holder
-from engine.runner import RunEvent, RunState, attach, start_run
+from engine.runs.rundir import EVENTS_FILE, LOCK_FILE, LOG_FILE, EventReader, is_running, lock_holder
+from engine.runs.runner import RunEvent, RunState, attach, start_run
 from tests.fakes import fake_trainer_kwargs
 
 
@@ -248,13 +248,13 @@ def test_real_trainer_start_stop_resume_finish(real_prepared_dir, tmp_path):
 def test_attach_sees_a_run_started_elsewhere_as_running_through_its_lock(tmp_path):
     """A trainer started in another terminal (not by a runner, no child process) holds the lock: attached
     watchers see it running, can stop it, and see it gone once the lock is released."""
-    from engine.rundir import EventWriter, RunLock
+    from engine.runs.rundir import EventWriter, RunLock
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     code = (
         "import signal, sys, time\n"
-        "from engine.rundir import RunLock\n"
+        "from engine.runs.rundir import RunLock\n"
         "lock = RunLock(sys.argv[1]).acquire()\n"
         "signal.signal(signal.SIGINT, lambda *a: sys.exit(0))\n"
         "print('locked', flush=True)\n"
@@ -292,8 +292,8 @@ def test_events_ends_with_the_final_status_when_the_process_dies_between_checks(
 
 
 def test_the_fake_and_the_real_trainer_write_only_valid_events(tmp_path, fake, prepared_dir, one_thread):
-    """Both writers go through engine.rundir; every line they write passes validate_event."""
-    from engine.rundir import validate_event
+    """Both writers go through engine.runs.rundir; every line they write passes validate_event."""
+    from engine.runs.rundir import validate_event
     from tests.conftest import tiny_train_config
     from trainer.train import run_training
 
@@ -308,7 +308,7 @@ def test_the_fake_and_the_real_trainer_write_only_valid_events(tmp_path, fake, p
 
 
 def test_validate_event_names_what_is_wrong():
-    from engine.rundir import validate_event
+    from engine.runs.rundir import validate_event
 
     for bad, needle in [
         ({"event": "step", "time": 1}, "missing 'step'"),

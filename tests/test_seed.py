@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.checks import MAX_SEED, check_seed, is_seed
-from engine.sampling import SamplingParams
+from engine.generation.sampling import SamplingParams
 from helium_tui.story_file import clean_fields
 from trainer.config import TrainConfig
 

@@ -10,12 +10,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from engine.attention import causal_attention, flex_available, flex_window_attention, window_mask
-from engine.bundle import load_bundle, save_bundle
-from engine.config import ModelConfig, get_preset
-from engine.generate import Generator
-from engine.model import TinySLM
-from engine.sampling import SamplingParams
+from engine.bundles.bundle import load_bundle, save_bundle
+from engine.generation.generate import Generator
+from engine.generation.sampling import SamplingParams
+from engine.model.attention import causal_attention, flex_available, flex_window_attention, window_mask
+from engine.model.config import ModelConfig, get_preset
+from engine.model.tinyslm import TinySLM
 from tests.test_model import _RecomputeReference, _Tok
 
 CFG = ModelConfig(

@@ -109,8 +109,8 @@ def test_sampling_params_are_kept_only_when_they_can_sample(value, kept):
     assert (values["params"] == value) is kept and bool(ignored) is not kept
 
 
-@pytest.mark.parametrize("module", ["helium_tui.story_file", "helium_tui.training_form",
-                                    "helium_tui.screens.library", "helium_tui.screens.training"])  # fmt: skip
+@pytest.mark.parametrize("module", ["helium_tui.story_file", "helium_tui.screens.training.form_values",
+                                    "helium_tui.screens.library", "helium_tui.screens.training.screen"])  # fmt: skip
 def test_the_library_and_the_monitor_load_without_torch(module):
     import subprocess
     import sys

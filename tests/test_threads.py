@@ -1,4 +1,4 @@
-"""engine.threads: OpenMP's wait policy set before torch loads (a user's own setting wins), and the thread count
+"""engine.generation.threads: OpenMP's wait policy set before torch loads (a user's own setting wins), and the thread count
 from --threads or HELIUM_THREADS."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from engine.threads import (
+from engine.generation.threads import (
     ENV,
     SMALL_MODEL_PARAMS,
     apply_threads,

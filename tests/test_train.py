@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.bundle import load_bundle
+from engine.bundles.bundle import load_bundle
 from helium_tui.cli import app
 from tests.conftest import tiny_train_config
 from tests.fakes import read_events
@@ -134,8 +134,8 @@ def test_schedule_param_groups_and_flops():
     assert lr_at(9, 1.0, 0.1, 10, 100) == pytest.approx(1.0)
     assert lr_at(55, 1.0, 0.1, 10, 100) == pytest.approx(0.55)  # halfway through the cosine
     assert lr_at(100, 1.0, 0.1, 10, 100) == lr_at(500, 1.0, 0.1, 10, 100) == pytest.approx(0.1)
-    from engine.config import PRESETS
-    from engine.model import TinySLM
+    from engine.model.config import PRESETS
+    from engine.model.tinyslm import TinySLM
 
     cfg = PRESETS["tiny"]
     model = TinySLM(cfg)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.bundle import save_bundle
-from engine.install import install_bundle
+from engine.bundles.bundle import save_bundle
+from engine.bundles.install import install_bundle
 from engine.targets import check_target, kind_of
 from helium_tui.cli import app
 from tests.export_helpers import one_error
@@ -158,7 +158,7 @@ def test_a_failed_import_installs_nothing_and_a_retry_is_not_already_installed(t
 
 def test_every_importer_validates_in_its_temp_dir_before_the_rename(tiny_bundle, tmp_path, helium_home, monkeypatch):
     """A converter that writes a bundle which would not load (truncated weights): nothing appears."""
-    import engine.llama2c
+    import engine.formats.llama2c
 
     def truncated(model_bin, tokenizer_bin, out_dir, force=False):
         out_dir.mkdir()
@@ -168,7 +168,7 @@ def test_every_importer_validates_in_its_temp_dir_before_the_rename(tiny_bundle,
         weights.write_bytes(weights.read_bytes()[:100])
         return out_dir
 
-    monkeypatch.setattr(engine.llama2c, "import_llama2c", truncated)
+    monkeypatch.setattr(engine.formats.llama2c, "import_llama2c", truncated)
     args = ("import", "llama2c", tmp_path / "x.bin", "--tokenizer", tmp_path / "t.bin")
     assert "model.safetensors" in one_error(invoke(*args, "--name", "t"))
     assert "model.safetensors" in one_error(invoke(*args, "--out", tmp_path / "t"))

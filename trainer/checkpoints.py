@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.config import ModelConfig
 from engine.files import atomic_write
+from engine.model.config import ModelConfig
 
 FORMAT = "helium-ckpt/1"
 BEST = "best.pt"

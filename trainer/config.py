@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from engine.checks import check_seed, is_number, number, whole
-from engine.config import LIMITS, ModelConfig, get_preset
+from engine.model.config import LIMITS, ModelConfig, get_preset
 
 DEFAULT_MAX_STEPS = 1000  # when neither max_steps nor max_tokens is given
 MAX_COUNT = 10**9  # an upper bound for step/batch/interval counts (far past anything that fits in memory)
@@ -32,7 +32,7 @@ class TrainConfig:
 
     data: str = ""  # prepared data dir (`helium data prepare`)
     out: str = ""  # run dir: config, events.jsonl, checkpoints/, bundle/
-    preset: str = "micro"  # shape from engine.config.PRESETS, vocab from the tokenizer ("": init_from's)
+    preset: str = "micro"  # shape from engine.model.config.PRESETS, vocab from the tokenizer ("": init_from's)
     init_from: str = ""  # fine-tune: the model bundle dir whose weights and shape the run starts from
     max_steps: int | None = None  # optimizer steps to train (default 1000 unless max_tokens is set)
     max_tokens: int | None = None  # alternatively: train until this many tokens (rounded up to whole steps)
@@ -167,7 +167,7 @@ def resume_config(run_dir: str | Path, **changes) -> TrainConfig:
     `changes` override saved fields (None values are ignored); a new max_steps or max_tokens replaces the
     saved budget. ValueError (one line) when run_dir holds no usable config.
     """
-    from engine.rundir import CONFIG_FILE
+    from engine.runs.rundir import CONFIG_FILE
 
     run_dir = Path(run_dir).resolve()
     path = run_dir / CONFIG_FILE

@@ -16,12 +16,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from engine.bundle_info import PT_WEIGHTS, TOKENIZER, WEIGHTS, read_config, read_metadata
-from engine.config import ModelConfig, get_preset
+from engine.bundles.info import PT_WEIGHTS, TOKENIZER, WEIGHTS, read_config, read_metadata
+from engine.bundles.registry import resolve_model
 from engine.errors import BundleError
 from engine.files import atomic_write_text
 from engine.humanize import plural
-from engine.registry import resolve_model
+from engine.model.config import ModelConfig, get_preset
 from trainer.config import FINETUNE_DEFAULTS, FINETUNE_EPOCHS, MIN_FINETUNE_STEPS, TrainConfig
 
 MIN_STORIES = 20  # fewer stories than this make a useless run: refused with a notice

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.config import ModelConfig
 from engine.humanize import format_duration
+from engine.model.config import ModelConfig
 
 # Dense bf16 tensor-core peak per GPU, from NVIDIA datasheets (the "with sparsity" numbers halved).
 # Matched in order against torch.cuda.get_device_name(), so more specific names come first.

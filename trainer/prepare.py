@@ -20,9 +20,9 @@ import numpy as np
 
 from engine.checks import check_seed, is_number, whole
 from engine.files import atomic_write, atomic_write_text
+from engine.model.tokenizer import MAX_TOKENIZER_BYTES, TextTokenizer, read_tokenizer
 from engine.safe_read import check_regular, open_regular, read_regular, reason
 from engine.targets import check_no_control, contents, kind_of
-from engine.tokenizer import MAX_TOKENIZER_BYTES, TextTokenizer, read_tokenizer
 from trainer.loader import FORMAT, MANIFEST, read_manifest
 from trainer.text import FORMATS, NORMALIZE_VERSION, ReadStats, read_stories, split_stories
 from trainer.tokenizer import EOT, MAX_VOCAB, train_bpe
@@ -106,9 +106,9 @@ def sha256_file(path: Path, progress: Progress = _no_progress) -> str:
 def tokenizer_source(spec: str | Path) -> TokenizerSource:
     """What `--tokenizer` names: a model (installed name or bundle dir; a bundle's own tokenizer.json counts
     too) gives its tokenizer with its start/end tokens, any other tokenizer.json uses `<|endoftext|>`."""
-    from engine.bundle_info import TOKENIZER as BUNDLE_TOKENIZER
-    from engine.bundle_info import is_bundle, read_config
-    from engine.registry import resolve_model
+    from engine.bundles.info import TOKENIZER as BUNDLE_TOKENIZER
+    from engine.bundles.info import is_bundle, read_config
+    from engine.bundles.registry import resolve_model
 
     path = Path(spec).expanduser()
     if path.is_file() and not is_bundle(path.parent):

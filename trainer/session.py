@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.bundle import load_bundle, save_bundle
-from engine.config import ModelConfig
+from engine.bundles.bundle import load_bundle, save_bundle
 from engine.files import atomic_write_text
+from engine.generation.runtime import dtype_name, pick_device, pick_training_dtype
 from engine.humanize import plural
-from engine.model import TinySLM
-from engine.rundir import (
+from engine.model.config import ModelConfig
+from engine.model.tinyslm import TinySLM
+from engine.model.tokenizer import TextTokenizer
+from engine.runs.rundir import (
     BUNDLE_DIR,
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -34,8 +36,6 @@ from engine.rundir import (
     check_new_run_dir,
     check_resumable,
 )
-from engine.runtime import dtype_name, pick_device, pick_training_dtype
-from engine.tokenizer import TextTokenizer
 from trainer import checkpoints as ckpt
 from trainer.config import TrainConfig
 from trainer.distributed import Dist, RankAbort, all_agree

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from engine.tokenizer import TextTokenizer
+from engine.model.tokenizer import TextTokenizer
 
 EOT = "<|endoftext|>"
 MAX_VOCAB = 65535  # ids must fit uint16 shards

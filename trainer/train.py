@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import BundleError
-from engine.rundir import ERROR_PREFIX
+from engine.runs.rundir import ERROR_PREFIX
 from trainer.config import TrainConfig
 from trainer.distributed import (
     Dist,

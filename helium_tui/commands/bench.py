@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from engine.generation.threads import THREADS_HELP
 from engine.humanize import plural
-from engine.threads import THREADS_HELP
 from helium_tui.commands.bench_gpu import bench_gpu
 from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
@@ -70,7 +70,7 @@ def bench_decode_cmd(
 ) -> None:
     """Prefill and batch-1 decode speed, time to first token, peak memory and the memory roofline."""
     with user_errors():
-        from engine.bench import bench_decode
+        from benchmarks.decode import bench_decode
 
         r = bench_decode(
             preset, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats, window,
@@ -134,7 +134,7 @@ def bench_startup_cmd(
     """Time to first token of a fresh `helium tell` process, Python and torch start-up included."""
     import shutil
 
-    from engine.bench import bench_startup
+    from benchmarks.decode import bench_startup
 
     helium = shutil.which("helium")
     base = [helium] if helium else [sys.executable, "-m", "helium_tui.cli"]
@@ -162,7 +162,7 @@ def bench_studio_cmd(
 ) -> None:
     """Streaming speed in the studio (headless) against the same generator with no UI."""
     with user_errors():
-        from helium_tui.bench_studio import bench_studio
+        from benchmarks.studio import bench_studio
 
         r = bench_studio(model or None, prompt, max_tokens, width, height, repeats)
     rows = [

@@ -1,6 +1,6 @@
 """`helium bench gpu`: the prepared GPU check (gpu tests, training and decode speed, a timed real run).
 
-A plain Typer command function; `helium_tui/commands/bench.py` registers it. The steps live in `helium_tui.gpu_check`.
+A plain Typer command function; `helium_tui/commands/bench.py` registers it. The steps live in `benchmarks.gpu_check`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def bench_gpu(
     ] = None,
 ) -> None:
     """Run the GPU check: each step's result file under OUT as it ends, then a summary table, JSON and Markdown."""
+    from benchmarks.gpu_check import STEPS, Plan, run_check, summary_rows
     from engine.checks import number, whole
-    from helium_tui.gpu_check import STEPS, Plan, run_check, summary_rows
 
     try:
         number("--train-minutes", train_minutes, 0.1, 600)

@@ -34,7 +34,7 @@ def bench_train(
 ) -> None:
     """Training speed: tokens/s, MFU, step time and peak memory on random tokens."""
     with user_errors():
-        from trainer.bench import bench_train as run_bench
+        from benchmarks.train import bench_train as run_bench
 
         modes = [False, True] if compare else [compile]
         results = [

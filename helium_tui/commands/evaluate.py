@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from engine.generation.threads import THREADS_HELP
 from engine.humanize import plural
-from engine.threads import THREADS_HELP
 from helium_tui.errors import user_errors
 
 
@@ -33,9 +33,9 @@ def eval_cmd(
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from engine.evaluate import evaluate_file
-        from engine.quant import quantize_option
-        from engine.session import open_session
+        from engine.generation.evaluate import evaluate_file
+        from engine.generation.session import open_session
+        from engine.model.quant import quantize_option
 
         if not data.is_file():
             raise ValueError(f"{data}: no such file" if not data.exists() else f"{data}: not a regular file")

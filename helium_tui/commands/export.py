@@ -24,8 +24,8 @@ Force = Annotated[bool, typer.Option(help="Replace an existing output.")]
 
 def _load(model: str):
     """The bundle for MODEL in float32 on the CPU (every stored dtype converts to it exactly)."""
-    from engine.bundle import load_bundle
-    from engine.registry import resolve_model
+    from engine.bundles.bundle import load_bundle
+    from engine.bundles.registry import resolve_model
 
     return load_bundle(resolve_model(model))
 
@@ -50,7 +50,7 @@ def gguf_cmd(
     """Export MODEL as a GGUF file and print how to run it."""
     _require("gguf")
     with user_errors():
-        from engine.gguf_export import GGUF_DTYPES, check_output, export_gguf, resolve_dtype
+        from engine.formats.gguf import GGUF_DTYPES, check_output, export_gguf, resolve_dtype
 
         if dtype not in GGUF_DTYPES:
             raise ValueError(f"unknown dtype {dtype!r} (use {', '.join(GGUF_DTYPES)})")
@@ -79,8 +79,8 @@ def hf_cmd(
 ) -> None:
     """Export MODEL in the Hugging Face layout, then push it when asked."""
     with user_errors():
-        from engine.hf_format import HF_DTYPES, check_out_dir, export_hf
-        from engine.hub import check_token, push_to_hub
+        from engine.formats.hf import HF_DTYPES, check_out_dir, export_hf
+        from engine.hub.client import check_token, push_to_hub
 
         if dtype != "auto" and dtype not in HF_DTYPES:
             raise ValueError(f"unknown dtype {dtype!r} (use auto, {', '.join(HF_DTYPES)})")

@@ -39,11 +39,11 @@ def run_import(what: str, build: Callable[[Path], Path], out: Path | None, name:
     if (out is None) == (name is None):
         raise fail("give exactly one of --out DIR or --name NAME")
     with user_errors():
-        from engine.bundle_info import read_config
+        from engine.bundles.info import read_config
+        from engine.bundles.install import check_install_target, installed_path, validate_bundle
         from engine.errors import BundleError
-        from engine.export_checks import check_parent_writable
         from engine.files import WriteError, atomic_directory
-        from engine.install import check_install_target, installed_path, validate_bundle
+        from engine.formats.export_checks import check_parent_writable
         from engine.targets import DIR_KINDS, check_target
 
         if name is None:  # checked before any work: nothing is downloaded or converted for a refused target
@@ -101,7 +101,7 @@ def llama2c(
     """Convert MODEL_BIN + --tokenizer into a Helium bundle and print a one-line summary."""
 
     def build(target: Path) -> Path:
-        from engine.llama2c import import_llama2c
+        from engine.formats.llama2c import import_llama2c
 
         return import_llama2c(model_bin, tokenizer, target)
 
@@ -125,8 +125,8 @@ def hf(
     """Convert a Hugging Face Llama model into a Helium bundle and print a one-line summary."""
 
     def build(target: Path) -> Path:
-        from engine.hf_format import import_hf
-        from engine.hub import download_from_hub
+        from engine.formats.hf import import_hf
+        from engine.hub.client import download_from_hub
 
         local = Path(source).expanduser()
         if not local.is_dir():
@@ -166,7 +166,7 @@ def heliumlm(
     """Convert CHECKPOINT + --tokenizer (+ --config) into a Helium bundle and print a one-line summary."""
 
     def build(target: Path) -> Path:
-        from engine.heliumlm import import_heliumlm
+        from engine.formats.heliumlm import import_heliumlm
 
         return import_heliumlm(checkpoint, tokenizer, target, config)
 

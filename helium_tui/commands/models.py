@@ -23,8 +23,8 @@ def list_cmd() -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from engine.bundles.registry import list_models
     from engine.paths import user_models_dir
-    from engine.registry import list_models
 
     def cell(value: object) -> Text:  # a name or path as plain text: no control sequences, no Rich markup
         return Text(terminal_safe(str(value)))
@@ -53,7 +53,7 @@ def install_cmd(
 ) -> None:
     """Copy a bundle into the user models dir, optionally storing its weights in bfloat16 or int8."""
     with user_errors():
-        from engine.install import install_bundle
+        from engine.bundles.install import install_bundle
 
         name, path = install_bundle(source, name, dtype=None if dtype == "keep" else dtype, force=force)
     print(terminal_safe(f"installed {source} as {name!r} -> {path}"))
@@ -81,8 +81,8 @@ def pull_cmd(
     from rich.console import Console
 
     with user_errors():
-        from engine.catalog import get_entry, human_bytes
-        from engine.pull import pull
+        from engine.hub.catalog import get_entry, human_bytes
+        from engine.hub.pull import pull
 
         entry = get_entry(name)
         console = Console(stderr=True)
@@ -102,7 +102,7 @@ def _print_catalog() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from engine.catalog import CATALOG, human_bytes, is_installed
+    from engine.hub.catalog import CATALOG, human_bytes, is_installed
 
     table = Table(title="helium models pull NAME — TinyStories models on the Hugging Face Hub")
     for col in ("name", "params", "context", "download", "installed", "about"):
@@ -116,7 +116,7 @@ def _print_catalog() -> None:
 
 
 class _PullBar:
-    """A rich progress bar fed with engine.pull's PullProgress reports; off a terminal, one line per stage."""
+    """A rich progress bar fed with engine.hub.pull's PullProgress reports; off a terminal, one line per stage."""
 
     STAGES = {"convert": "converting", "install": "installing"}
 

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from engine.sampling import SamplingParams
-from engine.threads import THREADS_HELP
+from engine.generation.sampling import SamplingParams
+from engine.generation.threads import THREADS_HELP
 from helium_tui.errors import fail, user_errors
 from helium_tui.safe_text import terminal_safe
 
@@ -81,8 +81,8 @@ def tell(
             repetition_penalty=repetition_penalty,
             seed=seed,
         ).validate()
-        from engine.quant import quantize_option
-        from engine.session import open_session
+        from engine.generation.session import open_session
+        from engine.model.quant import quantize_option
 
         session = open_session(
             model or None, device=device, dtype=dtype, compile=compile, quantize=quantize_option(quantize),

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from engine.config import PRESETS
+from engine.model.config import PRESETS
 from helium_tui.errors import fail, user_errors
 from trainer.config import (
     DEFAULT_MAX_STEPS,
@@ -151,7 +151,13 @@ def train(
         raise fail("give --max-steps or --max-tokens, not both")
 
     with user_errors():
-        from engine.rundir import CONFIG_FILE, check_new_run_dir, check_resumable, is_running, lock_holder
+        from engine.runs.rundir import (
+            CONFIG_FILE,
+            check_new_run_dir,
+            check_resumable,
+            is_running,
+            lock_holder,
+        )
         from trainer.config import resume_config
         from trainer.finetune import read_base, run_config
 
@@ -189,7 +195,7 @@ def train(
         cfg.validate()
 
     if watch:
-        from engine.runner import start_run
+        from engine.runs.runner import start_run
         from helium_tui.dashboard import watch as watch_run
 
         with user_errors():

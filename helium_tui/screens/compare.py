@@ -22,15 +22,15 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from engine.generation.sampling import SamplingParams
 from engine.humanize import plural
-from engine.sampling import SamplingParams
 from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.variants import Batch, tell_variants
 from helium_tui.widgets.story_view import Piece, VariantColumn
 
 if TYPE_CHECKING:
-    from engine.session import Session
+    from engine.generation.session import Session
     from helium_tui.app import HeliumApp
 
 MIN_VARIANTS, MAX_VARIANTS = 2, 4
@@ -192,7 +192,7 @@ class CompareScreen(Screen[None]):
 
     def action_against(self) -> None:
         """Cycle: draws of the loaded model, then each other installed model."""
-        from engine.registry import list_models
+        from engine.bundles.registry import list_models
 
         names = [m.name for m in list_models() if m.name != self.session.name]
         if not names:
@@ -204,7 +204,7 @@ class CompareScreen(Screen[None]):
 
     def palette_commands(self) -> list[SystemCommand]:
         """One palette command per installed model to compare against, and one for draws of this model."""
-        from engine.registry import list_models
+        from engine.bundles.registry import list_models
 
         commands = [
             SystemCommand(
@@ -278,7 +278,7 @@ class CompareScreen(Screen[None]):
 
     def _tell(self, job: Job, session: Session, against: str | None, other: Session | None) -> None:
         """Tell job's variants (daemon thread): Flush while text comes, then Done or Failed."""
-        from engine.session import open_session
+        from engine.generation.session import open_session
 
         def emit(column: int, text: str, finish: str) -> None:
             if job.buffer.push((column, text, finish)):

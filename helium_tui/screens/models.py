@@ -20,9 +20,9 @@ from textual.widgets import Label, OptionList, ProgressBar
 from textual.widgets.option_list import Option
 from textual.worker import Worker, get_current_worker
 
-from engine import catalog
-from engine.catalog import CatalogModel, human_bytes, is_installed
-from engine.registry import ModelInfo, list_models
+from engine.bundles.registry import ModelInfo, list_models
+from engine.hub import catalog
+from engine.hub.catalog import CatalogModel, human_bytes, is_installed
 from helium_tui.safe_text import terminal_safe
 
 
@@ -61,7 +61,7 @@ class PullJob:
     """A catalog model being pulled for an app: what the picker shows while the worker runs."""
 
     entry: CatalogModel
-    stage: str = "download"  # download, convert or install (engine.pull.PullProgress.stage)
+    stage: str = "download"  # download, convert or install (engine.hub.pull.PullProgress.stage)
     done: int = 0  # bytes downloaded
     total: int = 0  # bytes to download
     worker: Worker | None = None  # the app's thread worker doing it
@@ -72,7 +72,7 @@ PULLS: WeakKeyDictionary[App, PullJob] = WeakKeyDictionary()  # the pull in flig
 
 def start_pull(app: App, entry: CatalogModel) -> PullJob:
     """Pull entry in an app-level thread worker (it outlives the picker); progress reaches the UI thread."""
-    from engine.pull import PullCancelled, pull
+    from engine.hub.pull import PullCancelled, pull
 
     job = PULLS[app] = PullJob(entry, total=entry.download_bytes)
 

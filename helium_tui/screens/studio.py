@@ -20,8 +20,8 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, TextArea
 
-from engine.generate import Delta, GenerationResult, Generator
-from engine.sampling import SamplingParams
+from engine.generation.generate import Delta, GenerationResult, Generator
+from engine.generation.sampling import SamplingParams
 from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.widgets.inspector import InspectorPanel
@@ -32,7 +32,7 @@ from helium_tui.widgets.status_bar import StatusBar
 from helium_tui.widgets.story_view import Piece, StoryPane, StoryView
 
 if TYPE_CHECKING:
-    from engine.session import Session
+    from engine.generation.session import Session
     from helium_tui.app import HeliumApp
 
 DEFAULT_PROMPT = "Once upon a time"

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from engine.generate import TokenInfo
+from engine.generation.generate import TokenInfo
 from helium_tui.safe_text import terminal_safe
 from helium_tui.widgets.story_view import prob_colour
 

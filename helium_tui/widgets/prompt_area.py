@@ -14,7 +14,7 @@ from textual.widgets.text_area import Edit, EditResult
 from helium_tui.safe_text import terminal_safe
 
 # ~2,000-4,000 tokens: well over the context of every catalog model (256-1,024 tokens); a longer prompt would
-# only be read from its end (engine/generate.py keeps a long prompt's tail)
+# only be read from its end (engine/generation/generate.py keeps a long prompt's tail)
 MAX_PROMPT_CHARS = 12_000
 NOTICE_S = 6.0  # a notice lasts this long; the same one is not repeated meanwhile (keys into a full prompt)
 

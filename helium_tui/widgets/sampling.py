@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 
 from engine.checks import SEED_RANGE, is_seed
-from engine.sampling import SamplingParams
+from engine.generation.sampling import SamplingParams
 from helium_tui.widgets.sliders import ParamSlider, ParamSpec, SeedRow
 
 DEFAULTS = SamplingParams()  # the sliders start at the engine's defaults

@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from engine.generate import TokenInfo
+from engine.generation.generate import TokenInfo
 from helium_tui.safe_text import terminal_safe
 
 # (lowest probability, background colour): a token's colour is the first row its probability reaches

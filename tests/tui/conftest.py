@@ -17,11 +17,11 @@ import torch
 from textual.app import App
 from textual.widgets import Input, Static
 
-from engine.bundle import save_bundle
-from engine.generate import Delta, Generator, Stream
-from engine.model import TinySLM
-from engine.sampling import SamplingParams
-from engine.tokenizer import TextTokenizer
+from engine.bundles.bundle import save_bundle
+from engine.generation.generate import Delta, Generator, Stream
+from engine.generation.sampling import SamplingParams
+from engine.model.tinyslm import TinySLM
+from engine.model.tokenizer import TextTokenizer
 from helium_tui.app import HeliumApp
 from tests.conftest import TINY
 from tests.fakes import fake_trainer_kwargs
@@ -34,7 +34,7 @@ def isolated_models(helium_home, tmp_path, monkeypatch) -> Path:
     """No shipped models and an empty user dir, so listings and the default model are deterministic."""
     empty = tmp_path / "no-shipped-assets"
     empty.mkdir()
-    monkeypatch.setattr("engine.registry.assets_dir", lambda: empty)
+    monkeypatch.setattr("engine.bundles.registry.assets_dir", lambda: empty)
     return helium_home
 
 

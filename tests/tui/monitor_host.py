@@ -16,7 +16,7 @@ from textual.widgets import Input, Static
 
 from helium_tui.library import StoryStore
 from helium_tui.screens.dialogs import AskDialog
-from helium_tui.screens.training import TrainingScreen
+from helium_tui.screens.training.screen import TrainingScreen
 
 WAIT_S = 60.0  # upper bound for a subprocess to reach a state (bounded polling, never a timing assert)
 

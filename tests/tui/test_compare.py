@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 
-from engine.sampling import SamplingParams
-from engine.session import open_session
+from engine.generation.sampling import SamplingParams
+from engine.generation.session import open_session
 from helium_tui.library import StoryStore
 from helium_tui.screens.compare import CompareScreen
 from helium_tui.variants import Batch, tell_variants

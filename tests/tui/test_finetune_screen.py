@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from textual.widgets import Button, Checkbox, Input, ProgressBar, Static
 
+from engine.bundles.registry import list_models
 from engine.paths import user_data_dir
-from engine.registry import list_models
 from helium_tui.library import Story, StoryStore
 from helium_tui.screens.models import ModelPicker
-from helium_tui.screens.training import TrainingScreen
-from helium_tui.screens.training_view import Progress
-from helium_tui.training_form import FINETUNE_DATA_DIR, FinetuneForm, suggested_model_name
+from helium_tui.screens.training.form_values import FINETUNE_DATA_DIR, FinetuneForm, suggested_model_name
+from helium_tui.screens.training.screen import TrainingScreen
+from helium_tui.screens.training.view import Progress
 from tests.conftest import make_stories
 from tests.fakes import fake_trainer_kwargs
 from tests.tui.conftest import loaded, make_app, until

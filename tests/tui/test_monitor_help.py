@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from helium_tui.app import HeliumApp
 from helium_tui.screens.library import LibraryScreen
-from helium_tui.screens.training import TrainingScreen
+from helium_tui.screens.training.screen import TrainingScreen
 from tests.tui.monitor_host import wait_for
 
 

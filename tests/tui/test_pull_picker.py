@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from engine import catalog
-from engine.catalog import human_bytes
+from engine.hub import catalog
+from engine.hub.catalog import human_bytes
 from helium_tui.screens.models import PULLS, ModelPicker
 from tests.fake_hub import FakeHub, Faults, isolate_hub
 from tests.test_pull import REPO, synthetic_entry, synthetic_files, synthetic_tokenizer
@@ -28,7 +28,7 @@ def hub(tmp_path, monkeypatch):
     server = FakeHub({REPO: files})
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     entry = synthetic_entry("synth", "synth/synth.bin", "synth/tok.bin", files, len(synthetic_tokenizer()[0]))
-    monkeypatch.setattr("engine.catalog.CATALOG", {"synth": entry})
+    monkeypatch.setattr("engine.hub.catalog.CATALOG", {"synth": entry})
     yield server
     server.stop()
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from engine.rundir import EVENTS_FILE, RunLock
+from engine.runs.rundir import EVENTS_FILE, RunLock
 from helium_tui.library import Story, StoryStore
 from helium_tui.screens.library import LibraryScreen
-from helium_tui.screens.training import TrainingScreen
+from helium_tui.screens.training.screen import TrainingScreen
 
 SIZE = (80, 24)
 RECORDED_RUN = Path(__file__).parent / "data" / "tiny-run.events.jsonl"  # 76 of 120 steps, 3 evals

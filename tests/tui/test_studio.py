@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.sampling import SamplingParams
-from engine.session import open_session
+from engine.generation.sampling import SamplingParams
+from engine.generation.session import open_session
 from helium_tui.library import StoryStore
 from helium_tui.safe_text import is_terminal_safe
 from helium_tui.screens.help import HelpScreen
@@ -206,7 +206,7 @@ async def test_no_model_screen(helium_home):
 
 
 async def test_a_load_failing_while_the_monitor_is_up_waits_for_the_studio(helium_home):
-    from helium_tui.screens.training import TrainingScreen
+    from helium_tui.screens.training.screen import TrainingScreen
 
     app = make_app(None)
     async with app.run_test(size=SIZE) as pilot:

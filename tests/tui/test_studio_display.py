@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from textual.app import App, ComposeResult
 
-from engine.generate import Delta
-from engine.sampling import SamplingParams
+from engine.generation.generate import Delta
+from engine.generation.sampling import SamplingParams
 from helium_tui.library import Story
 from helium_tui.safe_text import is_terminal_safe
 from helium_tui.widgets.inspector import visible

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, ProgressBar, Select, Static
 
-from helium_tui.screens.training import TrainingScreen
+from helium_tui.screens.training.screen import TrainingScreen
 from tests.tui.monitor_host import (
     MonitorHost,
     fill_form,

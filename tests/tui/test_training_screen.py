@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input, ProgressBar, Sparkline, Static
 
+from engine.bundles.install import install_run_bundle
+from engine.bundles.registry import list_models
 from engine.humanize import format_duration
-from engine.install import install_run_bundle
 from engine.paths import user_models_dir
-from engine.registry import list_models
 from helium_tui.screens.dialogs import AskDialog
-from helium_tui.screens.training import TrainingScreen
-from helium_tui.screens.training_view import thin
+from helium_tui.screens.training.screen import TrainingScreen
+from helium_tui.screens.training.view import thin
 from tests.tui.monitor_host import (
     MonitorHost,
     answer,

@@ -1,0 +1,192 @@
+"""`Generator`: a TinySLM with a static KV cache that decodes batches of rows, one token per row a step.
+
+`Decoding` is the token level (prefill, one decode step, the window sliding when the context fills; each
+row picked by `engine.generation.sampler.pick` with its own settings and seed). The text level, the one loop that
+every caller streams stories through, is `engine.generation.telling` (`Generator.tell` / `Generator.stream`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+
+from engine.generation.runtime import CompiledFn
+from engine.generation.sampler import draws, knob_tensor, pick, random_stream, seen_mask
+from engine.generation.sampling import SamplingParams
+from engine.generation.telling import Delta, GenerationResult, Request, Stream, Telling, TokenInfo, as_cancel
+from engine.model.tinyslm import TinySLM
+from engine.model.tokenizer import TextTokenizer
+
+__all__ = [
+    "Decoding", "Delta", "GenerationResult", "Generator", "Request", "SamplingParams", "Stream", "Telling",
+    "TokenInfo",
+]  # fmt: skip
+
+
+class Generator:
+    """Samples stories from a model; the decode step is optionally compiled.
+
+    One batch at a time: the KV cache is shared, so a `Telling` (or `tokens`) holds a lock while it runs
+    and a second caller waits for the first to finish or be cancelled.
+    """
+
+    def __init__(
+        self,
+        model: TinySLM,
+        tokenizer: TextTokenizer,
+        compile: bool = False,
+        fused_sampling: bool | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.device = model.tok_embeddings.weight.device
+        self.ctx = model.config.context_length
+        self.vocab_size = model.config.vocab_size
+        self.keep = self.ctx // 2  # tokens kept when the window slides
+        self.batch = 0
+        # the sampler inside the decode step by default where the step is a CUDA graph (a token costs one
+        # replay); elsewhere the compiled step is the forward and the same sampler runs after it, eagerly
+        self.fused = compile and self.device.type == "cuda" if fused_sampling is None else fused_sampling
+        step = self._decode_and_pick if self.fused else self._decode_step
+        self._decode = CompiledFn(step, self.device, enabled=compile)
+        self._pos = torch.zeros(
+            1, dtype=torch.long, device=self.device
+        )  # the decode position, kept on the device
+        self.lock = threading.Lock()  # held while a batch uses the KV cache
+
+    @property
+    def compile_failed(self) -> str | None:
+        """Why torch.compile fell back to eager, if it did."""
+        return self._decode.failed
+
+    def _decode_step(self, token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        return self.model(token, input_pos)[:, -1]
+
+    def _decode_and_pick(
+        self, token: torch.Tensor, input_pos: torch.Tensor, seen: torch.Tensor | None, knobs: torch.Tensor,
+        uniform: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        return pick(self.model(token, input_pos)[:, -1], seen, knobs, uniform)
+
+    def decode_and_pick(
+        self,
+        token: torch.Tensor,
+        pos: int,
+        seen: torch.Tensor,
+        knobs: torch.Tensor,
+        uniform: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(next ids (B,), penalized logits (B, V)) after token (B, 1) at position pos."""
+        self._pos.fill_(pos)
+        if not self.fused:
+            logits = self._decode(token, self._pos)
+            if self._decode.compiled is not None:  # a compiled step may reuse its output (CUDA graphs do)
+                logits = logits.clone()
+            return pick(logits, seen, knobs, uniform)
+        nxt, logits = self._decode(token, self._pos, seen, knobs, uniform)
+        return nxt.clone(), logits.clone()  # a CUDA graph's next replay overwrites its outputs
+
+    def warm_up(self) -> None:
+        """Decode a few tokens now, so a compiled decode step compiles here (CUDA: and records its graphs),
+        not in the first story."""
+        params = SamplingParams(max_new_tokens=4, temperature=0, stop_at_eos=False)
+        for _ in self.tokens([0], params):
+            pass
+        if self.fused:  # sampled stories run their own graph
+            for _ in self.tokens([0], SamplingParams(max_new_tokens=4, seed=0, stop_at_eos=False)):
+                pass
+
+    def ensure_cache(self, batch: int) -> None:
+        """A KV cache for batch rows (kept while the batch size stays)."""
+        if self.batch != batch:
+            self.model.setup_cache(batch, self.ctx)
+            self.batch = batch
+            self._decode.forget()  # new cache buffers: a compiled step recompiles (with frozen weights)
+
+    def prefill(self, window: torch.Tensor) -> torch.Tensor:
+        """Run window (B, T) from position 0 and return last-position logits (B, V)."""
+        positions = torch.arange(window.size(1), device=self.device)
+        return self.model(window, positions, last_only=True)[:, -1]
+
+    def decoding(self, prompt_ids: list[int], rows: Sequence[SamplingParams]) -> Decoding:
+        """Prefill prompt_ids for one row per params (under inference mode, holding `lock`)."""
+        return Decoding(self, prompt_ids, rows)
+
+    def tokens(
+        self, prompt_ids: list[int], params: SamplingParams, batch: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (next ids (B,), penalized logits (B, V)) for max_new_tokens steps (end tokens too).
+
+        Every row starts from prompt_ids; row n draws with params.for_row(n). For benchmarks and tests;
+        stories go through `tell`. Close the iterator (or run it to the end) to release the model.
+        """
+        rows = [params.for_row(n) for n in range(batch)]
+        with self.lock, torch.inference_mode():
+            decoding = self.decoding(prompt_ids, rows)
+            for _ in range(params.max_new_tokens):
+                yield decoding.step()
+
+    def tell(self, requests: Sequence[Request]) -> Telling:
+        """Stories for requests told as one batch: iterate it for each step's `Delta`s (see `Telling`)."""
+        return Telling(self, requests)
+
+    def stream(
+        self,
+        prompt: str,
+        params: SamplingParams = SamplingParams(),
+        cancel: threading.Event | Callable[[], bool] | None = None,
+        inspect_top: int = 0,
+    ) -> Stream:
+        """Stream the continuation of prompt as text deltas: a `Telling` of one row."""
+        return Stream(self.tell([Request(prompt, params, as_cancel(cancel), inspect_top)]))
+
+
+class Decoding:
+    """The token level of one batch: prefill the prompt, then `step` picks one token per row.
+
+    Rows share the prompt and the positions (the KV cache keeps one position for the batch); each has its
+    own settings and random stream. When the context fills, the window slides: the last ctx/2 tokens are
+    prefilled again. Run under torch.inference_mode, holding the generator's lock.
+    """
+
+    def __init__(self, gen: Generator, prompt_ids: list[int], rows: Sequence[SamplingParams]) -> None:
+        self.gen = gen
+        gen.ensure_cache(len(rows))
+        self.knobs = knob_tensor(rows, gen.device)
+        self.streams = [random_stream(p) for p in rows]
+        self.sampled = not all(p.greedy for p in rows)  # greedy rows only: no draws, no sorting
+        self.penalized = any(p.repetition_penalty != 1 for p in rows)  # else no seen-token mask either
+        self.history = torch.tensor([prompt_ids] * len(rows), device=gen.device)  # (B, L)
+        length = self.history.size(1)
+        self.pos = length if length < gen.ctx else gen.keep  # a long prompt: its tail
+        self.logits: torch.Tensor | None = gen.prefill(self.history[:, -self.pos :])  # not picked from yet
+        self.seen = self._seen()
+        self.last: torch.Tensor | None = None  # the ids picked by the previous step
+
+    def step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(next ids (B,), penalized logits (B, V)): one more token for every row."""
+        gen = self.gen
+        uniform = draws(self.streams, gen.device) if self.sampled else None
+        if self.last is not None:
+            self.history = torch.cat([self.history, self.last[:, None]], dim=1)
+            if self.pos < gen.ctx:  # decode the last token
+                if self.seen is not None:
+                    self.seen.scatter_(1, self.last[:, None], True)
+                self.last, logits = gen.decode_and_pick(
+                    self.last[:, None], self.pos, self.seen, self.knobs, uniform
+                )
+                self.pos += 1
+                return self.last, logits
+            self.pos = gen.keep  # context full: slide the window and prefill the kept tokens again
+            self.logits = gen.prefill(self.history[:, -self.pos :])
+            self.seen = self._seen()
+        assert self.logits is not None
+        self.last, logits = pick(self.logits, self.seen, self.knobs, uniform)  # a prefill's logits, eagerly
+        self.logits = None
+        return self.last, logits
+
+    def _seen(self) -> torch.Tensor | None:
+        """Which tokens each row's window holds (B, V), for the repetition penalty; None when no row penalizes."""
+        return seen_mask(self.history[:, -self.pos :], self.gen.vocab_size) if self.penalized else None

@@ -1,0 +1,89 @@
+"""The one sampler: the next token of every row of a batch, each row with its own settings and random stream.
+
+Tensors only (no host sync, no Python numbers from the device), so the same function runs eagerly after any
+forward (CPU, CUDA, a native runtime's logits) and inside a compiled CUDA-graph decode step. A row's draw is
+one uniform number from its own seeded stream, drawn on the host: the same seed picks the same tokens on
+every device and path, whatever else shares the batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+
+from engine.generation.sampling import KNOBS, MIN_TEMPERATURE, SamplingParams
+
+KNOB = {name: i for i, name in enumerate(KNOBS)}  # column of each setting in a knob tensor
+
+
+def knob_tensor(rows: Sequence[SamplingParams], device: torch.device) -> torch.Tensor:
+    """The rows' settings as one float32 tensor (B, len(KNOBS)), an input of the sampler."""
+    return torch.tensor([p.knobs() for p in rows], dtype=torch.float32, device=device)
+
+
+def seen_mask(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, V) bool: which tokens occur in each row of ids (B, L), for the repetition penalty."""
+    seen = torch.zeros(ids.size(0), vocab_size, dtype=torch.bool, device=ids.device)
+    return seen.scatter_(1, ids, True)
+
+
+def random_stream(params: SamplingParams) -> random.Random:
+    """A row's own random stream: seeded when params has a seed, else from the OS."""
+    return random.Random(params.seed) if params.seed is not None else random.Random()
+
+
+def draws(streams: Sequence[random.Random], device: torch.device) -> torch.Tensor:
+    """One uniform number in [0, 1) per row (B,) from each row's own stream: the next token's draw."""
+    return torch.tensor([s.random() for s in streams], dtype=torch.float32).to(device, non_blocking=True)
+
+
+def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """CTRL penalty over seen tokens: positive logits divided by the row's penalty (B, 1), negative multiplied.
+
+    Computed in float32 and rounded back to the logits' dtype: for bf16 logits the same numbers as
+    dividing by a Python float (which PyTorch also applies in float32).
+    """
+    x = logits.float()
+    return torch.where(seen, torch.where(x > 0, x / penalty, x * penalty), x).to(logits.dtype)
+
+
+def nucleus(logits: torch.Tensor, knobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities best first (B, V), their token ids (B, V)) after temperature, top-k and top-p.
+
+    The probabilities of dropped tokens are 0 and the rest are not renormalized. The best logit is
+    subtracted before dividing, so a tiny temperature gives 0 and -inf, never nan. Ties sort stably (by
+    token id), so every device orders them alike; top-k keeps exactly k tokens; the likeliest always stays.
+    """
+    temperature = knobs[:, KNOB["temperature"], None].clamp_min(MIN_TEMPERATURE)  # greedy rows: any number
+    top_k, top_p = knobs[:, KNOB["top_k"], None], knobs[:, KNOB["top_p"], None]
+    scaled = logits.float()
+    scaled = (scaled - scaled.amax(-1, keepdim=True)) / temperature
+    sorted_logits, order = torch.sort(scaled, dim=-1, descending=True, stable=True)
+    rank = torch.arange(scaled.size(-1), device=scaled.device)
+    sorted_logits = sorted_logits.masked_fill((top_k > 0) & (rank >= top_k), float("-inf"))
+    probs = sorted_logits.softmax(-1)
+    drop = (probs.cumsum(-1) - probs >= top_p) & (top_p < 1) & (rank > 0)  # keep until the mass before ≥ p
+    return probs.masked_fill(drop, 0.0), order
+
+
+def pick(
+    logits: torch.Tensor, seen: torch.Tensor | None, knobs: torch.Tensor, uniform: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(next ids (B,), penalized logits (B, V)) from logits (B, V), knobs (B, K) and draws (B,).
+
+    Penalty over the tokens in seen (B, V) (None: no row penalizes), then per row: greedy (temperature below
+    MIN_TEMPERATURE, or uniform None for a batch of greedy rows only) or the kept token where the row's draw
+    falls in the running sum of the nucleus's probabilities (inverse transform sampling).
+    """
+    penalized = logits if seen is None else penalize(logits, seen, knobs[:, KNOB["repetition_penalty"], None])
+    best = penalized.argmax(-1)
+    if uniform is None:
+        return best, penalized
+    probs, order = nucleus(penalized, knobs)
+    running = probs.cumsum(-1)
+    target = uniform[:, None] * running[:, -1:]  # ≤ the total, so the first running sum ≥ it has p > 0
+    choice = (running < target).sum(-1, keepdim=True).clamp_max(probs.size(-1) - 1)
+    sampled = order.gather(1, choice).squeeze(1)
+    return torch.where(knobs[:, KNOB["temperature"]] < MIN_TEMPERATURE, best, sampled), penalized

@@ -1,0 +1,73 @@
+"""Open a model for generation in one call: resolve, pick device/dtype/threads, load, wrap in a Generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.bundles.bundle import Bundle, load_bundle, stored_quantization
+from engine.bundles.registry import resolve_model
+from engine.generation.generate import Generator
+from engine.generation.runtime import dtype_name, pick_device, pick_dtype
+from engine.generation.threads import apply_threads, requested_threads
+from engine.model.cpu_kernels import use_cpu_kernels
+from engine.model.cpu_linear import pack_linears
+from engine.model.quant import check_quantize
+
+
+@dataclass
+class Session:
+    """A loaded bundle ready to sample, with where and how it runs."""
+
+    bundle: Bundle
+    generator: Generator
+    device: torch.device
+    dtype: torch.dtype  # the activations' dtype
+    quantize: str = "none"  # "int8": weight-only int8
+    threads: int = 1  # torch's CPU threads
+
+    @property
+    def name(self) -> str:
+        """The model's name (its bundle directory)."""
+        return self.bundle.name
+
+    @property
+    def dtype_name(self) -> str:
+        """'bfloat16' or 'float32'."""
+        return dtype_name(self.dtype)
+
+    @property
+    def precision(self) -> str:
+        """How it computes, for status lines: 'bfloat16', or 'int8 · bfloat16' with int8 weights."""
+        return f"int8 · {self.dtype_name}" if self.quantize == "int8" else self.dtype_name
+
+
+def open_session(
+    model: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    compile: bool = False,
+    quantize: str | None = None,
+    threads: int | None = None,
+) -> Session:
+    """Load model (path or name; None = the default) for sampling.
+
+    quantize: "int8" or "none"; None keeps what the bundle stores (an int8 bundle runs in int8).
+    threads: torch's CPU threads (None: HELIUM_THREADS, else engine.generation.threads.default_threads for its size).
+    """
+    if quantize is not None:
+        check_quantize(quantize)
+    requested_threads(threads)  # a bad count or HELIUM_THREADS fails before anything loads
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    path = resolve_model(model)
+    quantize = quantize or stored_quantization(path)
+    bundle = load_bundle(path, device=dev, dtype=dt, quantize=quantize)
+    n_threads = apply_threads(threads, params=bundle.config.parameters)
+    if dev.type == "cpu" and dt == torch.bfloat16 and not compile:
+        pack_linears(bundle.model)  # prepacked oneDNN bf16 kernels (Inductor cannot lower them: eager only)
+    if dev.type == "cpu":
+        use_cpu_kernels(bundle.model)  # Helium's decode matmuls where this CPU runs them (eager and compiled)
+    generator = Generator(bundle.model, bundle.tokenizer, compile=compile)
+    return Session(bundle, generator, dev, dt, quantize, n_threads)
