@@ -13,9 +13,13 @@ import torch
 from engine.bundles.bundle import save_bundle
 from engine.model.config import ModelConfig
 from engine.model.tinyslm import TinySLM
+from tests.shared_skips import (  # noqa: F401  (the skip mark for ../shared; its hook ends a run with one line)
+    SHARED,
+    SHARED_SKIP,
+    needs_shared,
+    pytest_terminal_summary,
+)
 from trainer.tokenizer import train_bpe
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 # kernels Helium builds at first use (engine.model.cpu_kernels) go to a cache of this test session, not the user's
 os.environ.setdefault("HELIUM_CACHE", tempfile.mkdtemp(prefix="helium-test-cache-"))
@@ -29,6 +33,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
 LLAMA2C = SHARED / "peers" / "llama2c"
 TINYSTORIES = SHARED / "data" / "tinystories"
 

@@ -74,6 +74,7 @@ def test_every_command_has_its_numeric_options_found():
 
 
 @pytest.mark.parametrize("path, flag, kind", OPTIONS, ids=[f"{' '.join(p)} {f}" for p, f, _ in OPTIONS])
+@pytest.mark.slow
 def test_nasty_values_are_one_line_errors(path, flag, kind, tmp_path):
     for value in NASTY:
         check(path, flag, value, tmp_path)

@@ -14,6 +14,7 @@ from engine.model.tinyslm import TinySLM
 
 
 @pytest.mark.parametrize("attention_window", [None, 8])
+@pytest.mark.slow
 def test_compiled_decode_matches_eager_through_the_sliding_window(
     attention_window, tiny_model, tiny_tokenizer, one_thread
 ):

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
 from helium_tui.cli import app
-from tests.conftest import TINYSTORIES, make_stories
+from tests.conftest import TINYSTORIES, make_stories, needs_shared
 from trainer.loader import TokenLoader
 from trainer.prepare import PrepareOptions, prepare
 from trainer.text import detect_format, iter_chunks, normalize, split_stories
@@ -315,9 +315,7 @@ def test_download_rejects_unknown_variant(tmp_path):
     assert_user_error(run_cli("download", "--variant", "v3", "--out", str(tmp_path)), "unknown variant")
 
 
-@pytest.mark.skipif(
-    not (TINYSTORIES / "train.txt").is_file(), reason="shared TinyStories excerpt not present"
-)
+@needs_shared(TINYSTORIES / "train.txt", covers="preparing real TinyStories text")
 def test_prepare_real_tinystories_slice(tmp_path):
     text = (TINYSTORIES / "train.txt").read_text(encoding="utf-8")
     part = text[: text.index(EOT, 200_000) + len(EOT)] + "\n"

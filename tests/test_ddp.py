@@ -26,6 +26,7 @@ def cfg_for(data: Path, out: Path) -> TrainConfig:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(prepared_dir, tmp_path):
     two = tmp_path / "two"
     two.mkdir()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LLAMA2C, tiny_train_config
+from tests.conftest import LLAMA2C, needs_shared, tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +40,7 @@ def leftovers(root: Path) -> list[str]:
     return sorted(p.name for p in root.rglob("*") if p.name.endswith((".tmp", ".installing", ".old")))
 
 
+@pytest.mark.slow
 def test_training_on_a_full_disk_fails_cleanly_and_the_dir_takes_the_run_again(prepared_dir, tmp_path):
     out = tmp_path / "run"
     cfg = tiny_train_config(prepared_dir, out, max_steps=10)
@@ -71,7 +72,7 @@ def test_installing_on_a_full_disk_leaves_nothing_behind(tiny_bundle, tmp_path):
     assert leftovers(home) == [] and not (home / "models" / "m").exists()
 
 
-@pytest.mark.skipif(not (LLAMA2C / "stories260K.bin").is_file(), reason="needs ../shared/peers/llama2c")
+@needs_shared(LLAMA2C / "stories260K.bin", covers="importing a real llama2.c file onto a full disk")
 def test_importing_on_a_full_disk_leaves_nothing_behind(tmp_path):
     home = tmp_path / "home"
     args = ["helium_tui.cli", "import", "llama2c", str(LLAMA2C / "stories260K.bin"), "--tokenizer",

@@ -10,13 +10,11 @@ import pytest
 from engine.bundles.bundle import load_bundle
 from engine.formats.llama2c import import_llama2c, read_checkpoint, read_tokenizer_bin
 from engine.generation.evaluate import evaluate_text
-from tests.conftest import LLAMA2C, TINYSTORIES
+from tests.conftest import LLAMA2C, TINYSTORIES, needs_shared
 from tests.test_llama2c import llama2c_encode, llama2c_forward
 
-pytestmark = pytest.mark.skipif(
-    not (LLAMA2C / "stories260K.bin").is_file() or not (TINYSTORIES / "valid.txt").is_file(),
-    reason="../shared (llama2.c peer files and the TinyStories excerpt) is absent",
-)
+pytestmark = needs_shared(LLAMA2C / "stories260K.bin", TINYSTORIES / "valid.txt",
+                          covers="stories260K's bits per byte against llama2.c's own forward")
 
 
 def _oracle_weights() -> tuple[dict[str, np.ndarray], dict[str, int]]:

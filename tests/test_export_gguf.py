@@ -23,7 +23,7 @@ from engine.model.config import ModelConfig
 from engine.model.tinyslm import TinySLM
 from engine.model.tokenizer import TextTokenizer
 from helium_tui.cli import app
-from tests.conftest import LLAMA2C, TINY
+from tests.conftest import LLAMA2C, TINY, needs_shared
 from tests.export_helpers import SPM_TEXTS, one_error, runc_encode, spm_pieces
 
 gguf = pytest.importorskip("gguf", reason="needs the gguf package (pip install 'helium-studio[interop]')")
@@ -192,7 +192,7 @@ def test_sentencepiece_scores_replay_run_c_merges(spm_bundle):
         assert runc_encode(text, vocab.tokens, scores) == helium, text
 
 
-@pytest.mark.skipif(not (LLAMA2C / "tokenizer.bin").is_file(), reason="needs ../shared/peers/llama2c/tokenizer.bin")
+@needs_shared(LLAMA2C / "tokenizer.bin", covers="Llama 2's sentencepiece vocabulary in GGUF")
 def test_llama2_32k_scores_replay_run_c():
     from engine.formats.llama2c import read_tokenizer_bin
 
@@ -312,7 +312,7 @@ def test_llama_cpp_encodes_llama2c_vocabularies_like_run_c(spm_bundle, tmp_path)
         assert llm.tokenize(text.encode()) == bundle.tokenizer.encode(text), text
 
 
-@pytest.mark.skipif(not (LLAMA2C / "stories260K.bin").is_file(), reason="needs ../shared/peers/llama2c")
+@needs_shared(LLAMA2C / "stories260K.bin", covers="stories260K's GGUF told by llama.cpp as run.c tells it")
 def test_llama_cpp_tells_stories260k_like_run_c(tmp_path):
     from engine.formats.llama2c import import_llama2c
 

@@ -25,7 +25,7 @@ from engine.generation.sampling import SamplingParams
 from engine.model.tinyslm import TinySLM, apply_rope, precompute_rope
 from engine.model.tokenizer import TextTokenizer
 from helium_tui.cli import app
-from tests.conftest import LLAMA2C, TINY
+from tests.conftest import LLAMA2C, TINY, needs_shared
 from tests.export_helpers import SPM_TEXTS, one_error, spm_pieces
 from tests.stories import told
 
@@ -111,7 +111,7 @@ def test_transformers_encodes_llama2c_vocabularies_like_helium(tmp_path):
         assert hf_tok.decode(ids, skip_special_tokens=True) == tok.decode(ids), text
 
 
-@pytest.mark.skipif(not (LLAMA2C / "stories260K.bin").is_file(), reason="needs ../shared/peers/llama2c")
+@needs_shared(LLAMA2C / "stories260K.bin", covers="stories260K through transformers")
 def test_transformers_tells_stories260k_like_run_c(tmp_path):
     from engine.formats.llama2c import import_llama2c
 

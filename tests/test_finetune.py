@@ -27,7 +27,7 @@ from engine.model.tinyslm import TinySLM
 from engine.model.tokenizer import TextTokenizer
 from engine.paths import assets_dir
 from helium_tui.cli import app
-from tests.conftest import TINY, TINYSTORIES, make_stories, tiny_train_config
+from tests.conftest import TINY, TINYSTORIES, make_stories, needs_shared, tiny_train_config
 from tests.fakes import read_events
 from trainer.config import TrainConfig
 from trainer.finetune import (
@@ -280,6 +280,7 @@ def test_a_background_finetune_stops_on_sigint_and_resumes(tmp_path, tiny_bundle
     assert [e["step"] for e in events if e["event"] == "start"] == [0, step]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_finetune_from_the_same_base(tmp_path, tiny_bundle, tiny_data):
     out = tmp_path / "ddp"
     out.mkdir()
@@ -384,6 +385,7 @@ def _score_both(shipped_finetune, text: str) -> tuple[float, float]:
     return nats(DEFAULT_MODEL, text), nats(shipped_finetune["tuned"], text)
 
 
+@pytest.mark.slow
 def test_finetuning_the_shipped_model_learns_held_out_stories(shipped_finetune):
     before, after = _score_both(shipped_finetune, "\n<|endoftext|>\n".join(shipped_finetune["held_out"]))
     assert after < before / 2, (before, after)
@@ -394,7 +396,7 @@ def test_finetuning_keeps_the_loss_on_tinystories_style_text(shipped_finetune):
     assert after - before < MAX_FORGETTING, (before, after)
 
 
-@pytest.mark.skipif(not (TINYSTORIES / "valid.txt").is_file(), reason="needs /work/shared TinyStories valid.txt")
+@needs_shared(TINYSTORIES / "valid.txt", covers="fine-tuning keeps the loss on TinyStories' validation text")
 def test_finetuning_keeps_the_loss_on_tinystories_valid(shipped_finetune):
     text = (TINYSTORIES / "valid.txt").read_text(encoding="utf-8")[:20_000]
     before, after = _score_both(shipped_finetune, text)

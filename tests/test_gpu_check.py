@@ -93,6 +93,7 @@ def test_a_failing_step_is_recorded_and_the_next_one_runs(tmp_path):
     shutil.rmtree(check.work)
 
 
+@pytest.mark.slow
 def test_a_timed_out_command_fails_its_step_with_the_command_named(tmp_path):
     check = Check(Plan(out=tmp_path, dry_run=True), echo=lambda line: None)
     result = check.step(1, "slow", lambda c, m: c.run([sys.executable, "-c", "import time; time.sleep(30)"], 5))

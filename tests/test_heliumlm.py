@@ -33,12 +33,10 @@ from engine.model.config import ModelConfig, get_preset
 from engine.model.tinyslm import TinySLM
 from engine.model.tokenizer import StreamDecoder
 from helium_tui.cli import app
-from tests.conftest import SHARED, TINYSTORIES, make_stories, tiny_train_config
+from tests.conftest import SHARED, TINYSTORIES, make_stories, needs_shared, tiny_train_config
 
 PEER = SHARED / "peers" / "heliumlm"
-NO_PEER = pytest.mark.skipif(
-    not (PEER / "heliumlm_ref" / "slm.py").is_file(), reason=f"HeliumLM reference code not found at {PEER}"
-)
+NO_PEER = needs_shared(PEER / "heliumlm_ref" / "slm.py", covers="HeliumLM checkpoints against the author's code")
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # the author's special tokens, ids 0-4
 PROMPT = "Once upon a time, there was a little girl named Lily."
 runner = CliRunner()
@@ -387,6 +385,7 @@ def test_the_authors_config_and_tokenizer_read_as_the_card_says(tmp_path):
         assert exact >= 0.97 * 600
 
 
+@pytest.mark.slow
 def test_the_heliumlm_nano_preset_trains_with_its_window(prepared_dir, tmp_path, one_thread):
     from trainer.train import run_training
 

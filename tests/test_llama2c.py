@@ -21,16 +21,11 @@ from engine.errors import BundleError
 from engine.formats.llama2c import MAGIC, import_llama2c, load_tokenizer, read_checkpoint, read_tokenizer_bin
 from engine.generation.generate import Generator, SamplingParams
 from helium_tui.cli import app
-from tests.conftest import LLAMA2C, TINYSTORIES
+from tests.conftest import LLAMA2C, SHARED_SKIP, TINYSTORIES, needs_shared
 from tests.stories import told
 
-NO_PEER = pytest.mark.skipif(
-    not (LLAMA2C / "stories260K.bin").is_file(),
-    reason=f"llama2.c peer files not found at {LLAMA2C} (../shared is absent)",
-)
-NO_STORIES = pytest.mark.skipif(
-    not (TINYSTORIES / "valid.txt").is_file(), reason=f"TinyStories excerpt not found at {TINYSTORIES}"
-)
+NO_PEER = needs_shared(LLAMA2C / "stories260K.bin", covers="llama2.c's run.c golden stories, byte for byte")
+NO_STORIES = needs_shared(TINYSTORIES / "valid.txt", covers="scores on TinyStories' validation text")
 GOLDEN_PROMPT = "Once upon a time, there was a little girl named Lily."
 
 # ---------------------------------------------------------------------------------------------------------
@@ -344,7 +339,7 @@ def test_hf_tokenizer_encodes_exactly_like_run_c(name):
 @pytest.fixture(scope="module")
 def stories260k(tmp_path_factory) -> Path:
     if not (LLAMA2C / "stories260K.bin").is_file():
-        pytest.skip(f"llama2.c peer files not found at {LLAMA2C} (../shared is absent)")
+        pytest.skip(f"{SHARED_SKIP} (peers/llama2c/stories260K.bin): llama2.c's run.c golden stories, byte for byte")
     return import_llama2c(
         LLAMA2C / "stories260K.bin", LLAMA2C / "tok512.bin", tmp_path_factory.mktemp("l2c") / "s260k"
     )
@@ -382,6 +377,7 @@ def test_golden_greedy_generation(stories260k, golden, one_thread):
 
 
 @NO_PEER
+@pytest.mark.slow
 def test_golden_through_cli_empty_prompt(stories260k, golden, one_thread):
     res = CliRunner().invoke(app, ["tell", "", "--model", str(stories260k), *GREEDY, "--max-tokens", "200"])
     assert res.exit_code == 0, res.output

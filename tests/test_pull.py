@@ -26,7 +26,7 @@ from engine.hub.catalog import CATALOG, LLAMA2_TOKENIZER, CatalogModel
 from engine.hub.pull import PullCancelled, PullError, PullProgress, pull
 from engine.paths import assets_dir
 from helium_tui.cli import app
-from tests.conftest import LLAMA2C, TINYSTORIES
+from tests.conftest import LLAMA2C, TINYSTORIES, needs_shared
 from tests.fake_hub import COMMIT, FakeHub, Faults, isolate_hub
 from tests.test_llama2c import (
     EDGE_TEXTS,
@@ -42,10 +42,7 @@ from tests.test_llama2c import (
 )
 
 runner = CliRunner()
-NO_PEER = pytest.mark.skipif(
-    not (LLAMA2C / "stories260K.bin").is_file(),
-    reason=f"llama2.c peer files not found at {LLAMA2C} (../shared is absent)",
-)
+NO_PEER = needs_shared(LLAMA2C / "stories260K.bin", covers="pulling stories260K tells llama2.c's golden story")
 REPO = "test/tinyllamas"
 
 
@@ -360,6 +357,7 @@ def test_cancelling_stops_the_download(synth, helium_home, hub_cache):
 
 
 @NO_PEER
+@pytest.mark.slow
 def test_pull_stories260k_tells_llama2c_golden_story(helium_home, monkeypatch, one_thread):
     files = {
         "stories260K/stories260K.bin": (LLAMA2C / "stories260K.bin").read_bytes(),

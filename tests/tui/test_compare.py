@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from engine.generation.sampling import SamplingParams
 from engine.generation.session import open_session
 from helium_tui.library import StoryStore
@@ -94,6 +96,7 @@ async def open_compare(app, pilot, seed: int = 7) -> CompareScreen:
     return screen
 
 
+@pytest.mark.slow
 async def test_compare_view_streams_variants_and_keeps_the_chosen_one(tiny_bundle, tmp_path):
     app = make_app(tiny_bundle, stories_dir=tmp_path / "stories")
     async with app.run_test(size=SIZE) as pilot:
@@ -129,6 +132,7 @@ async def test_compare_view_streams_variants_and_keeps_the_chosen_one(tiny_bundl
         assert any("Kept variant 2" in n.message for n in app._notifications)
 
 
+@pytest.mark.slow
 async def test_compare_against_another_model_and_change_the_count(tiny_bundle, installed_second):
     app = make_app(tiny_bundle)
     async with app.run_test(size=SIZE) as pilot:

@@ -40,6 +40,7 @@ def save_stories(store: StoryStore, texts: list[str]) -> None:
         store.save(Story(prompt, rest, {"temperature": 0.8}, "tiny-bundle", seed=i, tokens=40))
 
 
+@pytest.mark.slow
 async def test_finetune_from_the_library_to_a_model_in_the_picker(helium_home, tiny_bundle, one_thread):
     """The studio's model, 24 saved stories, ctrl+t, ctrl+f, Fine-tune: a real run from the base's weights whose
     model is installed under the default name and listed by the model picker, naming its base."""

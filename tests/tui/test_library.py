@@ -393,6 +393,7 @@ async def test_a_story_deleted_behind_the_screen_is_reported(store):
         assert app.opened == [] and screen.query_one("#stories", DataTable).row_count == 0
 
 
+@pytest.mark.slow
 async def test_real_app_saves_lists_and_reopens_a_story(store, helium_home, tiny_bundle):
     app = HeliumApp(model=str(tiny_bundle), dtype="float32", stories_dir=store.root)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -411,6 +412,7 @@ async def test_real_app_saves_lists_and_reopens_a_story(store, helium_home, tiny
         assert (app.studio.story.prompt, app.studio.story.text) == (saved.prompt, saved.text)
 
 
+@pytest.mark.slow
 async def test_a_story_file_named_with_escapes_never_reaches_the_terminal(store, helium_home, tiny_bundle):
     name = "\x1b]0;TITLE\x07[b]"  # the file's name retitles a terminal that prints it
     write(store, f"{name}.json", json.dumps(make_story(text="a story from a hostile name.").to_dict()))

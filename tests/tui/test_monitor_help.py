@@ -3,6 +3,8 @@ commands, never the studio's."""
 
 from __future__ import annotations
 
+import pytest
+
 from helium_tui.app import HeliumApp
 from helium_tui.screens.library import LibraryScreen
 from helium_tui.screens.training.screen import TrainingScreen
@@ -25,6 +27,7 @@ async def open_help(app: HeliumApp, pilot, screen) -> None:
     return heading
 
 
+@pytest.mark.slow
 async def test_the_library_has_its_own_keys_and_commands(tmp_path, helium_home):
     app = HeliumApp(stories_dir=tmp_path / "stories")  # no model installed: the library still opens
     async with app.run_test(size=(80, 24)) as pilot:

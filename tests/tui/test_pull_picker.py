@@ -75,6 +75,7 @@ async def test_picker_pulls_in_the_background_then_loads_the_model(tiny_bundle, 
         assert [r for r in hub.gets() if r[1].endswith("synth.bin")]
 
 
+@pytest.mark.slow
 async def test_escape_leaves_the_download_running_and_it_says_when_done(tiny_bundle, hub, helium_home):
     hub.faults = Faults(stall_s=0.5)
     app = make_app(tiny_bundle)
@@ -148,6 +149,7 @@ async def test_quitting_mid_download_does_not_wait_for_it(tiny_bundle, hub, heli
     assert time.monotonic() - t0 < 2
 
 
+@pytest.mark.slow
 async def test_with_no_model_at_all_the_picker_pulls_one_and_the_studio_opens(hub, helium_home):
     from helium_tui.screens.no_model import NoModelScreen
 

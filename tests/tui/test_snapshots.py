@@ -7,6 +7,8 @@ on a named condition. Update with `--snapshot-update`.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.tui.conftest import HeldGenerator, loaded, make_app, tell, until
 
 SIZE = (80, 24)
@@ -79,6 +81,7 @@ def test_finished_story_with_the_inspector_open(snap_compare, tiny_bundle):
     assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=inspected)
 
 
+@pytest.mark.slow
 def test_compare_view(snap_compare, tiny_bundle, installed_second):
     """The loaded model against another installed one, greedy: the same text on any machine."""
 
@@ -126,6 +129,7 @@ def test_no_model(snap_compare, helium_home):
     assert snap_compare(make_app(None), terminal_size=SIZE, run_before=settle)
 
 
+@pytest.mark.slow
 def test_story_library(snap_compare, tiny_bundle, tmp_path):
     from helium_tui.library import Story
 

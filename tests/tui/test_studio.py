@@ -34,6 +34,7 @@ async def type_prompt(pilot, studio, text: str) -> None:
     await pilot.press(*text)
 
 
+@pytest.mark.slow
 async def test_generate_streams_tokens_incrementally(tiny_bundle):
     app = make_app(tiny_bundle)
     async with app.run_test(size=SIZE) as pilot:
@@ -131,6 +132,7 @@ async def test_switch_models(tiny_bundle, installed_second):
         assert (await tell(pilot)).generated_tokens > 0
 
 
+@pytest.mark.slow
 async def test_a_story_keeps_the_model_that_told_it(tiny_bundle, installed_second, tmp_path):
     app = make_app(tiny_bundle, stories_dir=tmp_path / "stories")
     async with app.run_test(size=SIZE) as pilot:
@@ -205,6 +207,7 @@ async def test_no_model_screen(helium_home):
         assert app.session is None
 
 
+@pytest.mark.slow
 async def test_a_load_failing_while_the_monitor_is_up_waits_for_the_studio(helium_home):
     from helium_tui.screens.training.screen import TrainingScreen
 
@@ -260,6 +263,7 @@ async def test_finished_story_goes_to_the_library(tiny_bundle, tmp_path):
         assert StoryStore.as_markdown(story).count("| seed |") == 1
 
 
+@pytest.mark.slow
 async def test_f1_and_the_palette_list_the_keys_of_the_screen_you_are_on(tiny_bundle):
     app = make_app(tiny_bundle)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -69,6 +69,7 @@ async def test_the_story_pane_grows_line_by_line_and_follows_the_end():
         )
 
 
+@pytest.mark.slow
 async def test_a_long_story_fills_the_pane_and_the_view_ends_at_its_end(tiny_bundle):
     app = make_app(tiny_bundle)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -136,6 +137,7 @@ async def test_model_output_and_story_text_never_reach_the_terminal_as_escapes(t
         assert is_terminal_safe(studio.prompt_text) and "PASTED" in studio.prompt_text
 
 
+@pytest.mark.slow
 async def test_reopened_story_with_absurd_params_does_not_crash_the_sliders(tiny_bundle):
     app = make_app(tiny_bundle)
     async with app.run_test(size=SIZE) as pilot:
@@ -213,6 +215,7 @@ QUIT_HARNESS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_ctrl_q_quits_at_once_while_a_story_is_stuck_in_a_long_torch_call(tiny_bundle, tmp_path):
     """The story's thread is inside an uninterruptible call (like a long prefill or a compile) for 120 s."""
     proc = subprocess.Popen(

@@ -73,6 +73,7 @@ async def test_bad_form_input_is_reported_not_started(tmp_path, helium_home, fak
         assert not (helium_home / "runs").exists()
 
 
+@pytest.mark.slow
 async def test_batch_and_lr_typed_in_the_form_reach_the_run_config(
     tmp_path, helium_home, fake_runner, data_dir
 ):
@@ -93,6 +94,7 @@ async def test_batch_and_lr_typed_in_the_form_reach_the_run_config(
     assert config["batch_size"] == 16 and config["lr"] == 3e-4  # typed values beat the screen's overrides
 
 
+@pytest.mark.slow
 async def test_empty_batch_and_lr_use_the_defaults(tmp_path, helium_home, fake_runner, data_dir):
     screen = TrainingScreen(runner_options=fake_runner, config_overrides={"batch_size": 4})
     app = MonitorHost(screen)
@@ -120,6 +122,7 @@ async def test_empty_batch_and_lr_use_the_defaults(tmp_path, helium_home, fake_r
         ("lr", "inf", "learning rate must be a positive number"),
     ],
 )
+@pytest.mark.slow
 async def test_bad_batch_or_lr_is_reported_and_starts_nothing(
     tmp_path, helium_home, fake_runner, data_dir, field, value, message
 ):
@@ -155,6 +158,7 @@ async def test_resume_without_a_resumable_run_is_reported(tmp_path, helium_home,
     assert list(empty.iterdir()) == []
 
 
+@pytest.mark.slow
 async def test_a_stopped_real_run_resumes_from_its_checkpoint(
     tmp_path, helium_home, one_thread, prepared_dir
 ):

@@ -72,6 +72,7 @@ async def test_attach_to_a_finished_run_shows_curves_and_installs_its_model_by_n
         )
 
 
+@pytest.mark.slow
 async def test_a_model_not_installed_now_can_be_installed_later_and_bad_names_are_refused(
     tmp_path, helium_home, tiny_bundle
 ):
@@ -134,6 +135,7 @@ async def test_a_new_screen_reattaches_to_the_last_run(tmp_path):
         await wait_for(pilot, lambda: not isinstance(app.screen, TrainingScreen), "the studio")
 
 
+@pytest.mark.slow
 async def test_a_real_tiny_training_run_through_the_screen(tmp_path, helium_home, prepared_dir):
     small = dict(batch_size=4, context=32, log_interval=1, eval_interval=2, eval_batches=1, warmup_steps=2)
     screen = TrainingScreen(config_overrides=small)
@@ -153,6 +155,7 @@ async def test_a_real_tiny_training_run_through_the_screen(tmp_path, helium_home
     assert list((tmp_path / "real-run" / "checkpoints").glob("step_*.pt"))
 
 
+@pytest.mark.slow
 async def test_a_real_tiny_run_finishes_and_its_model_is_installed(tmp_path, helium_home, prepared_dir):
     small = dict(batch_size=4, context=32, log_interval=1, eval_interval=2, eval_batches=1, warmup_steps=1)
     screen = TrainingScreen(config_overrides=small)
@@ -172,6 +175,7 @@ async def test_a_real_tiny_run_finishes_and_its_model_is_installed(tmp_path, hel
     assert name in [m.name for m in list_models()]
 
 
+@pytest.mark.slow
 async def test_ctrl_t_opens_the_monitor_in_the_real_app(helium_home):
     from helium_tui.app import HeliumApp
 
