@@ -30,9 +30,13 @@ class ActivationCache:
     n_layer: int
     n_head: int
     ablated: list[Head]  # heads whose output was zeroed at every position
-    attention: torch.Tensor  # (L, H, T, T): rows sum to 1, exactly 0 where masked (future, outside the window)
+    attention: (
+        torch.Tensor
+    )  # (L, H, T, T): rows sum to 1, exactly 0 where masked (future, outside the window)
     resid: torch.Tensor  # (L + 1, T, C): 0 the embeddings, l the stream after block l - 1
-    head_out: torch.Tensor  # (L, H, T, C): each head's write to the stream (its slice of z through the output proj)
+    head_out: (
+        torch.Tensor
+    )  # (L, H, T, C): each head's write to the stream (its slice of z through the output proj)
     logits: torch.Tensor  # (T, vocab): the model's output, with the knock-outs
     mlp_out: torch.Tensor  # (L, T, C): each MLP's write to the stream
     values: torch.Tensor  # (L, H_kv, T, head_dim): the value vectors the heads mix
