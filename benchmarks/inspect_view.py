@@ -49,7 +49,9 @@ class Timing:
         return statistics.median(self.runs[phase])
 
 
-PHASES = ("run_with_cache", "logit_lens", "attribution", "total")
+PHASES = ("run_with_cache", "logit_lens", "attribution", "total", "total_cpu", "model_forward")
+# total_cpu: the process's CPU seconds for the three steps (on a shared machine, wall time is also other jobs');
+# model_forward: the model's own forward over the same tokens, the baseline run_with_cache is measured against
 
 
 def load(name: str):
@@ -71,6 +73,8 @@ def load(name: str):
 
 def time_model(name: str, tokens: int, repeats: int) -> Timing:
     """Time the three steps of opening the view on the last min(tokens, context) tokens of the story."""
+    import torch
+
     from engine.inspect import direct_logit_attribution, logit_lens, run_with_cache, token_attribution
 
     model, ids = load(name)
@@ -79,7 +83,11 @@ def time_model(name: str, tokens: int, repeats: int) -> Timing:
     ids = ids[:tokens][-model.config.context_length :]
     timing = Timing(name, len(ids), model.config.parameters, {phase: [] for phase in PHASES})
     for _ in range(repeats + 1):  # the first run warms up (threads, allocator) and is not counted
-        start = time.perf_counter()
+        with torch.no_grad():
+            start = time.perf_counter()
+            model(torch.tensor([ids]))
+            forward = time.perf_counter() - start
+        start, cpu = time.perf_counter(), time.process_time()
         cache = run_with_cache(model, ids)
         cached = time.perf_counter()
         lens = logit_lens(model, cache)
@@ -87,11 +95,10 @@ def time_model(name: str, tokens: int, repeats: int) -> Timing:
         position, token = len(ids) - 2, ids[-1]
         direct_logit_attribution(model, cache, position, token)
         token_attribution(model, cache, position, token)
-        done = time.perf_counter()
+        done, cpu = time.perf_counter(), time.process_time() - cpu
         assert lens.probs.shape[0] == model.config.n_layer + 1
-        for phase, seconds in zip(
-            PHASES, (cached - start, lensed - cached, done - lensed, done - start), strict=True
-        ):
+        times = (cached - start, lensed - cached, done - lensed, done - start, cpu, forward)
+        for phase, seconds in zip(PHASES, times, strict=True):
             timing.runs[phase].append(seconds)
     for phase in PHASES:
         timing.runs[phase] = timing.runs[phase][1:]
