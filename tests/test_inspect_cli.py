@@ -194,3 +194,35 @@ def test_int8_and_bfloat16_bundles_run_close_to_float32(tmp_path, tiny_tokenizer
     p = {item["id"]: item["p"] for item in rounded["next_token"]}
     top = exact["next_token"][0]
     assert p.get(top["id"], 0.0) == pytest.approx(top["p"], abs=0.05)
+
+
+def test_bench_inspect_reports_each_step_for_each_model():
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "inspect",
+            "--model",
+            "tiny",
+            "--tokens",
+            "40",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    (tiny,) = report["models"]
+    assert tiny["model"] == "tiny" and tiny["tokens"] == 40 and report["threads"] == 1
+    assert set(tiny["best"]) == {
+        "run_with_cache",
+        "logit_lens",
+        "attribution",
+        "total",
+        "total_cpu",
+        "model_forward",
+    }
+    assert len(report["load_average_before"]) == 3
