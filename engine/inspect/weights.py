@@ -1,0 +1,48 @@
+"""A model's weights read as float32, whatever module holds them: nn.Linear, oneDNN-packed, int8, Helium's kernels.
+
+Every linear Helium runs keeps `weight` (N, K), and the int8 ones `weight_scale` (N,): the inspection reads
+those as they are (int8 rows times their scales), so any bundle runs without converting the model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def dense(module: nn.Module) -> torch.Tensor:
+    """The float32 matrix (N, K) a linear or an embedding applies: int8 rows times their scales, else its weight."""
+    weight = module.weight
+    if weight.dtype == torch.int8:
+        return weight.float() * module.weight_scale.float()[:, None]
+    return weight.detach().float()
+
+
+def rows(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Rows ids of a linear's or an embedding's float32 matrix (an embedding lookup, or unembedding directions)."""
+    weight = module.weight
+    picked = F.embedding(ids, weight).float()
+    if weight.dtype == torch.int8:
+        picked = picked * module.weight_scale.float()[ids].unsqueeze(-1)
+    return picked
+
+
+def linear(module: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """module applied to float32 x in float32 (into out when given): x times its weight transposed (int8: the
+    int8 values, then each output scaled, as Int8Linear computes it)."""
+    weight = module.weight
+    if weight.dtype == torch.int8:
+        y = torch.matmul(x, weight.float().T, out=out)
+        return y.mul_(module.weight_scale.float())
+    return torch.matmul(x, weight.detach().float().T, out=out)
+
+
+def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A TinySLM RMSNorm applied in float32 (the model computes its norms in float32 too)."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps) * norm.weight.detach().float()
+
+
+def rms_scale(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The factor RMSNorm multiplies x by before its weight: 1 / sqrt(mean(x²) + eps), (..., 1)."""
+    return torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.eps)
