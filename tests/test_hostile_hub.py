@@ -205,6 +205,20 @@ def test_an_absurd_size_is_one_honest_line(world, tmp_path):
     assert not [path for _, path, _ in world.gets() if "/resolve/" in path]
 
 
+@pytest.mark.parametrize("size", [-5, 1.5, "12", True])
+def test_a_size_that_is_not_a_size_is_refused(monkeypatch, size):
+    """httpx refuses a negative Content-Length itself; X-Linked-Size reaches huggingface_hub's metadata unchecked."""
+    import huggingface_hub
+    from huggingface_hub import HfFileMetadata
+
+    from engine.hub.files import HubError, head
+
+    meta = HfFileMetadata(commit_hash="a" * 40, etag="b" * 64, location="", size=size, xet_file_data=None)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: meta)
+    with pytest.raises(HubError, match="not a size"):
+        head("me/story", "config.json", "main", "http://127.0.0.1:9")
+
+
 def test_a_slow_link_reports_bytes_as_they_arrive(world, tmp_path):
     world.lies = Lies(drip_s=0.01)
     reports: list[PullProgress] = []

@@ -173,6 +173,9 @@ def head(repo: str, path: str, revision: str, endpoint: str) -> RemoteFile:
             f"{endpoint} (HF_ENDPOINT) does not answer like a Hugging Face Hub (no X-Repo-Commit, ETag or size)"
         )
     commit = check_commit(meta.commit_hash, endpoint, repo)
+    if type(meta.size) is not int or meta.size < 0:
+        raise HubError(f"{where(endpoint)} answered a size for {repo}/{path} that is not a size ({shown(meta.size)}); "
+                       "refused, nothing was written")  # fmt: skip
     return RemoteFile(repo, path, commit, check_etag(meta.etag, endpoint, repo, path), meta.size)
 
 

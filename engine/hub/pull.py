@@ -97,9 +97,10 @@ def pull(
 def _record_origin(bundle: Path, entry: CatalogModel, files: dict[str, Path]) -> None:
     """Add where the model came from (repo, commit, endpoint) to the bundle's metadata.json."""
     from engine.files import atomic_write_text
+    from engine.jsonfile import need_object, read_json
 
     meta_path = bundle / "metadata.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = need_object(read_json(meta_path), meta_path)
     parts = files[entry.weights].parts
     commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
     meta["created_by"] = "helium models pull"
