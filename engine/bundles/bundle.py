@@ -239,6 +239,20 @@ def load_bundle(
     directory = Path(path)
     if not directory.is_dir():
         raise BundleError(f"{directory}: not a directory (a model bundle is a directory)")
+    config, tokenizer, weights = check_parts(directory)
+    model = build_model(config, load_state_dict(weights), weights)
+    if quantize == "int8":
+        quantize_model(model)  # no-op for an int8 bundle
+    else:
+        dequantize_model(model)  # no-op for a float bundle
+    model = model.to(device=device, dtype=dtype)
+    return Bundle(model, tokenizer, config, read_metadata(directory), directory)
+
+
+def check_parts(directory: Path) -> tuple[ModelConfig, TextTokenizer, Path]:
+    """A bundle's config, its tokenizer (whose vocabulary must be the model's) and its weights file, the
+    safetensors header checked against the config: all load_bundle checks before it reads a weight, and all
+    `engine.bundles.install.validate_bundle` checks before anything is installed. BundleError otherwise."""
     config, raw = read_config(directory)
     tok_path = directory / TOKENIZER
     try:
@@ -254,13 +268,7 @@ def load_bundle(
         weights = directory / PT_WEIGHTS  # the model card's plain PyTorch state dict
     if weights.suffix == ".safetensors":
         check_weights_header(weights, config)  # before a single weight is read or the model allocated
-    model = build_model(config, load_state_dict(weights), weights)
-    if quantize == "int8":
-        quantize_model(model)  # no-op for an int8 bundle
-    else:
-        dequantize_model(model)  # no-op for a float bundle
-    model = model.to(device=device, dtype=dtype)
-    return Bundle(model, tokenizer, config, read_metadata(directory), directory)
+    return config, tokenizer, weights
 
 
 def stored_quantization(path: str | Path) -> str:
