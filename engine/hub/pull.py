@@ -68,11 +68,15 @@ def pull(
     """Download, convert and install a catalog model; a no-op when it is installed already (unless force).
 
     progress(PullProgress) is called from this thread; cancelled() returning True stops the pull with
-    PullCancelled. Failures raise PullError (network, integrity) or BundleError (a file that does not convert).
+    PullCancelled. Failures raise PullError (network, integrity), BundleError (a file that does not convert) or
+    ValueError (something at the install target that is not a bundle Helium installed: refused before any download).
     """
+    from engine.bundles.install import check_install_target
+
     entry = get_entry(model) if isinstance(model, str) else model
     if is_installed(entry) and not force:
         return PullResult(entry.name, installed_dir(entry), False)
+    check_install_target(installed_dir(entry), force)  # what the install would refuse, refused before downloading
     report = progress or (lambda p: None)
     cancelled = cancelled or (lambda: False)
     files = download(entry, report, cancelled)
