@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from engine.targets import check_folder
+
 REPO = "roneneldan/TinyStories"
 VARIANTS = {
     "v2": ("TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-valid.txt"),
@@ -46,10 +48,13 @@ def check_reachable(url: str, timeout: float = CHECK_TIMEOUT_S) -> None:
 
 
 def download(variant: str = "v2", out: Path | None = None) -> list[Path]:
-    """Download the train and valid files of a variant into out; return their paths (resumes partial files)."""
+    """Download the train and valid files of a variant into out; return their paths (resumes partial files).
+
+    out may hold other files (only the variant's two names are written); ValueError for a link, a file or a path
+    with control characters."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    out = Path(out) if out else default_out()
+    out = check_folder(Path(out) if out else default_out())  # before any request
     hub = endpoint()
     check_reachable(hub)
     from huggingface_hub import hf_hub_download

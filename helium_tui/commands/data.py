@@ -37,8 +37,8 @@ def download(
     except (ValueError, OSError) as exc:
         raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     train, valid = paths
-    print(f"downloaded {train} and {valid}")
-    print(f"next: helium data prepare {train} --val {valid} --out DIR")
+    print(terminal_safe(f"downloaded {train} and {valid}"))
+    print(terminal_safe(f"next: helium data prepare {train} --val {valid} --out DIR"))
 
 
 @data_app.command(
