@@ -54,8 +54,8 @@ class TrainConfig:
     keep_last: int = 3  # step checkpoints kept (0 = all); best.pt is kept as well
     log_interval: int = 10  # steps between progress lines / `step` events (the only host syncs)
     compile: bool | None = None  # torch.compile the model (None: on for CUDA, off for CPU)
-    dtype: str = "auto"  # autocast dtype: auto, bfloat16 or float32
-    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
+    dtype: str = "auto"  # autocast dtype: engine.devices.DTYPE_CHOICES
+    device: str = "auto"  # engine.devices.DEVICE_CHOICES
     seed: int = 1337  # seeds weights, dropout and the data stream
     command: str = ""  # the command line that started the run (recorded in the bundle)
 

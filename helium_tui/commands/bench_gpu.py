@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from helium_tui.errors import fail
+from helium_tui.help_format import note
 from helium_tui.safe_text import terminal_safe
 
 
@@ -23,7 +24,7 @@ def bench_gpu(
     ] = False,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Sequences per training step, bench and real run. [by GPU memory: 128 from 100 GiB]"),
+        typer.Option(help=f"Sequences per training step, bench and real run. {note('by GPU memory: 128 from 100 GiB')}"),
     ] = None,
     train_minutes: Annotated[
         float, typer.Option(help="Wall time of the real training run (shrunk to fit the budget).")
