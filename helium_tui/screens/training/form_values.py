@@ -19,7 +19,7 @@ from engine.runs.rundir import CONFIG_FILE
 from trainer.config import DEFAULT_MAX_STEPS, TrainConfig
 from trainer.finetune import finetune_name, run_config
 
-DEFAULT_PRESET = "tiny"  # preset selected when the form opens
+DEFAULT_PRESET = TrainConfig.preset  # preset selected when the form opens: `helium train`'s default
 DEFAULT_STEPS = DEFAULT_MAX_STEPS  # steps pre-filled in the form: the trainer's own default
 MAX_CONFIG_BYTES = 1 << 20  # a larger train_config.json is not read to fill the form
 UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")  # characters a suggested model name leaves out
