@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import BundleError
-from engine.safe_read import read_regular, reason
+from engine.safe_read import read_regular, unreadable
 
 MAX_BYTES = 1 << 20  # a config or metadata file is a few KB; anything this big is not one
 MAX_DEPTH = 32  # no file Helium reads nests deeper than a few levels
@@ -31,10 +31,8 @@ def read_json(path: str | Path, max_bytes: int = MAX_BYTES, max_depth: int = MAX
     not JSON or nested more than max_depth levels."""
     try:
         data = read_regular(path, max_bytes)
-    except FileNotFoundError:
-        raise JsonFileError(f"{path}: missing") from None
     except OSError as exc:
-        raise JsonFileError(f"{path}: cannot be read ({reason(exc)})") from None
+        raise JsonFileError(unreadable(path, exc)) from None
     return parse(data, path, max_depth)
 
 

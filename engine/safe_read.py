@@ -72,6 +72,15 @@ def reason(exc: OSError) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def unreadable(path: str | Path, exc: OSError, what: str = "") -> str:
+    """The one line for a file that could not be opened or read: `PATH: missing`, `PATH: cannot be read (why)`;
+    what names the file's kind (`PATH: shard missing`)."""
+    words = f"{what} " if what else ""
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: {words}missing"
+    return f"{path}: {words}cannot be read ({reason(exc)})"
+
+
 def inside(directory: str | Path, name: object, what: str = "file") -> Path:
     """directory / name for a path that a file in directory names; ValueError unless name is a relative path
     that stays in directory (no absolute path, no `..`, no drive; links placed in the directory are allowed)."""

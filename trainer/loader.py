@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.safe_read import check_regular, reason
+from engine.safe_read import check_regular, unreadable
 from trainer.manifest import FORMAT, MANIFEST, read_manifest, shard_path
 
 __all__ = ["FORMAT", "MANIFEST", "TokenLoader", "read_manifest"]
@@ -72,10 +72,8 @@ class TokenLoader:
         path = shard_path(self.data_dir, name)
         try:
             check_regular(path)
-        except FileNotFoundError:
-            raise ValueError(f"{path}: shard missing; run `helium data prepare` again") from None
         except OSError as exc:
-            raise ValueError(f"{path}: shard cannot be read ({reason(exc)})") from None
+            raise ValueError(f"{unreadable(path, exc, 'shard')}; run `helium data prepare` again") from None
         size = path.stat().st_size
         if size % 2:
             raise ValueError(f"{path}: truncated shard ({size} bytes); run `helium data prepare` again")

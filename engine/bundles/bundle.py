@@ -39,7 +39,7 @@ from engine.model.quant import (
 )
 from engine.model.tinyslm import TinySLM, state_shapes
 from engine.model.tokenizer import TextTokenizer, TokenizerFileError
-from engine.safe_read import check_regular, reason
+from engine.safe_read import check_regular, unreadable
 
 
 @dataclass
@@ -170,10 +170,8 @@ def _check_readable(path: Path) -> None:
     """BundleError unless path is a readable regular file (a FIFO or device is refused, never opened blocking)."""
     try:
         check_regular(path)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing") from None
     except OSError as exc:
-        raise BundleError(f"{path}: cannot be read ({reason(exc)})") from None
+        raise BundleError(unreadable(path, exc)) from None
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

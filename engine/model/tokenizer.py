@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from engine.safe_read import read_regular, reason
+from engine.safe_read import read_regular, unreadable
 
 MAX_TOKENIZER_BYTES = 256 << 20  # the largest tokenizer.json files (256k-token vocabularies) are ~40 MB
 
@@ -25,10 +25,8 @@ def read_tokenizer(path: str | Path) -> Tokenizer:
     TokenizerFileError when it is missing, unreadable or not a tokenizer."""
     try:
         data = read_regular(path, MAX_TOKENIZER_BYTES)
-    except FileNotFoundError:
-        raise TokenizerFileError(f"{path}: missing") from None
     except OSError as exc:
-        raise TokenizerFileError(f"{path}: cannot be read ({reason(exc)})") from None
+        raise TokenizerFileError(unreadable(path, exc)) from None
     try:
         return Tokenizer.from_str(data.decode("utf-8"))
     except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
