@@ -7,10 +7,12 @@ refused at once); `inside` keeps a path that one file names (a shard, a weight f
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device", stat.S_IFSOCK: "a socket",
          stat.S_IFDIR: "a directory"}  # fmt: skip
@@ -54,6 +56,23 @@ def read_regular(path: str | Path, limit: int) -> bytes:
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {_size(limit)}, too large for this file", str(path))
     return data
+
+
+def digest_of(f: BinaryIO, digest: Any = None, on_block: Callable[[int], None] | None = None) -> str:
+    """The hex digest of what f holds from where it stands (sha256 unless another hash object is given), read
+    in 4 MiB blocks; on_block(n) after each block of n bytes."""
+    digest = digest or hashlib.sha256()
+    while block := f.read(1 << 22):
+        digest.update(block)
+        if on_block is not None:
+            on_block(len(block))
+    return digest.hexdigest()
+
+
+def sha256_file(path: str | Path, on_block: Callable[[int], None] | None = None) -> str:
+    """Hex sha256 of a regular file (open_regular), on_block(n) as it is read."""
+    with open_regular(path) as f:
+        return digest_of(f, on_block=on_block)
 
 
 def check_regular(path: str | Path) -> None:

@@ -23,6 +23,7 @@ from engine.errors import BundleError
 from engine.files import atomic_write_text
 from engine.humanize import plural
 from engine.model.config import ModelConfig, get_preset
+from engine.safe_read import sha256_file
 from trainer.config import FINETUNE_DEFAULTS, FINETUNE_EPOCHS, MIN_FINETUNE_STEPS, TrainConfig
 from trainer.manifest import MANIFEST, read_manifest
 
@@ -146,13 +147,7 @@ def same_tokenizer(a: Path, b: Path) -> bool:
 
 def _sha256(path: Path) -> str:
     """Hex SHA-256 of a file ("" when it is missing), read in 4 MiB blocks."""
-    if not path.is_file():
-        return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path) if path.is_file() else ""
 
 
 # ---------------------------------------------------------------- the run's config

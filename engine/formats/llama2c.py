@@ -6,7 +6,6 @@ turns the vocabulary into an HF `tokenizers` BPE that encodes exactly like llama
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from engine.errors import BundleError
 from engine.files import atomic_directory
 from engine.model.config import ModelConfig
 from engine.model.tokenizer import TextTokenizer, TokenizerFileError
-from engine.safe_read import open_regular, read_regular, unreadable
+from engine.safe_read import open_regular, read_regular, sha256_file, unreadable
 
 MAGIC = 0x616B3432  # "ak42": the header of llama2.c's versioned exports
 V1_HEADER_BYTES = 256  # versioned headers are padded to 256 bytes
@@ -318,15 +317,6 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
 
 # ---------------------------------------------------------------------------------------------------------
 # Import
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open_regular(path) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def import_llama2c(

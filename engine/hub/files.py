@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.safe_read import digest_of
+
 HEX40 = re.compile(r"[0-9a-f]{40}")  # a git commit, or the git blob sha1 of a small (non-LFS) file
 HEX64 = re.compile(r"[0-9a-f]{64}")  # the sha256 of an LFS file
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
@@ -254,9 +256,7 @@ def _digest(path: Path, etag: str, size: int) -> str:
     """sha256 of the file's bytes (a 64-hex ETag), or its git blob sha1 (a 40-hex one)."""
     digest = hashlib.sha256() if len(etag) == 64 else hashlib.sha1(f"blob {size}\0".encode())
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return digest_of(f, digest)
 
 
 # ---------------------------------------------------------------------------------------------------------
