@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from engine.errors import first_line
 from engine.targets import check_folder
 
 REPO = "roneneldan/TinyStories"
@@ -64,7 +65,6 @@ def download(variant: str = "v2", out: Path | None = None) -> list[Path]:
         try:
             path = hf_hub_download(REPO, filename, repo_type="dataset", local_dir=out, endpoint=hub)
         except Exception as exc:  # huggingface_hub's HTTP errors: one line, no traceback
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise OSError(f"download of {filename} from {hub} failed: {first}") from None
+            raise OSError(f"download of {filename} from {hub} failed: {first_line(exc, 10_000)}") from None
         paths.append(Path(path))
     return paths

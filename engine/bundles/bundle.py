@@ -25,7 +25,7 @@ from engine.bundles.info import (
     read_config,
     read_metadata,
 )
-from engine.errors import BundleError
+from engine.errors import BundleError, first_line
 from engine.files import atomic_write, atomic_write_text
 from engine.model.config import ModelConfig
 from engine.model.quant import (
@@ -116,7 +116,7 @@ def check_weights_header(path: Path, config: ModelConfig) -> None:
         with safe_open(str(path), framework="pt") as f:
             header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise BundleError(f"{path}: unreadable or truncated safetensors file ({_first_line(exc)})") from None
+        raise BundleError(f"{path}: unreadable or truncated safetensors file ({first_line(exc)})") from None
     int8 = {k for k, (_, dtype) in header.items() if dtype == "I8"}
     quantized = any(k.endswith(SCALE_SUFFIX) for k in header)
     bad_dtypes = sorted({dtype for k, (_, dtype) in header.items() if not (quantized and k in int8)} - FLOAT_DTYPES)
@@ -181,11 +181,11 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise BundleError(f"{path}: unreadable or truncated safetensors file ({_first_line(exc)})") from None
+            raise BundleError(f"{path}: unreadable or truncated safetensors file ({first_line(exc)})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except Exception as exc:  # noqa: BLE001 - pickle refusals, truncation, zip errors all land here
-        reason = _first_line(exc)
+        reason = first_line(exc)
         if "weights_only" in reason or "Unpickl" in reason:
             reason = "it holds Python objects besides tensors, which Helium never loads"
         raise BundleError(f"{path}: cannot load safely ({reason})") from None
@@ -283,7 +283,3 @@ def stored_quantization(path: str | Path) -> str:
 def _short(keys: list[str]) -> str:
     return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

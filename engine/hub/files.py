@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import first_line
 from engine.safe_read import digest_of
 
 HEX40 = re.compile(r"[0-9a-f]{40}")  # a git commit, or the git blob sha1 of a small (non-LFS) file
@@ -335,8 +336,3 @@ def _start(response, remote: RemoteFile, endpoint: str, done: int) -> int:
             )
     return start
 
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type when empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from engine.errors import first_line
 from engine.safe_read import read_regular, unreadable
 
 MAX_TOKENIZER_BYTES = 256 << 20  # the largest tokenizer.json files (256k-token vocabularies) are ~40 MB
@@ -30,10 +31,7 @@ def read_tokenizer(path: str | Path) -> Tokenizer:
     try:
         return Tokenizer.from_str(data.decode("utf-8"))
     except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
-        text = str(exc).strip().splitlines()
-        raise TokenizerFileError(
-            f"{path}: not a valid HF tokenizers file ({text[0][:200] if text else type(exc).__name__})"
-        ) from None
+        raise TokenizerFileError(f"{path}: not a valid HF tokenizers file ({first_line(exc)})") from None
 
 
 @dataclass
