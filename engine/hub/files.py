@@ -21,6 +21,7 @@ from pathlib import Path
 
 from engine.errors import first_line
 from engine.safe_read import digest_of
+from engine.targets import CONTROL
 
 HEX40 = re.compile(r"[0-9a-f]{40}")  # a git commit, or the git blob sha1 of a small (non-LFS) file
 HEX64 = re.compile(r"[0-9a-f]{64}")  # the sha256 of an LFS file
@@ -103,7 +104,7 @@ def _plain_path(path: str) -> bool:
     return (
         0 < len(path) <= 512
         and "\\" not in path and ":" not in path
-        and not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in path)
+        and not CONTROL.search(path)
         and all(part not in ("", ".", "..") for part in parts)
     )  # fmt: skip
 
