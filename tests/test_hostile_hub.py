@@ -236,3 +236,22 @@ def test_an_honest_hub_still_imports_and_pulls(world, tmp_path):
     assert pull("synth").pulled
     new = tree(tmp_path) - before
     assert all(inside_caches(tmp_path, p) for p in new)
+
+
+@pytest.mark.parametrize(
+    ("sha", "names"), [(5, ["config.json"]), (None, ["config.json"]), ("a" * 40, [5]), ("a" * 40, [None]),
+                       ("a" * 40, [["config.json"]])],  # fmt: skip
+)
+def test_a_listing_of_the_wrong_types_is_refused(monkeypatch, sha, names):
+    """The listing's commit and file names are type-checked, not only their text."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    from engine.hub.client import _listing
+    from engine.hub.files import HubError
+
+    info = SimpleNamespace(sha=sha, siblings=[SimpleNamespace(rfilename=n) for n in names])
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, *a, **k: info)
+    with pytest.raises(HubError, match="not a commit hash|file name Helium will not write"):
+        _listing("me/story", "http://127.0.0.1:9")
