@@ -90,8 +90,9 @@ class RunForm:
         config = read_run_config(run_dir)
         if config is None:
             return None
-        steps, batch, lr = (_value(config, key, kind, low=low) for key, kind, low in (
-            ("max_steps", int, 1), ("batch_size", int, 1), ("lr", float, 0)))  # fmt: skip
+        steps = _value(config, "max_steps", int, low=1)
+        batch = _value(config, "batch_size", int, low=1)
+        lr = _value(config, "lr", float, low=0)
         return cls(
             preset=_value(config, "preset", str, choices=preset_names) or DEFAULT_PRESET,
             data=_value(config, "data", str) or "",
