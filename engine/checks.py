@@ -7,6 +7,7 @@ fractions where a count is needed and absurd sizes are refused the same way ever
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 MAX_SEED = 2**63 - 1  # the largest seed: torch.Generator.manual_seed takes a signed 64-bit integer
 SEED_RANGE = "a whole number from 0 to 2**63-1"  # what a seed may be, in words
@@ -50,3 +51,14 @@ def check_seed(value: object, name: str = "seed") -> int:
     if not is_seed(value):
         raise ValueError(f"{name} must be {SEED_RANGE}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def known_fields(cls: type, data: object, what: str) -> dict:
+    """data if it is a dict whose keys are all fields of the dataclass cls (to build it with `cls(**data)`), else
+    ValueError naming `what` ("model config") and the unknown keys."""
+    if not isinstance(data, dict):
+        raise ValueError(f"the {what} must be a JSON object")
+    unknown = sorted(map(str, set(data) - {f.name for f in fields(cls)}))
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {', '.join(unknown)}")
+    return data

@@ -12,8 +12,8 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from engine.errors import BundleError
-from engine.safe_read import read_regular, reason
+from engine.errors import BundleError, first_line
+from engine.safe_read import read_regular, unreadable
 
 MAX_BYTES = 1 << 20  # a config or metadata file is a few KB; anything this big is not one
 MAX_DEPTH = 32  # no file Helium reads nests deeper than a few levels
@@ -31,10 +31,8 @@ def read_json(path: str | Path, max_bytes: int = MAX_BYTES, max_depth: int = MAX
     not JSON or nested more than max_depth levels."""
     try:
         data = read_regular(path, max_bytes)
-    except FileNotFoundError:
-        raise JsonFileError(f"{path}: missing") from None
     except OSError as exc:
-        raise JsonFileError(f"{path}: cannot be read ({reason(exc)})") from None
+        raise JsonFileError(unreadable(path, exc)) from None
     return parse(data, path, max_depth)
 
 
@@ -48,7 +46,7 @@ def parse(data: bytes | str, source: str | Path, max_depth: int = MAX_DEPTH) -> 
     except UnicodeDecodeError:
         raise JsonFileError(f"{source}: not UTF-8 text") from None
     except ValueError as exc:  # JSONDecodeError, and integers too long to convert
-        raise JsonFileError(f"{source}: not valid JSON ({_first_line(exc)})") from None
+        raise JsonFileError(f"{source}: not valid JSON ({first_line(exc, 160)})") from None
     if depth(value) > max_depth:
         raise JsonFileError(f"{source}: nested more than {max_depth} levels deep (not a file Helium reads)")
     return value
@@ -122,7 +120,3 @@ def shown(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=True, default=str) if depth(value) < 8 else type(value).__name__
     return text if len(text) <= 60 else text[:57] + "..."
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__

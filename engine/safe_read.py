@@ -7,10 +7,12 @@ refused at once); `inside` keeps a path that one file names (a shard, a weight f
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device", stat.S_IFSOCK: "a socket",
          stat.S_IFDIR: "a directory"}  # fmt: skip
@@ -56,6 +58,23 @@ def read_regular(path: str | Path, limit: int) -> bytes:
     return data
 
 
+def digest_of(f: BinaryIO, digest: Any = None, on_block: Callable[[int], None] | None = None) -> str:
+    """The hex digest of what f holds from where it stands (sha256 unless another hash object is given), read
+    in 4 MiB blocks; on_block(n) after each block of n bytes."""
+    digest = digest or hashlib.sha256()
+    while block := f.read(1 << 22):
+        digest.update(block)
+        if on_block is not None:
+            on_block(len(block))
+    return digest.hexdigest()
+
+
+def sha256_file(path: str | Path, on_block: Callable[[int], None] | None = None) -> str:
+    """Hex sha256 of a regular file (open_regular), on_block(n) as it is read."""
+    with open_regular(path) as f:
+        return digest_of(f, on_block=on_block)
+
+
 def check_regular(path: str | Path) -> None:
     """OSError (FileNotFoundError, NotRegularFile, PermissionError) unless path is a readable regular file."""
     with open_regular(path):
@@ -70,6 +89,15 @@ def reason(exc: OSError) -> str:
         return exc.strerror
     text = str(exc).splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def unreadable(path: str | Path, exc: OSError, what: str = "") -> str:
+    """The one line for a file that could not be opened or read: `PATH: missing`, `PATH: cannot be read (why)`;
+    what names the file's kind (`PATH: shard missing`)."""
+    words = f"{what} " if what else ""
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: {words}missing"
+    return f"{path}: {words}cannot be read ({reason(exc)})"
 
 
 def inside(directory: str | Path, name: object, what: str = "file") -> Path:

@@ -41,6 +41,18 @@ def check_no_control(text: str, what: str) -> str:
     return text
 
 
+def check_folder(path: Path, what: str = "the output folder") -> Path:
+    """path unless it cannot be a folder Helium writes files into by fixed names (`data download`, `bench gpu`):
+    a control character, a link (never written through) or something other than a directory: ValueError."""
+    path = Path(path)
+    check_no_control(str(path), what)
+    if path.is_symlink():
+        raise ValueError(f"{path}: is a symbolic link; give the real path (Helium does not write through links)")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path}: exists and is not a directory (give a new or empty directory)")
+    return path
+
+
 def kind_of(path: Path) -> str | None:
     """Which of Helium's outputs path is ("bundle", "hf", "gguf", "data"), or None (absent, a link, or not ours)."""
     if path.is_symlink() or not path.exists():

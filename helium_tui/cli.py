@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
 from engine.generation.threads import THREADS_HELP, prepare_openmp
 from helium_tui.commands.bench import bench_app
 from helium_tui.commands.data import data_app
@@ -47,8 +48,8 @@ app.add_typer(data_app, name="data")
 def root(
     ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Studio: model bundle, a path or an installed name.")] = "",
-    device: Annotated[str, typer.Option(help="Studio: auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="Studio: auto, float32 or bfloat16.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"Studio: {DEVICE_CHOICES}.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=f"Studio: {DTYPE_CHOICES}.")] = "auto",
     stories_dir: Annotated[
         str, typer.Option(help="Studio: where the story library keeps stories (default: the user data dir).")
     ] = "",

@@ -1,14 +1,22 @@
-"""Help text fixes for the `helium` CLI: flags are shown without a value type.
+"""Help text fixes for the `helium` CLI: flags are shown without a value type; bracketed notes are printed.
 
 Typer's rich help prints every option's type, flags included (`--json <bool>`, even `--help <bool>`), as if a
-flag took a value; its plain help leaves flags bare. `hide_flag_types()` makes the rich help do the same.
+flag took a value; its plain help leaves flags bare. `hide_flag_types()` makes the rich help do the same. Help
+text is Rich markup, so a default written `[on for CUDA only]` would be taken for a style and vanish: `note()`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from typer.core import TyperOption
+
+
+def note(text: str) -> str:
+    """A bracketed note for a help text (a default: `[auto]`), escaped so Rich prints it instead of taking it
+    for a style."""
+    return escape(f"[{text}]")
 
 
 def hide_flag_types() -> None:

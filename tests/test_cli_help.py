@@ -46,5 +46,53 @@ def test_train_help_states_the_defaults_of_the_config_objects():
     assert f"{FINETUNE_EPOCHS} passes over the data (at least {MIN_FINETUNE_STEPS} steps)" in text
     for field in ("weight_decay", "ckpt_interval", "keep_last", "seed"):
         assert f"{flag(field)} <" in text and f"[{shown(getattr(fresh, field))}]" in text, field
-    assert "auto, bfloat16 or float32. [auto]" in text  # a bracketed word is printed, not taken for a style
+    assert "auto, float32 or bfloat16. [auto]" in text  # a bracketed word is printed, not taken for a style
     assert "[lr / 10]" in text
+
+
+def test_no_bracketed_text_in_any_help_is_taken_for_a_style():
+    """Rich reads `[on for CUDA only]` as a style tag and drops it: every bracketed part of every command's and
+    option's help must appear in the rendered --help."""
+    import re
+
+    runner = CliRunner()
+    root = typer.main.get_command(app)
+    checked = 0
+    for path in command_paths(root):
+        command = root
+        for name in path:
+            command = command.commands[name]
+        texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "1000", "TERMINAL_WIDTH": "1000"})
+        shown = " ".join(result.output.split())
+        for text in texts:
+            for part in re.findall(r"\\?\[([^\[\]\\]+)\]", " ".join(text.split())):
+                checked += 1
+                assert f"[{part}]" in shown, f"helium {' '.join(path)} --help hides [{part}]"
+    assert checked > 10
+
+
+def test_every_device_and_dtype_option_states_what_the_runtime_takes():
+    """One source (engine.devices) for the words of every --device/--dtype help and the runtime's errors."""
+    import pytest
+
+    from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
+    from engine.generation.runtime import pick_device, pick_dtype
+
+    root = typer.main.get_command(app)
+    compute_dtype = {(), ("tell",), ("train",), ("bench", "train"), ("bench", "decode")}  # others store weights
+    seen = set()
+    for path in command_paths(root):
+        command = root
+        for name in path:
+            command = command.commands[name]
+        for param in command.params:
+            if param.name == "device" or (param.name == "dtype" and path in compute_dtype):
+                seen.add((path, param.name))
+                words = DEVICE_CHOICES if param.name == "device" else DTYPE_CHOICES
+                assert words in (param.help or ""), (path, param.name, param.help)
+    assert {(path, "dtype") for path in compute_dtype} <= seen and len(seen) > 8
+    with pytest.raises(ValueError, match=DEVICE_CHOICES):
+        pick_device("tpu")
+    with pytest.raises(ValueError, match=DTYPE_CHOICES):
+        pick_dtype(pick_device("cpu"), "int3")

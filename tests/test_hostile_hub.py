@@ -205,6 +205,20 @@ def test_an_absurd_size_is_one_honest_line(world, tmp_path):
     assert not [path for _, path, _ in world.gets() if "/resolve/" in path]
 
 
+@pytest.mark.parametrize("size", [-5, 1.5, "12", True])
+def test_a_size_that_is_not_a_size_is_refused(monkeypatch, size):
+    """httpx refuses a negative Content-Length itself; X-Linked-Size reaches huggingface_hub's metadata unchecked."""
+    import huggingface_hub
+    from huggingface_hub import HfFileMetadata
+
+    from engine.hub.files import HubError, head
+
+    meta = HfFileMetadata(commit_hash="a" * 40, etag="b" * 64, location="", size=size, xet_file_data=None)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: meta)
+    with pytest.raises(HubError, match="not a size"):
+        head("me/story", "config.json", "main", "http://127.0.0.1:9")
+
+
 def test_a_slow_link_reports_bytes_as_they_arrive(world, tmp_path):
     world.lies = Lies(drip_s=0.01)
     reports: list[PullProgress] = []
@@ -222,3 +236,22 @@ def test_an_honest_hub_still_imports_and_pulls(world, tmp_path):
     assert pull("synth").pulled
     new = tree(tmp_path) - before
     assert all(inside_caches(tmp_path, p) for p in new)
+
+
+@pytest.mark.parametrize(
+    ("sha", "names"), [(5, ["config.json"]), (None, ["config.json"]), ("a" * 40, [5]), ("a" * 40, [None]),
+                       ("a" * 40, [["config.json"]])],  # fmt: skip
+)
+def test_a_listing_of_the_wrong_types_is_refused(monkeypatch, sha, names):
+    """The listing's commit and file names are type-checked, not only their text."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    from engine.hub.client import _listing
+    from engine.hub.files import HubError
+
+    info = SimpleNamespace(sha=sha, siblings=[SimpleNamespace(rfilename=n) for n in names])
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, *a, **k: info)
+    with pytest.raises(HubError, match="not a commit hash|file name Helium will not write"):
+        _listing("me/story", "http://127.0.0.1:9")

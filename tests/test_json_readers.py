@@ -40,6 +40,8 @@ MANIFEST = {
                "val": {"shards": [], "tokens": 0, "stories": 0, "text_bytes": 0}},
     "options": {},
 }  # fmt: skip
+TRAIN_CONFIG = {"data": "d", "out": "o", "preset": "micro", "max_steps": 5, "batch_size": 4, "lr": 1e-3, "seed": 1,
+                "init_from": "", "compile": None}  # fmt: skip
 STORY = {"format": "helium-story/1", "params": {"temperature": 0.8}, "model": "m", "seed": 1, "created": "",
          "tokens": 3, "finish_reason": "eos", "chars_cut": 0, "prompt": "Once", "text": " upon"}  # fmt: skip
 EVENT = {"event": "train", "time": 1.0, "step": 1, "loss": 2.0, "lr": 1e-3, "tokens_per_s": 5.0, "mfu": None,
@@ -140,6 +142,45 @@ def read_event(directory: Path):
     return read_events(directory)
 
 
+def read_train_config(directory: Path):
+    from trainer.config import TrainConfig
+
+    return TrainConfig.load(directory / "train_config.json")
+
+
+def read_finetune_manifest(directory: Path):
+    from trainer.finetune import train_tokens
+
+    return train_tokens(directory)
+
+
+def read_monitor_form(directory: Path):
+    from engine.model.config import PRESETS
+    from helium_tui.screens.training.form_values import RunForm, is_finetune_run, suggested_model_name
+
+    form = RunForm.of_run(directory, tuple(PRESETS))
+    assert form is None or all(isinstance(getattr(form, k), str) for k in ("preset", "data", "steps", "batch", "lr"))
+    is_finetune_run(directory)
+    suggested_model_name(directory, None)
+    return form
+
+
+def read_jsonl_story(directory: Path):
+    from trainer.text import iter_chunks
+
+    return list(iter_chunks(directory / "s.jsonl", "jsonl"))
+
+
+def read_pulled_metadata(directory: Path):
+    from engine.hub.catalog import get_entry
+    from engine.hub.pull import _record_origin
+
+    entry = get_entry("stories260K")
+    snapshot = directory / "snapshots" / ("a" * 40)
+    _record_origin(directory, entry, {path: snapshot / path for path in entry.files})
+    return read_metadata(directory)
+
+
 READERS = {  # name: (reader, file name, a valid document, the one error type it may raise)
     "bundle config": (lambda d: read_config(d), "config.json", BUNDLE_CONFIG, (BundleError,)),
     "bundle metadata": (lambda d: read_metadata(d), "metadata.json", {"parameters": 5, "data": "x"}, ()),
@@ -151,6 +192,11 @@ READERS = {  # name: (reader, file name, a valid document, the one error type it
     "data manifest": (read_data_manifest, "manifest.json", MANIFEST, (ValueError,)),
     "story file": (read_story, "s.json", STORY, (ValueError,)),  # StoryFileError is a ValueError
     "run event": (read_event, "events.jsonl", EVENT, ()),
+    "train config": (read_train_config, "train_config.json", TRAIN_CONFIG, (ValueError,)),
+    "fine-tune manifest": (read_finetune_manifest, "manifest.json", MANIFEST, (ValueError,)),
+    "monitor form": (read_monitor_form, "train_config.json", TRAIN_CONFIG, ()),
+    "jsonl story": (read_jsonl_story, "s.jsonl", {"text": "Once upon a time."}, (ValueError,)),
+    "pulled metadata": (read_pulled_metadata, "metadata.json", {"parameters": 5}, (BundleError,)),
 }  # fmt: skip
 
 

@@ -203,6 +203,28 @@ def test_pull_converts_installs_and_a_second_pull_is_a_no_op(synth, helium_home,
     no_leftovers(helium_home, hub_cache)
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_a_folder_of_the_users_at_the_target_is_refused_before_downloading(synth, helium_home, force):
+    hub, _, _ = synth
+    target = helium_home / "models" / "synth"
+    (target / "sub").mkdir(parents=True)
+    (target / "notes.txt").write_text("mine")
+    res = runner.invoke(app, ["models", "pull", "synth", *(["--force"] if force else [])])
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1, res.output
+    assert "notes.txt, sub/" in res.stderr and "--force replaces only a Helium model bundle" in res.stderr
+    assert not [path for _, path, _ in hub.gets() if "/resolve/" in path]  # nothing downloaded
+    assert sorted(p.name for p in target.iterdir()) == ["notes.txt", "sub"]
+
+
+def test_a_models_dir_with_control_characters_is_refused_before_downloading(synth, monkeypatch, tmp_path):
+    hub, _, _ = synth
+    monkeypatch.setenv("HELIUM_HOME", str(tmp_path / "home\x1b]0;TITLE\x07"))
+    res = runner.invoke(app, ["models", "pull", "synth"])
+    assert res.exit_code == 2 and "holds control characters" in res.stderr and res.stderr.count("\n") == 1
+    assert "\x1b" not in res.output and "\x07" not in res.output
+    assert not [path for _, path, _ in hub.gets() if "/resolve/" in path]
+
+
 def test_pull_with_the_shipped_llama2_tokenizer(synth, helium_home):
     hub, _, big = synth
     result = pull(big)

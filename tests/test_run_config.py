@@ -62,3 +62,12 @@ def test_the_monitor_help_states_the_fine_tune_budget():
     text = " ".join(HELP.split())
     assert f"{FINETUNE_EPOCHS} passes over the stories, at least {MIN_FINETUNE_STEPS})" in text
     assert f"Fewer than {MIN_STORIES} stories" in text
+
+
+def test_the_monitor_preselects_the_trainers_default_preset(tmp_path):
+    from helium_tui.screens.training.form_values import RunForm
+    from trainer.config import TrainConfig
+
+    assert RunForm().preset == TrainConfig().preset
+    (tmp_path / "train_config.json").write_text('{"preset": "no-such-preset"}')
+    assert RunForm.of_run(tmp_path, ("micro", "tiny")).preset == TrainConfig().preset

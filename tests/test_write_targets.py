@@ -124,6 +124,34 @@ def test_data_prepare_never_writes_among_the_users_files(tmp_path):
     assert invoke("data", "prepare", stories, "--out", data, "--vocab-size", "301").exit_code == 0  # ours: rebuilt
 
 
+def test_data_download_out_is_checked_before_any_request(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a request would say "cannot reach"
+    real = user_folder(tmp_path / "real")
+    (tmp_path / "link").symlink_to(real)
+    (tmp_path / "file").write_text("mine\n")
+    for out, words in [(tmp_path / "link", "symbolic link"), (tmp_path / "e\x1b]0;T\x07", "control characters"),
+                       (tmp_path / "file", "not a directory")]:  # fmt: skip
+        msg = one_error(invoke("data", "download", "--out", out))
+        assert words in msg and "\x1b" not in msg, msg
+    assert intact(real) and sorted(p.name for p in real.iterdir()) == ["notes.txt", "sub"]
+    assert (tmp_path / "file").read_text() == "mine\n"
+    assert "cannot reach" in one_error(invoke("data", "download", "--out", real))  # other files may be there
+
+
+def test_bench_gpu_out_never_writes_through_a_link_or_among_the_users_files(tmp_path):
+    real = user_folder(tmp_path / "real")
+    (tmp_path / "link").symlink_to(real)
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "log.txt").symlink_to(real / "notes.txt")  # a link where the check writes its log
+    for out, words in [(tmp_path / "link", "symbolic link"), (tmp_path / "e\x1b]0;T\x07", "control characters"),
+                       (real, "notes.txt, sub/"), (ours, "log.txt")]:  # fmt: skip
+        msg = one_error(invoke("bench", "gpu", "--dry-run", "--out", out))
+        assert words in msg and "\x1b" not in msg, msg
+    assert intact(real) and sorted(p.name for p in real.iterdir()) == ["notes.txt", "sub"]
+    assert not (tmp_path / "e\x1b]0;T\x07").exists()
+
+
 def test_check_target_in_the_models_dir_replaces_links_only_with_force(tiny_bundle, tmp_path):
     (tmp_path / "link").symlink_to(tiny_bundle)
     with pytest.raises(ValueError, match="use --force"):

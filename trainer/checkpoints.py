@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.errors import first_line
 from engine.files import atomic_write
 from engine.model.config import ModelConfig
 
@@ -72,7 +73,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     try:
         check_state(state)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: damaged checkpoint ({str(exc).splitlines()[0][:160]})") from None
+        raise ValueError(f"{path}: damaged checkpoint ({first_line(exc, 160)})") from None
     return state
 
 

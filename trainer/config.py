@@ -5,12 +5,12 @@ Torch-free, so the CLI's help, the studio's training form and the runner read de
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from engine.checks import check_seed, is_number, number, whole
+from engine.checks import check_seed, is_number, known_fields, number, whole
+from engine.jsonfile import read_json
 from engine.model.config import LIMITS, ModelConfig, get_preset
 
 DEFAULT_MAX_STEPS = 1000  # when neither max_steps nor max_tokens is given
@@ -54,8 +54,8 @@ class TrainConfig:
     keep_last: int = 3  # step checkpoints kept (0 = all); best.pt is kept as well
     log_interval: int = 10  # steps between progress lines / `step` events (the only host syncs)
     compile: bool | None = None  # torch.compile the model (None: on for CUDA, off for CPU)
-    dtype: str = "auto"  # autocast dtype: auto, bfloat16 or float32
-    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
+    dtype: str = "auto"  # autocast dtype: engine.devices.DTYPE_CHOICES
+    device: str = "auto"  # engine.devices.DEVICE_CHOICES
     seed: int = 1337  # seeds weights, dropout and the data stream
     command: str = ""  # the command line that started the run (recorded in the bundle)
 
@@ -71,26 +71,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         """Rebuild from a dict, rejecting unknown keys and bad values."""
-        if not isinstance(data, dict):
-            raise ValueError("training config must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
-        return cls(**data).validate()
+        return cls(**known_fields(cls, data, "training config")).validate()
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        """Read a train_config.json."""
-        path = Path(path)
-        try:
-            if not path.is_file():
-                raise FileNotFoundError
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"{path}: training config missing") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ValueError(f"{path}: unreadable training config ({type(exc).__name__})") from None
+        """Read a train_config.json (through engine.jsonfile: a JsonFileError, a ValueError, names the file)."""
+        data = read_json(path)
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as exc:

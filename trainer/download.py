@@ -10,6 +10,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from engine.errors import first_line
+from engine.targets import check_folder
+
 REPO = "roneneldan/TinyStories"
 VARIANTS = {
     "v2": ("TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-valid.txt"),
@@ -46,10 +49,13 @@ def check_reachable(url: str, timeout: float = CHECK_TIMEOUT_S) -> None:
 
 
 def download(variant: str = "v2", out: Path | None = None) -> list[Path]:
-    """Download the train and valid files of a variant into out; return their paths (resumes partial files)."""
+    """Download the train and valid files of a variant into out; return their paths (resumes partial files).
+
+    out may hold other files (only the variant's two names are written); ValueError for a link, a file or a path
+    with control characters."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    out = Path(out) if out else default_out()
+    out = check_folder(Path(out) if out else default_out())  # before any request
     hub = endpoint()
     check_reachable(hub)
     from huggingface_hub import hf_hub_download
@@ -59,7 +65,6 @@ def download(variant: str = "v2", out: Path | None = None) -> list[Path]:
         try:
             path = hf_hub_download(REPO, filename, repo_type="dataset", local_dir=out, endpoint=hub)
         except Exception as exc:  # huggingface_hub's HTTP errors: one line, no traceback
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise OSError(f"download of {filename} from {hub} failed: {first}") from None
+            raise OSError(f"download of {filename} from {hub} failed: {first_line(exc, 10_000)}") from None
         paths.append(Path(path))
     return paths

@@ -18,11 +18,14 @@ from typing import Any
 
 from engine.bundles.info import PT_WEIGHTS, TOKENIZER, WEIGHTS, read_config, read_metadata
 from engine.bundles.registry import resolve_model
+from engine.checks import known_fields
 from engine.errors import BundleError
 from engine.files import atomic_write_text
 from engine.humanize import plural
 from engine.model.config import ModelConfig, get_preset
+from engine.safe_read import sha256_file
 from trainer.config import FINETUNE_DEFAULTS, FINETUNE_EPOCHS, MIN_FINETUNE_STEPS, TrainConfig
+from trainer.manifest import MANIFEST, read_manifest
 
 MIN_STORIES = 20  # fewer stories than this make a useless run: refused with a notice
 VAL_SHARE = 0.1  # share of stories held out for the val loss (at least one context window of them)
@@ -113,10 +116,10 @@ def check_data_fits(base: BaseModel, data_dir: Path, manifest: dict) -> None:
 def finetune_metadata(base: BaseModel, data: Path) -> dict:
     """What a fine-tuned bundle's metadata.json adds: the base model it started from and the data it was tuned on."""
     try:
-        manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
-        train = manifest["splits"]["train"]
-        tuned_on = {"stories": train["stories"], "tokens": train["tokens"], "sources": manifest["sources"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = read_manifest(data)
+        train = _train_split(manifest, data)
+        tuned_on = {"stories": train.get("stories"), "tokens": train["tokens"], "sources": manifest.get("sources", [])}
+    except ValueError:
         tuned_on = {}
     weights = next((base.path / n for n in (WEIGHTS, PT_WEIGHTS) if (base.path / n).is_file()), None)
     return {
@@ -144,13 +147,7 @@ def same_tokenizer(a: Path, b: Path) -> bool:
 
 def _sha256(path: Path) -> str:
     """Hex SHA-256 of a file ("" when it is missing), read in 4 MiB blocks."""
-    if not path.is_file():
-        return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path) if path.is_file() else ""
 
 
 # ---------------------------------------------------------------- the run's config
@@ -183,9 +180,7 @@ def run_config(data: str | Path, out: str | Path, base: BaseModel | None = None,
     """The TrainConfig of a new run from a user's choices: the one builder behind `helium train` and the training
     monitor. A fresh run starts from TrainConfig's defaults, a fine-tune of `base` from `finetune_config`'s;
     `choices` are TrainConfig fields (None: the default). ValueError (one line) for unknown fields or bad values."""
-    unknown = sorted(set(choices) - {f.name for f in fields(TrainConfig)})
-    if unknown:
-        raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+    known_fields(TrainConfig, choices, "training config")
     data, out = Path(data).expanduser().resolve(), Path(out).expanduser().resolve()
     if base is not None:
         return finetune_config(base, data, out, **choices)
@@ -194,11 +189,15 @@ def run_config(data: str | Path, out: str | Path, base: BaseModel | None = None,
 
 def train_tokens(data: str | Path) -> int:
     """Tokens in a prepared dir's train split (ValueError when its manifest cannot say)."""
-    path = Path(data) / "manifest.json"
-    try:
-        return int(json.loads(path.read_text(encoding="utf-8"))["splits"]["train"]["tokens"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(f"{data}: not a prepared data dir (run `helium data prepare`)") from None
+    return _train_split(read_manifest(data), data)["tokens"]
+
+
+def _train_split(manifest: dict, data: str | Path) -> dict:
+    """The train split of a manifest read by read_manifest (its fields checked); ValueError when it has none."""
+    train = manifest["splits"].get("train")
+    if train is None:
+        raise ValueError(f"{data}: its {MANIFEST} has no train split; run `helium data prepare` again")
+    return train
 
 
 # ---------------------------------------------------------------- data for the studio

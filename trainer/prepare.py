@@ -7,7 +7,6 @@ the new one is written last (atomically), so an interrupted run never leaves a m
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -21,7 +20,8 @@ import numpy as np
 from engine.checks import check_seed, is_number, whole
 from engine.files import atomic_write, atomic_write_text
 from engine.model.tokenizer import MAX_TOKENIZER_BYTES, TextTokenizer, read_tokenizer
-from engine.safe_read import check_regular, open_regular, read_regular, reason
+from engine.safe_read import check_regular, read_regular, reason
+from engine.safe_read import sha256_file as safe_sha256
 from engine.targets import check_no_control, contents, kind_of
 from trainer.loader import FORMAT, MANIFEST, read_manifest
 from trainer.text import FORMATS, NORMALIZE_VERSION, ReadStats, read_stories, split_stories
@@ -94,13 +94,8 @@ class PrepareResult:
 
 
 def sha256_file(path: Path, progress: Progress = _no_progress) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB blocks."""
-    h = hashlib.sha256()
-    with open_regular(path) as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-            progress("hashing", len(block), None)
-    return h.hexdigest()
+    """Hex SHA-256 of a file, reporting its bytes as "hashing" progress."""
+    return safe_sha256(path, lambda n: progress("hashing", n, None))
 
 
 def tokenizer_source(spec: str | Path) -> TokenizerSource:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from engine.bundles.bundle import load_bundle, save_bundle
+from engine.errors import first_line
 from engine.files import atomic_write_text
 from engine.generation.runtime import dtype_name, pick_device, pick_training_dtype
 from engine.humanize import plural
@@ -140,7 +141,7 @@ def _data_tokenizer(data: Path, manifest: dict) -> TextTokenizer:
     try:
         return TextTokenizer.from_file(tok_path, manifest.get("bos_id", eot), manifest.get("eos_id", eot))
     except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception
-        raise ValueError(f"{tok_path}: not a valid tokenizer ({str(exc).splitlines()[0][:120]})") from None
+        raise ValueError(f"{tok_path}: not a valid tokenizer ({first_line(exc, 120)})") from None
 
 
 def _claim_run_dir(out: Path, mode: str, dist: Dist, report: Reporter) -> None:
@@ -309,7 +310,7 @@ class Checkpointer:
             self.optimizer.load_state_dict(state["optimizer"])
             ckpt.set_rng_state(state["rng"], self.s.device)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path}: checkpoint does not fit this run ({str(exc).splitlines()[0][:160]})") from None
+            raise ValueError(f"{path}: checkpoint does not fit this run ({first_line(exc, 160)})") from None
         self.step, self.tokens = state["step"], state["tokens"]
         self.elapsed_before = float(state["elapsed_s"])
         self.best_val, self.last_val = state["best_val_loss"], state["val_loss"]

@@ -7,7 +7,6 @@ field, and `stream` (a whole file is one document, e.g. TinyStories' valid.txt w
 from __future__ import annotations
 
 import hashlib
-import json
 import mmap
 import re
 import unicodedata
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.jsonfile import JsonFileError, parse
 from trainer.tokenizer import EOT
 
 FORMATS = ("auto", "eot", "blank", "jsonl", "stream")
@@ -88,8 +88,8 @@ def iter_chunks(path: Path, fmt: str, on_bytes: Callable[[int], None] | None = N
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
+                record = parse(line, f"{path}:{number}")
+            except JsonFileError:
                 record = None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise ValueError(f'{path}:{number}: expected a JSON object with a "text" string')

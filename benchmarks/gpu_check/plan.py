@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: tests/, trainer/, engine/ and helium_tui/
 STEPS = ("env", "gpu-tests", "train-bench", "decode", "train-run")
+RESULT_FILES = re.compile(r"^(log\.txt|summary\.(md|json)|\d+-[a-z-]+\.json|\..+\.tmp)$")  # what a check writes in OUT
 DATA_PLACES = (".gpu/tinystories", "shared/data/tinystories", "../shared/data/tinystories")  # from ROOT
 
 
@@ -62,3 +64,18 @@ class Plan:
     def sizes(self) -> Sizes:
         """The dry run's sizes or the GPU's."""
         return DRY if self.dry_run else GPU
+
+
+def check_out(out: Path) -> Path:
+    """out unless the check may not write its result files there (ValueError, one line): a link, a path with
+    control characters, or a folder holding anything but an earlier check's result files (which it replaces)."""
+    from engine.targets import check_folder, contents
+
+    check_folder(out, "--out")
+    if out.is_dir():
+        entries = list(out.iterdir())
+        if any(not RESULT_FILES.match(p.name) or p.is_symlink() or not p.is_file() for p in entries):
+            raise ValueError(
+                f"{out}: holds {contents(out)}, not only an earlier check's results; give a new or empty folder"
+            )
+    return out

@@ -46,7 +46,7 @@ class Check:
         self.out.mkdir(parents=True, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="helium-gpu-check-"))  # prepared data, the run dir
         self.log_path = self.out / "log.txt"  # every child's output, appended as it runs
-        self.log_path.write_text("")
+        atomic_write_text(self.log_path, "")  # a new file, never written through a link
         self.started = time.time()
         self.deadline = time.monotonic() + plan.budget_minutes * 60
         self.results: list[StepResult] = []

@@ -25,7 +25,7 @@ from engine.bundles.info import (
     read_config,
     read_metadata,
 )
-from engine.errors import BundleError
+from engine.errors import BundleError, first_line
 from engine.files import atomic_write, atomic_write_text
 from engine.model.config import ModelConfig
 from engine.model.quant import (
@@ -39,7 +39,7 @@ from engine.model.quant import (
 )
 from engine.model.tinyslm import TinySLM, state_shapes
 from engine.model.tokenizer import TextTokenizer, TokenizerFileError
-from engine.safe_read import check_regular, reason
+from engine.safe_read import check_regular, unreadable
 
 
 @dataclass
@@ -116,7 +116,7 @@ def check_weights_header(path: Path, config: ModelConfig) -> None:
         with safe_open(str(path), framework="pt") as f:
             header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise BundleError(f"{path}: unreadable or truncated safetensors file ({_first_line(exc)})") from None
+        raise BundleError(f"{path}: unreadable or truncated safetensors file ({first_line(exc)})") from None
     int8 = {k for k, (_, dtype) in header.items() if dtype == "I8"}
     quantized = any(k.endswith(SCALE_SUFFIX) for k in header)
     bad_dtypes = sorted({dtype for k, (_, dtype) in header.items() if not (quantized and k in int8)} - FLOAT_DTYPES)
@@ -170,10 +170,8 @@ def _check_readable(path: Path) -> None:
     """BundleError unless path is a readable regular file (a FIFO or device is refused, never opened blocking)."""
     try:
         check_regular(path)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing") from None
     except OSError as exc:
-        raise BundleError(f"{path}: cannot be read ({reason(exc)})") from None
+        raise BundleError(unreadable(path, exc)) from None
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -183,11 +181,11 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise BundleError(f"{path}: unreadable or truncated safetensors file ({_first_line(exc)})") from None
+            raise BundleError(f"{path}: unreadable or truncated safetensors file ({first_line(exc)})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except Exception as exc:  # noqa: BLE001 - pickle refusals, truncation, zip errors all land here
-        reason = _first_line(exc)
+        reason = first_line(exc)
         if "weights_only" in reason or "Unpickl" in reason:
             reason = "it holds Python objects besides tensors, which Helium never loads"
         raise BundleError(f"{path}: cannot load safely ({reason})") from None
@@ -239,6 +237,20 @@ def load_bundle(
     directory = Path(path)
     if not directory.is_dir():
         raise BundleError(f"{directory}: not a directory (a model bundle is a directory)")
+    config, tokenizer, weights = check_parts(directory)
+    model = build_model(config, load_state_dict(weights), weights)
+    if quantize == "int8":
+        quantize_model(model)  # no-op for an int8 bundle
+    else:
+        dequantize_model(model)  # no-op for a float bundle
+    model = model.to(device=device, dtype=dtype)
+    return Bundle(model, tokenizer, config, read_metadata(directory), directory)
+
+
+def check_parts(directory: Path) -> tuple[ModelConfig, TextTokenizer, Path]:
+    """A bundle's config, its tokenizer (whose vocabulary must be the model's) and its weights file, the
+    safetensors header checked against the config: all load_bundle checks before it reads a weight, and all
+    `engine.bundles.install.validate_bundle` checks before anything is installed. BundleError otherwise."""
     config, raw = read_config(directory)
     tok_path = directory / TOKENIZER
     try:
@@ -254,13 +266,7 @@ def load_bundle(
         weights = directory / PT_WEIGHTS  # the model card's plain PyTorch state dict
     if weights.suffix == ".safetensors":
         check_weights_header(weights, config)  # before a single weight is read or the model allocated
-    model = build_model(config, load_state_dict(weights), weights)
-    if quantize == "int8":
-        quantize_model(model)  # no-op for an int8 bundle
-    else:
-        dequantize_model(model)  # no-op for a float bundle
-    model = model.to(device=device, dtype=dtype)
-    return Bundle(model, tokenizer, config, read_metadata(directory), directory)
+    return config, tokenizer, weights
 
 
 def stored_quantization(path: str | Path) -> str:
@@ -277,7 +283,3 @@ def stored_quantization(path: str | Path) -> str:
 def _short(keys: list[str]) -> str:
     return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

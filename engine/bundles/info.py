@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.errors import BundleError
+from engine.errors import BundleError, first_line
 from engine.jsonfile import JsonFileError, field, need_object, read_json
 from engine.model.config import ModelConfig
 
@@ -37,7 +37,7 @@ def read_config(directory: Path) -> tuple[ModelConfig, dict]:
     try:
         config = ModelConfig.from_dict(model)
     except (TypeError, ValueError) as exc:
-        raise BundleError(f"{path}: bad model config ({str(exc).splitlines()[0][:200]})") from None
+        raise BundleError(f"{path}: bad model config ({first_line(exc)})") from None
     for key in ("bos_token_id", "eos_token_id"):
         field(raw, key, int, None, source=path, low=0, high=config.vocab_size - 1)
     return config, raw

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from engine.bundles.info import CONFIG, METADATA, PT_WEIGHTS, TOKENIZER, WEIGHTS, is_bundle, read_config
+from engine.bundles.info import CONFIG, METADATA, PT_WEIGHTS, TOKENIZER, WEIGHTS, is_bundle
 from engine.errors import BundleError
 from engine.files import atomic_directory, remove_path
 from engine.paths import user_models_dir
@@ -48,21 +48,9 @@ def validate_bundle(directory: Path) -> None:
 
     Called on a bundle in its temporary directory, so that nothing that would fail to load is ever installed.
     """
-    from engine.bundles.bundle import check_weights_header
-    from engine.model.tokenizer import TextTokenizer
+    from engine.bundles.bundle import check_parts
 
-    config, raw = read_config(directory)
-    tok_path = directory / TOKENIZER
-    try:
-        tokenizer = TextTokenizer.from_file(tok_path, raw.get("bos_token_id"), raw.get("eos_token_id"))
-    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
-        raise BundleError(f"{tok_path}: not a valid HF tokenizers file ({str(exc).splitlines()[0][:200]})") from None
-    if tokenizer.vocab_size != config.vocab_size:
-        raise BundleError(f"{tok_path}: tokenizer has {tokenizer.vocab_size} tokens but the model has {config.vocab_size}")
-    if (directory / WEIGHTS).is_file():
-        check_weights_header(directory / WEIGHTS, config)
-    elif not (directory / PT_WEIGHTS).is_file():
-        raise BundleError(f"{directory / WEIGHTS}: missing")
+    check_parts(directory)
 
 
 def installed_path(name: str) -> Path:

@@ -19,9 +19,9 @@ from engine.bundles.bundle import build_model, load_state_dict, save_bundle
 from engine.bundles.info import check_bundle_target
 from engine.errors import BundleError
 from engine.files import atomic_directory
-from engine.formats.llama2c import sha256_file
 from engine.model.config import ModelConfig
 from engine.model.tokenizer import TextTokenizer, TokenizerFileError, read_tokenizer
+from engine.safe_read import sha256_file
 
 NORM_EPS = 1e-6  # the reference's RMSNorm default
 ROPE_THETA = 10000.0  # the reference's precompute_freq_cis default

@@ -6,7 +6,6 @@ turns the vocabulary into an HF `tokenizers` BPE that encodes exactly like llama
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from engine.errors import BundleError
 from engine.files import atomic_directory
 from engine.model.config import ModelConfig
 from engine.model.tokenizer import TextTokenizer, TokenizerFileError
-from engine.safe_read import open_regular, read_regular, reason
+from engine.safe_read import open_regular, read_regular, sha256_file, unreadable
 
 MAGIC = 0x616B3432  # "ak42": the header of llama2.c's versioned exports
 V1_HEADER_BYTES = 256  # versioned headers are padded to 256 bytes
@@ -85,10 +84,8 @@ def read_header(path: Path) -> Llama2cHeader:
     try:
         with open_regular(path) as f:
             head = f.read(V1_HEADER_BYTES)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing") from None
     except OSError as exc:
-        raise BundleError(f"{path}: cannot be read ({reason(exc)})") from None
+        raise BundleError(unreadable(path, exc)) from None
     if len(head) < LEGACY_HEADER_BYTES:
         raise BundleError(f"{path}: too short for a llama2.c checkpoint ({len(head)} bytes)")
     magic, version = struct.unpack_from("<Ii", head, 0)
@@ -209,10 +206,8 @@ def read_tokenizer_bin(path: str | Path) -> tuple[list[bytes], list[float]]:
     path = Path(path)
     try:
         data = read_regular(path, MAX_TOKENIZER_BIN_BYTES)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: missing") from None
     except OSError as exc:
-        raise BundleError(f"{path}: cannot be read ({reason(exc)})") from None
+        raise BundleError(unreadable(path, exc)) from None
     if len(data) < 4:
         raise BundleError(f"{path}: too short for a llama2.c tokenizer ({len(data)} bytes)")
     (max_len,) = struct.unpack_from("<i", data, 0)
@@ -322,15 +317,6 @@ def load_tokenizer(path: str | Path) -> TextTokenizer:
 
 # ---------------------------------------------------------------------------------------------------------
 # Import
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open_regular(path) as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def import_llama2c(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -26,7 +28,7 @@ def pick_device(requested: str | None = None) -> torch.device:
         except RuntimeError:
             device = None
         if device is None or device.type not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"unknown device {requested!r} (use auto, cpu, cuda, cuda:N or mps)")
+            raise ValueError(f"unknown device {requested!r} (use {DEVICE_CHOICES})")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but no CUDA GPU is available")
         if device.type == "mps" and not torch.backends.mps.is_available():
@@ -55,7 +57,7 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
         try:
             return DTYPES[requested]
         except KeyError:
-            raise ValueError(f"unknown dtype {requested!r} (use auto, float32 or bfloat16)") from None
+            raise ValueError(f"unknown dtype {requested!r} (use {DTYPE_CHOICES})") from None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu" and cpu_has_native_bf16():

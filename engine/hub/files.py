@@ -19,6 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import first_line
+from engine.safe_read import digest_of
+from engine.targets import CONTROL
+
 HEX40 = re.compile(r"[0-9a-f]{40}")  # a git commit, or the git blob sha1 of a small (non-LFS) file
 HEX64 = re.compile(r"[0-9a-f]{64}")  # the sha256 of an LFS file
 REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
@@ -100,7 +104,7 @@ def _plain_path(path: str) -> bool:
     return (
         0 < len(path) <= 512
         and "\\" not in path and ":" not in path
-        and not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in path)
+        and not CONTROL.search(path)
         and all(part not in ("", ".", "..") for part in parts)
     )  # fmt: skip
 
@@ -173,6 +177,9 @@ def head(repo: str, path: str, revision: str, endpoint: str) -> RemoteFile:
             f"{endpoint} (HF_ENDPOINT) does not answer like a Hugging Face Hub (no X-Repo-Commit, ETag or size)"
         )
     commit = check_commit(meta.commit_hash, endpoint, repo)
+    if type(meta.size) is not int or meta.size < 0:
+        raise HubError(f"{where(endpoint)} answered a size for {repo}/{path} that is not a size ({shown(meta.size)}); "
+                       "refused, nothing was written")  # fmt: skip
     return RemoteFile(repo, path, commit, check_etag(meta.etag, endpoint, repo, path), meta.size)
 
 
@@ -251,9 +258,7 @@ def _digest(path: Path, etag: str, size: int) -> str:
     """sha256 of the file's bytes (a 64-hex ETag), or its git blob sha1 (a 40-hex one)."""
     digest = hashlib.sha256() if len(etag) == 64 else hashlib.sha1(f"blob {size}\0".encode())
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return digest_of(f, digest)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -332,8 +337,3 @@ def _start(response, remote: RemoteFile, endpoint: str, done: int) -> int:
             )
     return start
 
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type when empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

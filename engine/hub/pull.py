@@ -68,11 +68,15 @@ def pull(
     """Download, convert and install a catalog model; a no-op when it is installed already (unless force).
 
     progress(PullProgress) is called from this thread; cancelled() returning True stops the pull with
-    PullCancelled. Failures raise PullError (network, integrity) or BundleError (a file that does not convert).
+    PullCancelled. Failures raise PullError (network, integrity), BundleError (a file that does not convert) or
+    ValueError (something at the install target that is not a bundle Helium installed: refused before any download).
     """
+    from engine.bundles.install import check_install_target
+
     entry = get_entry(model) if isinstance(model, str) else model
     if is_installed(entry) and not force:
         return PullResult(entry.name, installed_dir(entry), False)
+    check_install_target(installed_dir(entry), force)  # what the install would refuse, refused before downloading
     report = progress or (lambda p: None)
     cancelled = cancelled or (lambda: False)
     files = download(entry, report, cancelled)
@@ -97,9 +101,10 @@ def pull(
 def _record_origin(bundle: Path, entry: CatalogModel, files: dict[str, Path]) -> None:
     """Add where the model came from (repo, commit, endpoint) to the bundle's metadata.json."""
     from engine.files import atomic_write_text
+    from engine.jsonfile import need_object, read_json
 
     meta_path = bundle / "metadata.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = need_object(read_json(meta_path), meta_path)
     parts = files[entry.weights].parts
     commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
     meta["created_by"] = "helium models pull"

@@ -5,7 +5,9 @@ A bundle's config.json is `ModelConfig.to_dict()`; `ModelConfig.from_dict` rebui
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
+
+from engine.checks import known_fields
 
 LIMITS: dict[str, tuple[int, int]] = {
     "vocab_size": (1, 1 << 20),
@@ -84,13 +86,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         """Rebuild from config.json, rejecting unknown keys with a clear message."""
-        if not isinstance(data, dict):
-            raise ValueError("the model config must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**known_fields(cls, data, "model config"))
 
     def with_(self, **changes) -> ModelConfig:
         """A copy with some fields changed (None values are ignored)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from engine.files import fsync_dir
 from engine.paths import user_cache_dir
+from engine.safe_read import digest_of
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_mm.c"
 FLAGS = ("-O3", "-fno-math-errno", "-fPIC", "-shared")
@@ -166,14 +167,8 @@ def _load_verified(path: Path, expected: str) -> ctypes.CDLL:
 
 def _sha256(path: Path) -> str:
     """The sha256 of path, read through _open_private (a regular file of yours alone)."""
-    fd = _open_private(path)
-    digest = hashlib.sha256()
-    try:
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
+    with os.fdopen(_open_private(path), "rb") as f:
+        return digest_of(f)
 
 
 def _build(cc: list[str], target: Path) -> ctypes.CDLL:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from engine.safe_read import read_regular, reason
+from engine.errors import first_line
+from engine.safe_read import read_regular, unreadable
 
 MAX_TOKENIZER_BYTES = 256 << 20  # the largest tokenizer.json files (256k-token vocabularies) are ~40 MB
 
@@ -25,17 +26,12 @@ def read_tokenizer(path: str | Path) -> Tokenizer:
     TokenizerFileError when it is missing, unreadable or not a tokenizer."""
     try:
         data = read_regular(path, MAX_TOKENIZER_BYTES)
-    except FileNotFoundError:
-        raise TokenizerFileError(f"{path}: missing") from None
     except OSError as exc:
-        raise TokenizerFileError(f"{path}: cannot be read ({reason(exc)})") from None
+        raise TokenizerFileError(unreadable(path, exc)) from None
     try:
         return Tokenizer.from_str(data.decode("utf-8"))
     except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
-        text = str(exc).strip().splitlines()
-        raise TokenizerFileError(
-            f"{path}: not a valid HF tokenizers file ({text[0][:200] if text else type(exc).__name__})"
-        ) from None
+        raise TokenizerFileError(f"{path}: not a valid HF tokenizers file ({first_line(exc)})") from None
 
 
 @dataclass

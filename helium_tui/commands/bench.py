@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
 from engine.generation.threads import THREADS_HELP
 from engine.humanize import plural
 from helium_tui.commands.bench_gpu import bench_gpu
@@ -40,8 +41,8 @@ def bench_decode_cmd(
     preset: Annotated[
         str, typer.Option(help="Model preset, or a `helium models pull` name for its shape (random weights).")
     ] = "nano",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=f"{DTYPE_CHOICES}.")] = "auto",
     compile: Annotated[
         bool, typer.Option("--compile/--no-compile", help="torch.compile the decode step.")
     ] = False,

@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 
 from helium_tui.errors import fail
+from helium_tui.help_format import note
+from helium_tui.safe_text import terminal_safe
 
 
 def bench_gpu(
@@ -22,7 +24,7 @@ def bench_gpu(
     ] = False,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Sequences per training step, bench and real run. [by GPU memory: 128 from 100 GiB]"),
+        typer.Option(help=f"Sequences per training step, bench and real run. {note('by GPU memory: 128 from 100 GiB')}"),
     ] = None,
     train_minutes: Annotated[
         float, typer.Option(help="Wall time of the real training run (shrunk to fit the budget).")
@@ -38,9 +40,11 @@ def bench_gpu(
 ) -> None:
     """Run the GPU check: each step's result file under OUT as it ends, then a summary table, JSON and Markdown."""
     from benchmarks.gpu_check import STEPS, Plan, run_check, summary_rows
+    from benchmarks.gpu_check.plan import check_out
     from engine.checks import number, whole
 
     try:
+        check_out(out)
         number("--train-minutes", train_minutes, 0.1, 600)
         number("--budget-minutes", budget_minutes, 1, 600)
         if batch_size is not None:
@@ -67,7 +71,7 @@ def bench_gpu(
     for row in summary_rows(check.results):
         style = {"ok": "green", "failed": "red"}.get(row[1], "yellow")
         table.add_row(row[0], f"[{style}]{row[1]}[/]", *row[2:])
-    print(f"results: {out / 'summary.md'}, {out / 'summary.json'}, one file per step and log.txt in {out}")
+    print(terminal_safe(f"results: {out / 'summary.md'}, {out / 'summary.json'}, one file per step and log.txt in {out}"))
     Console(width=max(120, Console().width)).print(table)  # the summary table comes last
     env = next((r for r in check.results if r.step == "env"), None)
     if env is not None and env.status == "failed" and not dry_run:

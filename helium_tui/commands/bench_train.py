@@ -10,26 +10,28 @@ from typing import Annotated
 
 import typer
 
+from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
 from helium_tui.errors import user_errors
+from helium_tui.help_format import note
 
 
 def bench_train(
     preset: Annotated[str, typer.Option(help="Model preset (random weights).")] = "nano",
     compile: Annotated[
         bool | None,
-        typer.Option("--compile/--no-compile", help="torch.compile the model. [on for CUDA only]"),
+        typer.Option("--compile/--no-compile", help=f"torch.compile the model. {note('on for CUDA only')}"),
     ] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Run both eager and compiled.")] = False,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
-    context: Annotated[int | None, typer.Option(help="Tokens per sequence. [preset's context]")] = None,
+    context: Annotated[int | None, typer.Option(help="Tokens per sequence. " + note("preset's context"))] = None,
     vocab_size: Annotated[
         int | None,
-        typer.Option(help="Vocabulary; `helium train` takes the data's (data prepare: 4096). [preset's]"),
+        typer.Option(help="Vocabulary; `helium train` takes the data's (data prepare: 4096). " + note("preset's")),
     ] = None,
     steps: Annotated[int, typer.Option(help="Timed training steps.")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed steps first (compilation happens here).")] = 3,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=f"{DTYPE_CHOICES}.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
     """Training speed: tokens/s, MFU, step time and peak memory on random tokens."""

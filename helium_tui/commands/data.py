@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from engine.errors import first_line
 from helium_tui.errors import fail, user_errors
 from helium_tui.safe_text import terminal_safe
 
@@ -35,10 +36,10 @@ def download(
     try:  # not user_errors(): it imports torch, and offline runs must fail fast
         paths = fetch(variant, out)
     except (ValueError, OSError) as exc:
-        raise fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise fail(first_line(exc, 10_000)) from None
     train, valid = paths
-    print(f"downloaded {train} and {valid}")
-    print(f"next: helium data prepare {train} --val {valid} --out DIR")
+    print(terminal_safe(f"downloaded {train} and {valid}"))
+    print(terminal_safe(f"next: helium data prepare {train} --val {valid} --out DIR"))
 
 
 @data_app.command(

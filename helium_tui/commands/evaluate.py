@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from engine.devices import DEVICE_CHOICES
 from engine.generation.threads import THREADS_HELP
 from engine.humanize import plural
 from helium_tui.errors import user_errors
@@ -20,7 +21,7 @@ def eval_cmd(
     data: Annotated[
         Path, typer.Option(help="Text file: <|endoftext|>-separated stories, or one stream.")
     ] = ...,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32 (default, exact) or bfloat16.")] = "float32",
     quantize: Annotated[
         str, typer.Option(help="Weights: int8 (weight-only), none, or auto (as the bundle stores them).")

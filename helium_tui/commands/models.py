@@ -92,9 +92,10 @@ def pull_cmd(
         except KeyboardInterrupt:
             raise fail("interrupted; nothing was installed", code=130) from None
     if not result.pulled:
-        print(f"{result.name} is already installed at {result.path} (--force pulls it again)")
+        print(terminal_safe(f"{result.name} is already installed at {result.path} (--force pulls it again)"))
         return
-    print(f"pulled {result.name}: {entry.params:,} parameters -> {result.path} (use --model {result.name})")
+    done = f"pulled {result.name}: {entry.params:,} parameters -> {result.path} (use --model {result.name})"
+    print(terminal_safe(done))
 
 
 def _print_catalog() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
 from engine.generation.sampling import SamplingParams
 from engine.generation.threads import THREADS_HELP
 from helium_tui.errors import fail, user_errors
@@ -45,8 +46,8 @@ def tell(
         float, typer.Option(help="Penalty on tokens already in context (1 = off).")
     ] = DEFAULTS.repetition_penalty,
     seed: Annotated[int | None, typer.Option(help="Seed for a reproducible story.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=f"{DTYPE_CHOICES}.")] = "auto",
     compile: Annotated[
         bool,
         typer.Option("--compile/--no-compile", help="torch.compile the decode step (slow to start on CPU)."),

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
+from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
 from engine.model.config import PRESETS
 from helium_tui.errors import fail, user_errors
+from helium_tui.help_format import note
 from trainer.config import (
     DEFAULT_MAX_STEPS,
     FINETUNE_DEFAULTS,
@@ -32,11 +33,6 @@ OPTION_OF = {"warmup_steps": "warmup"}  # TrainConfig field -> the option that s
 def flag(field: str) -> str:
     """The command-line option that sets a TrainConfig field: `--batch-size` for batch_size."""
     return "--" + OPTION_OF.get(field, field).replace("_", "-")
-
-
-def note(text: str) -> str:
-    """A bracketed default for the help, escaped so rich markup prints `[auto]` instead of taking it for a style."""
-    return escape(f"[{text}]")
 
 
 def shown(value: object) -> str:
@@ -127,9 +123,9 @@ def train(
         bool | None,
         typer.Option("--compile/--no-compile", help="torch.compile the model. " + note("on for CUDA, off on CPU")),
     ] = None,
-    dtype: Annotated[str | None, typer.Option(help=f"auto, bfloat16 or float32. {default_of('dtype')}")] = None,
+    dtype: Annotated[str | None, typer.Option(help=f"{DTYPE_CHOICES}. {default_of('dtype')}")] = None,
     seed: Annotated[int | None, typer.Option(help=f"Seed for weights, dropout and data order. {default_of('seed')}")] = None,
-    device: Annotated[str | None, typer.Option(help=f"auto, cpu, cuda, cuda:N or mps. {default_of('device')}")] = None,
+    device: Annotated[str | None, typer.Option(help=f"{DEVICE_CHOICES}. {default_of('device')}")] = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Train in the background and show a live dashboard.")
     ] = False,

@@ -21,6 +21,7 @@ from textual.widgets.option_list import Option
 from textual.worker import Worker, get_current_worker
 
 from engine.bundles.registry import ModelInfo, list_models
+from engine.errors import first_line
 from engine.hub import catalog
 from engine.hub.catalog import CatalogModel, human_bytes, is_installed
 from helium_tui.safe_text import terminal_safe
@@ -88,7 +89,7 @@ def start_pull(app: App, entry: CatalogModel) -> PullJob:
             return
         except Exception as exc:  # noqa: BLE001 - any failure becomes a notification, never a crash
             if not worker.is_cancelled:
-                app.call_from_thread(_pull_finished, app, job, None, _one_line(exc))
+                app.call_from_thread(_pull_finished, app, job, None, first_line(exc, 10_000))
         else:
             if not worker.is_cancelled:
                 app.call_from_thread(_pull_finished, app, job, result.path, None)
@@ -98,10 +99,6 @@ def start_pull(app: App, entry: CatalogModel) -> PullJob:
     )
     return job
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _pull_progress(app: App, job: PullJob, stage: str, done: int, total: int) -> None:

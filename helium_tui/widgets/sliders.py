@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Switch
 from textual_slider import Slider
 
+from engine.checks import is_seed
 from helium_tui.widgets.safe_input import SafeInput
 
 
@@ -131,11 +132,14 @@ class SeedRow(Horizontal):
 
     @property
     def fixed(self) -> int | None:
-        """The fixed seed, or None when the switch is off (or the field is empty)."""
+        """The fixed seed, or None when the switch is off or the field holds no seed (engine.checks.is_seed)."""
         if not self.query_one("#seed-fixed", Switch).value:
             return None
-        text = self.query_one("#seed-value", Input).value.strip()
-        return int(text) if text.lstrip("-").isdigit() else None
+        try:
+            seed = int(self.query_one("#seed-value", Input).value.strip())
+        except ValueError:  # empty, not a number, or too many digits to convert
+            return None
+        return seed if is_seed(seed) else None
 
     def set_seed(self, seed: int | None) -> None:
         """Show seed as fixed (None: switch off)."""

@@ -235,3 +235,23 @@ def test_ctrl_q_quits_at_once_while_a_story_is_stuck_in_a_long_torch_call(tiny_b
         proc.kill()
     assert proc.returncode == 0
     assert gone_after < 10.0, f"quitting took {gone_after:.1f} s"  # it used to wait for the story to end
+
+
+class SeedApp(App[None]):
+    """The seed row alone."""
+
+    def compose(self) -> ComposeResult:
+        yield SeedRow()
+
+
+@pytest.mark.parametrize(("typed", "fixed"), [("12", 12), ("0", 0), ("-5", None), (str(2**63), None),
+                                               (str(2**63 - 1), 2**63 - 1), ("9" * 5000, None), ("", None)])  # fmt: skip
+async def test_the_seed_row_fixes_only_a_seed_torch_takes(typed, fixed):
+    from textual.widgets import Input, Switch
+
+    async with SeedApp().run_test() as pilot:
+        row = pilot.app.query_one(SeedRow)
+        row.query_one(Switch).value = True
+        row.query_one(Input).value = typed
+        await pilot.pause()
+        assert row.fixed == fixed

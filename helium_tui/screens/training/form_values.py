@@ -4,7 +4,6 @@ a fine-tune's plan, and the name a finished run's model is offered under. Torch-
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -14,12 +13,13 @@ from typing import Any
 
 from engine.bundles.info import read_metadata
 from engine.bundles.install import check_model_name
+from engine.jsonfile import JsonFileError, field, read_json
 from engine.paths import user_data_dir, user_models_dir
 from engine.runs.rundir import CONFIG_FILE
 from trainer.config import DEFAULT_MAX_STEPS, TrainConfig
 from trainer.finetune import finetune_name, run_config
 
-DEFAULT_PRESET = "tiny"  # preset selected when the form opens
+DEFAULT_PRESET = TrainConfig.preset  # preset selected when the form opens: `helium train`'s default
 DEFAULT_STEPS = DEFAULT_MAX_STEPS  # steps pre-filled in the form: the trainer's own default
 MAX_CONFIG_BYTES = 1 << 20  # a larger train_config.json is not read to fill the form
 UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")  # characters a suggested model name leaves out
@@ -90,13 +90,15 @@ class RunForm:
         config = read_run_config(run_dir)
         if config is None:
             return None
-        steps = config.get("max_steps")
+        steps = _value(config, "max_steps", int, low=1)
+        batch = _value(config, "batch_size", int, low=1)
+        lr = _value(config, "lr", float, low=0)
         return cls(
-            preset=config["preset"] if config.get("preset") in preset_names else DEFAULT_PRESET,
-            data=_text(config.get("data")),
-            steps=str(steps) if _is_int(steps) and steps >= 1 else str(DEFAULT_STEPS),
-            batch=str(config["batch_size"]) if _is_int(config.get("batch_size")) else "",
-            lr=f"{config['lr']:g}" if isinstance(config.get("lr"), float | int) else "",
+            preset=_value(config, "preset", str, choices=preset_names) or DEFAULT_PRESET,
+            data=_value(config, "data", str) or "",
+            steps=str(steps or DEFAULT_STEPS),
+            batch=str(batch or ""),
+            lr=f"{lr:g}" if lr is not None else "",
         )
 
 
@@ -138,19 +140,16 @@ class FinetuneForm:
 
 def read_run_config(run_dir: Path) -> dict[str, Any] | None:
     """A run dir's train_config.json as a dict (a regular file of at most MAX_CONFIG_BYTES); None otherwise."""
-    path = Path(run_dir) / CONFIG_FILE
     try:
-        if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        data = read_json(Path(run_dir) / CONFIG_FILE, max_bytes=MAX_CONFIG_BYTES)
+    except JsonFileError:
         return None
     return data if isinstance(data, dict) else None
 
 
 def is_finetune_run(run_dir: Path) -> bool:
     """Whether the run in run_dir is a fine-tune (its config starts from a model: `init_from`)."""
-    return bool(_text((read_run_config(run_dir) or {}).get("init_from")))
+    return bool(_value(read_run_config(run_dir) or {}, "init_from", str))
 
 
 def suggested_model_name(run_dir: Path, preset: str | None, bundle: Path | None = None) -> str:
@@ -162,8 +161,8 @@ def suggested_model_name(run_dir: Path, preset: str | None, bundle: Path | None 
         base = UNSAFE_NAME.sub("-", finetune_name(base_model)).strip(".-")
     else:
         config = read_run_config(run_dir) or {}
-        preset = preset or _text(config.get("preset"))
-        data = Path(_text(config.get("data"))).name
+        preset = preset or _value(config, "preset", str) or ""
+        data = Path(_value(config, "data", str) or "").name
         parts = [UNSAFE_NAME.sub("-", part).strip(".-") for part in (preset, data)]
         base = "-".join(p for p in parts if p) or UNSAFE_NAME.sub("-", Path(run_dir).resolve().name).strip(".-")
     base = base[:80] or "my-model"
@@ -196,12 +195,13 @@ def check_name(name: str) -> str:
 def _base_model_name(bundle: Path) -> str:
     """The base model a fine-tuned bundle names in its metadata ("" for a model trained from scratch)."""
     base = read_metadata(Path(bundle)).get("base_model")
-    return _text(base.get("name")) if isinstance(base, dict) else ""
+    return (_value(base, "name", str) or "") if isinstance(base, dict) else ""
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _value(config: dict, key: str, kind: type, **checks: Any) -> Any:
+    """config[key] when engine.jsonfile.field accepts it as kind (with its checks: low, choices), else None: a
+    value the form cannot show is left to its default."""
+    try:
+        return field(config, key, kind, None, source=CONFIG_FILE, **checks)
+    except JsonFileError:
+        return None
