@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+RESOLVE = re.compile(r"^/((?:datasets/)?[^/]+/[^/]+)/resolve/([^/]+)/(.+)$")  # a dataset's repo key: datasets/O/N
 LISTING = re.compile(r"^/api/models/([^/]+/[^/]+)(?:/(revision|tree)/([^/]+))?$")
 
 

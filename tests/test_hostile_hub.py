@@ -7,6 +7,7 @@ test snapshots the whole tmp tree (HOME, HF_HOME and HELIUM_HOME all live in it)
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -255,3 +256,34 @@ def test_a_listing_of_the_wrong_types_is_refused(monkeypatch, sha, names):
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, *a, **k: info)
     with pytest.raises(HubError, match="not a commit hash|file name Helium will not write"):
         _listing("me/story", "http://127.0.0.1:9")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `helium data download`: the same checked downloads, into a folder of the user's
+
+
+DATASET = "datasets/roneneldan/TinyStories"
+TEXTS = {"TinyStoriesV2-GPT4-train.txt": b"Once upon a time, Tom ran.\n" * 5000,
+         "TinyStoriesV2-GPT4-valid.txt": b"Lily sang.\n" * 300}  # fmt: skip
+
+
+def test_data_download_refuses_a_hostile_etag_and_writes_nothing(world, tmp_path):
+    world.files[DATASET] = dict(TEXTS)
+    world.lies.etag = "../../../../escaped.incomplete"
+    before = tree(tmp_path)
+    one_line_refusal(runner.invoke(app, ["data", "download", "--out", str(tmp_path / "dl")]), "ETag")
+    assert tree(tmp_path) == before  # not even the folder
+
+
+def test_data_download_fetches_checked_files_and_resumes_a_partial_one_across_runs(world, tmp_path):
+    world.files[DATASET] = dict(TEXTS)
+    out = tmp_path / "dl"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    train = TEXTS["TinyStoriesV2-GPT4-train.txt"]
+    etag = hashlib.sha256(train).hexdigest()
+    (out / f".TinyStoriesV2-GPT4-train.txt.{etag[:16]}.part").write_bytes(train[:50_000])  # an earlier run's
+    result = runner.invoke(app, ["data", "download", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {**TEXTS, "notes.txt": b"mine"}
+    assert ("GET", f"/{DATASET}/resolve/{COMMIT}/TinyStoriesV2-GPT4-train.txt", "bytes=50000-") in world.requests

@@ -49,22 +49,25 @@ def check_reachable(url: str, timeout: float = CHECK_TIMEOUT_S) -> None:
 
 
 def download(variant: str = "v2", out: Path | None = None) -> list[Path]:
-    """Download the train and valid files of a variant into out; return their paths (resumes partial files).
+    """Download the train and valid files of a variant into out; return their paths (a partial file resumes, in
+    this run or the next).
 
-    out may hold other files (only the variant's two names are written); ValueError for a link, a file or a path
-    with control characters."""
+    out may hold other files (only the variant's two names and their partial files are written); ValueError for
+    a link, a file or a path with control characters. Helium downloads them itself (engine.hub.files): the Hub's
+    answers (ETag, commit, size) are checked before a byte is written, and each file's hash before it is named."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
     out = check_folder(Path(out) if out else default_out())  # before any request
     hub = endpoint()
     check_reachable(hub)
-    from huggingface_hub import hf_hub_download
+    from engine.hub.files import HubError, fetch_into, head
 
     paths = []
     for filename in VARIANTS[variant]:
-        try:
-            path = hf_hub_download(REPO, filename, repo_type="dataset", local_dir=out, endpoint=hub)
-        except Exception as exc:  # huggingface_hub's HTTP errors: one line, no traceback
+        try:  # every answer checked before a byte is written; see engine.hub.files
+            remote = head(REPO, filename, "main", hub, repo_type="dataset")
+            out.mkdir(parents=True, exist_ok=True)
+            paths.append(fetch_into(remote, out / filename, hub, lambda n: None))
+        except HubError as exc:
             raise OSError(f"download of {filename} from {hub} failed: {first_line(exc, 10_000)}") from None
-        paths.append(Path(path))
     return paths

@@ -48,6 +48,7 @@ class RemoteFile:
     commit: str  # 40 hex
     etag: str  # 64 hex (sha256) or 40 hex (git blob sha1)
     size: int  # bytes
+    repo_type: str = "model"  # or "dataset" (TinyStories' text for `helium data download`)
 
 
 def metadata_timeout() -> float:
@@ -154,13 +155,13 @@ def check_size(remote: RemoteFile, endpoint: str, expected: int | None = None) -
 # Metadata
 
 
-def head(repo: str, path: str, revision: str, endpoint: str) -> RemoteFile:
+def head(repo: str, path: str, revision: str, endpoint: str, repo_type: str = "model") -> RemoteFile:
     """What the Hub says of one file (one HEAD request, short timeouts, no retries), every field checked."""
     import httpx2
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    url = hf_hub_url(repo, path, revision=revision, endpoint=endpoint)
+    url = hf_hub_url(repo, path, revision=revision, endpoint=endpoint, repo_type=repo_type)
     try:
         meta = get_hf_file_metadata(url, timeout=metadata_timeout(), endpoint=endpoint, retry_on_errors=False)
     except (httpx2.TransportError, OfflineModeIsEnabled) as exc:
@@ -180,7 +181,7 @@ def head(repo: str, path: str, revision: str, endpoint: str) -> RemoteFile:
     if type(meta.size) is not int or meta.size < 0:
         raise HubError(f"{where(endpoint)} answered a size for {repo}/{path} that is not a size ({shown(meta.size)}); "
                        "refused, nothing was written")  # fmt: skip
-    return RemoteFile(repo, path, commit, check_etag(meta.etag, endpoint, repo, path), meta.size)
+    return RemoteFile(repo, path, commit, check_etag(meta.etag, endpoint, repo, path), meta.size, repo_type)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,6 +247,23 @@ def fetch(remote: RemoteFile, endpoint: str, on_bytes: Callable[[int], None]) ->
     return pointer
 
 
+def fetch_into(remote: RemoteFile, dest: Path, endpoint: str, on_bytes: Callable[[int], None]) -> Path:
+    """The file at dest, a name Helium chose in a folder of the user's (`helium data download`): downloaded unless
+    an intact copy is there, resumed across runs from a partial file beside it (`.NAME.ETAG16.part`, a name made
+    of checked parts), hash-checked before it takes dest's name. Nothing else in the folder is touched."""
+    if dest.is_file() and dest.stat().st_size == remote.size and _digest(dest, remote.etag, remote.size) == remote.etag:
+        return dest
+    part = dest.with_name(f".{dest.name}.{remote.etag[:16]}.part")
+    _download(remote, endpoint, part, on_bytes, resume=True)
+    digest = _digest(part, remote.etag, remote.size)
+    if digest != remote.etag:
+        part.unlink()
+        raise HubError(f"{remote.repo}/{remote.path} from {endpoint} (HF_ENDPOINT) is corrupt ({digest[:12]}…, "
+                       f"expected {remote.etag[:12]}…); nothing was kept, download again to retry")  # fmt: skip
+    os.replace(part, dest)
+    return dest
+
+
 def _inside(root: Path, *parts: str) -> Path:
     """root/parts, refusing (HubError) anything that would not stay inside root; every part is checked already."""
     path = root.joinpath(*parts)
@@ -265,12 +283,22 @@ def _digest(path: Path, etag: str, size: int) -> str:
 # The download
 
 
-def _download(remote: RemoteFile, endpoint: str, part: Path, on_bytes: Callable[[int], None]) -> None:
-    """Write the file's bytes to part: resume after a dropped connection, never more bytes than the Hub said."""
+def _download(
+    remote: RemoteFile, endpoint: str, part: Path, on_bytes: Callable[[int], None], resume: bool = False
+) -> None:
+    """Write the file's bytes to part: resume after a dropped connection (and, with resume, from what part already
+    holds), never more bytes than the Hub said. part is never a link (O_NOFOLLOW)."""
     import httpx2
 
-    done, idle = 0, 0
-    with open(part, "wb") as out:
+    fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | (0 if resume else os.O_TRUNC), 0o666)
+    with os.fdopen(fd, "r+b") as out:
+        done = out.seek(0, os.SEEK_END)
+        if done > remote.size:  # not a prefix of this file: start over
+            out.truncate(0)
+            done = out.seek(0)
+        if done:
+            on_bytes(done)
+        idle = 0
         while done < remote.size:
             before, reason = done, "the connection closed early"
             try:
@@ -292,7 +320,7 @@ def _attempt(remote: RemoteFile, endpoint: str, out, done: int, on_bytes: Callab
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers, get_session
 
-    url = hf_hub_url(remote.repo, remote.path, revision=remote.commit, endpoint=endpoint)
+    url = hf_hub_url(remote.repo, remote.path, revision=remote.commit, endpoint=endpoint, repo_type=remote.repo_type)
     headers = {**build_hf_headers(), "Accept-Encoding": "identity"}
     if done:
         headers["Range"] = f"bytes={done}-"
