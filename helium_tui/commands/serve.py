@@ -1,0 +1,54 @@
+"""`helium serve`: the model over HTTP (OpenAI- and Ollama-compatible); helium_server loads only when it runs."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+import typer
+
+from engine.generation.threads import THREADS_HELP
+from helium_tui.errors import fail, user_errors
+
+MAX_BATCH = 64
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    model: Annotated[str, typer.Option(help="Model bundle: a path or an installed name.")] = "",
+    host: Annotated[str, typer.Option(help="Address to listen on (other than loopback needs --api-key or --no-auth).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 11435,
+    api_key: Annotated[str, typer.Option(help="Require 'Authorization: Bearer KEY' on every request.")] = "",
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Allow a non-loopback --host without an API key.")] = False,
+    max_batch: Annotated[int, typer.Option(help="Most stories decoded at once (more wait in a queue).")] = 8,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    quantize: Annotated[str, typer.Option(help="Weights: int8, none, or auto (as the bundle stores them).")] = "auto",
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the single-story path (the batched server decodes eagerly).")] = False,
+) -> None:
+    """Serve a model over HTTP: OpenAI-compatible /v1 and Ollama-compatible /api, many clients in one batch."""
+    if not 1 <= port <= 65535:
+        raise fail(f"--port must be from 1 to 65535, got {port}")
+    if not 1 <= max_batch <= MAX_BATCH:
+        raise fail(f"--max-batch must be from 1 to {MAX_BATCH}, got {max_batch}")
+    if not is_loopback(host) and not api_key and not no_auth:
+        raise fail(f"--host {host} is reachable from other machines: give --api-key KEY, or --no-auth to serve openly")
+    with user_errors():
+        from engine.generation.session import open_session
+        from engine.model.quant import quantize_option
+
+        session = open_session(model or None, device=device, dtype=dtype, compile=compile,
+                               quantize=quantize_option(quantize), threads=threads)  # fmt: skip
+        from helium_server.app import serve as run_server
+
+        run_server(session, host, port, max_batch, api_key or None)
