@@ -1,7 +1,7 @@
 """The OpenAI-compatible API: /v1/models, /v1/completions, /v1/chat/completions (JSON, or SSE with stream).
 
 A story model has no chat template: a chat request's last user message is the story's opening and the
-assistant's reply is its continuation. Helium's own `top_k` and `repetition_penalty` ride as extra fields.
+assistant's reply is its continuation. Helium's own `top_k` and `repetition_penalty` (and vLLM's `ignore_eos`) ride as extra fields.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def read_ask(body: dict, prompt: str, chat: bool) -> tuple[Ask, int | None]:
         top_p=f.number(body, "top_p", DEFAULTS.top_p, 0, 1),
         repetition_penalty=f.number(body, "repetition_penalty", DEFAULTS.repetition_penalty, 0.01, 100),
         seed=f.whole(body, "seed", None, 0, MAX_SEED),
+        stop_at_eos=not f.flag(body, "ignore_eos", False),  # vLLM's and llama.cpp's name: benchmarks use it
     )
     if chat:
         top = f.whole(body, "top_logprobs", 0, 0, f.MAX_TOP_LOGPROBS) if f.flag(body, "logprobs", False) else None
