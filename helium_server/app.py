@@ -11,8 +11,10 @@ import contextlib
 import functools
 import hmac
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -97,12 +99,22 @@ def build_app(session: Session, max_batch: int = 8, max_queue: int | None = None
     return app
 
 
+class StoppingServer(uvicorn.Server):
+    """uvicorn's server, but Ctrl-C or SIGTERM is a clean stop (exit 0), not re-raised once it has stopped;
+    a second Ctrl-C stops at once."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+
 def serve(session: Session, host: str, port: int, max_batch: int, api_key: str | None) -> None:
     """Serve until Ctrl-C or SIGTERM (uvicorn's handlers), saying where first."""
     app = build_app(session, max_batch=max_batch, api_key=api_key)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=3, lifespan="on")  # fmt: skip
-    server = uvicorn.Server(config)
+    server = StoppingServer(config)
     shown = f"[{host}]" if ":" in host else host
     auth = "API key required" if api_key else "no API key"
     print(f"helium: serving {session.name} ({session.device}, {session.precision}, batch {max_batch}, {auth}) "
