@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -45,10 +46,10 @@ def read_options(body: dict) -> tuple[SamplingParams, tuple[str, ...]]:
         top_k=f.whole(options, "top_k", DEFAULTS.top_k, 0, 1 << 30),
         top_p=f.number(options, "top_p", DEFAULTS.top_p, 0, 1),
         repetition_penalty=f.number(options, "repeat_penalty", DEFAULTS.repetition_penalty, 0.01, 100),
-        seed=f.whole(options, "seed", None, -1 << 62, 1 << 62),
+        seed=f.whole(options, "seed", None, -(1 << 62), MAX_SEED),
     )
-    if params.seed is not None and not 0 <= params.seed <= MAX_SEED:
-        params = SamplingParams(**{**params.__dict__, "seed": params.seed % (MAX_SEED + 1)})
+    if params.seed is not None and params.seed < 0:  # Ollama's -1: a random seed
+        params = replace(params, seed=None)
     return params, f.stops(options)
 
 

@@ -173,7 +173,12 @@ class Scheduler:
                 job.send(End(job.index, "cancelled", "", len(job.prompt_ids), 0))
                 continue
             state = Live(job, self.gen)
-            row, token, logits = slots.add(job.prompt_ids, job.params)
+            try:
+                row, token, logits = slots.add(job.prompt_ids, job.params)
+            except Exception as exc:  # out of memory in its prefill, say: this job fails, the others go on
+                log.error("prefill failed: %s: %s", type(exc).__name__, exc)
+                job.send(End(job.index, "error", "", len(job.prompt_ids), 0))
+                continue
             live[id(row)] = (row, state)
             self._take(slots, live, row, state, token, logits)
 

@@ -228,9 +228,13 @@ class Slots:
         keep = self.gen.keep if len(prompt_ids) >= self.gen.ctx else len(prompt_ids)  # a long prompt: its tail
         row = SlotRow(list(prompt_ids[-keep:]), params)
         self.rows.append(row)
-        self.knobs[i] = torch.tensor(params.knobs())
-        logits = self._prefill(i, row.history)
-        token, picked = self._pick_one(i, row, logits)
+        try:
+            self.knobs[i] = torch.tensor(params.knobs())
+            logits = self._prefill(i, row.history)
+            token, picked = self._pick_one(i, row, logits)
+        except BaseException:
+            self.rows.pop()  # it never joined
+            raise
         return row, token, picked
 
     def remove(self, row: SlotRow) -> None:
