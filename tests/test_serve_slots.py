@@ -29,7 +29,7 @@ def generator(tok, window: int | None) -> Generator:
 @pytest.mark.parametrize("window", [None, 16])
 @pytest.mark.parametrize("params", SETTINGS)
 @pytest.mark.parametrize("prompt", ["Once upon a time", "Tom had a ball. " * 12])
-def test_a_row_in_a_changing_batch_picks_what_it_picks_alone(tiny_tokenizer, window, params, prompt):
+def test_a_row_in_a_changing_batch_picks_what_it_picks_alone(tiny_tokenizer, one_thread, window, params, prompt):
     gen = generator(tiny_tokenizer, window)
     ids = tiny_tokenizer.encode(prompt)
     alone = [int(t) for t, _ in gen.tokens(ids, params)]  # 100 tokens: the 64-token context slides
@@ -51,7 +51,7 @@ def test_a_row_in_a_changing_batch_picks_what_it_picks_alone(tiny_tokenizer, win
     assert got == alone
 
 
-def test_per_row_positions_match_a_shared_position(tiny_tokenizer):
+def test_per_row_positions_match_a_shared_position(tiny_tokenizer, one_thread):
     """A decode step with input_pos (B, 1) all equal gives the logits of the shared-position step."""
     gen = generator(tiny_tokenizer, None)
     model = gen.model
@@ -67,7 +67,7 @@ def test_per_row_positions_match_a_shared_position(tiny_tokenizer):
     torch.testing.assert_close(per_row, shared)
 
 
-def test_a_full_batch_refuses_another_row(tiny_tokenizer):
+def test_a_full_batch_refuses_another_row(tiny_tokenizer, one_thread):
     gen = generator(tiny_tokenizer, None)
     with torch.inference_mode():
         slots = Slots(gen, 1)
