@@ -75,3 +75,22 @@ def test_a_full_batch_refuses_another_row(tiny_tokenizer, one_thread):
         with pytest.raises(ValueError, match="all 1 slots are in use"):
             slots.add([1, 2], SamplingParams())
         assert len(slots.rows) == 1
+
+
+def test_the_default_model_in_a_batch_tells_what_it_tells_alone(one_thread):
+    """The shipped model (bf16 on CPUs that have it, oneDNN linears): batching must not change a seeded story."""
+    from engine.generation.session import open_session
+
+    session = open_session(None, threads=1)
+    gen, tok = session.generator, session.generator.tok
+    ids = tok.encode("Once upon a time")
+    for params in (SamplingParams(max_new_tokens=60, seed=1, stop_at_eos=False),
+                   SamplingParams(max_new_tokens=60, temperature=0, stop_at_eos=False)):  # fmt: skip
+        alone = [int(t) for t, _ in gen.tokens(ids, params)]
+        with torch.inference_mode():
+            slots = Slots(gen, 6)
+            for k in range(4):
+                slots.add(tok.encode("Tom " * (k + 1)), SamplingParams(seed=100 + k, temperature=1.2))
+            row, token, _ = slots.add(ids, params)
+            got = [token] + [slots.step()[0][slots.rows.index(row)] for _ in range(59)]
+        assert got == alone
