@@ -35,8 +35,12 @@ def serve(
     quantize: Annotated[str, typer.Option(help="Weights: int8, none, or auto (as the bundle stores them).")] = "auto",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the single-story path (the batched server decodes eagerly).")] = False,
+    studio: Annotated[bool, typer.Option("--studio", help="Serve the story studio to a web browser instead of the API.")] = False,
 ) -> None:
     """Serve a model over HTTP: OpenAI-compatible /v1 and Ollama-compatible /api, many clients in one batch."""
+    if studio:
+        serve_studio(model, host, port, bool(api_key), no_auth)
+        return
     if not 1 <= port <= 65535:
         raise fail(f"--port must be from 1 to 65535, got {port}")
     if not 1 <= max_batch <= MAX_BATCH:
@@ -52,3 +56,25 @@ def serve(
         from helium_server.app import serve as run_server
 
         run_server(session, host, port, max_batch, api_key or None)
+
+
+def serve_studio(model: str, host: str, port: int, api_key: bool, no_auth: bool) -> None:
+    """The Textual studio in a browser through textual-serve: each browser tab runs its own `helium` studio."""
+    if not 1 <= port <= 65535:
+        raise fail(f"--port must be from 1 to 65535, got {port}")
+    if api_key:
+        raise fail("the browser studio has no API key check: serve it on loopback, or with --no-auth")
+    if not is_loopback(host) and not no_auth:
+        raise fail(f"--host {host} would give other machines the whole studio (files, training): add --no-auth to do so")
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise fail("the browser studio needs textual-serve: pip install textual-serve") from None
+    import shlex
+    import sys
+
+    command = shlex.join([sys.executable, "-m", "helium_tui.cli", *(["--model", model] if model else [])])
+    shown = f"[{host}]" if ":" in host else host
+    print(f"helium: serving the studio on http://{shown}:{port} (one studio per browser tab); Ctrl-C stops",
+          file=sys.stderr, flush=True)  # fmt: skip
+    Server(command, host=host, port=port, title="Helium").serve()
