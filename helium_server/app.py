@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
+import ipaddress
 import logging
 import signal
 import sys
@@ -19,6 +20,7 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -76,8 +78,46 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def build_app(session: Session, max_batch: int = 8, max_queue: int | None = None, api_key: str | None = None) -> Starlette:
-    """The ASGI app serving session's model; its scheduler starts and stops with the app's lifespan."""
+
+
+def is_loopback_name(name: str) -> bool:
+    """localhost, or a loopback address (127.0.0.0/8, ::1, bracketed or not)."""
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# browser pages served from this machine may call the API (as Ollama allows by default); other origins may not
+LOCAL_ORIGINS = r"(https?|app|tauri)://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?|file://.*|null"
+
+
+class LoopbackHosts:
+    """A loopback server answers only requests addressed to a loopback name: a web page whose domain is
+    re-pointed at 127.0.0.1 (DNS rebinding) sends its own name in Host and gets 403."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if not is_loopback_name(name):
+                await error_response(scope["path"], 403, "this server answers only requests to localhost")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_app(
+    session: Session, max_batch: int = 8, max_queue: int | None = None, api_key: str | None = None,
+    loopback: bool = True,
+) -> Starlette:  # fmt: skip
+    """The ASGI app serving session's model; its scheduler starts and stops with the app's lifespan.
+
+    loopback: the server listens on a loopback address only (requests must name a loopback host)."""
     scheduler = Scheduler(session.generator, max_batch, max_queue or 4 * max_batch)
     service = Service(session, scheduler)
     routes = [Route(r.path, guarded(r.endpoint), methods=r.methods) for r in OpenAI(service).routes() + Ollama(service).routes()]
@@ -96,6 +136,10 @@ def build_app(session: Session, max_batch: int = 8, max_queue: int | None = None
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
     app.state.scheduler = scheduler
     app.add_middleware(BearerAuth, key=api_key)
+    if loopback:
+        app.add_middleware(LoopbackHosts)
+    app.add_middleware(CORSMiddleware, allow_origin_regex=LOCAL_ORIGINS, allow_methods=["GET", "POST", "HEAD"],
+                       allow_headers=["authorization", "content-type"])  # fmt: skip
     return app
 
 
@@ -109,9 +153,9 @@ class StoppingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(session: Session, host: str, port: int, max_batch: int, api_key: str | None) -> None:
+def serve(session: Session, host: str, port: int, max_batch: int, api_key: str | None, loopback: bool) -> None:
     """Serve until Ctrl-C or SIGTERM (uvicorn's handlers), saying where first."""
-    app = build_app(session, max_batch=max_batch, api_key=api_key)
+    app = build_app(session, max_batch=max_batch, api_key=api_key, loopback=loopback)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=3, lifespan="on")  # fmt: skip
     server = StoppingServer(config)

@@ -177,3 +177,20 @@ def test_api_key_is_required_when_set(session):
 def test_serve_refuses_bad_options_in_one_line(helium_home, args, message):
     r = CliRunner().invoke(cli, ["serve", *args])
     assert r.exit_code == 2 and message in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_a_loopback_server_refuses_other_host_names(served):
+    """DNS rebinding: a page whose domain now points at 127.0.0.1 still sends its own name in Host."""
+    url, _ = served
+    r = httpx.get(url + "/v1/models", headers={"Host": "evil.example"})
+    assert r.status_code == 403 and "localhost" in r.json()["error"]["message"]
+    assert httpx.get(url + "/api/tags", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_local_pages_may_call_the_api_and_others_may_not(served):
+    url, _ = served
+    asks = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    ok = httpx.options(url + "/v1/completions", headers={"Origin": "http://localhost:3000"} | asks)
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://localhost:3000"
+    r = httpx.get(url + "/v1/models", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
