@@ -117,7 +117,8 @@ def build_app(
 ) -> Starlette:  # fmt: skip
     """The ASGI app serving session's model; its scheduler starts and stops with the app's lifespan.
 
-    loopback: the server listens on a loopback address only (requests must name a loopback host)."""
+    loopback: requests must name a loopback host (a loopback server without a key: the key protects the rest,
+    and a reverse proxy in front may pass on its own public Host)."""
     scheduler = Scheduler(session.generator, max_batch, max_queue or 4 * max_batch)
     service = Service(session, scheduler)
     routes = [Route(r.path, guarded(r.endpoint), methods=r.methods) for r in OpenAI(service).routes() + Ollama(service).routes()]

@@ -55,7 +55,7 @@ def serve(
                                quantize=quantize_option(quantize), threads=threads)  # fmt: skip
         from helium_server.app import serve as run_server
 
-        run_server(session, host, port, max_batch, api_key or None, loopback=is_loopback(host))
+        run_server(session, host, port, max_batch, api_key or None, loopback=is_loopback(host) and not api_key)
 
 
 def serve_studio(model: str, host: str, port: int, api_key: bool, no_auth: bool) -> None:
