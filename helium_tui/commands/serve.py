@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from typing import Annotated
 
 import typer
@@ -34,7 +35,7 @@ def serve(
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
     quantize: Annotated[str, typer.Option(help="Weights: int8, none, or auto (as the bundle stores them).")] = "auto",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the single-story path (the batched server decodes eagerly).")] = False,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Accepted as by `tell`; the batched decode step runs eagerly for now, so it has no effect yet.")] = False,
     studio: Annotated[bool, typer.Option("--studio", help="Serve the story studio to a web browser instead of the API.")] = False,
 ) -> None:
     """Serve a model over HTTP: OpenAI-compatible /v1 and Ollama-compatible /api, many clients in one batch."""
@@ -51,8 +52,11 @@ def serve(
         from engine.generation.session import open_session
         from engine.model.quant import quantize_option
 
-        session = open_session(model or None, device=device, dtype=dtype, compile=compile,
+        # the batched step is eager: compile=False keeps the eager-only fast paths (prepacked bf16 linears)
+        session = open_session(model or None, device=device, dtype=dtype, compile=False,
                                quantize=quantize_option(quantize), threads=threads)  # fmt: skip
+        if compile:
+            print("helium: --compile has no effect on the batched server yet; decoding eagerly", file=sys.stderr)
         from helium_server.app import serve as run_server
 
         run_server(session, host, port, max_batch, api_key or None, loopback=is_loopback(host) and not api_key)
@@ -71,7 +75,6 @@ def serve_studio(model: str, host: str, port: int, api_key: bool, no_auth: bool)
     except ImportError:
         raise fail("the browser studio needs textual-serve: pip install textual-serve") from None
     import shlex
-    import sys
 
     command = shlex.join([sys.executable, "-m", "helium_tui.cli", *(["--model", model] if model else [])])
     shown = f"[{host}]" if ":" in host else host
