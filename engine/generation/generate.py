@@ -20,7 +20,7 @@ from engine.model.tinyslm import TinySLM
 from engine.model.tokenizer import TextTokenizer
 
 __all__ = [
-    "Decoding", "Delta", "GenerationResult", "Generator", "Request", "SamplingParams", "Stream", "Telling",
+    "Decoding", "SlotRow", "Slots", "Delta", "GenerationResult", "Generator", "Request", "SamplingParams", "Stream", "Telling",
     "TokenInfo",
 ]  # fmt: skip
 
@@ -190,3 +190,100 @@ class Decoding:
     def _seen(self) -> torch.Tensor | None:
         """Which tokens each row's window holds (B, V), for the repetition penalty; None when no row penalizes."""
         return seen_mask(self.history[:, -self.pos :], self.gen.vocab_size) if self.penalized else None
+
+
+class SlotRow:
+    """One row of `Slots`: its tokens so far (prompt window and generated), position, settings and draws."""
+
+    def __init__(self, history: list[int], params: SamplingParams) -> None:
+        self.history = history  # the tokens of its window, then every token picked
+        self.params = params
+        self.stream = random_stream(params)
+        self.pos = 0  # the next position to decode at (the tokens the cache holds for it)
+
+
+class Slots:
+    """A running batch whose rows join and leave between steps, each at its own position in the KV cache.
+
+    For a server: `add` prefills a row alone (cache row len(rows)) and picks its first token; `step` decodes the
+    last token of every row at once, each at its own position with its own settings and draws, so a seeded
+    row picks the same tokens whatever else shares the batch; `remove` moves the last row into the freed cache
+    row. A row whose context fills slides alone (its last ctx/2 tokens prefilled again). Eager (no compiled
+    step); run under torch.inference_mode, holding the generator's lock, on one thread.
+    """
+
+    def __init__(self, gen: Generator, capacity: int) -> None:
+        self.gen = gen
+        self.capacity = capacity
+        gen.ensure_cache(capacity)
+        self.rows: list[SlotRow] = []  # row i lives in cache row i
+        self.knobs = torch.zeros(capacity, len(SamplingParams().knobs()), device=gen.device)
+        self.seen = torch.zeros(capacity, gen.vocab_size, dtype=torch.bool, device=gen.device)
+
+    def add(self, prompt_ids: list[int], params: SamplingParams) -> tuple[SlotRow, int, torch.Tensor]:
+        """Prefill a new row and pick its first token: (the row, the token id, its penalized logits (V,))."""
+        if len(self.rows) >= self.capacity:
+            raise ValueError(f"all {self.capacity} slots are in use")
+        i = len(self.rows)
+        keep = self.gen.keep if len(prompt_ids) >= self.gen.ctx else len(prompt_ids)  # a long prompt: its tail
+        row = SlotRow(list(prompt_ids[-keep:]), params)
+        self.rows.append(row)
+        try:
+            self.knobs[i] = torch.tensor(params.knobs())
+            logits = self._prefill(i, row.history)
+            token, picked = self._pick_one(i, row, logits)
+        except BaseException:
+            self.rows.pop()  # it never joined
+            raise
+        return row, token, picked
+
+    def remove(self, row: SlotRow) -> None:
+        """Free a row's cache row: the last row moves into it."""
+        i, last = self.rows.index(row), len(self.rows) - 1
+        if i != last:
+            for layer in self.gen.model.layers:
+                cache = layer.attn.cache
+                cache.k[i].copy_(cache.k[last])
+                cache.v[i].copy_(cache.v[last])
+            self.knobs[i], self.seen[i] = self.knobs[last], self.seen[last]
+            self.rows[i] = self.rows[last]
+        self.rows.pop()
+
+    def step(self) -> tuple[list[int], torch.Tensor]:
+        """The next token of every row (ids, in row order) and their penalized logits (B, V)."""
+        gen, n = self.gen, len(self.rows)
+        for i, row in enumerate(self.rows):
+            if row.pos >= gen.ctx:  # its context is full: slide its window, all but the last token again
+                row.history = row.history[-gen.keep :]
+                self._prefill(i, row.history[:-1])
+                self.seen[i, row.history[-1]] = True
+        last = torch.tensor([[r.history[-1]] for r in self.rows], device=gen.device)
+        pos = torch.tensor([[r.pos] for r in self.rows], device=gen.device)
+        logits = gen.model(last, pos, rows=slice(0, n))[:, -1]
+        sampled = not all(r.params.greedy for r in self.rows)
+        uniform = draws([r.stream for r in self.rows], gen.device) if sampled else None
+        ids, picked = pick(logits, self.seen[:n], self.knobs[:n], uniform)
+        self.seen[:n].scatter_(1, ids[:, None], True)
+        out = ids.tolist()  # the step's one sync
+        for row, token in zip(self.rows, out, strict=True):
+            row.pos += 1
+            row.history.append(token)
+        return out, picked
+
+    def _prefill(self, i: int, ids: list[int]) -> torch.Tensor:
+        """Prefill ids from position 0 in cache row i: the last position's logits (V,)."""
+        window = torch.tensor([ids], device=self.gen.device)
+        positions = torch.arange(len(ids), device=self.gen.device)
+        logits = self.gen.model(window, positions, last_only=True, rows=slice(i, i + 1))[0, -1]
+        self.rows[i].pos = len(ids)
+        self.seen[i] = False
+        self.seen[i, window[0]] = True
+        return logits
+
+    def _pick_one(self, i: int, row: SlotRow, logits: torch.Tensor) -> tuple[int, torch.Tensor]:
+        uniform = None if row.params.greedy else draws([row.stream], self.gen.device)
+        ids, picked = pick(logits[None], self.seen[i : i + 1], self.knobs[i : i + 1], uniform)
+        token = int(ids[0])
+        row.history.append(token)
+        self.seen[i, token] = True
+        return token, picked[0]

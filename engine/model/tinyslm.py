@@ -1,7 +1,9 @@
 """TinySLM: a small Llama-style decoder with a static KV cache for fast decoding.
 
 Read top-down: RoPE helpers, RMSNorm, KV cache, attention, MLP, block, model. With a sliding window the
-cache is a ring of `window` slots, so decoding costs the same at every position.
+cache is a ring of `window` slots, so decoding costs the same at every position. Positions are shared by the
+batch (input_pos (T,)) or, for a decode step of rows that joined at different times, one per row (input_pos
+(B, 1), see `TinySLM.forward`); `rows` picks which rows of the cache a forward uses (a server's slots).
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ def precompute_rope(head_dim: int, max_len: int, theta: float) -> tuple[torch.Te
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent pairs (x[2i], x[2i+1]) in float32; x is (B, T, H, D), cos/sin (T, D/2)."""
+    """Rotate adjacent pairs (x[2i], x[2i+1]) in float32; x is (B, T, H, D), cos/sin (T, D/2) or per row (B, T, D/2)."""
     xf = x.float().unflatten(-1, (-1, 2))  # (B, T, H, D/2, 2)
     x0, x1 = xf[..., 0], xf[..., 1]
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    if cos.dim() == 2:
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    else:
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
     return out.flatten(-2).type_as(x)
 
@@ -66,26 +71,39 @@ class KVCache(nn.Module):
         """Positions the buffers hold at once."""
         return self.k.size(2)
 
-    def write(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store k, v (B, H_kv, T, D) of positions input_pos (T,); a ring keeps the last `slots` of them."""
+    def buffers_for(self, rows: slice | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of cache rows `rows` (views; None: every row)."""
+        return (self.k, self.v) if rows is None else (self.k[rows], self.v[rows])
+
+    def write(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice | None = None) -> None:
+        """Store k, v (B, H_kv, T, D) of positions input_pos (T,), or one position per row (B, 1), in cache
+        rows `rows`; a ring keeps the last `slots` of them."""
+        kb, vb = self.buffers_for(rows)
+        if input_pos.dim() == 2:  # one new position per row
+            slot = input_pos[:, 0] % self.slots if self.ring else input_pos[:, 0]
+            batch = torch.arange(k.size(0), device=k.device)
+            kb[batch, :, slot] = k[:, :, 0]
+            vb[batch, :, slot] = v[:, :, 0]
+            return
         if self.ring:
             keep = min(k.size(2), self.slots)
             input_pos, k, v = input_pos[-keep:] % self.slots, k[:, :, -keep:], v[:, :, -keep:]
-        self.k.index_copy_(2, input_pos, k)
-        self.v.index_copy_(2, input_pos, v)
+        kb.index_copy_(2, input_pos, k)
+        vb.index_copy_(2, input_pos, v)
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: slice | None = None):
         """Store k, v and return the keys and values that queries at input_pos attend over.
 
         The buffers themselves, except for a ring given several positions at once: its old contents, then
         the new keys (the oldest still needed may be overwritten). `TinySLM._cache_mask` matches either.
         """
+        kb, vb = self.buffers_for(rows)
         if self.ring and k.size(2) > 1:
-            k_all, v_all = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
-            self.write(input_pos, k, v)
+            k_all, v_all = torch.cat([kb, k], dim=2), torch.cat([vb, v], dim=2)
+            self.write(input_pos, k, v, rows)
             return k_all, v_all
-        self.write(input_pos, k, v)
-        return self.k, self.v
+        self.write(input_pos, k, v, rows)
+        return kb, vb
 
 
 class Attention(nn.Module):
@@ -101,7 +119,7 @@ class Attention(nn.Module):
         self.cache: KVCache | None = None
         self.cpu_decode_attention = False  # decode steps via torch.ops.helium.decode_attention (engine.model.cpu_kernels)
 
-    def forward(self, x, cos, sin, input_pos: torch.Tensor | None, mask: torch.Tensor | None):
+    def forward(self, x, cos, sin, input_pos: torch.Tensor | None, mask: torch.Tensor | None, rows=None):
         B, T, _ = x.shape
         q_size, kv_size = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
         q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
@@ -110,12 +128,12 @@ class Attention(nn.Module):
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         if self.cache is not None and input_pos is not None:
             if mask is None:  # a prefill from position 0 attends over its own keys
-                self.cache.write(input_pos, k, v)
+                self.cache.write(input_pos, k, v, rows)
             else:  # decode or continued prefill: attend over the cache
-                k, v = self.cache.update(input_pos, k, v)
+                k, v = self.cache.update(input_pos, k, v, rows)
         if mask is None:  # training, or a prefill that starts at position 0
             y = causal_attention(q, k, v, self.window)
-        elif T == 1 and self.cpu_decode_attention:  # a decode step: attend over the slots written so far, no mask
+        elif T == 1 and self.cpu_decode_attention and input_pos.dim() == 1:  # a decode step: attend over the slots written so far, no mask
             y = torch.ops.helium.decode_attention(q, k, v, input_pos)
         else:
             gqa = self.n_head != self.n_kv_head
@@ -150,8 +168,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, input_pos, mask):
-        x = x + self.attn(self.attn_norm(x), cos, sin, input_pos, mask)
+    def forward(self, x, cos, sin, input_pos, mask, rows=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, input_pos, mask, rows)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -216,13 +234,16 @@ class TinySLM(nn.Module):
         self.cache_slots = self.layers[0].attn.cache.slots if self.layers else max_len
 
     def forward(
-        self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = False
-    ) -> torch.Tensor:
+        self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, last_only: bool = False,
+        rows: slice | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """Logits (B, T, V) for token ids idx (B, T); (B, 1, V) of the last position only with last_only.
 
         Without input_pos: plain causal forward from position 0 (training, no cache).
         With input_pos (T,) and a cache: writes keys/values at input_pos. A prefill whose positions
         start at 0 attends over its own keys (fused kernels apply); otherwise a boolean mask over the cache.
+        With input_pos (B, 1), a decode step where each row is at its own position (RoPE, cache slot and mask
+        per row). rows: the cache rows this batch uses, B of them (None: all; a server decodes its first B).
         """
         B, T = idx.shape
         if input_pos is None:
@@ -233,7 +254,7 @@ class TinySLM(nn.Module):
             mask = self._cache_mask(input_pos, T)
         x = self.tok_embeddings(idx)  # (B, T, C)
         for layer in self.layers:
-            x = layer(x, cos, sin, input_pos, mask)
+            x = layer(x, cos, sin, input_pos, mask, rows)
         if last_only:
             x = x[:, -1:]  # a prefill needs one position's logits: skip the head's work on the others
         return self.output(self.norm(x))  # (B, T, V)
@@ -243,9 +264,11 @@ class TinySLM(nn.Module):
         cache returns: (T, slots), or (T, slots + T) for a ring given several positions at once."""
         if self.cache_len == 0:
             return None
+        cols = torch.arange(self.cache_slots, device=input_pos.device)
+        if input_pos.dim() == 2:  # one position per row: (B, 1, 1, slots), a slot visible once written
+            return (cols[None, :] <= input_pos[:, -1:])[:, None, None, :]
         if T > 1 and not torch.compiler.is_compiling() and int(input_pos[0]) == 0:
             return None
-        cols = torch.arange(self.cache_slots, device=input_pos.device)
         if self.cache_slots == self.cache_len or T == 1:
             # a slot is visible once written; a ring's slots only ever hold the window's positions
             return cols[None, :] <= input_pos[:, None]

@@ -199,3 +199,36 @@ def bench_inspect_cmd(
 
         report = bench_inspect(models or ["default", "nano"], tokens, repeats, threads)
     print_report(f"helium bench inspect — a {tokens}-token story", rows(report), report, as_json)
+
+
+@bench_app.command("serve")
+def bench_serve_cmd(
+    model: Annotated[str, typer.Option(help="Model to serve (default model if empty).")] = "",
+    streams: Annotated[str, typer.Option(help="Concurrency levels, comma-separated.")] = "1,2,4,8,16",
+    tokens: Annotated[int, typer.Option(help="Tokens per stream.")] = 64,
+    soak: Annotated[float, typer.Option(help="Then 16 clients in a loop for this many seconds (0: none).")] = 0,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    quantize: Annotated[str, typer.Option(help="The server's weights: auto, none or int8.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
+) -> None:
+    """Throughput and latency of `helium serve` with 1, 2, 4... concurrent streams (a server on a free port)."""
+    from engine.checks import whole
+
+    with user_errors():
+        levels = [whole("--streams", int(s), 1, 64) for s in streams.split(",") if s.strip()]
+        whole("--tokens", tokens, 1, 32_768)
+        from benchmarks.serve import bench_serve
+
+        extra = ["--quantize", quantize] + (["--threads", str(threads)] if threads else [])
+        r = bench_serve(model or None, levels, tokens, soak, extra)
+    rows = [
+        (plural(lv.streams, "stream"),
+         f"{lv.tokens_per_s:,.0f} tok/s · per stream {lv.per_stream_tokens_per_s:,.0f} · TTFT p50 "
+         f"{lv.ttft_p50_ms:.0f} ms · gap p50 {lv.gap_p50_ms:.1f} / p99 {lv.gap_p99_ms:.1f} ms")
+        for lv in r.levels
+    ]  # fmt: skip
+    if r.soak_s:
+        rows.append(("soak (16 clients)", f"{r.soak_requests} stories in {r.soak_s:.0f} s · RSS "
+                                          f"{r.rss_start_mb:.0f} → {r.rss_end_mb:.0f} MiB"))  # fmt: skip
+    rows.append(("load average", " ".join(f"{x:.2f}" for x in r.load_average)))
+    print_report(f"helium bench serve — {r.model}, {r.tokens} tokens a stream", rows, r.to_dict(), as_json)

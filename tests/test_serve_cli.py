@@ -1,0 +1,58 @@
+"""`helium serve` as a user runs it: a startup line naming the address and model, requests, a clean SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_starts_says_where_and_stops_cleanly_on_sigterm(tiny_bundle):
+    port = free_port()
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "helium_tui.cli", "serve", "--model", str(tiny_bundle), "--port", str(port),
+           "--device", "cpu", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        line = proc.stderr.readline()
+        assert "serving tiny-bundle" in line and f"http://127.0.0.1:{port}" in line, line
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/v1/completions",
+                               json={"model": "tiny-bundle", "prompt": "Tom", "max_tokens": 3})  # fmt: skip
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] > 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        rest = proc.stderr.read()
+        assert "server stopped" in rest and "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_bench_serve_measures_each_level(tiny_bundle):
+    from benchmarks.serve import bench_serve
+
+    r = bench_serve(str(tiny_bundle), [1, 2], 6, soak_s=1, extra=["--device", "cpu", "--threads", "1"])
+    assert [lv.streams for lv in r.levels] == [1, 2] and r.model == "tiny-bundle"
+    assert all(lv.tokens_per_s > 0 and lv.ttft_p50_ms > 0 for lv in r.levels)
+    assert r.soak_requests > 0 and r.rss_end_mb > 0
