@@ -116,9 +116,9 @@ class Telling:
     (or until the iterator is closed: rows still going end "cancelled"). Each step runs in its own
     inference mode, so several Tellings (of different generators) can be stepped in turn on one thread.
 
-    Every row carries its own settings, seed, cancel and detail, so a server can put requests in one batch and
-    let each leave between steps (its cancel). Rows share their prompt while the KV cache keeps one position
-    for the batch; rows joining a running batch need a position per row there first.
+    Every row carries its own settings, seed, cancel and detail, and each can leave between steps (its cancel).
+    Rows of one Telling share their prompt and position; for rows that join a running batch, each at its own
+    position (a server's requests), see `engine.generation.generate.Slots`.
     ValueError for a prompt the model cannot start from, or rows with different prompts.
     """
 
