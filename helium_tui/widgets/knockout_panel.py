@@ -1,0 +1,89 @@
+"""The knock-out pane: the heads switched off (k), the selected token's probability before → after, the
+next-token distribution after the story with and without them, and a short greedy continuation of each.
+
+Model output is shown terminal-safe as Rich Text, never markup.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from helium_tui.look_data import Head, Look
+from helium_tui.safe_text import terminal_safe
+from helium_tui.widgets.heat import heat, meter
+from helium_tui.widgets.inspector import visible
+
+ROWS = 6  # next tokens listed
+METER_WIDTH = 4  # cells of each probability bar
+
+
+def head_names(heads: tuple[Head, ...] | set[Head]) -> str:
+    """Heads as L.H names, sorted: "1.2 3.0"."""
+    return " ".join(f"{layer}.{head}" for layer, head in sorted(heads))
+
+
+def change_line(look: Look, selected: int) -> Text:
+    """p(the selected token) where it was written, without → with the knock-outs."""
+    query, target = look.query(selected), look.target(selected)
+    before = float(look.probs(query, base=True)[target])
+    after = float(look.probs(query)[target])
+    line = Text.assemble(("p(", "dim"), (visible(look.names_of(target))[:12], "bold"), (") ", "dim"))
+    line.append(f"{before:.3f}")
+    if look.ablated:
+        delta = after - before
+        line.append(f" → {after:.3f} ")
+        line.append(f"({delta:+.3f})", "#ec8430" if delta > 0 else "#468cf0" if delta < 0 else "dim")
+    return line
+
+
+def next_table(look: Look) -> Table:
+    """The most likely next tokens after the story (with the knock-outs), and their p without them."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True, max_width=10)
+    table.add_column(no_wrap=True, justify="right")
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True, justify="right")
+    table.add_row(Text("next", "dim"), Text("before", "dim"), "", Text("now", "dim"))
+    base = look.probs(look.length - 1, base=True)
+    for token_id, p in look.next_tokens(top=ROWS):
+        table.add_row(
+            Text(visible(look.names_of(token_id))[:10]),
+            Text(f"{float(base[token_id]):.2f}", style="dim"),
+            Text(meter(p, METER_WIDTH), style=heat(p)),
+            Text(f"{p:.2f}", style="bold"),
+        )
+    return table
+
+
+class KnockoutPanel(Static):
+    """Shows what the knocked-out heads change."""
+
+    def show(self, look: Look | None, selected: int, chosen: Head) -> None:
+        """Redraw (chosen: the head k would toggle)."""
+        if look is None:
+            self.update(Text("…", style="dim"))
+            return
+        if look.ablated:
+            off = Text.assemble(("off: ", "dim"), (head_names(look.ablated), "bold"))
+        else:
+            off = Text(f"no head off: k switches L{chosen[0]}.H{chosen[1]} off", style="dim")
+        parts: list[Text | Table] = [off, change_line(look, selected), next_table(look)]
+        parts.append(Text("greedy continuation:", style="dim"))
+        told = look.continuation.get(look.ablated)
+        if look.ablated:
+            before = look.continuation.get(())
+            parts.append(Text.assemble(("before ", "dim"), quoted(before)))
+            parts.append(Text.assemble(("now    ", "dim"), quoted(told)))
+        else:
+            parts.append(quoted(told))
+        self.update(Group(*parts))
+
+
+def quoted(text: str | None) -> Text:
+    """A continuation on one line, or … while it is being told."""
+    if text is None:
+        return Text("…", style="dim")
+    return Text(terminal_safe(text).replace("\n", "⏎"), style="italic", no_wrap=False)
