@@ -39,6 +39,7 @@ PANES = ["look-story-pane", "look-map", "look-lens-pane", "look-attr-pane", "loo
 SIDE = {"look-lens-pane", "look-attr-pane", "look-knock-pane"}  # share one column in a small terminal
 WIDE = (140, 36)  # from this size on every pane shows at once
 WATCH_S = 0.5  # how often the story is checked for new tokens
+TOKEN, LAYER, HEAD = (Binding.Group(name, compact=True) for name in ("Token", "Layer", "Head"))  # footer keys
 
 HELP = """\
 # Look inside
@@ -87,22 +88,29 @@ class LookInsideScreen(Screen[None]):
     # fmt: off
     BINDINGS = [  # the footer fits 80 columns; the rest is in f1 and the palette
         Binding("escape", "back", "Back", id="look-back", tooltip="Back to the studio"),
-        Binding("left,h", "move(-1)", "Token", key_display="←→", id="look-prev", tooltip="The token before"),
-        Binding("right,l", "move(1)", "Token", show=False, id="look-next", tooltip="The token after"),
-        Binding("home", "move_to(1)", "First token", show=False),
-        Binding("end", "move_to(-1)", "Next token", show=False, tooltip="The slot after the story"),
-        Binding("left_square_bracket,minus", "layer(-1)", "Layer", key_display="[]", tooltip="The layer before"),
-        Binding("right_square_bracket,plus,equals_sign", "layer(1)", "Layer +", show=False,
+        Binding("left", "move(-1)", "Token", key_display="←", group=TOKEN, priority=True,
+                tooltip="The token before"),  # priority: before the panes' own scrolling keys
+        Binding("right", "move(1)", "Token", key_display="→", group=TOKEN, priority=True,
+                tooltip="The token after"),
+        Binding("h", "move(-1)", "Token before", show=False),
+        Binding("l", "move(1)", "Token after", show=False),
+        Binding("home", "move_to(1)", "First token", show=False, priority=True, tooltip="The first token"),
+        Binding("end", "move_to(-1)", "Next token", show=False, priority=True, tooltip="The slot after the story"),
+        Binding("left_square_bracket", "layer(-1)", "Layer", key_display="[", group=LAYER,
+                tooltip="The layer before"),
+        Binding("right_square_bracket", "layer(1)", "Layer", key_display="]", group=LAYER,
                 tooltip="The layer after"),
-        Binding("comma", "head(-1)", "Head", key_display=",.", tooltip="The head before"),
-        Binding("full_stop", "head(1)", "Head +", show=False, tooltip="The head after"),
+        Binding("minus", "layer(-1)", "Layer before", key_display="-", show=False),
+        Binding("plus,equals_sign", "layer(1)", "Layer after", key_display="+", show=False),
+        Binding("comma", "head(-1)", "Head", key_display=",", group=HEAD, tooltip="The head before"),
+        Binding("full_stop", "head(1)", "Head", key_display=".", group=HEAD, tooltip="The head after"),
         Binding("a", "all_heads", "All heads", show=False, tooltip="Every head of the layer as a grid"),
         Binding("k", "knock", "Knock out", tooltip="Switch the selected head off (or on again)"),
         Binding("c", "clear_knocks", "All on", show=False, tooltip="Switch every head back on"),
         Binding("r", "recompute", "Recompute", show=False, tooltip="Run the story through the model again"),
         Binding("e", "export", "Export", tooltip="Save the view as an HTML page and an SVG screenshot"),
-        Binding("tab", "pane(1)", "Pane", priority=True, tooltip="The next pane"),
-        Binding("shift+tab", "pane(-1)", "Pane −", show=False, priority=True, tooltip="The pane before"),
+        Binding("tab", "pane(1)", "Pane", show=False, priority=True, tooltip="The next pane"),
+        Binding("shift+tab", "pane(-1)", "Pane before", show=False, priority=True, tooltip="The pane before"),
     ]
     # fmt: on
     HELP = HELP

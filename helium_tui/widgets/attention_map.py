@@ -1,8 +1,8 @@
 """The attention heat map of the "Look inside" view: one head's (or every head's) pattern over the whole story.
 
 Rows are queries, columns keys; each cell is two pixels stacked (▀ with a foreground and a background colour),
-so the map is square-ish and fills whatever room it has: a long story is pooled (the largest weight in each
-pixel), a short one is scaled up. The selected token's query row is marked ▶. Plain Rich Text, never markup.
+and the map fills whatever room it has: a long story is pooled (the largest weight in each pixel), a short one
+stretched. The selected token's query row is marked ▶. Plain Rich Text, never markup.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ UPPER = "▀"  # the cell's top pixel in the foreground colour, its bottom pixel
 
 
 def pixels(pattern: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(height, width) weights and visibility of a (T, T) pattern pooled or scaled to fit width x height pixels."""
+    """(height, width) weights and visibility of a (T, T) pattern fitted to width x height pixels: a dimension
+    longer than its room is pooled (the largest weight of each pixel), a shorter one stretched (nearest)."""
     t = pattern.size(0)
-    visible = pattern > 0  # masked weights are exactly 0 (the future, outside a sliding window)
-    out_h = height if t >= height else t * max(1, height // t)
-    out_w = width if t >= width else t * max(1, width // t)
-    grid = torch.stack([pattern.float(), visible.float()])[None]  # (1, 2, T, T)
-    pooled = F.adaptive_max_pool2d(grid, (max(1, out_h), max(1, out_w)))[0]
-    return pooled[0], pooled[1] > 0
+    grid = torch.stack([pattern.float(), (pattern > 0).float()])[None]  # masked weights are exactly 0
+    pooled = F.adaptive_max_pool2d(grid, (min(height, t), min(width, t)))[0]  # (2, h, w)
+    rows = (torch.arange(height) * pooled.size(1)) // height
+    cols = (torch.arange(width) * pooled.size(2)) // width
+    stretched = pooled[:, rows][:, :, cols]
+    return stretched[0], stretched[1] > 0
 
 
 def heat_lines(pattern: torch.Tensor, width: int, rows: int, query: int | None) -> list[Text]:
