@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -26,6 +27,25 @@ from engine.model.tokenizer import StreamDecoder, TextTokenizer
 Head = tuple[int, int]  # (layer, head), 0-based
 NEXT_TOP = 10  # tokens of the next-token distribution shown
 CONTINUATION_TOKENS = 12  # tokens of the greedy continuation
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text to look at: a prompt and its story (the sampled ids when every story token is known)."""
+
+    prompt: str
+    text: str
+    sampled: tuple[int, ...] | None
+
+
+def studio_source(studio: Any) -> Source:
+    """What the studio shows (a `StudioScreen`): its story, or before any story the prompt being written."""
+    story = studio.story
+    if not story.prompt and not story.pieces:
+        return Source(studio.prompt_text, "", ())
+    reopened = bool(story.pieces) and story.pieces[0].token is None  # a saved story: text without its ids
+    sampled = None if reopened else tuple(p.token.id for p in story.pieces if p.token is not None)
+    return Source(story.prompt, story.text, sampled)
 
 
 def story_ids(tok: TextTokenizer, prompt: str, text: str, sampled: Sequence[int] | None) -> list[int]:
@@ -55,7 +75,8 @@ def token_pieces(tok: TextTokenizer, ids: Sequence[int]) -> list[str]:
 class Look:
     """One look at a story: the activations with the knock-outs, and what the baseline gave for comparison."""
 
-    tok: TextTokenizer  # the model's tokenizer (names of tokens)
+    model: TinySLM  # the model looked into
+    tok: TextTokenizer  # its tokenizer (names of tokens)
     ids: list[int]  # the tokens looked at (the last context_length of the story)
     pieces: list[str]  # the text each token adds (model output: make it safe before showing)
     names: list[str]  # each token on its own, readable (tok.token_text)
@@ -130,11 +151,11 @@ def compute(
     else:
         base_logits = run_with_cache(model, ids).logits
     if base is not None and base.ids == ids:  # the same story: its texts and continuations still hold
-        look = Look(tok, ids, base.pieces, base.names, cut, cache, base_logits, ablated, 0.0)
+        look = Look(model, tok, ids, base.pieces, base.names, cut, cache, base_logits, ablated, 0.0)
         look.continuation = dict(base.continuation)
     else:
         names = [tok.token_text(i) for i in ids]
-        look = Look(tok, ids, token_pieces(tok, ids), names, cut, cache, base_logits, ablated, 0.0)
+        look = Look(model, tok, ids, token_pieces(tok, ids), names, cut, cache, base_logits, ablated, 0.0)
     look.seconds = time.perf_counter() - started
     return look
 
@@ -175,8 +196,9 @@ def layer_label(row: int) -> str:
     return "embed" if row == 0 else f"L{row - 1}"
 
 
-def lens_rows(model: TinySLM, look: Look, selected: int) -> list[LensRow]:
+def lens_rows(look: Look, selected: int) -> list[LensRow]:
     """The logit lens at the position the selected token was written from, one row per layer."""
+    model = look.model
     query, target = look.query(selected), look.target(selected)
     rows = []
     for row in range(look.n_layer + 1):
@@ -186,12 +208,13 @@ def lens_rows(model: TinySLM, look: Look, selected: int) -> list[LensRow]:
     return rows
 
 
-def read(model: TinySLM, look: Look, selected: int) -> Reading:
+def read(look: Look, selected: int) -> Reading:
     """The lens and the attribution of the selected token (a few small products: fine on the UI thread)."""
+    model = look.model
     query, target = look.query(selected), look.target(selected)
     dla = direct_logit_attribution(model, look.cache, query, target)
     tokens = token_attribution(model, look.cache, query, target)
-    lens = lens_rows(model, look, selected)
+    lens = lens_rows(look, selected)
     return Reading(lens, float(dla.embed), dla.heads.float(), dla.mlps.float(), tokens.float())
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,13 +20,23 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from helium_tui.look_data import Head, Look, Reading, compute, continuation, read, story_ids, window
+from helium_tui.look_data import (
+    Head,
+    Look,
+    Reading,
+    Source,
+    compute,
+    continuation,
+    read,
+    story_ids,
+    studio_source,
+    window,
+)
 from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import start_daemon
-from helium_tui.widgets.attention_map import AttentionMap
+from helium_tui.widgets.attention_map import AttentionMap, attends_caption
 from helium_tui.widgets.attribution_panel import AttributionPanel
-from helium_tui.widgets.inspector import visible
-from helium_tui.widgets.knockout_panel import KnockoutPanel, head_names
+from helium_tui.widgets.knockout_panel import KnockoutPanel, head_text
 from helium_tui.widgets.lens_table import LensTable
 from helium_tui.widgets.look_story import LookStory
 
@@ -61,25 +70,6 @@ token the model would write after the story).
 **e** exports the view as an HTML page and an SVG screenshot, **escape** goes back to the studio.
 A story longer than the model's context is looked at over its last tokens only.
 """
-
-
-@dataclass(frozen=True)
-class Source:
-    """The text to look at: the studio's prompt and story (sampled ids when every story token is known)."""
-
-    prompt: str
-    text: str
-    sampled: tuple[int, ...] | None
-
-
-def studio_source(studio: StudioScreen) -> Source:
-    """What the studio shows: its story (or, before any story, the prompt being written)."""
-    story = studio.story
-    if not story.prompt and not story.pieces:
-        return Source(studio.prompt_text, "", ())
-    reopened = bool(story.pieces) and story.pieces[0].token is None  # a saved story: text without its ids
-    sampled = None if reopened else tuple(p.token.id for p in story.pieces if p.token is not None)
-    return Source(story.prompt, story.text, sampled)
 
 
 class LookInsideScreen(Screen[None]):
@@ -202,6 +192,8 @@ class LookInsideScreen(Screen[None]):
         if not ids:
             self.head_line("nothing to look at: write a prompt or tell a story first")
             return
+        if self.look is not None and self.look.model is not model:  # another model loaded meanwhile
+            self.look, self.knocked = None, set()
         self.seq += 1
         seq, knocked, base = self.seq, tuple(sorted(self.knocked)), self.look
         self.running, self.again = True, False
@@ -226,8 +218,10 @@ class LookInsideScreen(Screen[None]):
         if message.look is not None and message.seq == self.seq:
             old, look = self.look, message.look
             self.look = look
-            if self.selected < 0 or (old is not None and self.selected >= old.length):
+            if self.selected < 0 or old is None or self.selected >= old.length:
                 self.selected = look.length  # the next-token slot stays selected as the story grows
+            else:
+                self.selected += old.cut - look.cut  # the same token when earlier ones slid out of the window
             self.selected = max(1, min(self.selected, look.length))
             self.attn_layer, self.attn_head = (
                 min(self.attn_layer, look.n_layer - 1),
@@ -242,14 +236,14 @@ class LookInsideScreen(Screen[None]):
 
     def tell_continuation(self) -> None:
         """Tell the greedy continuations the knock-out pane lacks (one thread at a time)."""
-        look, session = self.look, self.session
-        if look is None or session is None or self.telling:
+        look = self.look
+        if look is None or self.telling:
             return
         missing = [key for key in ((), look.ablated) if key not in look.continuation]
         if not missing:
             return
         self.telling = True
-        model, tok, key = session.bundle.model, session.bundle.tokenizer, missing[0]
+        model, tok, key = look.model, look.tok, missing[0]
 
         def work() -> None:
             try:
@@ -271,31 +265,22 @@ class LookInsideScreen(Screen[None]):
 
     def watch_story(self) -> None:
         """Look again when the studio's story has changed (it grows while a story is told)."""
-        if self.source is not None and not self.running and studio_source(self.studio) != self.source:
+        if self.running or self.source is None:
+            return
+        session = self.session
+        switched = (
+            session is not None and self.look is not None and self.look.model is not session.bundle.model
+        )
+        if switched or studio_source(self.studio) != self.source:
             self.request()
 
     # ---- drawing ---------------------------------------------------------------------------------------
 
     def head_line(self, state: str = "") -> None:
         """The line at the top: model, layer and head, the selected token, what the view is doing."""
-        head = Text(" Look inside", style="bold")
-        if self.session is not None:
-            head.append(terminal_safe(f" · {self.session.name}"), "dim")
-        look = self.look
-        if look is not None:
-            which = "all heads" if self.all_heads else f"H{self.attn_head}"
-            head.append(f" · L{self.attn_layer} {which}", "bold")
-            if 0 < self.selected <= look.length:
-                name = visible(look.names_of(look.target(self.selected)))[:16]
-                slot = "next" if self.selected == look.length else f"#{self.selected + look.cut}"
-                head.append(f" · {slot} ", "dim")
-                head.append(name, "bold reverse")
-            head.append(f" · {look.length} tokens · {look.seconds * 1000:.0f} ms", "dim")
-            if look.ablated:
-                head.append(f" · off: {head_names(look.ablated)}", "bold #ec8430")
-        if state:
-            head.append(f" · {state}", "italic")
-        self.query_one("#look-head", Static).update(head)
+        name = self.session.name if self.session is not None else ""
+        where = (self.attn_layer, None if self.all_heads else self.attn_head)
+        self.query_one("#look-head", Static).update(head_text(name, self.look, where, self.selected, state))
 
     def redraw(self) -> None:
         """Every pane, for the current look, token, layer and head."""
@@ -308,9 +293,9 @@ class LookInsideScreen(Screen[None]):
         self.query_one(LookStory).show(look.pieces, weights, self.selected, look.cut)
         self.query_one(AttentionMap).show(
             look.cache.attention[self.attn_layer], self.attn_head, self.all_heads, query,
-            {h for layer, h in self.knocked if layer == self.attn_layer}, self.attends_caption(weights),
+            {h for layer, h in self.knocked if layer == self.attn_layer}, attends_caption(look, weights),
         )  # fmt: skip
-        self.reading = read(self.session.bundle.model, look, self.selected) if self.session else None
+        self.reading = read(look, self.selected)
         self.query_one(LensTable).show(look, self.selected, self.reading, self.attn_layer)
         chosen = (self.attn_layer, self.attn_head)
         self.query_one(AttributionPanel).show(look, self.selected, self.reading, chosen, self.knocked)
@@ -319,16 +304,6 @@ class LookInsideScreen(Screen[None]):
             "all heads" if self.all_heads else f"H{self.attn_head}"
         )
         self.head_line("computing…" if self.running else "")
-
-    def attends_caption(self, weights: list[float]) -> Text:
-        """The line above the map: the tokens the selected token's position attends to most."""
-        look = self.look
-        assert look is not None
-        caption = Text("attends to: ", style="dim")
-        for i in attended(weights, 3):
-            caption.append(visible(look.names[i])[:10], "bold")
-            caption.append(f" {weights[i]:.2f}  ", "dim")
-        return caption
 
     def redraw_knockout(self) -> None:
         """The knock-out pane alone (a continuation arrived)."""
@@ -406,8 +381,3 @@ class LookInsideScreen(Screen[None]):
         from helium_tui.screens.look_export import export_view
 
         export_view(self)
-
-
-def attended(weights: list[float], n: int) -> list[int]:
-    """The positions with the n largest weights, largest first."""
-    return sorted(range(len(weights)), key=lambda i: -weights[i])[:n]

@@ -15,7 +15,9 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
+from helium_tui.look_data import Look
 from helium_tui.widgets.heat import MASKED, heat
+from helium_tui.widgets.inspector import visible
 
 UPPER = "▀"  # the cell's top pixel in the foreground colour, its bottom pixel in the background colour
 
@@ -88,6 +90,15 @@ def grid_lines(
                 block[i].append(" " * (cell_w - piece.cell_len))
         lines.extend(block)
     return lines
+
+
+def attends_caption(look: Look, weights: list[float], n: int = 3) -> Text:
+    """The line above the map: the n tokens the selected token's position attends to most, with weights."""
+    caption = Text("attends to: ", style="dim")
+    for i in sorted(range(len(weights)), key=lambda i: -weights[i])[:n]:
+        caption.append(visible(look.names[i])[:10], "bold")
+        caption.append(f" {weights[i]:.2f}  ", "dim")
+    return caption
 
 
 class AttentionMap(Widget, can_focus=True):

@@ -1,5 +1,6 @@
 """The knock-out pane: the heads switched off (k), the selected token's probability before → after, the
-next-token distribution after the story with and without them, and a short greedy continuation of each.
+next-token distribution after the story with and without them, and a short greedy continuation of each;
+and the view's top line, which names the heads off too.
 
 Model output is shown terminal-safe as Rich Text, never markup.
 """
@@ -23,6 +24,28 @@ METER_WIDTH = 4  # cells of each probability bar
 def head_names(heads: tuple[Head, ...] | set[Head]) -> str:
     """Heads as L.H names, sorted: "1.2 3.0"."""
     return " ".join(f"{layer}.{head}" for layer, head in sorted(heads))
+
+
+def head_text(
+    model: str, look: Look | None, where: tuple[int, int | None], selected: int, state: str
+) -> Text:
+    """The view's top line: the model, the layer and head (None: all), the selected token, the heads off."""
+    head = Text(" Look inside", style="bold")
+    if model:
+        head.append(terminal_safe(f" · {model}"), "dim")
+    if look is not None:
+        layer, which = where
+        head.append(f" · L{layer} " + ("all heads" if which is None else f"H{which}"), "bold")
+        if 0 < selected <= look.length:
+            slot = "next" if selected == look.length else f"#{selected + look.cut}"
+            head.append(f" · {slot} ", "dim")
+            head.append(visible(look.names_of(look.target(selected)))[:16], "bold reverse")
+        head.append(f" · {look.length} tokens · {look.seconds * 1000:.0f} ms", "dim")
+        if look.ablated:
+            head.append(f" · off: {head_names(look.ablated)}", "bold #ec8430")
+    if state:
+        head.append(f" · {state}", "italic")
+    return head
 
 
 def change_line(look: Look, selected: int) -> Text:

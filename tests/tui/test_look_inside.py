@@ -163,6 +163,30 @@ async def test_the_view_follows_a_story_being_told(tiny_bundle, monkeypatch):
         assert screen.selected == screen.look.length  # the next-token slot stayed selected as the story grew
 
 
+async def test_before_any_story_it_looks_at_the_prompt_and_follows_a_model_switch(
+    tiny_bundle, installed_second
+):
+    app = make_app(tiny_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        app.studio.prompt_text = ""  # nothing written: the start token alone, and what the model would write
+        screen = await open_look(pilot)
+        tok = app.session.bundle.tokenizer
+        assert screen.look.ids == [tok.bos_id] and screen.selected == 1
+        await pilot.press("full_stop", "full_stop", "full_stop", "k")  # head 3 exists in this model only
+        await until(pilot, lambda: screen.look.ablated == ((0, 3),) and not screen.running, "the knock-out")
+        app.load_model(str(installed_second))  # ctrl+o works from any screen
+        await until(pilot, lambda: app.session.name == "tiny-two", "tiny-two to load")
+        await until(
+            pilot,
+            lambda: screen.look.model is app.session.bundle.model and not screen.running,
+            "a look with tiny-two",
+        )
+        assert screen.look.n_head == 2 and screen.look.ablated == () and screen.attn_head == 1
+        await pilot.press("right", "left", "a", "left_square_bracket")
+        assert_no_control_characters(app)
+
+
 async def test_export_writes_a_safe_html_page_and_a_screenshot(tiny_bundle, tmp_path):
     stories = tmp_path / "stories"
     app = make_app(tiny_bundle, stories_dir=stories)
