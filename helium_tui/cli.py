@@ -15,6 +15,7 @@ from helium_tui.commands.data import data_app
 from helium_tui.commands.evaluate import eval_cmd
 from helium_tui.commands.export import export_app
 from helium_tui.commands.importer import import_app
+from helium_tui.commands.inspect import inspect_cmd
 from helium_tui.commands.models import models_app
 from helium_tui.commands.tell import tell
 from helium_tui.commands.train import train
@@ -35,6 +36,7 @@ app.command(help="Tell a story: stream the continuation of PROMPT.")(tell)
 app.add_typer(bench_app, name="bench")
 app.command("eval", help="Score a model on a text file (nats/token, bits/byte).")(eval_cmd)
 app.add_typer(import_app, name="import")
+app.command("inspect", help="Look inside the model on a text: logit lens, attention, head knock-outs.")(inspect_cmd)
 app.add_typer(export_app, name="export")
 app.add_typer(models_app, name="models")
 app.command(help="Train a model on a prepared data dir (--watch: live dashboard).")(train)

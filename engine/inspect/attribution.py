@@ -37,7 +37,9 @@ def logit_direction(model: TinySLM, cache: ActivationCache, position: int, token
         return (row * model.norm.weight.detach().float()).cpu() * cache.final_scale[position]
 
 
-def direct_logit_attribution(model: TinySLM, cache: ActivationCache, position: int, token_id: int) -> Attribution:
+def direct_logit_attribution(
+    model: TinySLM, cache: ActivationCache, position: int, token_id: int
+) -> Attribution:
     """How much the embeddings, each head and each MLP wrote toward token_id's logit at position."""
     d = logit_direction(model, cache, position, token_id)
     embed = float(cache.resid[0, position] @ d)
@@ -47,7 +49,9 @@ def direct_logit_attribution(model: TinySLM, cache: ActivationCache, position: i
     return Attribution(embed, heads, mlps, total, float(cache.logits[position, token_id]))
 
 
-def token_attribution_by_head(model: TinySLM, cache: ActivationCache, position: int, token_id: int) -> torch.Tensor:
+def token_attribution_by_head(
+    model: TinySLM, cache: ActivationCache, position: int, token_id: int
+) -> torch.Tensor:
     """(L, H, position + 1): how much each head, through what it read from each earlier token (and the token
     itself), pushed token_id's logit at position. Summed over tokens it is that head's part in the DLA."""
     d = logit_direction(model, cache, position, token_id)

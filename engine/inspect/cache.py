@@ -30,9 +30,13 @@ class ActivationCache:
     n_layer: int
     n_head: int
     ablated: list[Head]  # heads whose output was zeroed at every position
-    attention: torch.Tensor  # (L, H, T, T): rows sum to 1, exactly 0 where masked (future, outside the window)
+    attention: (
+        torch.Tensor
+    )  # (L, H, T, T): rows sum to 1, exactly 0 where masked (future, outside the window)
     resid: torch.Tensor  # (L + 1, T, C): 0 the embeddings, l the stream after block l - 1
-    head_out: torch.Tensor  # (L, H, T, C): each head's write to the stream (its slice of z through the output proj)
+    head_out: (
+        torch.Tensor
+    )  # (L, H, T, C): each head's write to the stream (its slice of z through the output proj)
     logits: torch.Tensor  # (T, vocab): the model's output, with the knock-outs
     mlp_out: torch.Tensor  # (L, T, C): each MLP's write to the stream
     values: torch.Tensor  # (L, H_kv, T, head_dim): the value vectors the heads mix
@@ -115,51 +119,51 @@ def run_with_cache(model: TinySLM, token_ids: Sequence[int], ablate: Sequence[He
     pos = torch.arange(T, device=device)
     allowed = window_mask(pos, pos, cfg.sliding_window)  # (T, T) the model's own rule: causal, in the window
     cos, sin = model.rope_cos[:T], model.rope_sin[:T]
-    resid, patterns, results, mlps, values = [], [], [], [], []
+    L, D = cfg.n_layer, cfg.head_dim
+    kept = {  # written in place layer by layer: what the run keeps costs no copies
+        "attention": torch.empty(L, H, T, T, device=device),
+        "resid": torch.empty(L + 1, T, C, device=device),
+        "head_out": torch.empty(L, H, T, C, device=device),
+        "mlp_out": torch.empty(L, T, C, device=device),
+        "values": torch.empty(L, cfg.kv_heads, T, D, device=device),
+    }
     with torch.no_grad():
         x = rows(model.tok_embeddings, torch.tensor(ids, device=device))  # (T, C)
         for i, block in enumerate(model.layers):
-            resid.append(x)
-            pattern, z, v = attend(block.attn, rms_norm(block.attn_norm, x), cos, sin, allowed)
+            kept["resid"][i] = x
+            out = kept["attention"][i], kept["values"][i]
+            z = attend(block.attn, rms_norm(block.attn_norm, x), cos, sin, allowed, out)
             z = z * keep[i][:, None, None]  # (H, T, D) the knock-outs
-            wo = dense(block.attn.wo).view(C, H, cfg.head_dim)
-            result = torch.einsum("htd,chd->htc", z, wo)  # (H, T, C) each head through its slice of wo
+            wo = dense(block.attn.wo).view(C, H, D).permute(1, 2, 0)  # (H, D, C): each head's slice of wo
+            result = torch.matmul(z, wo, out=kept["head_out"][i])  # (H, T, C) each head's write to the stream
             x = x + result.sum(0)
             gate, up = linear(block.mlp.w13, rms_norm(block.mlp_norm, x)).chunk(2, dim=-1)
-            mlp = linear(block.mlp.w2, F.silu(gate) * up)  # (T, C)
+            mlp = linear(block.mlp.w2, F.silu(gate) * up, out=kept["mlp_out"][i])  # (T, C)
             x = x + mlp
-            patterns.append(pattern)
-            results.append(result)
-            mlps.append(mlp)
-            values.append(v)
-        resid.append(x)
+        kept["resid"][L] = x
         logits = linear(model.output, rms_norm(model.norm, x))  # (T, V)
         scale = rms_scale(model.norm, x)[:, 0]
     return ActivationCache(
-        token_ids=ids, n_layer=cfg.n_layer, n_head=H, ablated=ablated,
-        attention=stacked(patterns), resid=stacked(resid), head_out=stacked(results), logits=logits.cpu(),
-        mlp_out=stacked(mlps), values=stacked(values), final_scale=scale.cpu(),
+        token_ids=ids, n_layer=L, n_head=H, ablated=ablated, logits=logits.cpu(), final_scale=scale.cpu(),
+        **{name: tensor.cpu() for name, tensor in kept.items()},
     )  # fmt: skip
 
 
-def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The layers' tensors as one, on the CPU (a model has at least one layer)."""
-    return torch.stack(tensors).cpu()
-
-
-def attend(attn: Attention, h: torch.Tensor, cos, sin, allowed: torch.Tensor):
-    """One attention layer on normed h (T, C), explicitly: (pattern (H, T, T), z (H, T, D), values (H_kv, T, D)).
+def attend(attn: Attention, h: torch.Tensor, cos, sin, allowed: torch.Tensor, out) -> torch.Tensor:
+    """One attention layer on normed h (T, C), explicitly: z (H, T, D), the heads' mixed values. out: the
+    (pattern (H, T, T), values (H_kv, T, D)) tensors the pattern and the value vectors are written into.
 
     The pattern is the softmax of the scaled, masked scores, so masked keys get exactly 0; with grouped-query
     attention query head h reads key/value head h // (H / H_kv), as the model's SDPA call does.
     """
     T = h.size(0)
     H, H_kv, D = attn.n_head, attn.n_kv_head, attn.head_dim
+    pattern, values = out
     q, k, v = linear(attn.wqkv, h).split([H * D, H_kv * D, H_kv * D], dim=-1)
-    q = apply_rope(q.view(1, T, H, D), cos, sin)[0].transpose(0, 1)  # (H, T, D)
+    q = apply_rope(q.view(1, T, H, D), cos, sin)[0].transpose(0, 1) / math.sqrt(D)  # (H, T, D), scaled
     k = apply_rope(k.view(1, T, H_kv, D), cos, sin)[0].transpose(0, 1)  # (H_kv, T, D)
-    v = v.view(T, H_kv, D).transpose(0, 1)  # (H_kv, T, D)
+    values.copy_(v.view(T, H_kv, D).transpose(0, 1))  # (H_kv, T, D)
     group = H // H_kv
-    scores = q @ k.repeat_interleave(group, dim=0).transpose(1, 2) / math.sqrt(D)  # (H, T, T)
-    pattern = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-    return pattern, pattern @ v.repeat_interleave(group, dim=0), v
+    scores = (q @ k.repeat_interleave(group, dim=0).transpose(1, 2)).masked_fill_(~allowed, float("-inf"))
+    torch.softmax(scores, dim=-1, out=pattern)  # (H, T, T)
+    return pattern @ values.repeat_interleave(group, dim=0)

@@ -28,13 +28,14 @@ def rows(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return picked
 
 
-def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """module applied to float32 x in float32: F.linear on its weight (int8: on the int8 values, then each
-    output scaled, as Int8Linear computes it)."""
+def linear(module: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """module applied to float32 x in float32 (into out when given): x times its weight transposed (int8: the
+    int8 values, then each output scaled, as Int8Linear computes it)."""
     weight = module.weight
     if weight.dtype == torch.int8:
-        return F.linear(x, weight.float()) * module.weight_scale.float()
-    return F.linear(x, weight.detach().float())
+        y = torch.matmul(x, weight.float().T, out=out)
+        return y.mul_(module.weight_scale.float())
+    return torch.matmul(x, weight.detach().float().T, out=out)
 
 
 def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:

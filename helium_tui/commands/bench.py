@@ -15,7 +15,7 @@ from helium_tui.commands.bench_train import bench_train
 from helium_tui.errors import user_errors
 
 bench_app = typer.Typer(
-    help="Benchmarks: decoding, start-up, studio streaming, training speed and the GPU check.",
+    help="Benchmarks: decoding, start-up, studio streaming, looking inside, training speed and the GPU check.",
     no_args_is_help=True,
 )
 
@@ -179,3 +179,22 @@ bench_app.command("train", help="Training speed on random tokens: tokens/s, MFU,
 bench_app.command("gpu", help="The prepared GPU check: gpu tests, training and decode speed, a timed run.")(
     bench_gpu
 )
+
+
+@bench_app.command("inspect")
+def bench_inspect_cmd(
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="'default' (the shipped model) or a preset (random weights); repeat."),
+    ] = None,
+    tokens: Annotated[int, typer.Option(help="Story length (cut to each model's context).")] = 400,
+    repeats: Annotated[int, typer.Option(help="Timed runs after one warm-up (best is reported).")] = 3,
+    threads: Annotated[int | None, typer.Option(help="Torch threads (default: torch's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
+) -> None:
+    """Opening the "look inside" view on a story: run_with_cache, the logit lens and one token's attribution."""
+    with user_errors():
+        from benchmarks.inspect_view import bench_inspect, rows
+
+        report = bench_inspect(models or ["default", "nano"], tokens, repeats, threads)
+    print_report(f"helium bench inspect — a {tokens}-token story", rows(report), report, as_json)
