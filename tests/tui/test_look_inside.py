@@ -179,7 +179,11 @@ async def test_before_any_story_it_looks_at_the_prompt_and_follows_a_model_switc
         await until(pilot, lambda: app.session.name == "tiny-two", "tiny-two to load")
         await until(
             pilot,
-            lambda: screen.look.model is app.session.bundle.model and not screen.running,
+            lambda: (
+                screen.look is not None
+                and screen.look.model is app.session.bundle.model
+                and not screen.running
+            ),
             "a look with tiny-two",
         )
         assert screen.look.n_head == 2 and screen.look.ablated == () and screen.attn_head == 1
