@@ -235,9 +235,10 @@ class LookInsideScreen(Screen[None]):
             self.request()
 
     def tell_continuation(self) -> None:
-        """Tell the greedy continuations the knock-out pane lacks (one thread at a time)."""
+        """Tell the greedy continuations the knock-out pane lacks (one thread at a time; not while the story is
+        being told: it would only grow past them, and they cost a dozen forward passes)."""
         look = self.look
-        if look is None or self.telling:
+        if look is None or self.telling or self.studio.generating:  # the story is still changing
             return
         missing = [key for key in ((), look.ablated) if key not in look.continuation]
         if not missing:
@@ -273,6 +274,8 @@ class LookInsideScreen(Screen[None]):
         )
         if switched or studio_source(self.studio) != self.source:
             self.request()
+        else:
+            self.tell_continuation()  # the story ended after its last look
 
     # ---- drawing ---------------------------------------------------------------------------------------
 
