@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from helium_tui.look_data import Look, Reading, first_certain, top_components
 from helium_tui.safe_text import terminal_safe
 from helium_tui.widgets.heat import MASKED, heat, ink, signed
+from helium_tui.widgets.knockout_panel import head_names
 
 MAP_PIXELS = 128  # the largest side of an exported map (a longer story is pooled, as on screen)
 
@@ -120,8 +121,8 @@ def lens_html(view: View) -> str:
             f'<td class=num style="background:{colour};color:{ink(colour)}">{p_target:.3f}</td></tr>'
         )
     out.append("</table>")
-    note = f"top-1 from {rows[first][0]} on" if first is not None else "no layer puts it first"
-    out.append(f'<p class="dim">The written token is {note}.</p>')
+    note = f"is top-1 from {rows[first][0]} on" if first is not None else "is not any layer's top-1"
+    out.append(f'<p class="dim">The written token {note}.</p>')
     return "".join(out)
 
 
@@ -154,7 +155,7 @@ def pushes_html(view: View) -> str:
 def knockout_html(view: View) -> str:
     """The heads off, the written token's probability before and after, the next tokens, the continuations."""
     look = view.look
-    off = " ".join(f"L{layer}.H{head}" for layer, head in look.ablated) or "none"
+    off = head_names(look.ablated) or "none"
     query, target = look.query(view.selected), look.target(view.selected)
     before, after = float(look.probs(query, base=True)[target]), float(look.probs(query)[target])
     out = [f"<p>Heads off: <b>{off}</b>. p({token_name(look, target)}) {before:.4f} → {after:.4f} "

@@ -22,8 +22,8 @@ METER_WIDTH = 4  # cells of each probability bar
 
 
 def head_names(heads: tuple[Head, ...] | set[Head]) -> str:
-    """Heads as L.H names, sorted: "1.2 3.0"."""
-    return " ".join(f"{layer}.{head}" for layer, head in sorted(heads))
+    """Heads by name, sorted: "L1.H2 L3.H0" (as the attribution names them)."""
+    return " ".join(f"L{layer}.H{head}" for layer, head in sorted(heads))
 
 
 def head_text(

@@ -132,7 +132,7 @@ async def test_a_knock_out_shows_the_probability_the_api_gives_with_it(tiny_bund
         shown = rendered(screen.query_one(KnockoutPanel))
         expected = f"{float(base[target]):.3f} → {after[(layer, head)]:.3f}"
         assert expected in shown, shown
-        assert f"off: {layer}.{head}" in shown
+        assert f"off: L{layer}.H{head}" in shown
         assert abs(float(screen.look.probs(len(ids) - 1)[target]) - after[(layer, head)]) < 1e-6
         await until(pilot, lambda: ((layer, head),) in screen.look.continuation, "the retold continuation")
         await pilot.press("k")  # on again: back to the model's own numbers
