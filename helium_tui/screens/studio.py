@@ -80,7 +80,7 @@ class StudioScreen(Screen[None]):
                 tooltip="Continue: the story so far becomes the prompt"),
         Binding("f3", "compare", "Compare", id="compare", tooltip="Tell the prompt 2–4 times side by side"),
         Binding("f4", "look_inside", "Look inside", show=False, id="look-inside",
-                tooltip="Look inside: attention, logit lens, attribution, knock-outs"),
+                tooltip="Look inside: attention, logit lens, knock-outs"),
         Binding("f2", "toggle_inspector", "Inspect", id="inspector", show=False,
                 tooltip="Token inspector: colour tokens by probability"),
         Binding("f8", "clear", "Clear", id="clear", show=False, tooltip="Clear the prompt and the story"),
