@@ -62,9 +62,9 @@ def window(ids: list[int], context: int) -> tuple[list[int], int]:
     return ids[cut:], cut
 
 
-def token_pieces(tok: TextTokenizer, ids: Sequence[int]) -> list[str]:
-    """The text each token adds to the story (a special token or a piece held back for a later one: "")."""
-    decoder = StreamDecoder(tok)
+def token_pieces(tok: TextTokenizer, ids: Sequence[int], context: Sequence[int] = ()) -> list[str]:
+    """The text each token adds after context (a special token or a piece held back for a later one: "")."""
+    decoder = StreamDecoder(tok, list(context))
     pieces = [decoder.push(i) for i in ids]
     if pieces:
         pieces[-1] += decoder.flush()
@@ -173,7 +173,7 @@ def continuation(
         if nxt == tok.eos_id:
             break
         out.append(nxt)
-    return "".join(token_pieces(tok, out)) if out else ""
+    return "".join(token_pieces(tok, out, context=ids)) if out else ""
 
 
 LensRow = tuple[str, int, float, float]  # (layer name, its top-1 id, that p, p of the written token)

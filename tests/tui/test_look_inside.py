@@ -320,6 +320,20 @@ async def test_help_of_the_view_lists_its_keys(tiny_bundle):
             assert words in keys
 
 
+def test_the_continuation_without_knock_outs_is_the_greedy_story(tiny_bundle):
+    """The knock-out pane's continuation (a full forward pass a token) tells what the generator tells greedily."""
+    from engine.generation.sampling import SamplingParams
+    from engine.generation.session import open_session
+    from helium_tui.look_data import continuation
+    from tests.stories import told
+
+    session = open_session(str(tiny_bundle), "cpu", "float32")
+    model, tok = session.bundle.model, session.bundle.tokenizer
+    prompt = "Tom had a ball"
+    direct = told(session.generator, prompt, SamplingParams(max_new_tokens=12, temperature=0))
+    assert continuation(model, tok, tok.encode(prompt), ()) == direct.text
+
+
 def test_story_ids_use_the_sampled_tokens(tiny_bundle):
     from engine.bundles.bundle import load_bundle
 
