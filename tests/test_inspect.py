@@ -22,6 +22,7 @@ from engine.errors import BundleError
 from engine.formats.hf import export_hf, to_hf_state
 from engine.inspect import (
     direct_logit_attribution,
+    lens_at,
     logit_lens,
     parse_head,
     run_with_cache,
@@ -235,6 +236,11 @@ def test_the_lens_last_layer_is_the_model_and_prob_of_reads_the_whole_distributi
     assert lens.prob_of(0, 7, int(lens.ids[0, 7, 0])) == pytest.approx(float(lens.probs[0, 7, 0]), abs=1e-6)
     with pytest.raises(IndexError):
         lens.prob_of(GQA.n_layer + 1, 0, 0)
+    full_lens = logit_lens(model, cache)
+    for position in (0, 7, len(ids) - 1):  # one position's lens equals the whole lens there
+        probs, top_ids = lens_at(model, cache, position)
+        torch.testing.assert_close(probs, full_lens.probs[:, position], atol=1e-6, rtol=0)
+        assert torch.equal(top_ids[:, 0], full_lens.ids[:, position, 0])
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -171,3 +171,58 @@ def test_the_default_model_opens_and_knocks_out_a_head():
     got = inspect_json("Once upon a time, there was a girl named Lily. Lily", "--ablate", "5.7")
     assert got["model"] == "helium-default" and got["ablated"] == ["5.7"]
     assert (got["n_layer"], got["n_head"]) == (6, 8) and len(got["logit_lens"]) == 7
+
+
+def test_int8_and_bfloat16_bundles_run_close_to_float32(tmp_path, tiny_tokenizer, bundle_dir):
+    """An int8 bundle is inspected with its int8 weights (as the API gives them); --dtype bfloat16 rounds the
+    weights, so its numbers are near float32's, not equal."""
+    from engine.inspect import run_with_cache
+    from engine.model.quant import quantize_model
+
+    int8 = save_bundle(tmp_path / "int8", quantize_model(random_slm(GQA.with_(vocab_size=tiny_tokenizer.vocab_size))),
+                       tiny_tokenizer, {"data": "synthetic"})  # fmt: skip
+    got = inspect_json(PROMPT, "--model", str(int8), "--ablate", "0.1")
+    bundle = load_bundle(int8, quantize="int8")
+    want = run_with_cache(bundle.model, bundle.tokenizer.encode(PROMPT), [(0, 1)]).logits[-1].softmax(-1)
+    for item in got["next_token"]:
+        assert item["p"] == pytest.approx(float(want[item["id"]]), abs=1e-5)
+    exact = inspect_json(PROMPT, "--model", str(bundle_dir))
+    rounded = inspect_json(PROMPT, "--model", str(bundle_dir), "--dtype", "bfloat16")
+    assert rounded["token_ids"] == exact["token_ids"]
+    diff = torch.tensor(rounded["attention"]) - torch.tensor(exact["attention"])
+    assert 0 < diff.abs().max() < 0.3 and diff.abs().mean() < 0.01  # (sharp random weights: a few rows move)
+    p = {item["id"]: item["p"] for item in rounded["next_token"]}
+    top = exact["next_token"][0]
+    assert p.get(top["id"], 0.0) == pytest.approx(top["p"], abs=0.05)
+
+
+def test_bench_inspect_reports_each_step_for_each_model():
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "inspect",
+            "--model",
+            "tiny",
+            "--tokens",
+            "40",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    (tiny,) = report["models"]
+    assert tiny["model"] == "tiny" and tiny["tokens"] == 40 and report["threads"] == 1
+    assert set(tiny["best"]) == {
+        "run_with_cache",
+        "logit_lens",
+        "attribution",
+        "total",
+        "total_cpu",
+        "model_forward",
+    }
+    assert len(report["load_average_before"]) == 3

@@ -59,3 +59,20 @@ def logit_lens(model: TinySLM, cache: ActivationCache, top: int = 5) -> LensResu
             probs.append(best.cpu())
             ids.append(best_ids.cpu())
     return LensResult(torch.stack(probs), torch.stack(ids), model, cache)
+
+
+def lens_at(
+    model: TinySLM, cache: ActivationCache, position: int, top: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs, ids), each (L + 1, top): the logit lens of every layer at one position only, L + 1 rows through the
+    unembedding instead of (L + 1) × T (a view of one selected token need not wait for the whole lens)."""
+    if not 0 <= position < len(cache.token_ids):
+        raise IndexError(f"no position {position} ({len(cache.token_ids)} positions)")
+    device = model.norm.weight.device
+    with torch.no_grad():
+        logits = linear(
+            model.output, rms_norm(model.norm, cache.resid[:, position].to(device))
+        ).cpu()  # (L + 1, V)
+        logits[-1] = cache.logits[position]  # the model's own output, exactly
+        probs, ids = logits.softmax(dim=-1).topk(top, dim=-1)
+    return probs, ids
