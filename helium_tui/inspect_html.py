@@ -168,9 +168,10 @@ def knockout_html(view: View) -> str:
             f"<td class=num>{p:.4f}</td></tr>"
         )
     out.append("</table>")
-    out.append(f"<p>Greedy continuation: <i>{esc(look.continuation.get((), '(not told yet)'))}</i></p>")
     if look.ablated:
+        before = look.continuation.get((), "(not told yet)")
         told = look.continuation.get(look.ablated, "(not told yet)")
+        out.append(f"<p>Greedy continuation: <i>{esc(before)}</i></p>")
         out.append(f"<p>With the heads off: <i>{esc(told)}</i></p>")
     return "".join(out)
 

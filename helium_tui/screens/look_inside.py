@@ -64,7 +64,8 @@ token the model would write after the story).
 - **Attribution**: how much each head and MLP pushed the written token's logit up (orange) or down (blue), and
   which earlier tokens mattered most through attention.
 - **Knock-out**: **k** switches the selected head off (zeroes its output everywhere) or on again, **c** all back
-  on; the views, the next-token list and a short greedy continuation are recomputed with the heads off.
+  on; the views and the next-token list are recomputed with the heads off, and a short greedy continuation
+  after the story is told with and without them.
 
 **tab** moves between the panes (in a small terminal the right column shows one at a time), **r** recomputes,
 **e** exports the view as an HTML page and an SVG screenshot, **escape** goes back to the studio.
@@ -240,7 +241,8 @@ class LookInsideScreen(Screen[None]):
         look = self.look
         if look is None or self.telling or self.studio.generating:  # the story is still changing
             return
-        missing = [key for key in ((), look.ablated) if key not in look.continuation]
+        wanted = ((), look.ablated) if look.ablated else ()  # none without knock-outs: a dozen forward passes
+        missing = [key for key in wanted if key not in look.continuation]
         if not missing:
             return
         self.telling = True

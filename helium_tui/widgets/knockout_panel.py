@@ -94,14 +94,10 @@ class KnockoutPanel(Static):
         else:
             off = Text(f"no head off: k switches L{chosen[0]}.H{chosen[1]} off", style="dim")
         parts: list[Text | Table] = [off, change_line(look, selected), next_table(look)]
-        parts.append(Text("greedy continuation:", style="dim"))
-        told = look.continuation.get(look.ablated)
         if look.ablated:
-            before = look.continuation.get(())
-            parts.append(Text.assemble(("before ", "dim"), quoted(before)))
-            parts.append(Text.assemble(("now    ", "dim"), quoted(told)))
-        else:
-            parts.append(quoted(told))
+            parts.append(Text("greedy continuation:", style="dim"))
+            parts.append(Text.assemble(("before ", "dim"), quoted(look.continuation.get(()))))
+            parts.append(Text.assemble(("now    ", "dim"), quoted(look.continuation.get(look.ablated))))
         self.update(Group(*parts))
 
 
