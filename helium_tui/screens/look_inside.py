@@ -261,8 +261,9 @@ class LookInsideScreen(Screen[None]):
     def _continued(self, message: Continued) -> None:
         self.telling = False
         message.look.continuation[message.ablated] = message.text
-        if self.look is not None and self.look.ids == message.look.ids:
-            self.look.continuation.setdefault(message.ablated, message.text)
+        look = self.look
+        if look is not None and look.model is message.look.model and look.ids == message.look.ids:
+            look.continuation.setdefault(message.ablated, message.text)
             self.redraw_knockout()
         self.tell_continuation()
 
