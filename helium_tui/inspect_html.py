@@ -18,6 +18,7 @@ from helium_tui.widgets.heat import MASKED, heat, ink, signed
 from helium_tui.widgets.knockout_panel import head_names
 
 MAP_PIXELS = 128  # the largest side of an exported map (a longer story is pooled, as on screen)
+GRID_PIXELS = 64  # the same for each map of a grid of every head (the page stays a few MB at most)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; background: #16182a; color: #e8e8f0; margin: 2em; max-width: 72em; }
@@ -74,10 +75,10 @@ def story_html(view: View) -> str:
     return f'<p class="story">{"".join(spans)}<span{nxt}> ▏next?</span></p>'
 
 
-def map_svg(pattern: torch.Tensor, label: str, size: int) -> str:
-    """One attention pattern (T, T) as an SVG of coloured squares, pooled to at most MAP_PIXELS a side."""
+def map_svg(pattern: torch.Tensor, label: str, size: int, pixels: int = MAP_PIXELS) -> str:
+    """One attention pattern (T, T) as an SVG of coloured squares, pooled to at most `pixels` a side."""
     t = pattern.size(0)
-    side = min(t, MAP_PIXELS)
+    side = min(t, pixels)
     pooled = F.adaptive_max_pool2d(pattern.float()[None, None], (side, side))[0, 0].tolist()
     cell = size / side
     rects = [
@@ -99,7 +100,7 @@ def maps_html(view: View) -> str:
     if not view.all_heads:
         return map_svg(patterns[view.head], f"attention L{view.layer} H{view.head}", 480)
     return "".join(
-        f'<figure style="display:inline-block;margin:0">{map_svg(p, f"L{view.layer} H{h}", 200)}'
+        f'<figure style="display:inline-block;margin:0">{map_svg(p, f"L{view.layer} H{h}", 200, GRID_PIXELS)}'
         f'<figcaption class="dim">H{h}</figcaption></figure>'
         for h, p in enumerate(patterns)
     )

@@ -219,6 +219,15 @@ async def test_export_writes_a_safe_html_page_and_a_screenshot(tiny_bundle, tmp_
         svg = default.with_suffix(".svg").read_text(encoding="utf-8")
         assert svg.lstrip().startswith("<svg") and "Look" in svg
         assert app.store.list()[1] == []  # the library still reads (only its .json files)
+        screen.last_export = None
+        await pilot.press("a", "e")  # every head's map, to a path typed without .html
+        await until(pilot, lambda: isinstance(app.screen, AskDialog), "the export dialog again")
+        app.screen.query_one("#answer").value = str(tmp_path / "grid")
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.last_export == tmp_path / "grid.html", "the grid's export")
+        grid = (tmp_path / "grid.html").read_text(encoding="utf-8")
+        check_balanced(grid)
+        assert grid.count("<svg") == screen.look.n_head and (tmp_path / "grid.svg").is_file()
 
 
 def escape(text: str) -> str:
