@@ -70,7 +70,7 @@ class StudioScreen(Screen[None]):
     """The main screen: write a prompt, tell a story, tune sampling, inspect tokens."""
 
     # fmt: off
-    BINDINGS = [  # the footer fits 80 columns: f2, f8 and ctrl+l are in f1 help and the palette (ctrl+p)
+    BINDINGS = [  # the footer fits 80 columns: f2, f4, f8 and ctrl+l are in f1 help and the palette (ctrl+p)
         Binding("ctrl+g", "generate", "Tell", priority=True, id="generate", tooltip="Tell a story from the prompt"),
         Binding("ctrl+enter", "generate", "Tell", show=False, priority=True),
         Binding("escape", "stop", "Stop", id="stop", tooltip="Stop the story being told"),
@@ -79,6 +79,8 @@ class StudioScreen(Screen[None]):
         Binding("ctrl+n", "continue_story", "Continue", priority=True, id="continue",
                 tooltip="Continue: the story so far becomes the prompt"),
         Binding("f3", "compare", "Compare", id="compare", tooltip="Tell the prompt 2–4 times side by side"),
+        Binding("f4", "look_inside", "Look inside", show=False, id="look-inside",
+                tooltip="Look inside: attention, logit lens, knock-outs"),
         Binding("f2", "toggle_inspector", "Inspect", id="inspector", show=False,
                 tooltip="Token inspector: colour tokens by probability"),
         Binding("f8", "clear", "Clear", id="clear", show=False, tooltip="Clear the prompt and the story"),
@@ -216,7 +218,7 @@ class StudioScreen(Screen[None]):
             return self.generating
         if action in ("regenerate", "continue_story") and self.generating:
             return False
-        if action in ("generate", "regenerate", "continue_story", "compare"):
+        if action in ("generate", "regenerate", "continue_story", "compare", "look_inside"):
             return True if self.has_model else None
         return True
 
@@ -275,6 +277,12 @@ class StudioScreen(Screen[None]):
             return
         self.action_stop()
         self.app.push_screen(CompareScreen(self.prompt_text, self.sampling_params(), session))
+
+    def action_look_inside(self) -> None:
+        """Look inside the model on the story (see screens/look_inside.py)."""
+        from helium_tui.screens.look_inside import LookInsideScreen
+
+        self.app.push_screen(LookInsideScreen(self))
 
     # ---- generation ----------------------------------------------------------------------------------
 
