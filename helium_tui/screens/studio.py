@@ -22,18 +22,18 @@ from textual.widgets import Footer, TextArea
 
 from engine.generation.generate import Delta, GenerationResult, Generator
 from engine.generation.sampling import SamplingParams
+from helium_tui.app_state import AppState, ModelChanged, ShowStory, app_state
 from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.widgets.inspector import InspectorPanel
 from helium_tui.widgets.prompt_area import PromptArea
 from helium_tui.widgets.sampling import SamplingPanel
-from helium_tui.widgets.sliders import ParamSlider
+from helium_tui.widgets.sliders import ParamSlider, SeedRow
 from helium_tui.widgets.status_bar import StatusBar
 from helium_tui.widgets.story_view import Piece, StoryPane, StoryView
 
 if TYPE_CHECKING:
     from engine.generation.session import Session
-    from helium_tui.app import HeliumApp
 
 DEFAULT_PROMPT = "Once upon a time"
 INSPECT_TOP = 5  # alternatives recorded per token for the inspector
@@ -119,11 +119,12 @@ class StudioScreen(Screen[None]):
         super().__init__(id="studio")
         self.run: Run | None = None  # the current (or last) run
         self.last_result: GenerationResult | None = None  # result of the last run that ended
+        self.session_shown: Session | None = None  # the model the status line shows (its stories are told)
 
     @property
-    def helium(self) -> HeliumApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
+    def shared(self) -> AppState:
+        """What the app's screens share: the loaded model, the story library."""
+        return app_state(self)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="studio-body"):
@@ -147,9 +148,6 @@ class StudioScreen(Screen[None]):
         self.query_one("#story-scroll").border_title = "Story"
         self.query_one("#prompt", TextArea).focus()
         self.query_one("#prompt", TextArea).move_cursor((0, len(DEFAULT_PROMPT)))
-
-    def on_screen_resume(self) -> None:
-        self.helium.show_load_error()  # a load failed while another screen was up
 
     def on_unmount(self) -> None:
         self.action_stop()  # the app is closing: the story's thread ends within a token
@@ -181,22 +179,24 @@ class StudioScreen(Screen[None]):
 
     # ---- model ---------------------------------------------------------------------------------------
 
-    def set_loading(self, name: str) -> None:
-        """Show that a model is loading (the pane gets a loading indicator)."""
-        self.query_one("#story-scroll").loading = True
-        self.status.show(state="loading", model=name, device="")
-
-    def set_session(self, session: Session | None) -> None:
-        """Use session for the next stories (None: loading failed, keep what was there)."""
-        self.query_one("#story-scroll").loading = False
-        self.has_model = self.helium.session is not None
-        if session is None:
-            self.status.show(state="error" if self.helium.session is None else "ready")
-            return
-        self.action_stop()
-        self.status.show(
-            state="ready", model=session.name, device=f"{session.device.type} · {session.dtype_name}"
-        )
+    @on(ModelChanged)
+    def _model_changed(self) -> None:
+        """Show a load in flight (a loading indicator on the pane), else the loaded model; a new model stops the
+        story the old one is telling."""
+        loading, session = self.shared.loading, self.shared.session
+        self.query_one("#story-scroll").loading = loading is not None
+        self.has_model = session is not None
+        if loading is not None:
+            self.status.show(state="loading", model=loading, device="")
+        elif session is None:
+            self.status.show(state="error")
+        else:
+            if session is not self.session_shown:
+                self.action_stop()
+            device = f"{session.device.type} · {session.dtype_name}"
+            self.status.show(state="ready", model=session.name, device=device)
+        if loading is None:
+            self.session_shown = session
 
     # ---- sampling ------------------------------------------------------------------------------------
 
@@ -269,18 +269,20 @@ class StudioScreen(Screen[None]):
         """Tell the prompt 2–4 times side by side with the current settings (see screens/compare.py)."""
         from helium_tui.screens.compare import CompareScreen
 
-        session = self.helium.session
+        session = self.shared.session
         if session is None:
             self.notify("No model is loaded yet.", severity="warning")
             return
         self.action_stop()
-        self.app.push_screen(CompareScreen(self.prompt_text, self.sampling_params(), session))
+        fixed = self.query_one(SeedRow).fixed is not None
+        compare = CompareScreen(self.prompt_text, self.sampling_params(), session, seed_fixed=fixed)
+        self.app.push_screen(compare)
 
     # ---- generation ----------------------------------------------------------------------------------
 
     def start(self, prompt: str, keep: bool, params: SamplingParams | None = None) -> Run | None:
         """Begin a run from prompt; keep=True appends to the current story instead of starting anew."""
-        session = self.helium.session
+        session = self.shared.session
         if session is None:
             self.notify("No model is loaded yet.", severity="warning")
             return None
@@ -348,9 +350,11 @@ class StudioScreen(Screen[None]):
         )
         if result.generated_tokens:
             story, tokens = self.story, self._tokens_shown()
-            self.helium.save_story(
+            error = self.shared.save_story(
                 story.prompt, story.text, run.params, run.model, tokens, result.finish_reason
             )
+            if error is not None:
+                self.notify(terminal_safe(error), severity="warning", markup=False)
 
     @on(Failed)
     def _on_failed(self, message: Failed) -> None:
@@ -362,15 +366,16 @@ class StudioScreen(Screen[None]):
             terminal_safe(message.error), title="Generation failed", severity="error", timeout=8, markup=False
         )
 
-    def load_story(self, prompt: str, text: str, params: dict, seed: object) -> None:
+    @on(ShowStory)
+    def _show_story(self, message: ShowStory) -> None:
         """Show a saved story (prompt + text) and its parameters, ready to continue or retell."""
         self.action_stop()
         self.run = None
         self.generating = False
-        self.query_one(StoryPane).restart(prompt)
-        self.story.extend([Piece(text)] if text else [])
-        self.prompt_text = prompt
-        notes = self.apply_params(params if isinstance(params, dict) else {}, seed)
+        self.query_one(StoryPane).restart(message.prompt)
+        self.story.extend([Piece(message.text)] if message.text else [])
+        self.prompt_text = message.prompt
+        notes = self.apply_params(message.params, message.seed)
         self.status.show(tokens=0, tokens_per_s=None, ttft_s=None)
         if notes:
             self.notify(
