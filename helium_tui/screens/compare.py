@@ -143,6 +143,7 @@ class CompareScreen(Screen[None]):
         self.count = count  # number of columns
         self.against = against  # another installed model's name (None: draws of the loaded model)
         self.job: Job | None = None  # the current (or last) round
+        self.kept = False  # a variant was kept: the app is taking it to the studio (a second enter keeps nothing)
         self.columns = [VariantColumn(i) for i in range(MAX_VARIANTS)]  # the first `count` are shown
 
     @property
@@ -264,8 +265,9 @@ class CompareScreen(Screen[None]):
     def action_keep(self) -> None:
         """Keep the chosen variant: it goes into the studio's story pane and the library."""
         job = self.job
-        if job is None:
+        if job is None or self.kept:
             return
+        self.kept = True
         job.cancel.set()
         variant = job.variants[self.chosen]
         extra: dict[str, object] = {"variant": f"{self.chosen + 1} of {len(job.variants)}"}
