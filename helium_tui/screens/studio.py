@@ -1,7 +1,9 @@
 """The story studio: a prompt editor, a live story pane, sampling sliders and the token inspector.
 
 A story is told on a daemon thread (`helium_tui.streaming`) that buffers deltas in its `Run`; the UI drains
-the buffer on a posted message at most once a frame, so a fast model cannot flood the event loop.
+the buffer on a posted message at most once a frame, so a fast model cannot flood the event loop. The model and
+the library come from the app's `AppState`; the app tells the studio of a load (`ModelChanged`) and of a story to
+show (`ShowStory`) by message.
 """
 
 from __future__ import annotations
