@@ -94,8 +94,6 @@ class StudioScreen(Screen[None]):
 
     generating: reactive[bool] = reactive(False, bindings=True)
     """A story is being told (footer keys follow it)."""
-    has_model: reactive[bool] = reactive(False, bindings=True)
-    """A model is loaded, so stories can be told."""
 
     @dataclass
     class Flush(Message):
@@ -121,7 +119,7 @@ class StudioScreen(Screen[None]):
         super().__init__(id="studio")
         self.run: Run | None = None  # the current (or last) run
         self.last_result: GenerationResult | None = None  # result of the last run that ended
-        self.session_shown: Session | None = None  # the model the status line shows (its stories are told)
+        self.telling_with: Session | None = None  # the model of the story being told (None once it ended)
 
     @property
     def shared(self) -> AppState:
@@ -187,18 +185,20 @@ class StudioScreen(Screen[None]):
         story the old one is telling."""
         loading, session = self.shared.loading, self.shared.session
         self.query_one("#story-scroll").loading = loading is not None
-        self.has_model = session is not None
+        self.refresh_bindings()  # telling needs a model
         if loading is not None:
             self.status.show(state="loading", model=loading, device="")
         elif session is None:
             self.status.show(state="error")
         else:
-            if session is not self.session_shown:
-                self.action_stop()
+            if self.generating and self.telling_with is not session:
+                self.action_stop()  # the story of the model loaded before
             device = f"{session.device.type} · {session.dtype_name}"
             self.status.show(state="ready", model=session.name, device=device)
-        if loading is None:
-            self.session_shown = session
+
+    def watch_generating(self, generating: bool) -> None:
+        if not generating:
+            self.telling_with = None  # the story ended: its model may go once another loads
 
     # ---- sampling ------------------------------------------------------------------------------------
 
@@ -219,7 +219,7 @@ class StudioScreen(Screen[None]):
         if action in ("regenerate", "continue_story") and self.generating:
             return False
         if action in ("generate", "regenerate", "continue_story", "compare"):
-            return True if self.has_model else None
+            return True if self.shared.session is not None else None
         return True
 
     def action_generate(self) -> None:
@@ -290,6 +290,7 @@ class StudioScreen(Screen[None]):
             return None
         self.action_stop()
         run = Run(prompt, params or self.sampling_params(), session.name)
+        self.telling_with = session
         self.run = run
         if not keep:
             self.query_one(StoryPane).restart(prompt)

@@ -9,10 +9,11 @@ from pathlib import Path
 from textual.app import App
 
 from engine.generation.sampling import SamplingParams
-from helium_tui.app_state import AppState
+from engine.generation.session import open_session
+from helium_tui.app_state import AppState, ModelChanged
 from helium_tui.library import StoryStore
 from helium_tui.screens.no_model import NoModelScreen
-from tests.tui.conftest import loaded, make_app, until
+from tests.tui.conftest import HeldGenerator, greedy, loaded, make_app, until
 
 SCREENS = Path(__file__).parents[2] / "helium_tui" / "screens"
 SIZE = (80, 24)
@@ -77,4 +78,27 @@ async def test_a_failed_switch_keeps_the_loaded_model_in_the_status_line(tiny_bu
         await pilot.pause()
         stats = app.studio.status.stats
         assert app.session is first and (stats.state, stats.model) == ("ready", "tiny-bundle")
-        assert app.studio.has_model and any(n.title == "Could not load the model" for n in app._notifications)
+        assert any(n.title == "Could not load the model" for n in app._notifications)
+        assert app.studio.check_action("generate", ()) is True  # stories are still told with it
+
+
+async def test_a_story_told_with_a_new_model_before_the_studio_hears_of_it_goes_on(tiny_bundle):
+    """The studio learns of a load by message: a story started in between, with the new model, is not the old
+    model's story that the news stops; and a story can be started as soon as the model is in the state."""
+    app = make_app(tiny_bundle)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        studio = app.studio
+        greedy(studio, 64)
+        new = open_session(str(tiny_bundle), "cpu", "float32")
+        held = new.generator = HeldGenerator(new.generator, hold_at=3)
+        app.state.session = new  # as the app's load handler does, before its ModelChanged reaches the studio
+        await pilot.press("ctrl+g")
+        await until(pilot, lambda: held.holding.is_set(), "the story with the new model")
+        run = studio.run
+        studio.post_message(ModelChanged())
+        await pilot.pause()
+        assert studio.run is run and not run.cancel.is_set() and studio.generating
+        held.release.set()
+        await until(pilot, lambda: not studio.generating, "the story to end")
+        assert studio.last_result is not None and studio.last_result.finish_reason != "cancelled"
