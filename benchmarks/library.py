@@ -44,15 +44,10 @@ async def open_screen(store: StoryStore) -> float:
 
     from helium_tui.screens.library import LibraryScreen
 
-    class Host(App):
-        def __init__(self) -> None:
-            super().__init__()
-            self.store = store
-
-    app = Host()
+    app = App()
     async with app.run_test(size=(120, 40)) as pilot:
         start = time.perf_counter()
-        screen = LibraryScreen()
+        screen = LibraryScreen(store)
         await app.push_screen(screen)
         await pilot.pause()
         return time.perf_counter() - start

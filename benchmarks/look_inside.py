@@ -21,6 +21,7 @@ STORY = (
 async def open_times(model: str | None, tokens: int, repeats: int, size: tuple[int, int]) -> list[Opening]:
     """Open the view `repeats` times on a story of `tokens` tokens; the time of each opening."""
     from helium_tui.app import HeliumApp
+    from helium_tui.app_state import ShowStory
     from helium_tui.screens.look_inside import LookInsideScreen
 
     app = HeliumApp(model=model, device="cpu", dtype="auto")
@@ -30,7 +31,8 @@ async def open_times(model: str | None, tokens: int, repeats: int, size: tuple[i
             await pilot.pause(0.05)
         tok = app.session.bundle.tokenizer
         ids = tok.encode(STORY * (tokens // 20 + 1), add_bos=False)[:tokens]
-        app.studio.load_story("", tok.decode(ids), {}, None)
+        app.studio.post_message(ShowStory("", tok.decode(ids), {}, None))
+        await pilot.pause()
         await pilot.pause(0.2)
         for _ in range(repeats):
             drawn: list[float] = []

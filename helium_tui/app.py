@@ -1,15 +1,14 @@
 """The Helium story studio app: loads a model in the background and hosts the screens.
 
-`HeliumApp` owns the loaded `Session` and the story store; `run_app()` is what `helium` (no subcommand) runs.
-The command palette and f1 list the bindings of the screen they are opened on (see `get_system_commands`).
+`HeliumApp` owns the `AppState` its screens share (helium_tui/app_state.py) and is the one place that moves
+between screens: screens post their events as messages, the app answers them. `run_app()` is what `helium` (no
+subcommand) runs. The command palette and f1 list the bindings of the screen they are opened on.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,16 +21,20 @@ from textual.screen import Screen
 
 from engine.bundles.registry import ModelInfo
 from engine.errors import BundleError
+from helium_tui.app_state import AppState, ModelChanged, ShowStory
 from helium_tui.guarded_app import GuardedApp
+from helium_tui.library import Story, StoryStore
 from helium_tui.safe_text import terminal_safe
+from helium_tui.screens.compare import CompareScreen
 from helium_tui.screens.help import HelpScreen
+from helium_tui.screens.library import LibraryScreen
 from helium_tui.screens.models import ModelPicker
 from helium_tui.screens.no_model import NoModelScreen
 from helium_tui.screens.studio import StudioScreen
+from helium_tui.screens.training.screen import TrainingScreen
 from helium_tui.streaming import exit_now_if_busy, start_daemon
 
 if TYPE_CHECKING:
-    from engine.generation.sampling import SamplingParams
     from engine.generation.session import Session
 
 
@@ -39,16 +42,6 @@ def one_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when it has none)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def optional_module(name: str) -> Any | None:
-    """Import a part of the app that may not be installed yet (None when the module itself is missing)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise
 
 
 class HeliumApp(GuardedApp):
@@ -101,15 +94,11 @@ class HeliumApp(GuardedApp):
         self.compile = compile  # torch.compile the decode step (compiled while the model loads)
         self.quantize_spec = quantize  # auto (as the bundle stores it), none, int8; the model picker switches it
         self.threads = threads  # torch's CPU threads (None: HELIUM_THREADS, else torch's default)
-        self.stories_dir = Path(stories_dir) if stories_dir else None  # None: the store's default
-        self.session: Session | None = None  # the loaded model
+        stories = StoryStore(Path(stories_dir) if stories_dir else None)  # None: the store's default folder
+        self.state = AppState(stories)  # what the screens share
         self.studio = StudioScreen()  # the main screen (always at the bottom of the stack)
-        self.loading: str | None = None  # the model being loaded (None: no load in flight)
-        self.compare_session: Session | None = None  # the other model the compare view loaded last
         self.load_error: str | None = None  # a failed load not shown yet (another screen was up)
         self.load_seq = 0  # counts loads; a thread's result counts only if no newer load began
-        self._store: Any | None = None
-        self.last_run_dir: Path | None = None  # the run the training monitor last watched (it re-attaches)
 
     # ---- screens -------------------------------------------------------------------------------------
 
@@ -117,47 +106,39 @@ class HeliumApp(GuardedApp):
         return self.studio
 
     def on_ready(self) -> None:
+        self.screen_change_signal.subscribe(self, self._screen_changed)
         self.load_model(self.model_spec)  # once the studio is composed: it shows the load
 
     @property
-    def store(self) -> Any | None:
-        """The story library (`StoryStore`), or None while the library module is not installed."""
-        if self._store is None:
-            library = optional_module("helium_tui.library")
-            if library is not None:
-                self._store = library.StoryStore(self.stories_dir)
-        return self._store
+    def session(self) -> Session | None:
+        """The loaded model (the shared state's)."""
+        return self.state.session
 
-    def open_story(self, story: Any) -> None:
-        """Load a saved story (prompt + text + parameters) back into the studio."""
+    def open_story(self, story: Story) -> None:
+        """Load a saved story (prompt + text + parameters) back into the studio, on top again."""
+        params = story.params if isinstance(story.params, dict) else {}
+        self.show_in_studio(ShowStory(story.prompt, story.text, params, story.seed))
+
+    def show_in_studio(self, story: ShowStory) -> None:
+        """Close every screen above the studio and show it story."""
         while self.screen is not self.studio and len(self.screen_stack) > 1:
             self.pop_screen()
-        params = story.params if isinstance(story.params, dict) else {}
-        self.studio.load_story(story.prompt, story.text, params, story.seed)
+        self.studio.post_message(story)
 
-    def save_story(self, prompt: str, text: str, params: SamplingParams, model: str, tokens: int,
-                   finish_reason: str, extra: dict | None = None) -> bool:
-        """Keep a story in the library (when there is one); extra adds to its params. True when saved."""
-        store = self.store
-        if store is None:
-            return False
-        from helium_tui.library import Story
+    @on(LibraryScreen.Opened)
+    def _story_opened(self, message: LibraryScreen.Opened) -> None:
+        self.open_story(message.story)
 
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        saved = {**asdict(params), **(extra or {})}
-        story = Story(prompt=prompt, text=text, params=saved, model=model, seed=params.seed, created=created,
-                      tokens=tokens, finish_reason=finish_reason)  # fmt: skip
-        try:
-            store.save(story)
-        except (OSError, ValueError) as exc:
-            self.notify(terminal_safe(f"Could not save the story: {exc}"), severity="warning", markup=False)
-            return False
-        return True
+    @on(CompareScreen.Kept)
+    def _variant_kept(self, message: CompareScreen.Kept) -> None:
+        params = asdict(message.params)  # the studio keeps its own seed: retelling tells a new story alike
+        self.show_in_studio(ShowStory(message.prompt, message.text, params, None))
 
     @property
     def busy(self) -> bool:
         """A model is loading, or a story (or a comparison) is being told."""
-        return self.loading is not None or any(getattr(s, "generating", False) for s in self.screen_stack)
+        telling = any(getattr(s, "generating", False) for s in self.screen_stack)
+        return self.state.loading is not None or telling
 
     # ---- models --------------------------------------------------------------------------------------
 
@@ -167,8 +148,8 @@ class HeliumApp(GuardedApp):
 
         self.load_seq += 1
         seq, name = self.load_seq, Path(spec).name if spec else "default model"
-        self.loading, self.load_error = name, None
-        self.studio.set_loading(name)
+        self.load_error = None
+        self._show_loading(name)
         device, dtype, compile, threads = self.device_spec, self.dtype_spec, self.compile, self.threads
         quantize = None if self.quantize_spec == "auto" else self.quantize_spec
 
@@ -189,22 +170,26 @@ class HeliumApp(GuardedApp):
 
         start_daemon("load", load)
 
+    def _show_loading(self, loading: str | None) -> None:
+        """Record what is loading (None: nothing) and have the studio show it."""
+        self.state.loading = loading
+        self.studio.post_message(ModelChanged())
+
     @on(ModelCompiling)
     def _compiling(self, message: ModelCompiling) -> None:
         if message.seq == self.load_seq:
-            self.studio.set_loading(f"{message.name} · compiling")
+            self._show_loading(f"{message.name} · compiling")
 
     @on(ModelLoaded)
     def _loaded(self, message: ModelLoaded) -> None:
         if message.seq != self.load_seq:
             return  # a newer load has begun
-        self.loading = None
         session = message.session
-        switched = self.session is not None
-        self.session = session
+        switched = self.state.session is not None
+        self.state.session = session
+        self._show_loading(None)
         if isinstance(self.screen, NoModelScreen):
             self.pop_screen()
-        self.studio.set_session(session)
         if switched:
             weights = " (int8 weights)" if session.quantize == "int8" else ""
             self.notify(terminal_safe(f"Loaded {session.name}{weights}"), timeout=3, markup=False)
@@ -213,9 +198,8 @@ class HeliumApp(GuardedApp):
     def _load_failed(self, message: ModelFailed) -> None:
         if message.seq != self.load_seq:
             return
-        self.loading = None
+        self._show_loading(None)
         error = terminal_safe(message.error)
-        self.studio.set_session(None)
         if self.session is not None:
             self.notify(error, title="Could not load the model", severity="error", timeout=8, markup=False)
         elif isinstance(self.screen, NoModelScreen):
@@ -225,11 +209,17 @@ class HeliumApp(GuardedApp):
         else:  # the user went elsewhere (e.g. to train a model): the guide waits for their return
             self.load_error = error
 
-    def show_load_error(self) -> None:
-        """Over the studio: explain a load that failed while another screen was up (see _load_failed)."""
-        if self.load_error is not None and self.session is None and self.loading is None:
+    def _screen_changed(self, screen: Screen) -> None:
+        """Back on the studio: explain a load that failed while another screen was up (see _load_failed)."""
+        if screen is not self.studio or self.load_error is None:
+            return
+        if self.session is None and self.state.loading is None:
             self.push_screen(NoModelScreen(self.load_error))
         self.load_error = None
+
+    def action_retry_load(self) -> None:
+        """Load the model given at start-up again (the no-model screen's r)."""
+        self.load_model(self.model_spec)
 
     def current_model_info(self) -> ModelInfo | None:
         """The loaded model described like an installed one."""
@@ -266,19 +256,13 @@ class HeliumApp(GuardedApp):
 
     def action_library(self) -> None:
         """The story library (saved stories)."""
-        module = optional_module("helium_tui.screens.library")
-        if module is None:
-            self.notify("The story library is not part of this build yet.", severity="warning")
-        elif not isinstance(self.screen, module.LibraryScreen):
-            self.push_screen(module.LibraryScreen())
+        if not isinstance(self.screen, LibraryScreen):
+            self.push_screen(LibraryScreen(self.state.store))
 
     def action_training(self) -> None:
         """The training monitor."""
-        module = optional_module("helium_tui.screens.training.screen")
-        if module is None:
-            self.notify("The training monitor is not part of this build yet.", severity="warning")
-        elif not isinstance(self.screen, module.TrainingScreen):
-            self.push_screen(module.TrainingScreen())
+        if not isinstance(self.screen, TrainingScreen):
+            self.push_screen(TrainingScreen())
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The command palette (ctrl+p): Textual's own commands, then every enabled key of screen by name.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -27,25 +26,6 @@ from engine.model.tokenizer import StreamDecoder, TextTokenizer
 Head = tuple[int, int]  # (layer, head), 0-based
 NEXT_TOP = 10  # tokens of the next-token distribution shown
 CONTINUATION_TOKENS = 12  # tokens of the greedy continuation
-
-
-@dataclass(frozen=True)
-class Source:
-    """The text to look at: a prompt and its story (the sampled ids when every story token is known)."""
-
-    prompt: str
-    text: str
-    sampled: tuple[int, ...] | None
-
-
-def studio_source(studio: Any) -> Source:
-    """What the studio shows (a `StudioScreen`): its story, or before any story the prompt being written."""
-    story = studio.story
-    if not story.prompt and not story.pieces:
-        return Source(studio.prompt_text, "", ())
-    reopened = bool(story.pieces) and story.pieces[0].token is None  # a saved story: text without its ids
-    sampled = None if reopened else tuple(p.token.id for p in story.pieces if p.token is not None)
-    return Source(story.prompt, story.text, sampled)
 
 
 def story_ids(tok: TextTokenizer, prompt: str, text: str, sampled: Sequence[int] | None) -> list[int]:

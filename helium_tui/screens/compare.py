@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -24,14 +24,15 @@ from textual.widgets import Footer, Static
 
 from engine.generation.sampling import SamplingParams
 from engine.humanize import plural
+from helium_tui.app_state import AppState, app_state
 from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.variants import Batch, tell_variants
+from helium_tui.widgets.sampling import draw_seed
 from helium_tui.widgets.story_view import Piece, VariantColumn
 
 if TYPE_CHECKING:
     from engine.generation.session import Session
-    from helium_tui.app import HeliumApp
 
 MIN_VARIANTS, MAX_VARIANTS = 2, 4
 DEFAULT_VARIANTS = 3
@@ -117,6 +118,14 @@ class CompareScreen(Screen[None]):
         job: Job
         error: str
 
+    @dataclass
+    class Kept(Message):
+        """To the app: a variant was kept (and saved); the studio shows it, ready to continue or retell."""
+
+        prompt: str
+        text: str
+        params: SamplingParams  # the settings it was told with
+
     def __init__(
         self,
         prompt: str,
@@ -124,20 +133,23 @@ class CompareScreen(Screen[None]):
         session: Session,
         count: int = DEFAULT_VARIANTS,
         against: str | None = None,
+        seed_fixed: bool = False,
     ) -> None:
         super().__init__(id="compare")
         self.prompt = prompt  # what every variant continues
         self.params = params  # the studio's settings (its seed unless fixed is drawn anew on retell)
+        self.seed_fixed = seed_fixed  # the studio's seed is fixed: a retell keeps it
         self.session = session  # the loaded model
         self.count = count  # number of columns
         self.against = against  # another installed model's name (None: draws of the loaded model)
         self.job: Job | None = None  # the current (or last) round
+        self.kept = False  # a variant was kept: the app is taking it to the studio (a second enter keeps nothing)
         self.columns = [VariantColumn(i) for i in range(MAX_VARIANTS)]  # the first `count` are shown
 
     @property
-    def helium(self) -> HeliumApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
+    def shared(self) -> AppState:
+        """What the app's screens share: the story library, the other model loaded last."""
+        return app_state(self)
 
     def compose(self) -> ComposeResult:
         yield Static(id="compare-head")
@@ -234,8 +246,8 @@ class CompareScreen(Screen[None]):
         """Tell the variants (again); new_seed draws a new seed unless the studio's seed is fixed."""
         if self.job is not None:
             self.job.cancel.set()
-        if new_seed:  # the studio's seed when it is fixed, else a fresh one
-            self.params = replace(self.params, seed=self.helium.studio.sampling_params().seed)
+        if new_seed and not self.seed_fixed:
+            self.params = replace(self.params, seed=draw_seed())
         params = self.params
         mine = (self.count + 1) // 2 if self.against else self.count
         variants = [Variant(self.session.name, i + 1) for i in range(mine)]
@@ -244,30 +256,31 @@ class CompareScreen(Screen[None]):
         self._columns_for(job)
         self.generating = True
         self._show_status()
-        app = self.helium
-        other = app.compare_session if self.against and app.compare_session is not None else None
-        if other is not None and other.name != self.against:
-            other = None
+        other = self.shared.compare_session
+        if other is None or other.name != self.against:
+            other = None  # not loaded yet (or against another model): the thread loads it
         session, against = self.session, self.against
         start_daemon("compare", lambda: self._tell(job, session, against, other))
 
     def action_keep(self) -> None:
         """Keep the chosen variant: it goes into the studio's story pane and the library."""
         job = self.job
-        if job is None:
+        if job is None or self.kept:
             return
+        self.kept = True
         job.cancel.set()
         variant = job.variants[self.chosen]
-        studio = self.helium.studio
-        extra = {"variant": f"{self.chosen + 1} of {len(job.variants)}", "batch_row": variant.row}
+        extra: dict[str, object] = {"variant": f"{self.chosen + 1} of {len(job.variants)}"}
+        extra["batch_row"] = variant.row
         finish = variant.finish or "cancelled"
-        saved = self.helium.save_story(  # the variant's own seed: the library's retell tells it again
+        error = self.shared.save_story(  # the variant's own seed: the library's retell tells it again
             job.prompt, variant.text, job.params.for_row(variant.row - 1), variant.model, variant.tokens, finish,
             extra,
         )  # fmt: skip
-        self.app.pop_screen()
-        studio.load_story(job.prompt, variant.text, asdict(job.params), None)  # the studio keeps its own seed
-        where = " and saved it to the library" if saved else ""
+        if error is not None:
+            self.notify(terminal_safe(error), severity="warning", markup=False)
+        self.post_message(self.Kept(job.prompt, variant.text, job.params))  # the app shows it in the studio
+        where = " and saved it to the library" if error is None else ""
         self.notify(
             terminal_safe(f"Kept variant {self.chosen + 1} ({variant.model}){where}."),
             timeout=4,
@@ -371,7 +384,7 @@ class CompareScreen(Screen[None]):
     @on(Done)
     def _on_done(self, message: Done) -> None:
         if message.other is not None:
-            self.helium.compare_session = message.other  # kept for the next round
+            self.shared.compare_session = message.other  # kept for the next round
         self._drain(message.job)
         if message.job is self.job:
             self.generating = False

@@ -1,10 +1,13 @@
 """The story library screen: browse saved stories, preview, reopen, delete, export and copy them.
 
-Stories come from `app.store` (a `helium_tui.library.StoryStore`), listed from a bounded read of each file and
-opened whole only when asked; unreadable files are reported, never touched. User text is never markup.
+Stories come from the `helium_tui.library.StoryStore` it is given, listed from a bounded read of each file and
+opened whole only when asked; unreadable files are reported, never touched. User text is never markup. Opening a
+story posts `LibraryScreen.Opened`: the app takes it to the studio.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on
@@ -12,6 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.events import Resize
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
@@ -64,17 +68,18 @@ class LibraryScreen(Screen):
 
     has_story: reactive[bool] = reactive(False, bindings=True)  # a story is under the cursor
 
-    def __init__(self, store: StoryStore | None = None) -> None:
+    @dataclass
+    class Opened(Message):
+        """To the app: the user opened story (whole, cut to MAX_STORY_CHARS) to continue or retell it."""
+
+        story: Story
+
+    def __init__(self, store: StoryStore) -> None:
         super().__init__()
-        self._store = store  # an explicit store; None = the app's
+        self.store = store  # where the stories come from
         self.heads: list[StoryHead] = []  # the stories listed, newest first
         self.warnings: list[str] = []  # files skipped or shown without invalid fields, from the last load
         self._story_width = 0  # the story column's width when the table was last filled
-
-    @property
-    def store(self) -> StoryStore:
-        """The store the stories come from."""
-        return self._store if self._store is not None else self.app.store
 
     @property
     def stories(self) -> list[Story]:
@@ -224,7 +229,7 @@ class LibraryScreen(Screen):
         self.reload()
 
     def action_open_story(self) -> None:
-        """Load the selected story (whole, up to MAX_STORY_CHARS) into the studio and go back to it."""
+        """Open the selected story (whole, up to MAX_STORY_CHARS) in the studio: the app goes back to it."""
         story = self._open_whole()
         if story is None:
             return
@@ -236,8 +241,7 @@ class LibraryScreen(Screen):
                 severity="warning",
                 timeout=8,
             )
-        self.app.pop_screen()
-        self.app.open_story(shown)
+        self.post_message(self.Opened(shown))
 
     def action_delete(self) -> None:
         """Delete the selected story after a confirmation."""

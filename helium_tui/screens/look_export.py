@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.files import atomic_write
+from helium_tui.app_state import AppState, app_state
 from helium_tui.inspect_html import View, look_html
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.dialogs import AskDialog
@@ -24,10 +25,9 @@ def export_name() -> str:
     return f"look-inside-{datetime.now():%Y%m%d-%H%M%S}.html"
 
 
-def export_dir(app: object) -> Path:
-    """Where exports go by default: the story library's folder (else the current one)."""
-    store = getattr(app, "store", None)
-    return Path(store.root) if store is not None else Path.cwd()
+def export_dir(state: AppState) -> Path:
+    """Where exports go by default: the story library's folder."""
+    return Path(state.store.root)
 
 
 def target_path(answer: str, name: str) -> Path:
@@ -65,7 +65,7 @@ def export_view(screen: LookInsideScreen) -> None:
         return
     app = screen.app
     svg = app.export_screenshot(title="Helium · Look inside")
-    default = export_dir(app) / export_name()
+    default = export_dir(app_state(screen)) / export_name()
 
     def chosen(answer: str | None) -> None:
         if answer is None:

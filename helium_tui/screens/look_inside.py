@@ -20,16 +20,15 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from helium_tui.app_state import Source, app_state
 from helium_tui.look_data import (
     Head,
     Look,
     Reading,
-    Source,
     compute,
     continuation,
     read,
     story_ids,
-    studio_source,
     window,
 )
 from helium_tui.safe_text import terminal_safe
@@ -42,7 +41,6 @@ from helium_tui.widgets.look_story import LookStory
 
 if TYPE_CHECKING:
     from engine.generation.session import Session
-    from helium_tui.screens.studio import StudioScreen
 
 PANES = ["look-story-pane", "look-map", "look-lens-pane", "look-attr-pane", "look-knock-pane"]  # tab's order
 SIDE = {"look-lens-pane", "look-attr-pane", "look-knock-pane"}  # share one column in a small terminal
@@ -122,9 +120,8 @@ class LookInsideScreen(Screen[None]):
         ablated: tuple[Head, ...]  # the knock-outs it was told with
         text: str  # what it told
 
-    def __init__(self, studio: StudioScreen) -> None:
+    def __init__(self) -> None:
         super().__init__(id="look")
-        self.studio = studio  # where the story comes from
         self.look: Look | None = None  # the last finished look
         self.selected = -1  # the selected token (look.length: the next-token slot; -1: not chosen yet)
         self.attn_layer, self.attn_head, self.all_heads = 0, 0, False  # what the map and the shading show
@@ -140,8 +137,8 @@ class LookInsideScreen(Screen[None]):
 
     @property
     def session(self) -> Session | None:
-        """The studio's model."""
-        return self.studio.helium.session
+        """The loaded model."""
+        return app_state(self).session
 
     def compose(self) -> ComposeResult:
         yield Static(id="look-head")
@@ -185,7 +182,7 @@ class LookInsideScreen(Screen[None]):
         if session is None:
             self.head_line("no model is loaded")
             return
-        self.source = source = studio_source(self.studio)
+        self.source = source = app_state(self).shown
         model, tok = session.bundle.model, session.bundle.tokenizer
         ids, cut = window(
             story_ids(tok, source.prompt, source.text, source.sampled), model.config.context_length
@@ -239,7 +236,7 @@ class LookInsideScreen(Screen[None]):
         """Tell the greedy continuations the knock-out pane lacks (one thread at a time; not while the story is
         being told: it would only grow past them, and they cost a dozen forward passes)."""
         look = self.look
-        if look is None or self.telling or self.studio.generating:  # the story is still changing
+        if look is None or self.telling or app_state(self).telling:  # the story is still changing
             return
         wanted = ((), look.ablated) if look.ablated else ()  # none without knock-outs: a dozen forward passes
         missing = [key for key in wanted if key not in look.continuation]
@@ -275,7 +272,7 @@ class LookInsideScreen(Screen[None]):
         switched = (
             session is not None and self.look is not None and self.look.model is not session.bundle.model
         )
-        if switched or studio_source(self.studio) != self.source:
+        if switched or app_state(self).shown != self.source:
             self.request()
         else:
             self.tell_continuation()  # the story ended after its last look

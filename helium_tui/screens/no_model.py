@@ -34,7 +34,7 @@ class NoModelScreen(Screen[None]):
 
     BINDINGS = [
         Binding("ctrl+o", "app.models", "Models", tooltip="Choose an installed model, or download one"),
-        Binding("r", "retry", "Retry", tooltip="Load the model given at start-up again"),
+        Binding("r", "app.retry_load", "Retry", tooltip="Load the model given at start-up again"),
         Binding("q", "app.quit", "Quit"),
     ]
     HELP = "# No model\n" + GUIDE
@@ -51,7 +51,3 @@ class NoModelScreen(Screen[None]):
             )
             yield Markdown(GUIDE, id="no-model-guide")
         yield Footer(compact=True)
-
-    def action_retry(self) -> None:
-        """Try the model given at startup again."""
-        self.app.load_model(self.app.model_spec)  # type: ignore[attr-defined]

@@ -1,7 +1,9 @@
 """The story studio: a prompt editor, a live story pane, sampling sliders and the token inspector.
 
 A story is told on a daemon thread (`helium_tui.streaming`) that buffers deltas in its `Run`; the UI drains
-the buffer on a posted message at most once a frame, so a fast model cannot flood the event loop.
+the buffer on a posted message at most once a frame, so a fast model cannot flood the event loop. The model and
+the library come from the app's `AppState`; the app tells the studio of a load (`ModelChanged`) and of a story to
+show (`ShowStory`) by message.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ from textual.widgets import Footer, TextArea
 
 from engine.generation.generate import Delta, GenerationResult, Generator
 from engine.generation.sampling import SamplingParams
+from helium_tui.app_state import AppState, ModelChanged, ShowStory, Source, app_state
 from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.widgets.inspector import InspectorPanel
 from helium_tui.widgets.prompt_area import PromptArea
 from helium_tui.widgets.sampling import SamplingPanel
-from helium_tui.widgets.sliders import ParamSlider
+from helium_tui.widgets.sliders import ParamSlider, SeedRow
 from helium_tui.widgets.status_bar import StatusBar
 from helium_tui.widgets.story_view import Piece, StoryPane, StoryView
 
 if TYPE_CHECKING:
     from engine.generation.session import Session
-    from helium_tui.app import HeliumApp
 
 DEFAULT_PROMPT = "Once upon a time"
 INSPECT_TOP = 5  # alternatives recorded per token for the inspector
@@ -94,8 +96,6 @@ class StudioScreen(Screen[None]):
 
     generating: reactive[bool] = reactive(False, bindings=True)
     """A story is being told (footer keys follow it)."""
-    has_model: reactive[bool] = reactive(False, bindings=True)
-    """A model is loaded, so stories can be told."""
 
     @dataclass
     class Flush(Message):
@@ -121,11 +121,12 @@ class StudioScreen(Screen[None]):
         super().__init__(id="studio")
         self.run: Run | None = None  # the current (or last) run
         self.last_result: GenerationResult | None = None  # result of the last run that ended
+        self.telling_with: Session | None = None  # the model of the story being told (None once it ended)
 
     @property
-    def helium(self) -> HeliumApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
+    def shared(self) -> AppState:
+        """What the app's screens share: the loaded model, the story library."""
+        return app_state(self)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="studio-body"):
@@ -149,9 +150,6 @@ class StudioScreen(Screen[None]):
         self.query_one("#story-scroll").border_title = "Story"
         self.query_one("#prompt", TextArea).focus()
         self.query_one("#prompt", TextArea).move_cursor((0, len(DEFAULT_PROMPT)))
-
-    def on_screen_resume(self) -> None:
-        self.helium.show_load_error()  # a load failed while another screen was up
 
     def on_unmount(self) -> None:
         self.action_stop()  # the app is closing: the story's thread ends within a token
@@ -183,22 +181,39 @@ class StudioScreen(Screen[None]):
 
     # ---- model ---------------------------------------------------------------------------------------
 
-    def set_loading(self, name: str) -> None:
-        """Show that a model is loading (the pane gets a loading indicator)."""
-        self.query_one("#story-scroll").loading = True
-        self.status.show(state="loading", model=name, device="")
+    @on(ModelChanged)
+    def _model_changed(self) -> None:
+        """Show a load in flight (a loading indicator on the pane), else the loaded model; a new model stops the
+        story the old one is telling."""
+        loading, session = self.shared.loading, self.shared.session
+        self.query_one("#story-scroll").loading = loading is not None
+        self.refresh_bindings()  # telling needs a model
+        if loading is not None:
+            self.status.show(state="loading", model=loading, device="")
+        elif session is None:
+            self.status.show(state="error")
+        else:
+            if self.generating and self.telling_with is not session:
+                self.action_stop()  # the story of the model loaded before
+            device = f"{session.device.type} · {session.dtype_name}"
+            self.status.show(state="ready", model=session.name, device=device)
 
-    def set_session(self, session: Session | None) -> None:
-        """Use session for the next stories (None: loading failed, keep what was there)."""
-        self.query_one("#story-scroll").loading = False
-        self.has_model = self.helium.session is not None
-        if session is None:
-            self.status.show(state="error" if self.helium.session is None else "ready")
-            return
-        self.action_stop()
-        self.status.show(
-            state="ready", model=session.name, device=f"{session.device.type} · {session.dtype_name}"
-        )
+    def watch_generating(self, generating: bool) -> None:
+        if not generating:
+            self.telling_with = None  # the story ended: its model may go once another loads
+        self.publish()
+
+    def publish(self) -> None:
+        """Keep the shared state's view of the studio current (the look-inside view reads it): the story, or
+        before any story the prompt being written, and whether a story is being told."""
+        story = self.story
+        if not story.prompt and not story.pieces:
+            shown = Source(self.prompt_text, "", ())
+        else:
+            reopened = bool(story.pieces) and story.pieces[0].token is None  # a saved story: text without its ids
+            sampled = None if reopened else tuple(p.token.id for p in story.pieces if p.token is not None)
+            shown = Source(story.prompt, story.text, sampled)
+        self.shared.shown, self.shared.telling = shown, self.generating
 
     # ---- sampling ------------------------------------------------------------------------------------
 
@@ -219,7 +234,7 @@ class StudioScreen(Screen[None]):
         if action in ("regenerate", "continue_story") and self.generating:
             return False
         if action in ("generate", "regenerate", "continue_story", "compare", "look_inside"):
-            return True if self.has_model else None
+            return True if self.shared.session is not None else None
         return True
 
     def action_generate(self) -> None:
@@ -271,29 +286,33 @@ class StudioScreen(Screen[None]):
         """Tell the prompt 2–4 times side by side with the current settings (see screens/compare.py)."""
         from helium_tui.screens.compare import CompareScreen
 
-        session = self.helium.session
+        session = self.shared.session
         if session is None:
             self.notify("No model is loaded yet.", severity="warning")
             return
         self.action_stop()
-        self.app.push_screen(CompareScreen(self.prompt_text, self.sampling_params(), session))
+        fixed = self.query_one(SeedRow).fixed is not None
+        compare = CompareScreen(self.prompt_text, self.sampling_params(), session, seed_fixed=fixed)
+        self.app.push_screen(compare)
 
     def action_look_inside(self) -> None:
         """Look inside the model on the story (see screens/look_inside.py)."""
         from helium_tui.screens.look_inside import LookInsideScreen
 
-        self.app.push_screen(LookInsideScreen(self))
+        self.publish()
+        self.app.push_screen(LookInsideScreen())
 
     # ---- generation ----------------------------------------------------------------------------------
 
     def start(self, prompt: str, keep: bool, params: SamplingParams | None = None) -> Run | None:
         """Begin a run from prompt; keep=True appends to the current story instead of starting anew."""
-        session = self.helium.session
+        session = self.shared.session
         if session is None:
             self.notify("No model is loaded yet.", severity="warning")
             return None
         self.action_stop()
         run = Run(prompt, params or self.sampling_params(), session.name)
+        self.telling_with = session
         self.run = run
         if not keep:
             self.query_one(StoryPane).restart(prompt)
@@ -328,6 +347,7 @@ class StudioScreen(Screen[None]):
         if run.first_token is None:
             run.first_token = now
         self.query_one(StoryPane).append([Piece(d.text, d.token) for d in deltas])
+        self.publish()
         tokens = self._tokens_shown()
         span = now - run.first_token
         self.status.show(
@@ -356,9 +376,11 @@ class StudioScreen(Screen[None]):
         )
         if result.generated_tokens:
             story, tokens = self.story, self._tokens_shown()
-            self.helium.save_story(
+            error = self.shared.save_story(
                 story.prompt, story.text, run.params, run.model, tokens, result.finish_reason
             )
+            if error is not None:
+                self.notify(terminal_safe(error), severity="warning", markup=False)
 
     @on(Failed)
     def _on_failed(self, message: Failed) -> None:
@@ -370,15 +392,17 @@ class StudioScreen(Screen[None]):
             terminal_safe(message.error), title="Generation failed", severity="error", timeout=8, markup=False
         )
 
-    def load_story(self, prompt: str, text: str, params: dict, seed: object) -> None:
+    @on(ShowStory)
+    def _show_story(self, message: ShowStory) -> None:
         """Show a saved story (prompt + text) and its parameters, ready to continue or retell."""
         self.action_stop()
         self.run = None
         self.generating = False
-        self.query_one(StoryPane).restart(prompt)
-        self.story.extend([Piece(text)] if text else [])
-        self.prompt_text = prompt
-        notes = self.apply_params(params if isinstance(params, dict) else {}, seed)
+        self.query_one(StoryPane).restart(message.prompt)
+        self.story.extend([Piece(message.text)] if message.text else [])
+        self.prompt_text = message.prompt
+        self.publish()
+        notes = self.apply_params(message.params, message.seed)
         self.status.show(tokens=0, tokens_per_s=None, ttft_s=None)
         if notes:
             self.notify(

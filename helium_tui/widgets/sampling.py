@@ -26,6 +26,11 @@ PARAMS: list[ParamSpec] = [
 SAVED_NAMES = {"max_tokens": "max_new_tokens"}  # slider key -> SamplingParams field, where they differ
 
 
+def draw_seed() -> int:
+    """A fresh seed for a story told without a fixed one (recorded with it, so it can be retold)."""
+    return random.randrange(2**31)
+
+
 class SamplingPanel(VerticalScroll, can_focus=False):
     """The sliders of PARAMS and the seed row."""
 
@@ -50,7 +55,7 @@ class SamplingPanel(VerticalScroll, can_focus=False):
             top_k=int(self.slider("top_k").value),
             top_p=self.slider("top_p").value,
             repetition_penalty=self.slider("repetition_penalty").value,
-            seed=seed if seed is not None else random.randrange(2**31),
+            seed=seed if seed is not None else draw_seed(),
         )
 
     def apply(self, saved: dict, seed: object) -> list[str]:

@@ -1,12 +1,14 @@
 """A bare app that hosts the training monitor, and the waits and form helpers the monitor's tests share.
 
-MonitorHost keeps the state TrainingScreen reads from HeliumApp: the last run watched, a loaded model (its name and
-bundle dir) and the story library; it records the notices it shows. Every wait ends after WAIT_S.
+MonitorHost holds the `AppState` TrainingScreen reads, as HeliumApp does: the last run watched, a loaded model (its
+name and bundle dir) and the story library (an empty one unless given); it records the notices it shows. Every wait
+ends after WAIT_S.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +16,7 @@ from types import SimpleNamespace
 from textual.app import App, ComposeResult
 from textual.widgets import Input, Static
 
+from helium_tui.app_state import AppState
 from helium_tui.library import StoryStore
 from helium_tui.screens.dialogs import AskDialog
 from helium_tui.screens.training.screen import TrainingScreen
@@ -36,9 +39,10 @@ class MonitorHost(App):
     ) -> None:
         super().__init__()
         self.training = screen
-        self.last_run_dir = last_run_dir  # what HeliumApp remembers between monitor visits
-        self.session = SimpleNamespace(name=base.name, bundle=SimpleNamespace(path=base)) if base else None
-        self.store = store
+        self._stories = tempfile.TemporaryDirectory(prefix="helium-stories-")  # an empty library, removed with the host
+        session = SimpleNamespace(name=base.name, bundle=SimpleNamespace(path=base)) if base else None
+        store = store or StoryStore(Path(self._stories.name))
+        self.state = AppState(store, session=session, last_run_dir=last_run_dir)  # type: ignore[arg-type]
         self.notices: list[str] = []
 
     def compose(self) -> ComposeResult:

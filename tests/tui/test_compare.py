@@ -120,8 +120,9 @@ async def test_compare_view_streams_variants_and_keeps_the_chosen_one(tiny_bundl
         await pilot.press("right")
         assert screen.chosen == 1 and screen.columns[1].has_class("-chosen")
         await pilot.press("enter")
-        await until(pilot, lambda: app.screen is app.studio, "the studio")
-        assert app.studio.story.prompt == PROMPT and app.studio.story.text == expected[1]
+        story = app.studio.story
+        await until(pilot, lambda: app.screen is app.studio and story.text == expected[1], "the kept variant")
+        assert story.prompt == PROMPT
         stories, _ = StoryStore(tmp_path / "stories").list()
         assert len(stories) == 1
         kept = stories[0]
@@ -147,9 +148,8 @@ async def test_compare_against_another_model_and_change_the_count(tiny_bundle, i
         mine = told_rows(app.session.generator, PROMPT, 2, params)
         theirs = told_rows(open_session(str(installed_second), "cpu", "float32").generator, PROMPT, 1, params)
         assert [v.text for v in screen.job.variants] == mine + theirs
-        assert (
-            app.compare_session is not None and app.compare_session.name == "tiny-two"
-        )  # kept for next time
+        kept = app.state.compare_session
+        assert kept is not None and kept.name == "tiny-two"  # kept for next time
         await pilot.press("plus")
         await until(pilot, lambda: screen.count == 4 and not screen.generating, "four variants")
         assert [v.model for v in screen.job.variants] == ["tiny-bundle"] * 2 + ["tiny-two"] * 2

@@ -176,7 +176,7 @@ async def test_ctrl_f_switches_forms_and_the_palette_and_help_list_fine_tune(
     tmp_path, helium_home, tiny_bundle
 ):
     screen = TrainingScreen()
-    app = MonitorHost(screen, base=tiny_bundle, store=None)
+    app = MonitorHost(screen, base=tiny_bundle)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.screen is screen, "the monitor")
         keys = {b.binding.description for b in screen.active_bindings.values() if b.enabled}
@@ -189,7 +189,7 @@ async def test_ctrl_f_switches_forms_and_the_palette_and_help_list_fine_tune(
         assert "New model" in keys and "Fine-tune" not in keys
         assert screen.query_one("#ft-start").region.width and not screen.query_one("#start").region.width
         library = screen.query_one("#ft-library", Checkbox)
-        assert library.disabled and str(library.label) == "no library"  # this host has none
+        assert not library.disabled and str(library.label) == "library: 0 stories"  # this host's is empty
         assert "Start fine-tune" in {c.title for c in screen.palette_commands()}
         assert "fine-tune" in screen.HELP.lower() and "ctrl+f" in screen.HELP
         await pilot.press("ctrl+f")

@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+from textual import on
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Input, Static
 
@@ -210,7 +211,7 @@ def test_exports_hold_no_terminal_control_sequences(store, tmp_path):
 
 
 class LibraryTestApp(App):
-    """The two things LibraryScreen needs from the app (`store`, `open_story`), recording what it is told."""
+    """A host for LibraryScreen: it answers `LibraryScreen.Opened` as HeliumApp does, recording the story."""
 
     CSS_PATH = "../../helium_tui/helium.tcss"
 
@@ -224,8 +225,10 @@ class LibraryTestApp(App):
     def compose(self) -> ComposeResult:
         yield Static("studio", id="studio")
 
-    def open_story(self, story: Story) -> None:
-        self.opened.append(story)
+    @on(LibraryScreen.Opened)
+    def _opened(self, message: LibraryScreen.Opened) -> None:
+        self.opened.append(message.story)
+        self.pop_screen()
 
     def copy_to_clipboard(self, text: str) -> None:
         self.copied.append(text)
@@ -245,7 +248,7 @@ async def wait_for(pilot, condition, what: str, limit_s: float = WAIT_S) -> None
 
 
 async def open_library(app: LibraryTestApp, pilot) -> LibraryScreen:
-    await app.push_screen(LibraryScreen())
+    await app.push_screen(LibraryScreen(app.store))
     await wait_for(pilot, lambda: isinstance(app.screen, LibraryScreen), "the library")
     await pilot.pause()
     return app.screen
@@ -408,8 +411,9 @@ async def test_real_app_saves_lists_and_reopens_a_story(store, helium_home, tiny
         await wait_for(pilot, lambda: isinstance(app.screen, LibraryScreen), "the library")
         assert app.screen.stories == [saved]
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.screen is app.studio, "the studio")
-        assert (app.studio.story.prompt, app.studio.story.text) == (saved.prompt, saved.text)
+        story = app.studio.story
+        await wait_for(pilot, lambda: app.screen is app.studio and story.text == saved.text, "the story")
+        assert (story.prompt, story.text) == (saved.prompt, saved.text)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 from textual.widgets import Static
 
 from engine.inspect import logit_lens, run_with_cache
+from helium_tui.app_state import ShowStory
 from helium_tui.look_data import story_ids
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.dialogs import AskDialog
@@ -198,7 +199,8 @@ async def test_export_writes_a_safe_html_page_and_a_screenshot(tiny_bundle, tmp_
     async with app.run_test(size=SIZE) as pilot:
         await loaded(app, pilot)
         prompt = "Tom\x1b]0;owned\x07 had a \x9b31mball"  # control characters a story file could hold
-        app.studio.load_story(prompt, " and a\x00 cat.", {}, 7)
+        app.studio.post_message(ShowStory(prompt, " and a\x00 cat.", {}, 7))
+        await pilot.pause()
         screen = await open_look(pilot)
         assert_no_control_characters(app)
         await pilot.press("left", "e")
@@ -218,7 +220,7 @@ async def test_export_writes_a_safe_html_page_and_a_screenshot(tiny_bundle, tmp_
                 assert escape(piece) in page, piece
         svg = default.with_suffix(".svg").read_text(encoding="utf-8")
         assert svg.lstrip().startswith("<svg") and "Look" in svg
-        assert app.store.list()[1] == []  # the library still reads (only its .json files)
+        assert app.state.store.list()[1] == []  # the library still reads (only its .json files)
         screen.last_export = None
         await pilot.press("a", "e")  # every head's map, to a path typed without .html
         await until(pilot, lambda: isinstance(app.screen, AskDialog), "the export dialog again")

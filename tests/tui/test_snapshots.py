@@ -144,7 +144,7 @@ def test_story_library(snap_compare, tiny_bundle, tmp_path):
             story = Story(prompt, text, {"temperature": 0.8, "top_p": 0.95}, "tiny-bundle", seed=7 + i,
                           created=f"2026-11-2{i + 1}T10:00:00+00:00", tokens=20 + i, finish_reason="eos",
                           id=f"2026112{i + 1}-100000-ab1{i}")  # fmt: skip
-            pilot.app.store.save(story)
+            pilot.app.state.store.save(story)
         await pilot.press("ctrl+l")
         await quiet(pilot)
 

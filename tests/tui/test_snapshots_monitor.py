@@ -14,6 +14,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Static
 
 from engine.runs.rundir import EVENTS_FILE, RunLock
+from helium_tui.app_state import AppState
 from helium_tui.library import Story, StoryStore
 from helium_tui.screens.library import LibraryScreen
 from helium_tui.screens.training.screen import TrainingScreen
@@ -23,21 +24,17 @@ RECORDED_RUN = Path(__file__).parent / "data" / "tiny-run.events.jsonl"  # 76 of
 
 
 class HostApp(App):
-    """A bare app with Helium's stylesheet and what the two screens need from HeliumApp."""
+    """A bare app with Helium's stylesheet and the shared state the training screen reads from HeliumApp."""
 
     CSS_PATH = "../../helium_tui/helium.tcss"
     TITLE = "Helium"
 
-    def __init__(self, store: StoryStore | None = None) -> None:
+    def __init__(self, store: StoryStore) -> None:
         super().__init__()
-        self.store = store
-        self.last_run_dir: Path | None = None
+        self.state = AppState(store)
 
     def compose(self) -> ComposeResult:
         yield Static("studio")
-
-    def open_story(self, story: Story) -> None:
-        pass
 
 
 def test_monitor_replaying_a_recorded_run(snap_compare, tmp_path, monkeypatch):
@@ -59,7 +56,7 @@ def test_monitor_replaying_a_recorded_run(snap_compare, tmp_path, monkeypatch):
         assert screen.state is not None and screen.state.step == 76 and screen.stoppable
 
     with RunLock(run_dir):  # held as by a live trainer: the run shows as running, Stop enabled
-        assert snap_compare(HostApp(), terminal_size=SIZE, run_before=attach)
+        assert snap_compare(HostApp(StoryStore(tmp_path / "stories")), terminal_size=SIZE, run_before=attach)
 
 
 def test_library_with_long_stories(snap_compare, tmp_path):
@@ -80,7 +77,7 @@ def test_library_with_long_stories(snap_compare, tmp_path):
                          id=f"2026112{i}-1{i}3000-ab1{i}"))  # fmt: skip
 
     async def open_library(pilot) -> None:
-        await pilot.app.push_screen(LibraryScreen())
+        await pilot.app.push_screen(LibraryScreen(store))
         await pilot.pause()
         await pilot.press("down")
 

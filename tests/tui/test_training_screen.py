@@ -183,7 +183,7 @@ async def test_ctrl_t_opens_the_monitor_in_the_real_app(helium_home):
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainingScreen), "the monitor")
-        assert "No run yet" in stats(app.screen) and app.last_run_dir is None
+        assert "No run yet" in stats(app.screen) and app.state.last_run_dir is None
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, TrainingScreen), "the studio")
 

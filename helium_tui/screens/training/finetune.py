@@ -9,13 +9,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import BundleError
 from helium_tui.screens.training.form_values import FinetunePlan
 from helium_tui.screens.training.view import Progress
 from trainer.config import TrainConfig
 from trainer.finetune import FinetuneData, TooLittleText, prepare_finetune_data, read_base, run_config
+
+if TYPE_CHECKING:
+    from engine.generation.session import Session
+    from helium_tui.library import StoryStore
 
 PROGRESS_S = 0.1  # progress is reported at most this often
 COMMAND = "helium (training monitor: fine-tune)"  # the `command` a fine-tune's config records
@@ -41,7 +45,7 @@ class FinetuneFailed:
 
 def prepare_finetune(
     plan: FinetunePlan,
-    store: Any,
+    store: StoryStore | None,
     overrides: dict[str, Any],
     cancel: threading.Event,
     on_progress: Callable[[Progress], None],
@@ -79,7 +83,7 @@ def prepare_finetune(
     return FinetuneReady(plan, base.name, data, config)
 
 
-def base_model(session: Any) -> tuple[str, str]:
+def base_model(session: Session | None) -> tuple[str, str]:
     """(name, bundle dir) of the model a studio session holds; ("", "") without one. The name is the one its
     fine-tune records (a run's `bundle/` is named after its run)."""
     path = getattr(getattr(session, "bundle", None), "path", None)
@@ -91,7 +95,7 @@ def base_model(session: Any) -> tuple[str, str]:
         return session.name, str(path)
 
 
-def library_count(store: Any) -> int | None:
+def library_count(store: StoryStore | None) -> int | None:
     """How many stories the library `store` holds (None without a library; 0 when it cannot be read)."""
     if store is None:
         return None

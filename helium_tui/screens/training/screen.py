@@ -3,8 +3,9 @@
 Runs go through `engine.runs.runner` (a separate process writing RUN_DIR/events.jsonl), so leaving this screen or
 the app never stops a run; a finished run's bundle is installed under a name the user confirms. Its fine-tune
 mode prepares the library's stories for the studio's model on a daemon thread, then starts the run the same way.
-Its parts: the forms (training_forms.py), the watched run (training_watch.py), what they show
-(training_view.py) and a fine-tune's preparation (training_finetune.py).
+Its parts: the form rows (form_rows.py) and their values (form_values.py), the watched run (watch.py), what they
+show (view.py) and a fine-tune's preparation (finetune.py). The studio's model, the library and the last run
+watched come from the app's shared `AppState`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from engine.humanize import plural
 from engine.model.config import PRESETS
 from engine.runs.rundir import EVENTS_FILE
 from engine.runs.runner import RunHandle, RunState, attach, start_run
+from helium_tui.app_state import AppState, app_state
+from helium_tui.library import StoryStore
 from helium_tui.screens.training.finetune import (
     FinetuneFailed,
     FinetuneReady,
@@ -97,6 +100,11 @@ class TrainingScreen(Screen):
         yield Footer()
 
     @property
+    def shared(self) -> AppState:
+        """What the app's screens share: the studio's model, the story library, the last run watched."""
+        return app_state(self)
+
+    @property
     def handle(self) -> RunHandle | None:
         """The run being watched."""
         return self.monitor.handle
@@ -115,7 +123,7 @@ class TrainingScreen(Screen):
         self.title = "Training monitor"
         self.watch(self.monitor, "stoppable", self.forms.show_stoppable)
         self.monitor.show_last()
-        last = self.app.last_run_dir
+        last = self.shared.last_run_dir
         if last is not None and last.joinpath(EVENTS_FILE).exists():
             self.forms.run_dir = str(last)
             self.finetuning = is_finetune_run(last)
@@ -220,7 +228,7 @@ class TrainingScreen(Screen):
 
     def watch_run(self, handle: RunHandle) -> None:
         """Make handle the watched run (and the one the monitor re-attaches to next time)."""
-        self.app.last_run_dir = handle.run_dir
+        self.shared.last_run_dir = handle.run_dir
         self.monitor.follow(handle)
 
     # --- fine-tuning the studio's model -------------------------------------------------------------------
@@ -247,8 +255,8 @@ class TrainingScreen(Screen):
 
     def show_finetune_sources(self) -> None:
         """Show the studio's model and how many stories the library holds."""
-        store = getattr(self.app, "store", None)
-        self.forms.show_sources(base_model(getattr(self.app, "session", None))[0], library_count(store))
+        shared = self.shared
+        self.forms.show_sources(base_model(shared.session)[0], library_count(shared.store))
 
     @on(Button.Pressed, "#ft-start")
     @on(Input.Submitted, "#ft-steps, #ft-folder")
@@ -261,7 +269,7 @@ class TrainingScreen(Screen):
         self.finetuning = True
         if self._run_going():
             return None
-        base_name, base_dir = base_model(getattr(self.app, "session", None))
+        base_name, base_dir = base_model(self.shared.session)
         try:
             plan = self.forms.finetune_form(base_dir).plan()
         except ValueError as exc:
@@ -272,13 +280,13 @@ class TrainingScreen(Screen):
         self.preparing_for = (base_name, sources)
         self.preparing = True
         self.show_progress(Progress())
-        store = getattr(self.app, "store", None) if plan.library else None
+        store = self.shared.store if plan.library else None
         cancel, overrides = self._prepare_cancel, self.config_overrides
         start_daemon("finetune-data", lambda: self._prepare(plan, store, overrides, cancel))
         return plan
 
     def _prepare(
-        self, plan: FinetunePlan, store: Any, overrides: dict[str, Any], cancel: threading.Event
+        self, plan: FinetunePlan, store: StoryStore | None, overrides: dict[str, Any], cancel: threading.Event
     ) -> None:
         """On a daemon thread: prepare the fine-tune and post its progress and outcome. It touches no widget
         (the screen may be gone)."""
