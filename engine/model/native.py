@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from engine.model.cpu_kernels import KERNEL_ENV, kernel_choice, load_kernels
+from engine.model.cpu_kernels import KERNEL_ENV, VnniLinear, kernel_choice, load_kernels
 from engine.model.tinyslm import TinySLM
 
 NATIVE_ENV = "HELIUM_NATIVE_DECODE"  # auto (default), scalar (the portable C path only) or off (the torch path)
 NATIVE_CHOICES = ("auto", "scalar", "off")
-_F32, _BF16, _INT8 = 0, 1, 2  # the weights' kinds in native_decode.c
+_F32, _BF16, _INT8, _INT8W = 0, 1, 2, 3  # the weights' kinds in native_decode.c (_INT8W: weight-only int8)
 _P, _I = ctypes.c_void_p, ctypes.c_int
 
 
@@ -81,12 +81,9 @@ def _library() -> _Library:
 
 
 def native_status(model: nn.Module) -> str:
-    """'' when model's decode steps can run natively, else why not (one line)."""
-    try:
-        choice = native_choice()
-    except ValueError as exc:
-        return str(exc)
-    if choice == "off":
+    """'' when model's decode steps can run natively, else why not (one line). ValueError for a bad
+    HELIUM_NATIVE_DECODE or HELIUM_CPU_KERNELS."""
+    if native_choice() == "off":
         return f"{NATIVE_ENV}=off"
     if not isinstance(model, TinySLM):
         return f"a {type(model).__name__}, not a TinySLM"
@@ -145,7 +142,7 @@ class NativeDecoder:
             return "native (portable C)"
         kinds = {self._c.head.kind, *(m.kind for layer in self._layers for m in (layer.wqkv, layer.w2))}
         k = load_kernels("auto")
-        names = {_INT8: f"int8 {k.int8}", _BF16: f"bf16 {k.bf16_name}", _F32: "float32"}
+        names = {_INT8: f"int8 {k.int8}", _INT8W: "int8 weights", _BF16: f"bf16 {k.bf16_name}", _F32: "float32"}
         vector = "attention avx2" if k.attention else "attention portable C"
         return f"native ({', '.join(names[kind] for kind in sorted(kinds))}, {vector})"
 
@@ -229,7 +226,8 @@ def _check_weight(name: str, module: nn.Module, shape: tuple[int, int]) -> None:
 
 
 def _mat(module: nn.Module, keep: list[torch.Tensor]) -> _Mat:
-    """A weight as C reads it: in place where it can, int8 scales in float32 with each row's sum."""
+    """A weight as C reads it: in place where it can, int8 scales in float32. Int8 computes as the module does: a
+    VnniLinear quantizes its activations to int8 too (C needs each row's sum), an Int8Linear only its weights."""
     weight = module.weight.detach().contiguous()
     keep.append(weight)
     n, k = weight.shape
@@ -238,8 +236,11 @@ def _mat(module: nn.Module, keep: list[torch.Tensor]) -> _Mat:
         kind = _BF16 if weight.dtype == torch.bfloat16 else _F32
         return _Mat(weight.data_ptr(), None, None, kind, n, k)
     scale32 = scale.detach().float().contiguous()
+    keep.append(scale32)
+    if not isinstance(module, VnniLinear):
+        return _Mat(weight.data_ptr(), scale32.data_ptr(), None, _INT8W, n, k)
     row_sum = weight.sum(dim=1, dtype=torch.int32)
-    keep += [scale32, row_sum]
+    keep.append(row_sum)
     return _Mat(weight.data_ptr(), scale32.data_ptr(), row_sum.data_ptr(), _INT8, n, k)
 
 

@@ -21,7 +21,9 @@
 #include <omp.h>
 #endif
 
-enum { W_F32 = 0, W_BF16 = 1, W_INT8 = 2 };
+// W_INT8: int8 weights times int8 activations (Helium's VNNI linears); W_INT8W: int8 weights times float activations,
+// scaled after the sum (PyTorch's weight-only Int8Linear), so each model computes as its torch path does.
+enum { W_F32 = 0, W_BF16 = 1, W_INT8 = 2, W_INT8W = 3 };
 
 typedef struct {
   const void* w;        // (N, K) row-major: float32, bf16 or int8
@@ -131,6 +133,26 @@ __attribute__((target("avx512f"))) static void dot4_f32(const float* x, const fl
   out[3] = _mm512_reduce_add_ps(a3);
 }
 
+// Four int8 weight rows widened to float32 against one float32 activation row (weight-only int8).
+__attribute__((target("avx512f"))) static void dot4_i8f32(const float* x, const int8_t* w, size_t stride, int K,
+                                                          float out[4]) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  int k = 0;
+  for (; k + 16 <= K; k += 16) {
+    if (!(k & 63)) prefetch_next4(w, stride, k);
+    __m512 xv = _mm512_loadu_ps(x + k);
+    for (int r = 0; r < 4; r++) {
+      __m128i b = _mm_loadu_si128((const __m128i*)(w + r * stride + k));
+      acc[r] = _mm512_fmadd_ps(xv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), acc[r]);
+    }
+  }
+  for (int r = 0; r < 4; r++) {
+    float s = _mm512_reduce_add_ps(acc[r]);
+    for (int j = k; j < K; j++) s += x[j] * (float)w[r * stride + j];
+    out[r] = s;
+  }
+}
+
 // The portable path: one weight row against activation row r.
 static float dot_scalar(const Mat* w, const Act* a, int r, int n) {
   const size_t K = (size_t)w->K, row = (size_t)n * K, x = (size_t)r * K;
@@ -141,7 +163,10 @@ static float dot_scalar(const Mat* w, const Act* a, int r, int n) {
     return (float)d;  // the raw integer sum; the caller scales it
   }
   float s = 0.f;
-  if (w->kind == W_BF16) {
+  if (w->kind == W_INT8W) {
+    const int8_t* wr = (const int8_t*)w->w + row;
+    for (size_t k = 0; k < K; k++) s += a->xf[x + k] * (float)wr[k];
+  } else if (w->kind == W_BF16) {
     const uint16_t* wr = (const uint16_t*)w->w + row;
     for (size_t k = 0; k < K; k++) s += bf16_to_f32(a->xb[x + k]) * bf16_to_f32(wr[k]);
   } else {
@@ -196,6 +221,22 @@ static void dots(const Mat* w, const Act* a, const Paths* p, int r, int n, int r
       if (!stride) out[i] = one[0];
     }
     return;
+  } else if (w->kind == W_INT8W) {
+    const int8_t* wr = (const int8_t*)w->w + (size_t)n * K;
+    if (p->f32 && stride) {
+      dot4_i8f32(a->xf + r * K, wr, stride, (int)K, out);
+    } else {
+      for (int i = 0; i < rows; i++) {
+        float one[4];
+        if (p->f32)
+          dot4_i8f32(a->xf + r * K, wr + i * K, 0, (int)K, one);
+        else
+          one[0] = dot_scalar(w, a, r, n + i);
+        out[i] = one[0];
+      }
+    }
+    for (int i = 0; i < rows; i++) out[i] *= w->scale[n + i];
+    return;
   } else {
     for (int i = 0; i < rows; i++) {
       if (w->kind != W_INT8) {
@@ -234,9 +275,9 @@ static void rmsnorm(const Model* m, const float* x, const float* weight, float* 
   const int C = m->d_model;
   for (int r = 0; r < M; r++) {
     const float* xr = x + (size_t)r * C;
-    float ss = 0.f;
-    for (int i = 0; i < C; i++) ss += xr[i] * xr[i];
-    float inv = 1.f / sqrtf(ss / (float)C + m->eps);
+    double ss = 0.;  // near the correctly rounded sum, as PyTorch's cascaded float sum is
+    for (int i = 0; i < C; i++) ss += (double)(xr[i] * xr[i]);
+    float inv = 1.f / sqrtf((float)ss / (float)C + m->eps);
     for (int i = 0; i < C; i++) out[(size_t)r * C + i] = act(m, xr[i] * inv * weight[i]);
   }
 }
@@ -247,7 +288,7 @@ static void embed(const Model* m, const int64_t* tokens, float* x, int M) {
     const size_t row = (size_t)tokens[r] * C;
     for (size_t i = 0; i < C; i++) {
       float v;
-      if (m->embed.kind == W_INT8)
+      if (m->embed.kind == W_INT8 || m->embed.kind == W_INT8W)
         v = act(m, (float)((const int8_t*)m->embed.w)[row + i] * m->embed.scale[tokens[r]]);
       else if (m->embed.kind == W_BF16)
         v = bf16_to_f32(((const uint16_t*)m->embed.w)[row + i]);
