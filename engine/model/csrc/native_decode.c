@@ -10,9 +10,9 @@
 // one float32 scale per row (engine.model.quant); int8 matmuls quantize each activation row to int8 as
 // helium_int8_mm does, so they give the same numbers as Helium's VNNI linears, on the vector paths and the scalar one.
 //
-// Threads: one OpenMP region per token. Its threads split each matmul's output columns and the attention heads, and
-// wait for each other between stages on a barrier that spins briefly, then yields the core: OpenMP's own barriers
-// sleep on a futex under Helium's OMP_WAIT_POLICY=PASSIVE, which made every stage pay a wake-up per thread.
+// Threads: one OpenMP region per token. Its threads split each matmul's output columns and the attention heads (see
+// "stages" below) and wait for each other between stages spinning briefly, then yielding the core: OpenMP's own
+// barriers sleep on a futex under Helium's OMP_WAIT_POLICY=PASSIVE, which made every stage pay a wake-up per thread.
 #include "cpu_mm.c"
 
 #include <sched.h>
@@ -55,34 +55,64 @@ void helium_native_sizes(int out[3]) {
   out[0] = (int)sizeof(Mat), out[1] = (int)sizeof(Layer), out[2] = (int)sizeof(Model);
 }
 
-// ---- the barrier between stages ----
+// ---- stages: chunks of work that any thread may take ----
+//
+// A step is a fixed sequence of stages (a matmul, the RoPE of each head, the attention of each head, a norm). Each
+// stage's chunks are split evenly over the threads; a thread does its own, then takes the chunks others have not
+// started, then waits until every chunk is done. A thread the OS has descheduled (a busy machine) holds up the others
+// only while it is inside a chunk: the rest of its share is done by whoever runs. Counters live in the scratch
+// memory, zeroed before each step, one cache line each: per stage the chunks done, then one cursor per thread.
 
-enum { SPINS_BEFORE_YIELD = 1 << 14 };
+enum { LINE = 16, SPINS_BEFORE_YIELD = 1 << 12 };  // ints per cache line
 
 typedef struct {
-  atomic_int arrived, phase;
-} Barrier;
+  atomic_int* counters;  // (stages, 1 + nt, LINE)
+  int t, nt, stage;      // this thread, the team's size, the stage this thread is in
+  int total;             // the current stage's chunks
+} Team;
 
-static void sync_threads(Barrier* b, int nt) {
-  if (nt == 1) return;
-  int phase = atomic_load_explicit(&b->phase, memory_order_acquire);
-  if (atomic_fetch_add_explicit(&b->arrived, 1, memory_order_acq_rel) == nt - 1) {
-    atomic_store_explicit(&b->arrived, 0, memory_order_relaxed);
-    atomic_store_explicit(&b->phase, phase + 1, memory_order_release);
-    return;
-  }
-  for (int spins = 0; atomic_load_explicit(&b->phase, memory_order_acquire) == phase; spins++) {
-    if (spins < SPINS_BEFORE_YIELD)
-      _mm_pause();
-    else
-      sched_yield();  // a busy machine: give the core to whoever needs it
-  }
+static atomic_int* counter(const Team* team, int i) {
+  return team->counters + ((size_t)team->stage * (1 + team->nt) + i) * LINE;
 }
 
 // [*a, *b): thread t's share of n items.
 static void share(int n, int t, int nt, int* a, int* b) {
   *a = (int)((long)n * t / nt), *b = (int)((long)n * (t + 1) / nt);
 }
+
+// The next chunk of the current stage for this thread (its own first, then anyone's), or -1 when none is left.
+static int claim(Team* team) {
+  for (int i = 0; i < team->nt; i++) {
+    int u = (team->t + i) % team->nt, a, b;
+    share(team->total, u, team->nt, &a, &b);
+    if (a + atomic_load_explicit(counter(team, 1 + u), memory_order_relaxed) >= b) continue;
+    int c = a + atomic_fetch_add_explicit(counter(team, 1 + u), 1, memory_order_relaxed);
+    if (c < b) return c;
+  }
+  return -1;
+}
+
+static void chunk_done(Team* team) {
+  atomic_fetch_add_explicit(counter(team, 0), 1, memory_order_release);
+}
+
+// Wait until every chunk of the current stage is done (its results visible), then go to the next stage.
+static void end_stage(Team* team) {
+  if (team->nt > 1) {
+    atomic_int* done = counter(team, 0);
+    for (int spins = 0; atomic_load_explicit(done, memory_order_acquire) < team->total; spins++) {
+      if (spins < SPINS_BEFORE_YIELD)
+        _mm_pause();
+      else
+        sched_yield();  // a busy machine: give the core to whoever needs it (perhaps the thread in that chunk)
+    }
+  }
+  team->stage++;
+}
+
+#define FOR_CHUNKS(team, n, c)                                         \
+  (team)->total = (n);                                                 \
+  for (int c = claim(team); c >= 0; chunk_done(team), c = claim(team))
 
 static inline float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 static inline float act(const Model* m, float v) { return m->bf16_acts ? round_bf16(v) : v; }
@@ -251,15 +281,11 @@ static void dots(const Mat* w, const Act* a, const Paths* p, int r, int n, int r
     out[i] = a->sx[r] * w->scale[n + i] * (float)(d[i] - 128 * w->wsum[n + i]);
 }
 
-// y[r, n] (row stride ldy) for this thread's share of the columns: the product, or with add the residual y + it.
-static void matmul(const Model* m, const Mat* w, Act* a, const float* x, const Paths* p, int M, float* y, int ldy,
-                   int add, int t, int nt) {
-  a->xf = x;
-  int b0, b1;
-  share((w->N + 3) / 4, t, nt, &b0, &b1);
-  const int n1 = 4 * b1 < w->N ? 4 * b1 : w->N;
+// y[r, n] (row stride ldy) for columns [n0, n1): the product, or with add the residual y + it.
+static void matmul_columns(const Model* m, const Mat* w, const Act* a, const Paths* p, int M, float* y, int ldy,
+                           int add, int n0, int n1) {
   float d[4];
-  for (int n = 4 * b0; n < n1; n += 4) {
+  for (int n = n0; n < n1; n += 4) {
     int rows = n1 - n < 4 ? n1 - n : 4;
     for (int r = 0; r < M; r++) {
       dots(w, a, p, r, n, rows, d);
@@ -267,6 +293,18 @@ static void matmul(const Model* m, const Mat* w, Act* a, const float* x, const P
       for (int i = 0; i < rows; i++) out[i] = add ? act(m, out[i] + act(m, d[i])) : act(m, d[i]);
     }
   }
+}
+
+// A matmul as one stage: chunks of a few blocks of four columns, about 4 a thread.
+static void matmul(Team* team, const Model* m, const Mat* w, Act* a, const float* x, const Paths* p, int M, float* y,
+                   int ldy, int add) {
+  a->xf = x;
+  const int blocks = (w->N + 3) / 4, per = (blocks + 4 * team->nt - 1) / (4 * team->nt);
+  FOR_CHUNKS(team, (blocks + per - 1) / per, c) {
+    int n1 = 4 * (c + 1) * per;
+    matmul_columns(m, w, a, p, M, y, ldy, add, 4 * c * per, n1 < w->N ? n1 : w->N);
+  }
+  end_stage(team);
 }
 
 // ---- the elementwise stages ----
@@ -347,16 +385,14 @@ static void attend_scalar(const void* q, const void* k, const void* v, void* out
   for (int d = 0; d < D; d++) store(out, bf16, d, acc[d] / total);
 }
 
-static void attention(const Model* m, const Layer* L, const void* q, void* att, int M, int pos, float* scores, int t,
-                      int nt) {
+// Attention of query head rh (row * H + head) over the slots written so far.
+static void attention(const Model* m, const Layer* L, const void* q, void* att, int rh, int pos, float* scores) {
   const int D = m->head_dim, H = m->n_head, group = H / m->n_kv_head, cb = m->cache_bf16;
   const int n = pos + 1 < m->slots ? pos + 1 : m->slots;
   const size_t item = cb ? 2 : 4;
   const float scale = 1.f / sqrtf((float)D);
   const int vector = !m->scalar && helium_vnni_path() != PATH_NONE && D % 8 == 0 && D <= 512;
-  int a, b;
-  share(M * H, t, nt, &a, &b);
-  for (int rh = a; rh < b; rh++) {
+  {
     size_t r = (size_t)rh / H, h = (size_t)rh % H;
     size_t cache = ((r * m->n_kv_head + h / group) * m->slots) * D * item;
     const char *qh = (const char*)q + (size_t)rh * D * item, *k = (const char*)L->k_cache + cache;
@@ -376,20 +412,28 @@ typedef struct {  // the scratch buffers of one step (helium_native_scratch_byte
   uint16_t* xb;
   uint8_t* xu;
   void *q, *att;
+  atomic_int* counters;
 } Work;
+
+static size_t scores_per_thread(const Model* m) { return (size_t)m->slots + (m->head_dim > 512 ? m->head_dim : 512); }
+
+// The stages' counters: embed, 10 a layer, the final norm and the head.
+static size_t counter_bytes(const Model* m, int threads) {
+  return (size_t)(10 * m->n_layer + 3) * (1 + threads) * LINE * sizeof(atomic_int);
+}
 
 static size_t plan(const Model* m, int M, int threads, char* base, Work* w) {
   const size_t C = m->d_model, F = m->hidden, D = m->head_dim, H = m->n_head, Hkv = m->n_kv_head;
   const size_t widest = (C > F ? C : F), qkv = (H + 2 * Hkv) * D;
-  const size_t sizes[12] = {
+  const size_t sizes[13] = {
       M * C * 4, M * C * 4, M * qkv * 4, M * C * 4, M * 2 * F * 4, M * F * 4, M * 4,
-      (size_t)threads * (m->slots + (D > 512 ? D : 512)) * 4, M * widest * 2, M * widest, M * H * D * 4,
-      M * H * D * 4};
-  void** slots[12] = {(void**)&w->x,   (void**)&w->xn, (void**)&w->qkv,    (void**)&w->xa,
-                      (void**)&w->h13, (void**)&w->hh, (void**)&w->sx,     (void**)&w->scores,
-                      (void**)&w->xb,  (void**)&w->xu, (void**)&w->q,      (void**)&w->att};
+      (size_t)threads * scores_per_thread(m) * 4, M * widest * 2, M * widest, M * H * D * 4, M * H * D * 4,
+      counter_bytes(m, threads)};
+  void** slots[13] = {(void**)&w->x,   (void**)&w->xn, (void**)&w->qkv, (void**)&w->xa,     (void**)&w->h13,
+                      (void**)&w->hh,  (void**)&w->sx, (void**)&w->scores, (void**)&w->xb, (void**)&w->xu,
+                      (void**)&w->q,   (void**)&w->att, (void**)&w->counters};
   size_t at = 0;
-  for (int i = 0; i < 12; i++) {
+  for (int i = 0; i < 13; i++) {
     if (base) *slots[i] = base + at;
     at += (sizes[i] + 63) & ~(size_t)63;
   }
@@ -402,39 +446,32 @@ size_t helium_native_scratch_bytes(const Model* m, int M, int threads) {
   return plan(m, M, threads, NULL, &w);
 }
 
-static void layer_step(const Model* m, const Layer* L, Work* w, Act* a, const Paths* p, int M, int pos, int t,
-                       int nt, Barrier* bar) {
-  const int C = m->d_model, F = m->hidden, heads = m->n_head + m->n_kv_head;
-  const int D = m->head_dim, HD = m->n_head * D;
-  if (t == 0) {
+static void layer_step(Team* team, const Model* m, const Layer* L, Work* w, Act* a, const Paths* p, int M, int pos) {
+  const int C = m->d_model, F = m->hidden, heads = m->n_head + m->n_kv_head, HD = m->n_head * m->head_dim;
+  FOR_CHUNKS(team, 1, c) {
     rmsnorm(m, w->x, L->attn_norm, w->xn, M);
     prepare(&L->wqkv, a, w->xn, M);
   }
-  sync_threads(bar, nt);
-  matmul(m, &L->wqkv, a, w->xn, p, M, w->qkv, L->wqkv.N, 0, t, nt);
-  sync_threads(bar, nt);
-  int i0, i1;
-  share(M * heads, t, nt, &i0, &i1);
-  for (int i = i0; i < i1; i++) rope_and_store(m, L, w->qkv, w->q, i / heads, i % heads, pos);
-  sync_threads(bar, nt);
-  float* scores = w->scores + (size_t)t * (m->slots + (D > 512 ? D : 512));
-  attention(m, L, w->q, w->att, M, pos, scores, t, nt);
-  sync_threads(bar, nt);
-  if (t == 0) {
+  end_stage(team);
+  matmul(team, m, &L->wqkv, a, w->xn, p, M, w->qkv, L->wqkv.N, 0);
+  FOR_CHUNKS(team, M * heads, i) rope_and_store(m, L, w->qkv, w->q, i / heads, i % heads, pos);
+  end_stage(team);
+  float* scores = w->scores + (size_t)team->t * scores_per_thread(m);
+  FOR_CHUNKS(team, M * m->n_head, rh) attention(m, L, w->q, w->att, rh, pos, scores);
+  end_stage(team);
+  FOR_CHUNKS(team, 1, c) {
     for (size_t i = 0; i < (size_t)M * HD; i++) w->xa[i] = load_x(w->att, m->cache_bf16, i);
     prepare(&L->wo, a, w->xa, M);
   }
-  sync_threads(bar, nt);
-  matmul(m, &L->wo, a, w->xa, p, M, w->x, C, 1, t, nt);
-  sync_threads(bar, nt);
-  if (t == 0) {
+  end_stage(team);
+  matmul(team, m, &L->wo, a, w->xa, p, M, w->x, C, 1);
+  FOR_CHUNKS(team, 1, c) {
     rmsnorm(m, w->x, L->mlp_norm, w->xn, M);
     prepare(&L->w13, a, w->xn, M);
   }
-  sync_threads(bar, nt);
-  matmul(m, &L->w13, a, w->xn, p, M, w->h13, 2 * F, 0, t, nt);
-  sync_threads(bar, nt);
-  if (t == 0) {
+  end_stage(team);
+  matmul(team, m, &L->w13, a, w->xn, p, M, w->h13, 2 * F, 0);
+  FOR_CHUNKS(team, 1, c) {
     for (int r = 0; r < M; r++)
       for (int i = 0; i < F; i++) {
         float g = w->h13[(size_t)r * 2 * F + i], u = w->h13[(size_t)r * 2 * F + F + i];
@@ -442,23 +479,23 @@ static void layer_step(const Model* m, const Layer* L, Work* w, Act* a, const Pa
       }
     prepare(&L->w2, a, w->hh, M);
   }
-  sync_threads(bar, nt);
-  matmul(m, &L->w2, a, w->hh, p, M, w->x, C, 1, t, nt);
-  sync_threads(bar, nt);
+  end_stage(team);
+  matmul(team, m, &L->w2, a, w->hh, p, M, w->x, C, 1);
 }
 
-static void token_step(const Model* m, Work* w, const int64_t* tokens, int M, int pos, float* logits, int t, int nt,
-                       Barrier* bar) {
+static void token_step(const Model* m, Work* w, const int64_t* tokens, int M, int pos, float* logits, int t, int nt) {
   Paths p = paths(m);
   Act a = {NULL, w->xb, w->xu, w->sx};
-  if (t == 0) embed(m, tokens, w->x, M);
-  for (int l = 0; l < m->n_layer; l++) layer_step(m, &m->layers[l], w, &a, &p, M, pos, t, nt, bar);
-  if (t == 0) {
+  Team team = {w->counters, t, nt, 0, 0};
+  FOR_CHUNKS(&team, 1, c) embed(m, tokens, w->x, M);
+  end_stage(&team);
+  for (int l = 0; l < m->n_layer; l++) layer_step(&team, m, &m->layers[l], w, &a, &p, M, pos);
+  FOR_CHUNKS(&team, 1, c) {
     rmsnorm(m, w->x, m->norm, w->xn, M);
     prepare(&m->head, &a, w->xn, M);
   }
-  sync_threads(bar, nt);
-  matmul(m, &m->head, &a, w->xn, &p, M, logits, m->vocab, 0, t, nt);
+  end_stage(&team);
+  matmul(&team, m, &m->head, &a, w->xn, &p, M, logits, m->vocab, 0);
 }
 
 // Logits (M, vocab) float32 of tokens (M,) at position pos, written into the KV cache; scratch holds
@@ -469,19 +506,18 @@ int helium_native_step(const Model* m, const int64_t* tokens, int M, int pos, fl
   if (pos < 0 || pos >= m->max_pos || M < 1) return -1;
   for (int r = 0; r < M; r++)
     if (tokens[r] < 0 || tokens[r] >= m->vocab) return -3;
+  if (threads < 1) threads = 1;
   Work w;
   plan(m, M, threads, (char*)scratch, &w);
-  Barrier bar;
-  atomic_init(&bar.arrived, 0);
-  atomic_init(&bar.phase, 0);
+  memset(w.counters, 0, counter_bytes(m, threads));
 #ifdef _OPENMP
   if (threads > 1) {
 #pragma omp parallel num_threads(threads)
-    token_step(m, &w, tokens, M, pos, logits, omp_get_thread_num(), omp_get_num_threads(), &bar);
+    token_step(m, &w, tokens, M, pos, logits, omp_get_thread_num(), omp_get_num_threads());
     return 0;
   }
 #endif
-  token_step(m, &w, tokens, M, pos, logits, 0, 1, &bar);
+  token_step(m, &w, tokens, M, pos, logits, 0, 1);
   return 0;
 }
 
