@@ -30,13 +30,12 @@ from engine.paths import user_cache_dir
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = (CSRC / "cpu_mm.c", CSRC / "native_decode.c")  # all of them name the library (its hash)
 SOURCE = SOURCES[-1]  # the one file the compiler is given: it includes the others
-FLAGS = ("-O3", "-fno-math-errno", "-fPIC", "-shared")
+FLAGS = ("-O3", "-fno-math-errno", "-fPIC", "-shared", "-pthread")
 # threads where the compiler has OpenMP (else one thread); without the AVX-VNNI path where it is too old
 VARIANTS = (("-fopenmp",), ("-fopenmp", "-DHELIUM_NO_AVX_VNNI"), (), ("-DHELIUM_NO_AVX_VNNI",))
 SYMBOLS = (
     "helium_vnni_path", "helium_has_avx512_bf16", "helium_int8_paths_built", "helium_int8_mm", "helium_bf16_mm",
     "helium_decode_attention", "helium_native_sizes", "helium_native_scratch_bytes", "helium_native_step",
-    "helium_native_openmp",
 )  # fmt: skip
 BUILD_TIMEOUT_S = 120
 _DIGEST_SUFFIX = ".sha256"

@@ -2,7 +2,7 @@
 
 `native_decoder(model)` lays the weights out once for the kernels (int8 scales in float32 with each row's sum, norms in
 float32, the RoPE tables) and returns a `NativeDecoder`, whose `step` runs every layer, the final norm and the head for
-a batch of rows on one OpenMP pool and returns the logits; or None, with `native_status` saying why (not a CPU model,
+a batch of rows on the runtime's own thread pool and returns the logits; or None, with `native_status` saying why (not a CPU model,
 HELIUM_NATIVE_DECODE=off or HELIUM_CPU_KERNELS=torch, no C compiler, a module it does not know). The library is the one
 engine/model/kernel_build.py builds and checks; CPUs without AVX-512 or VNNI run its portable C path.
 """
@@ -134,7 +134,6 @@ class NativeDecoder:
         self._batch = 0
         self._scratch: dict[tuple[int, int], torch.Tensor] = {}
         self._address = ctypes.addressof(c)
-        self.openmp = bool(lib.helium_native_openmp())
 
     def describe(self) -> str:
         """What runs, for benchmarks: 'native (int8 vnni512, attention avx2)', or the portable path."""
@@ -147,14 +146,15 @@ class NativeDecoder:
         return f"native ({', '.join(names[kind] for kind in sorted(kinds))}, {vector})"
 
     def threads(self) -> int:
-        """The threads a step runs on: torch's intra-op count (its own pool sleeps meanwhile), 1 without OpenMP."""
-        return torch.get_num_threads() if self.openmp else 1
+        """The threads a step runs on: as many as torch's intra-op threads (`--threads`), in the runtime's own pool
+        (torch's sleeps meanwhile)."""
+        return torch.get_num_threads()
 
     def step(self, tokens: torch.Tensor, pos: int, threads: int | None = None) -> torch.Tensor:
         """Logits (B, V) in the model's dtype for tokens (B, 1) at position pos; their keys and values go into
         the KV cache (slot pos % slots)."""
         cache = self.model.layers[0].attn.cache
-        if cache is not self._cache:
+        if cache is None or cache is not self._cache:
             self._bind()
         ids = tokens.reshape(-1)
         if ids.dtype != torch.int64 or not ids.is_contiguous():

@@ -10,16 +10,15 @@
 // one float32 scale per row (engine.model.quant); int8 matmuls quantize each activation row to int8 as
 // helium_int8_mm does, so they give the same numbers as Helium's VNNI linears, on the vector paths and the scalar one.
 //
-// Threads: one OpenMP region per token. Its threads split each matmul's output columns and the attention heads (see
-// "stages" below) and wait for each other between stages spinning briefly, then yielding the core: OpenMP's own
-// barriers sleep on a futex under Helium's OMP_WAIT_POLICY=PASSIVE, which made every stage pay a wake-up per thread.
+// Threads: one pool for every step (see "the pool"); its threads split each matmul's output columns and the attention
+// heads (see "stages") and wait for each other between stages spinning briefly, then yielding the core. OpenMP's
+// barriers sleep on a futex under Helium's OMP_WAIT_POLICY=PASSIVE, which made every stage pay a wake-up per thread,
+// and its region waits at its end for every thread, however late the OS runs it.
 #include "cpu_mm.c"
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 // W_INT8: int8 weights times int8 activations (Helium's VNNI linears); W_INT8W: int8 weights times float activations,
 // scaled after the sum (PyTorch's weight-only Int8Linear), so each model computes as its torch path does.
@@ -498,6 +497,99 @@ static void token_step(const Model* m, Work* w, const int64_t* tokens, int M, in
   matmul(&team, m, &m->head, &a, w->xn, &p, M, logits, m->vocab, 0);
 }
 
+// ---- the pool: threads - 1 workers that sleep between steps ----
+//
+// The caller's thread works too. A step opens a generation and wakes the workers; each one that wakes while it is
+// still open joins in, and the step returns once every stage is done and the workers that joined have left (they find
+// every chunk taken and leave at once), without waiting for a worker the OS has not run yet (OpenMP's region would
+// wait for it at its end: on a busy machine, a time slice each token).
+
+enum { WORKER_SPINS = 1 << 13, MAX_THREADS = 256 };
+
+typedef struct {
+  const Model* m;
+  Work* w;
+  const int64_t* tokens;
+  int M, pos;
+  float* logits;
+} Job;
+
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t wake;
+  atomic_int generation, open, active;  // the latest step, the step workers may join (0: none), workers inside
+  int quit, nt;
+  Job job;
+  pthread_t workers[MAX_THREADS];
+} Pool;
+
+static Pool pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+static pthread_mutex_t step_lock = PTHREAD_MUTEX_INITIALIZER;  // one step at a time in a process
+
+static void* worker(void* arg) {
+  const int t = (int)(intptr_t)arg;
+  int seen = atomic_load(&pool.generation);
+  for (;;) {
+    int spins = 0;
+    while (atomic_load_explicit(&pool.generation, memory_order_acquire) == seen && spins < WORKER_SPINS) {
+      _mm_pause();
+      spins++;
+    }
+    pthread_mutex_lock(&pool.mu);
+    while (atomic_load(&pool.generation) == seen && !pool.quit) pthread_cond_wait(&pool.wake, &pool.mu);
+    int quit = pool.quit;
+    seen = atomic_load(&pool.generation);
+    pthread_mutex_unlock(&pool.mu);
+    if (quit) return NULL;
+    atomic_fetch_add(&pool.active, 1);
+    if (atomic_load(&pool.open) == seen) {
+      Job j = pool.job;
+      token_step(j.m, j.w, j.tokens, j.M, j.pos, j.logits, t, pool.nt);
+    }
+    atomic_fetch_sub(&pool.active, 1);
+  }
+}
+
+static void stop_pool(void) {
+  pthread_mutex_lock(&pool.mu);
+  pool.quit = 1;
+  pthread_cond_broadcast(&pool.wake);
+  pthread_mutex_unlock(&pool.mu);
+  for (int t = 1; t < pool.nt; t++) pthread_join(pool.workers[t], NULL);
+  pool.quit = 0, pool.nt = 0;
+}
+
+// A pool of nt threads (the caller and nt - 1 workers); returns how many it has (fewer where threads cannot start).
+static int ensure_pool(int nt) {
+  if (pool.nt == nt) return nt;
+  if (pool.nt > 1) stop_pool();
+  pool.nt = 1;
+  for (int t = 1; t < nt; t++) {
+    if (pthread_create(&pool.workers[t], NULL, worker, (void*)(intptr_t)t) != 0) break;
+    pool.nt = t + 1;
+  }
+  return pool.nt;
+}
+
+static void run_step(const Job* job, int nt) {
+  pool.job = *job;
+  pthread_mutex_lock(&pool.mu);
+  int g = atomic_load(&pool.generation) + 1;
+  atomic_store(&pool.open, g);
+  atomic_store_explicit(&pool.generation, g, memory_order_release);
+  pthread_cond_broadcast(&pool.wake);
+  pthread_mutex_unlock(&pool.mu);
+  token_step(job->m, job->w, job->tokens, job->M, job->pos, job->logits, 0, nt);  // ends when every stage is done
+  atomic_store(&pool.open, 0);
+  // a worker that joined leaves at once (every chunk is taken); after this none touches the step's memory
+  for (int spins = 0; atomic_load(&pool.active) > 0; spins++) {
+    if (spins < SPINS_BEFORE_YIELD)
+      _mm_pause();
+    else
+      sched_yield();
+  }
+}
+
 // Logits (M, vocab) float32 of tokens (M,) at position pos, written into the KV cache; scratch holds
 // helium_native_scratch_bytes(m, M, threads) bytes. Returns 0; -1 for a position outside the model's tables, -3 for a
 // token outside the vocabulary (nothing is computed then).
@@ -507,25 +599,18 @@ int helium_native_step(const Model* m, const int64_t* tokens, int M, int pos, fl
   for (int r = 0; r < M; r++)
     if (tokens[r] < 0 || tokens[r] >= m->vocab) return -3;
   if (threads < 1) threads = 1;
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
   Work w;
   plan(m, M, threads, (char*)scratch, &w);
   memset(w.counters, 0, counter_bytes(m, threads));
-#ifdef _OPENMP
-  if (threads > 1) {
-#pragma omp parallel num_threads(threads)
-    token_step(m, &w, tokens, M, pos, logits, omp_get_thread_num(), omp_get_num_threads());
+  if (threads == 1) {
+    token_step(m, &w, tokens, M, pos, logits, 0, 1);
     return 0;
   }
-#endif
-  token_step(m, &w, tokens, M, pos, logits, 0, 1);
+  pthread_mutex_lock(&step_lock);
+  int nt = ensure_pool(threads);
+  Job job = {m, &w, tokens, M, pos, logits};
+  run_step(&job, nt);
+  pthread_mutex_unlock(&step_lock);
   return 0;
-}
-
-// 1 where the library was built with OpenMP (a step runs on several threads), else 0 (one thread).
-int helium_native_openmp(void) {
-#ifdef _OPENMP
-  return 1;
-#else
-  return 0;
-#endif
 }
