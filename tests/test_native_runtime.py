@@ -174,3 +174,14 @@ def test_bad_input_is_one_clear_error(monkeypatch):
             decoder.step(torch.tensor([[1], [2]]), 0)
         with pytest.raises(ValueError, match="position 48 is past the KV cache's 48 slots"):
             decoder.step(torch.tensor([[1]]), 48)
+
+
+def test_bench_decode_says_which_runtime_ran(monkeypatch):
+    from benchmarks.decode import bench_decode
+
+    runnable()
+    args = dict(preset="tiny", device="cpu", dtype="float32", prompt_tokens=8, new_tokens=8, repeats=1)
+    result = bench_decode(**args)
+    assert result.native_decode == "on" and result.cpu_kernel == "native (float32, attention avx2)"
+    monkeypatch.setenv(native.NATIVE_ENV, "off")
+    assert bench_decode(**args).native_decode == "HELIUM_NATIVE_DECODE=off"
