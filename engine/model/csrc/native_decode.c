@@ -125,7 +125,7 @@ typedef struct {  // one activation batch, prepared for a weight's kind
   float* sx;         // their scales
 } Act;
 
-// Thread 0 converts x for w's kind (bf16, or int8 with scales) into the shared buffers; each thread's matmul then
+// One thread converts x for w's kind (bf16, or int8 with scales) into the shared buffers; each thread's matmul then
 // reads them (and float32 rows from x itself).
 static void prepare(const Mat* w, Act* a, const float* x, int M) {
   const size_t K = (size_t)w->K;
