@@ -185,3 +185,21 @@ def test_bench_decode_says_which_runtime_ran(monkeypatch):
     assert result.native_decode == "on" and result.cpu_kernel == "native (float32, attention avx2)"
     monkeypatch.setenv(native.NATIVE_ENV, "off")
     assert bench_decode(**args).native_decode == "HELIUM_NATIVE_DECODE=off"
+
+
+def test_one_generator_follows_its_cache_across_batch_sizes_and_threads(monkeypatch):
+    runnable()
+    model = build(GQA, "int8-vnni")
+    monkeypatch.setenv(native.NATIVE_ENV, "off")
+    reference = Generator(build(GQA, "int8-vnni"), _Ids([3, 4, 5]))
+    monkeypatch.setenv(native.NATIVE_ENV, "auto")
+    gen = Generator(model, _Ids([3, 4, 5]))
+    params = SamplingParams(max_new_tokens=30, temperature=0, repetition_penalty=1.5, stop_at_eos=False)
+    before = torch.get_num_threads()
+    try:
+        for batch, threads in ((1, 1), (2, 2), (1, 2)):  # a new KV cache each time the batch changes
+            torch.set_num_threads(threads)
+            got = [ids.tolist() for ids, _ in gen.tokens([3, 4, 5], params, batch)]
+            assert got == [ids.tolist() for ids, _ in reference.tokens([3, 4, 5], params, batch)]
+    finally:
+        torch.set_num_threads(before)
