@@ -40,7 +40,7 @@ def build(cfg: ModelConfig, weights: str, std: float = 0.3) -> TinySLM:
             p.normal_(0, std)
     if weights.startswith("int8"):
         quantize_model(model)
-    if weights == "bf16":
+    if weights in ("bf16", "int8-bf16"):
         model = model.to(torch.bfloat16)
     if weights == "int8-vnni":
         use_cpu_kernels(model, min_params=0)
@@ -79,13 +79,17 @@ def test_greedy_stories_equal_the_torch_path_past_the_window_and_the_context(sha
     assert len(set(torch_ids[0])) > 5  # a story, not one token repeated
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_bf16_logits_are_within_a_bf16_rounding_of_the_torch_path(shape, one_thread):
+@pytest.mark.parametrize(
+    "shape, weights, ulps",
+    [("odd", "bf16", 1), ("gqa", "bf16", 1), ("gqa", "int8-bf16", 2)],  # PyTorch's int8 kernel rounds its own way
+)  # (and it crashes on rows of a width that is not a multiple of 16, as the odd shape's: not run there)
+def test_bf16_logits_are_within_a_bf16_rounding_of_the_torch_path(shape, weights, ulps, one_thread):
     runnable()
-    model = build(SHAPES[shape], "bf16", std=0.1)
+    model = build(SHAPES[shape], weights, std=0.1)
     model.setup_cache(1)
-    reference = build(SHAPES[shape], "bf16", std=0.1)
-    use_cpu_kernels(reference, min_params=0)  # Helium's bf16 matmuls (as models over 20M parameters decode)
+    reference = build(SHAPES[shape], weights, std=0.1)
+    if weights == "bf16":  # Helium's bf16 matmuls, as models over 20M parameters decode (int8: PyTorch's kernel)
+        use_cpu_kernels(reference, min_params=0)
     reference.setup_cache(1)
     decoder = native.native_decoder(model)
     assert decoder is not None
@@ -98,7 +102,7 @@ def test_bf16_logits_are_within_a_bf16_rounding_of_the_torch_path(shape, one_thr
             got = decoder.step(ids[:, pos : pos + 1], pos).float()
             want = reference(ids[:, pos : pos + 1], torch.tensor([pos]))[:, -1].float()
             assert got.dtype == torch.float32 and want.dtype == torch.float32
-            assert (got - want).abs().max() <= want.abs().max() * 2**-7  # a bf16 ulp of the largest logit
+            assert (got - want).abs().max() <= want.abs().max() * ulps * 2**-7  # bf16 ulps of the largest logit
 
 
 @pytest.mark.parametrize("weights", ["float32", "bf16", "int8", "int8-vnni"])
