@@ -24,6 +24,7 @@ from engine.generation.threads import apply_threads, requested_threads
 from engine.hub.catalog import bench_config
 from engine.model.cpu_kernels import kernels_in_use, use_cpu_kernels
 from engine.model.cpu_linear import pack_linears
+from engine.model.native import native_status
 from engine.model.quant import check_quantize, quantize_model
 from engine.model.tinyslm import TinySLM
 
@@ -59,7 +60,8 @@ class DecodeBench:
     loaded_runs: list[float] = field(default_factory=list)
     loaded_fraction: float | None = None  # loaded / idle, from runs interleaved in this benchmark
     llama_cpp: dict | None = None  # --vs-llama-cpp: llama.cpp's runs on the same shape (benchmarks.llama_cpp)
-    cpu_kernel: str | None = None  # what CPU decode steps run (engine.model.cpu_kernels.kernels_in_use)
+    cpu_kernel: str | None = None  # what CPU decode steps run (the native runtime, else kernels_in_use)
+    native_decode: str | None = None  # CPU: "on" (engine.model.native), else why the torch path ran
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
@@ -255,8 +257,14 @@ def bench_decode(
         loaded_runs=loaded,
         loaded_fraction=loaded_median / decode if loaded_median is not None else None,
         llama_cpp=llama.report(decode) if llama else {"skipped": llama_skipped} if llama_skipped else None,
-        cpu_kernel=kernels_in_use(model) if dev.type == "cpu" else None,
+        cpu_kernel=_cpu_kernel(gen, model) if dev.type == "cpu" else None,
+        native_decode=("on" if gen.native else native_status(model)) if dev.type == "cpu" else None,
     )
+
+
+def _cpu_kernel(gen: Generator, model: TinySLM) -> str:
+    """What the decode steps ran: the native runtime and its kernels, else the torch path's kernels."""
+    return gen.native.describe() if gen.native is not None else kernels_in_use(model)
 
 
 @contextmanager

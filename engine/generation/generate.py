@@ -16,6 +16,7 @@ from engine.generation.runtime import CompiledFn
 from engine.generation.sampler import draws, knob_tensor, pick, random_stream, seen_mask
 from engine.generation.sampling import SamplingParams
 from engine.generation.telling import Delta, GenerationResult, Request, Stream, Telling, TokenInfo, as_cancel
+from engine.model.native import native_decoder
 from engine.model.tinyslm import TinySLM
 from engine.model.tokenizer import TextTokenizer
 
@@ -51,6 +52,8 @@ class Generator:
         self.fused = compile and self.device.type == "cuda" if fused_sampling is None else fused_sampling
         step = self._decode_and_pick if self.fused else self._decode_step
         self._decode = CompiledFn(step, self.device, enabled=compile)
+        # CPU: each decode step in one C call where it runs (engine.model.native; native_status says why not)
+        self.native = None if self.fused else native_decoder(model)
         self._pos = torch.zeros(
             1, dtype=torch.long, device=self.device
         )  # the decode position, kept on the device
@@ -79,6 +82,8 @@ class Generator:
         uniform: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(next ids (B,), penalized logits (B, V)) after token (B, 1) at position pos."""
+        if self.native is not None:
+            return pick(self.native.step(token, pos), seen, knobs, uniform)
         self._pos.fill_(pos)
         if not self.fused:
             logits = self._decode(token, self._pos)

@@ -1,5 +1,6 @@
-"""Build engine/model/csrc/cpu_mm.c with the system's C compiler into a private folder of Helium's cache, and load a
-library from there only when that folder and the file are yours alone and the file is the one Helium built.
+"""Build engine/model/csrc/native_decode.c (it includes cpu_mm.c and native_threads.c) with the system's C compiler
+into a private folder of Helium's cache, and load a library from there only when that folder and the file are yours
+alone and the file is the one Helium built.
 
 What is trusted: the source file in the package, the compiler $CC names, and files only you (or root) can write.
 The cache folder is not: before anything there is loaded, the cache root and its `kernels/` folder must belong to
@@ -28,13 +29,15 @@ from engine.files import fsync_dir
 from engine.paths import user_cache_dir
 from engine.safe_read import digest_of
 
-SOURCE = Path(__file__).parent / "csrc" / "cpu_mm.c"
-FLAGS = ("-O3", "-fno-math-errno", "-fPIC", "-shared")
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = (CSRC / "cpu_mm.c", CSRC / "native_threads.c", CSRC / "native_decode.c")  # all name the library (its hash)
+SOURCE = SOURCES[-1]  # the one file the compiler is given: it includes the others
+FLAGS = ("-O3", "-fno-math-errno", "-fPIC", "-shared", "-pthread")
 # threads where the compiler has OpenMP (else one thread); without the AVX-VNNI path where it is too old
 VARIANTS = (("-fopenmp",), ("-fopenmp", "-DHELIUM_NO_AVX_VNNI"), (), ("-DHELIUM_NO_AVX_VNNI",))
 SYMBOLS = (
     "helium_vnni_path", "helium_has_avx512_bf16", "helium_int8_paths_built", "helium_int8_mm", "helium_bf16_mm",
-    "helium_decode_attention",
+    "helium_decode_attention", "helium_native_sizes", "helium_native_scratch_bytes", "helium_native_step",
 )  # fmt: skip
 BUILD_TIMEOUT_S = 120
 _DIGEST_SUFFIX = ".sha256"
@@ -68,7 +71,7 @@ def library_path(cc: list[str]) -> Path:
         done = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
         raise KernelCacheError(f"the C compiler ({shlex.join(cc)}) does not run: {exc}") from None
-    parts = [SOURCE.read_text(encoding="utf-8"), *FLAGS, *cc, done.stdout]
+    parts = [*(source.read_text(encoding="utf-8") for source in SOURCES), *FLAGS, *cc, done.stdout]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
     return kernel_dir() / f"cpu_mm-{key}.so"
 
