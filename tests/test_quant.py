@@ -148,3 +148,14 @@ def test_default_model_int8_greedy_story(one_thread):
     assert story == (GOLDEN_FILE.parent / "default_greedy_int8.txt").read_text(encoding="utf-8")
     float32 = GOLDEN_FILE.read_text(encoding="utf-8")
     assert story[:312] == float32[:312] and story[312:] != float32[312:]
+
+
+def test_int8_linear_with_widths_off_16_runs_several_rows():
+    """PyTorch's int8 kernel crashes on several rows of a width that is not a multiple of 16 (a prefill of
+    d_model 72): such a linear takes the cast-and-scale path, and gives the same numbers."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(72, 40, bias=False)
+    q = quant.Int8Linear.from_linear(linear).to(torch.bfloat16)
+    x = torch.randn(3, 5, 72, dtype=torch.bfloat16)
+    ref = (x.float() @ (q.weight.float() * q.weight_scale.float()[:, None]).T)
+    torch.testing.assert_close(q(x).float(), ref, atol=0.1, rtol=0.02)

@@ -71,7 +71,9 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if x.device.type == "cpu" and x.dtype == torch.bfloat16 and rows < PACK_MM_MAX_ROWS:
+        # PyTorch 2.13's kernel crashes (SIGSEGV) on several rows when in_features is not a multiple of 16
+        packed_ok = rows == 1 or self.in_features % 16 == 0
+        if x.device.type == "cpu" and x.dtype == torch.bfloat16 and rows < PACK_MM_MAX_ROWS and packed_ok:
             out = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, self.in_features), self.weight, self.weight_scale)
             return out.reshape(*x.shape[:-1], self.out_features)
         return F.linear(x, self.weight.to(x.dtype)) * self.weight_scale  # Inductor fuses this on GPUs
