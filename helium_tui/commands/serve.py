@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
 from engine.generation.threads import THREADS_HELP
 from helium_tui.errors import fail, user_errors
 
@@ -31,8 +32,8 @@ def serve(
     api_key: Annotated[str, typer.Option(help="Require 'Authorization: Bearer KEY' on every request.")] = "",
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Allow a non-loopback --host without an API key.")] = False,
     max_batch: Annotated[int, typer.Option(help="Most stories decoded at once (more wait in a queue).")] = 8,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "auto",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
+    dtype: Annotated[str, typer.Option(help=f"{DTYPE_CHOICES}.")] = "auto",
     quantize: Annotated[str, typer.Option(help="Weights: int8, none, or auto (as the bundle stores them).")] = "auto",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Accepted as by `tell`; the batched decode step runs eagerly for now, so it has no effect yet.")] = False,
