@@ -13,6 +13,7 @@ from textual_plotext import PlotextPlot
 
 from engine.humanize import format_duration
 from engine.runs.runner import RunState
+from helium_tui.dashboard import spike_flag
 from helium_tui.safe_text import terminal_safe
 from trainer.config import FINETUNE_EPOCHS, MIN_FINETUNE_STEPS
 from trainer.finetune import MIN_STORIES
@@ -81,6 +82,7 @@ def stats_text(state: RunState, installed: str | None) -> Text:
     text.append("   val ", style="dim").append(f"{_fmt(state.last_val_loss, '.4f')}\n")
     text.append("lr ", style="dim").append(_fmt(state.lr, ".2e"))
     text.append("   tok/s ", style="dim").append(f"{_fmt(state.tokens_per_s, ',.0f')}\n")
+    text.append_text(dynamics_text(state))
     if state.preset or state.params:
         params = f"{state.params:,}" if state.params else "?"
         text.append("model ", style="dim").append(terminal_safe(f"{state.preset or '?'} · {params} params"))
@@ -91,6 +93,24 @@ def stats_text(state: RunState, installed: str | None) -> Text:
         text.append("\nmodel installed as ", style="dim").append(terminal_safe(installed), style="bold")
     elif state.status == "finished" and state.bundle:
         text.append("\nmodel not installed: ctrl+p → Install model", style="dim")
+    return text
+
+
+def dynamics_text(state: RunState) -> Text:
+    """Gradient norm (and how often it was clipped), the largest update ratio and its group, a loss spike."""
+    text = Text()
+    if state.grad_norm is None:
+        return text
+    text.append("|g| ", style="dim").append(f"{state.grad_norm:.3g}")
+    if state.clipped_steps:
+        text.append(f" clipped {state.clipped_steps}×", style="yellow")
+    if state.update_ratio:
+        group = max(state.update_ratio, key=state.update_ratio.__getitem__)
+        text.append("   ΔW/W ", style="dim").append(f"{state.update_ratio[group]:.2e} ")
+        text.append(terminal_safe(group), style="dim")
+    text.append("\n")
+    if state.last_spike is not None:
+        text.append(f"{spike_flag(state)}\n", style="bold yellow")
     return text
 
 

@@ -36,7 +36,12 @@ def notify_plain(node: Widget, message: str, **kwargs: Any) -> None:
 
 
 class RunMonitor(Horizontal):
-    """The watched run's loss plot beside its stats block, progress bar, tokens/s sparkline and error tail."""
+    """The watched run's loss plot beside its stats block, progress bar, sparklines (tokens/s, gradient norm,
+    update ratio) and error tail."""
+
+    DEFAULT_CSS = """
+    RunMonitor .dynamics { height: 2; margin-bottom: 1; }
+    """
 
     stoppable: reactive[bool] = reactive(False, bindings=True)  # the run is going and not yet stopping
 
@@ -57,6 +62,10 @@ class RunMonitor(Horizontal):
             yield ProgressBar(total=None, show_eta=False, id="progress")
             yield Label("tokens/s", id="throughput-label")
             yield Sparkline([], summary_function=max, id="throughput")
+            yield Label("gradient norm (before clipping)", id="gradnorm-label")
+            yield Sparkline([], summary_function=max, id="gradnorm", classes="dynamics")
+            yield Label("update/weight ratio (largest layer group)", id="ratio-label")
+            yield Sparkline([], summary_function=max, id="ratio", classes="dynamics")
             yield Static("", id="error")
 
     # --- watching -----------------------------------------------------------------------------------------
@@ -127,6 +136,8 @@ class RunMonitor(Horizontal):
         self.query_one("#stats", Static).update(stats_text(state, self.installed))
         self.query_one("#progress", ProgressBar).update(total=state.max_steps, progress=state.step)
         self.query_one("#throughput", Sparkline).data = list(self.throughput) or [0.0]
+        self.query_one("#gradnorm", Sparkline).data = state.grad_norms[-SPARK_POINTS:] or [0.0]
+        self.query_one("#ratio", Sparkline).data = state.max_ratios[-SPARK_POINTS:] or [0.0]
         draw_loss(self.query_one("#loss-plot", PlotextPlot), state)
         self.query_one("#error", Static).update(error_text(state))
 
