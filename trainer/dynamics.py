@@ -37,19 +37,20 @@ class DynamicsProbe:
 
     @torch.no_grad()
     def after(self, before: list[torch.Tensor]) -> tuple[dict[str, float], dict[str, float]]:
-        """(update ratio, weight norm) per group, from the copy `before` and the weights now (one host sync)."""
+        """(update ratio, weight norm) per group, from the copy `before` and the weights now (one host sync).
+        The copy is used up: it is overwritten with the update."""
         now = [p.detach() for p in self.params]
-        deltas = torch._foreach_sub(now, before)
-        sq = torch.stack([n.float() for n in torch._foreach_norm(deltas)]) ** 2
-        w_before = torch.stack([n.float() for n in torch._foreach_norm(before)]) ** 2
-        w_now = torch.stack([n.float() for n in torch._foreach_norm(now)]) ** 2
-        d2, b2, n2 = (t.tolist() for t in torch.stack([sq, w_before, w_now]).cpu())
-        ratio: dict[str, list[float]] = {}
-        for group, d, b, n in zip(self.groups, d2, b2, n2, strict=True):
-            acc = ratio.setdefault(group, [0.0, 0.0, 0.0])
-            acc[0], acc[1], acc[2] = acc[0] + d, acc[1] + b, acc[2] + n
-        ratios = {g: (d / b) ** 0.5 for g, (d, b, _) in ratio.items() if b > 0}
-        norms = {g: n**0.5 for g, (_, _, n) in ratio.items()}
+        b2 = torch.stack([n.float() for n in torch._foreach_norm(before)]) ** 2
+        torch._foreach_sub_(before, now)  # -ΔW, in place: no second copy of the weights
+        d2 = torch.stack([n.float() for n in torch._foreach_norm(before)]) ** 2
+        n2 = torch.stack([n.float() for n in torch._foreach_norm(now)]) ** 2
+        sums: dict[str, list[float]] = {}  # group -> [||ΔW||², ||W before||², ||W now||²]
+        for group, *values in zip(self.groups, *torch.stack([d2, b2, n2]).cpu().tolist(), strict=True):
+            acc = sums.setdefault(group, [0.0, 0.0, 0.0])
+            for i, v in enumerate(values):
+                acc[i] += v
+        ratios = {g: (d / b) ** 0.5 for g, (d, b, _) in sums.items() if b > 0}
+        norms = {g: n**0.5 for g, (_, _, n) in sums.items()}
         return _finite(ratios), _finite(norms)
 
 
