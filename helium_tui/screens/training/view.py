@@ -5,6 +5,7 @@ Run names, paths and errors are user text: terminal-safe, never markup.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,11 @@ Runs are background processes: leaving the monitor or quitting Helium never stop
 monitor again re-attaches to the last run. When a run finishes you are asked for a name to install its
 model under (default: preset and data dir, e.g. `tiny-ts4096`; a fine-tune's `<base>-tuned-<date>`);
 ctrl+o then lists it. ctrl+p lists Start run, Start fine-tune, Attach, Resume, Stop run and Install model
-by name.
+by name, and Overlay runs: tick other runs (beside the watched one or in the runs dir) to draw their training
+loss on the plot.
+
+Beside the plot: the gradient norm (before clipping) and the largest layer group's update-to-weight ratio, a
+sparkline each, and a flag on a loss spike with the step it happened.
 """
 
 
@@ -135,8 +140,10 @@ def error_text(state: RunState) -> Text:
     return Text(terminal_safe("\n".join([f"error: {state.error}", *state.error_tail])))
 
 
-def draw_loss(plot: PlotextPlot, state: RunState | None) -> None:
-    """Redraw the loss and val-loss curves."""
+def draw_loss(
+    plot: PlotextPlot, state: RunState | None, overlays: Sequence[tuple[str, list[float], list[float]]] = ()
+) -> None:
+    """Redraw the loss and val-loss curves, and other runs' training loss (overlays: name, steps, losses)."""
     plt = plot.plt
     plt.clear_data()
     plt.clear_figure()
@@ -146,4 +153,6 @@ def draw_loss(plot: PlotextPlot, state: RunState | None) -> None:
         plt.plot(*thin(state.steps, state.losses), label="train", marker="braille")
     if state is not None and state.val_steps:
         plt.plot(*thin(state.val_steps, state.val_losses), label="val", marker="braille")
+    for name, xs, ys in overlays:
+        plt.plot(*thin(xs, ys), label=terminal_safe(name)[:24], marker="braille")
     plot.refresh()
