@@ -126,3 +126,14 @@ def test_bad_dynamics_fields_are_rejected():
 
 def test_sparkline():
     assert sparkline([1.0, 2.0, 3.0]) == "▁▅█" and sparkline([2.0, 2.0]) == "▁▁" and sparkline([]) == ""
+
+
+def test_the_dashboard_shows_the_dynamics_line_at_80x24():
+    state = RunState(run_dir="r", status="running")
+    for n in range(1, 6):
+        ratios = {"embed": 1e-3 * n, "L0.mlp": 2e-3 * n}
+        state.apply(RunEvent("step", 0.0, {"step": n, "loss": 3.0, "grad_norm": 0.5 * n, "clipped": n > 3,
+                                           "update_ratio": ratios, "weight_norm": {"embed": 1.0}}))  # fmt: skip
+    out = text_of(render(state, 80, 24, footer="Ctrl-C: detach"), width=80)
+    assert "|g| ▁▃▅▆█ 2.5 (clipped 2×)" in out and "ΔW/W ▁▃▅▆█ 1.00e-02 L0.mlp" in out
+    assert len(out.splitlines()) <= 24
