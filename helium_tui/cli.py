@@ -18,6 +18,7 @@ from helium_tui.commands.export import export_app
 from helium_tui.commands.importer import import_app
 from helium_tui.commands.inspect import inspect_cmd
 from helium_tui.commands.models import models_app
+from helium_tui.commands.runs import runs_app
 from helium_tui.commands.serve import serve
 from helium_tui.commands.tell import tell
 from helium_tui.commands.train import train
@@ -43,6 +44,7 @@ app.add_typer(export_app, name="export")
 app.add_typer(models_app, name="models")
 app.command(help="Train a model on a prepared data dir (--watch: live dashboard).")(train)
 app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
 app.command(help="Serve a model over HTTP: OpenAI- and Ollama-compatible APIs.")(serve)
 
 

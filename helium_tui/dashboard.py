@@ -32,6 +32,9 @@ STATUS_STYLE = {
     "failed": "bold red",
 }
 LOSS_COLOR, VAL_COLOR = "cyan", "magenta"
+SPARK_BARS = "▁▂▃▄▅▆▇█"  # a sparkline's levels, low to high
+SPARK_WIDTH = 24  # points in each sparkline of the dynamics line
+MIN_CHART_ROWS = 8  # the dynamics line is shown only when the chart keeps at least this many rows
 
 
 def watch(
@@ -121,9 +124,12 @@ def _follow_plain(handle: RunHandle, console: Console, poll_interval: float) -> 
         try:
             events, done = follower.step()
             state = handle.snapshot()
+            spikes = dict(state.spikes)
             for ev in events:
                 if ev.event == "step":
                     pending = ev
+                    if ev.step in spikes:  # never thinned away
+                        _say(console, f"⚠ loss spike at step {ev.step}: loss {spikes[ev.step]:.4f}", "yellow")
                     if time.monotonic() - last_step_line < PLAIN_STEP_EVERY_S:
                         continue
                 if pending is not None and ev.event in (
@@ -163,6 +169,8 @@ def plain_line(ev: RunEvent, state: RunState) -> str | None:
         ]
         if isinstance(d.get("eta_s"), (int, float)):
             parts.append(f"eta {format_duration(d['eta_s'])}")
+        if isinstance(d.get("grad_norm"), (int, float)):
+            parts.append(f"|g| {d['grad_norm']:.3g}" + (" clipped" if d.get("clipped") is True else ""))
         return " · ".join(parts)
     if ev.event == "eval":
         return f"eval step {ev.step}: val loss {_f4(d.get('val_loss'))}"
@@ -226,6 +234,9 @@ def render(state: RunState, width: int = 80, height: int = 24, footer: str = "")
     info = _info(state, inner)
     bottom = _error_block(state) if state.status == "failed" else _log_block(state, inner)
     fixed = 2 + len(info) + 1 + len(bottom) + (1 if footer else 0) + 1  # borders, legend, footer, cursor line
+    dynamics = dynamics_line(state)
+    if dynamics is not None and height - fixed - 1 >= MIN_CHART_ROWS:
+        info, fixed = [*info, dynamics], fixed + 1
     chart_h = max(5, height - fixed)
     body = Group(*info, _legend(state), loss_chart(state, inner, chart_h), *bottom)
     title = Text.assemble(("Helium training", "bold"), " · ", (terminal_safe(state.run_dir), "dim"))
@@ -295,7 +306,44 @@ def _legend(state: RunState) -> Text:
     legend.append("━ loss", LOSS_COLOR).append("  ").append("• val loss", VAL_COLOR)
     if not state.val_losses:
         legend.append(" (none yet)", "dim")
+    if state.last_spike is not None:
+        legend.append("  ").append(spike_flag(state), "bold yellow")
     return legend
+
+
+def spike_flag(state: RunState) -> str:
+    """'⚠ loss spike at step N (loss)' for the latest spike, with how many there were; '' when none."""
+    if state.last_spike is None:
+        return ""
+    step, loss = state.last_spike
+    more = f", {len(state.spikes)} in all" if len(state.spikes) > 1 else ""
+    return f"⚠ loss spike at step {step:,} ({loss:.3f}{more})"
+
+
+def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
+    """The last `width` values as block characters scaled between their min and max."""
+    values = values[-width:]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    top = len(SPARK_BARS) - 1
+    return "".join(SPARK_BARS[round((v - lo) / (hi - lo) * top) if hi > lo else 0] for v in values)
+
+
+def dynamics_line(state: RunState) -> Text | None:
+    """Gradient norm and largest update ratio, each a sparkline and its last value; None before any step."""
+    if not state.grad_norms:
+        return None
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append("|g| ", "dim").append(sparkline(state.grad_norms), LOSS_COLOR)
+    line.append(f" {state.grad_norms[-1]:.3g}")
+    if state.clipped_steps:
+        line.append(f" (clipped {state.clipped_steps}×)", "yellow")
+    if state.max_ratios:
+        group = max(state.update_ratio, key=state.update_ratio.__getitem__)
+        line.append("  ΔW/W ", "dim").append(sparkline(state.max_ratios), VAL_COLOR)
+        line.append(f" {state.max_ratios[-1]:.2e}").append(terminal_safe(f" {group}"), "dim")
+    return line
 
 
 def loss_chart(state: RunState, width: int, height: int) -> Text:

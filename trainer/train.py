@@ -34,6 +34,7 @@ from trainer.distributed import (
     init_distributed,
     leave_process_group,
 )
+from trainer.dynamics import DynamicsProbe
 from trainer.loss import NextTokenLoss
 from trainer.metrics import Meter, flops_per_token, mfu, peak_flops, progress_line
 from trainer.optim import lr_at, make_optimizer, set_lr
@@ -60,11 +61,14 @@ class Due:
 class Trainer:
     """One training run: `setup()` then `run()`, which returns the process exit code."""
 
+    record_dynamics = True  # on log steps, measure per-group update ratios and weight norms (off: to time it)
+
     def __init__(self, cfg: TrainConfig, mode: str, dist: Dist) -> None:
         self.cfg, self.mode, self.dist = cfg, mode, dist  # mode: new | resume | restart
         self.report = Reporter(dist)  # events (rank 0) and progress lines
         self.stop_requested = False  # set by SIGINT/SIGTERM: stop after the current step
         self.session_val: float | None = None  # val loss measured in this session (shown in progress lines)
+        self.dynamics: tuple[dict[str, float], dict[str, float]] | None = None  # measured on the last log step
 
     # ------------------------------------------------------------ setup
 
@@ -76,6 +80,7 @@ class Trainer:
         self.model = s.model
         cfg = s.cfg
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), self.device)
+        self.probe = DynamicsProbe(self.model)
         self.checkpointer = Checkpointer(s, self.report, self.optimizer)
         if self.mode == "resume":
             self.checkpointer.restore()
@@ -117,8 +122,11 @@ class Trainer:
                 loss.backward()
             total += loss.detach()
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)  # the norm before clipping
+        before = self.probe.before() if self.records(step + 1) else None
         self.optimizer.step()
+        if before is not None:
+            self.dynamics = self.probe.after(before)
         self.optimizer.zero_grad(set_to_none=True)
         return total, grad_norm
 
@@ -174,13 +182,13 @@ class Trainer:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
 
-    def due(self, step: int) -> Due:
-        """What the step just taken calls for."""
+    def due(self, step: int, stop: bool | None = None) -> Due:
+        """What the step just taken calls for (stop: whether a stop was asked, when already known)."""
         cfg, at_end = self.cfg, step == self.s.max_steps
         log = step % cfg.log_interval == 0 or at_end
-        if self.dist.world == 1:  # a Python flag: free to read every step
+        if stop is None and self.dist.world == 1:  # a Python flag: free to read every step
             stop = self.stop_requested
-        else:  # ranks must agree, which costs a sync: only at log points
+        elif stop is None:  # ranks must agree, which costs a sync: only at log points
             stop = all_agree(self.stop_requested, self.dist) if log else False
         return Due(
             log=log,
@@ -188,6 +196,11 @@ class Trainer:
             checkpoint=bool(cfg.ckpt_interval and step % cfg.ckpt_interval == 0) or at_end,
             stop=stop,
         )
+
+    def records(self, step: int) -> bool:
+        """True when the step ending at `step` is due to emit a `step` event (so its dynamics are measured);
+        a stop asked during the step is not foreseen (that event goes without them)."""
+        return self.record_dynamics and self.due(step, stop=False).anything
 
     def _loop(self) -> int:
         ck, s = self.checkpointer, self.s
@@ -225,9 +238,13 @@ class Trainer:
     def _log_step(self, loss: float, grad_norm: float, rate: float, eta: float) -> None:
         step, lr = self.checkpointer.step, self.optimizer.param_groups[0]["lr"]
         value = mfu(rate, self.flops_token, self.peak, self.dist.world)
+        inside: dict[str, object] = {"clipped": 0 < self.cfg.grad_clip < grad_norm}
+        if self.dynamics is not None:
+            inside["update_ratio"], inside["weight_norm"] = self.dynamics
+            self.dynamics = None
         self.report.emit(
             "step", step=step, loss=loss, lr=lr, tokens_per_s=rate, mfu=value, grad_norm=grad_norm,
-            tokens=self.checkpointer.tokens, elapsed_s=self.checkpointer.elapsed(), eta_s=eta,
+            tokens=self.checkpointer.tokens, elapsed_s=self.checkpointer.elapsed(), eta_s=eta, **inside,
         )  # fmt: skip
         self.report.say(progress_line(step, self.s.max_steps, loss, self.session_val, lr, rate, value, eta))
 

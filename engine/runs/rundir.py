@@ -30,7 +30,7 @@ FINAL_STATUSES = ("finished", "stopped", "failed")
 STATUSES = ("running", *FINAL_STATUSES)
 MAX_LINE_BYTES = 1 << 20  # longer event lines are skipped, never parsed
 
-_INT, _NUM, _STR, _BOOL, _LIST = (int,), (int, float), (str,), (bool,), (list,)
+_INT, _NUM, _STR, _BOOL, _LIST, _DICT = (int,), (int, float), (str,), (bool,), (list,), (dict,)
 _OPT_NUM = (int, float, type(None))
 _OPT_STR = (str, type(None))
 
@@ -51,6 +51,12 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
 }  # fmt: skip
 """Required fields of each event type and their JSON types; other fields may follow and are kept."""
 
+OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
+    "step": {"clipped": _BOOL, "update_ratio": _DICT, "weight_norm": _DICT},
+}
+"""Fields an event may lack (older run dirs do) but, when present, must have these types. A dict field maps a
+layer group's name (embed, L0.attn, L0.mlp, ..., norms, head) to a finite number."""
+
 
 def validate_event(obj: Any) -> None:
     """Raise ValueError (one line) unless obj is a well-formed event: a known type with its required fields.
@@ -70,6 +76,11 @@ def validate_event(obj: Any) -> None:
             raise ValueError(f"{name} event: missing {key!r}")
         if not _is(obj[key], kinds):
             raise ValueError(f"{name} event: {key!r} has the wrong type ({type(obj[key]).__name__})")
+    for key, kinds in OPTIONAL.get(name, {}).items():
+        if key in obj and not _is(obj[key], kinds):
+            raise ValueError(f"{name} event: {key!r} has the wrong type ({type(obj[key]).__name__})")
+        if kinds == _DICT and key in obj and not all(_is(v, _NUM) for v in obj[key].values()):
+            raise ValueError(f"{name} event: {key!r} must map names to finite numbers")
     if name == "status":
         if obj["status"] not in STATUSES:
             raise ValueError(f"status event: unknown status {obj['status']!r}")

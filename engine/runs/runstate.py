@@ -5,6 +5,7 @@ Both dashboards (the `--watch` terminal view and the studio's monitor) render a 
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,16 @@ from engine.runs.rundir import FINAL_STATUSES, RunEvent
 
 LOG_TAIL_LINES = 20  # error-tail lines kept
 RECENT_LOG_LINES = 20  # `log` messages and train.log lines kept
+SPIKE_FACTOR = 1.5  # a logged loss above this times the running median is a spike
+SPIKE_WINDOW = 50  # the running median is over this many previous logged losses
+SPIKE_MIN_POINTS = 10  # and needs at least this many (the first steps fall too fast to judge)
+
+
+def is_spike(previous: list[float], loss: float) -> bool:
+    """True when loss is a spike: above SPIKE_FACTOR times the median of the last SPIKE_WINDOW logged losses
+    before it (at least SPIKE_MIN_POINTS of them)."""
+    window = previous[-SPIKE_WINDOW:]
+    return len(window) >= SPIKE_MIN_POINTS and loss > SPIKE_FACTOR * statistics.median(window)
 
 
 @dataclass
@@ -29,7 +40,15 @@ class RunState:
     lr: float | None = None  # last learning rate
     tokens_per_s: float | None = None  # last throughput
     mfu: float | None = None  # last model-FLOPs utilisation (fraction), when the trainer knows it
-    grad_norm: float | None = None  # last gradient norm
+    grad_norm: float | None = None  # last gradient norm (before clipping)
+    grad_norms: list[float] = field(default_factory=list)  # gradient norm at each of `steps`
+    clipped: bool | None = None  # whether the last logged step's gradient was clipped (None: not recorded)
+    clipped_steps: int = 0  # logged steps whose gradient was clipped
+    update_ratio: dict[str, float] = field(default_factory=dict)  # last ||dW||/||W|| per layer group
+    weight_norm: dict[str, float] = field(default_factory=dict)  # last ||W|| per layer group
+    ratio_steps: list[int] = field(default_factory=list)  # steps that recorded update ratios
+    max_ratios: list[float] = field(default_factory=list)  # the largest group's update ratio at each of those
+    spikes: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) of each spike (is_spike)
     tokens: int = 0  # tokens trained on so far
     elapsed_s: float | None = None  # training time so far, per the trainer
     eta_s: float | None = None  # trainer's estimate of the time left
@@ -91,13 +110,12 @@ class RunState:
             self.dtype = d.get("dtype", self.dtype)
             self._truncate_after(self.step)
         elif ev.event == "step":
-            if isinstance(d.get("loss"), (int, float)) and ev.step is not None:
-                self.steps.append(ev.step)
-                self.losses.append(float(d["loss"]))
+            self._step_point(ev.step, d)
             self.lr = _float(d.get("lr"), self.lr)
             self.tokens_per_s = _float(d.get("tokens_per_s"), self.tokens_per_s)
             self.mfu = _float(d.get("mfu"), None)
             self.grad_norm = _float(d.get("grad_norm"), self.grad_norm)
+            self._dynamics(ev.step, d)
             self.tokens = _int(d.get("tokens"), self.tokens) or 0
             self.elapsed_s = _float(d.get("elapsed_s"), self.elapsed_s)
             self.eta_s = _float(d.get("eta_s"), None)
@@ -123,6 +141,35 @@ class RunState:
                 -LOG_TAIL_LINES:
             ]
 
+    @property
+    def last_spike(self) -> tuple[int, float] | None:
+        """(step, loss) of the latest loss spike."""
+        return self.spikes[-1] if self.spikes else None
+
+    def _step_point(self, step: int | None, d: dict[str, Any]) -> None:
+        """A logged loss and gradient norm on the curves; a spike noted."""
+        loss = _float(d.get("loss"), None)
+        if loss is None or step is None:
+            return
+        if is_spike(self.losses, loss):
+            self.spikes.append((step, loss))
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.grad_norms.append(_float(d.get("grad_norm"), None) or 0.0)
+
+    def _dynamics(self, step: int | None, d: dict[str, Any]) -> None:
+        """What the trainer recorded inside the step (absent from older run dirs): clipping, update ratios."""
+        if isinstance(d.get("clipped"), bool):
+            self.clipped = d["clipped"]
+            self.clipped_steps += d["clipped"]
+        ratios, norms = _numbers(d.get("update_ratio")), _numbers(d.get("weight_norm"))
+        if norms:
+            self.weight_norm = norms
+        if ratios and step is not None:
+            self.update_ratio = ratios
+            self.ratio_steps.append(step)
+            self.max_ratios.append(max(ratios.values()))
+
     def _log(self, message: str) -> None:
         """Remember a log line, keeping only the recent ones."""
         self.logs.append(message)
@@ -131,9 +178,19 @@ class RunState:
     def _truncate_after(self, step: int) -> None:
         """Drop curve points past a resume step (they were trained again after the checkpoint)."""
         keep = sum(1 for s in self.steps if s <= step)
-        del self.steps[keep:], self.losses[keep:]
+        del self.steps[keep:], self.losses[keep:], self.grad_norms[keep:]
+        keep = sum(1 for s in self.ratio_steps if s <= step)
+        del self.ratio_steps[keep:], self.max_ratios[keep:]
+        self.spikes = [spike for spike in self.spikes if spike[0] <= step]
         keep = sum(1 for s in self.val_steps if s <= step)
         del self.val_steps[keep:], self.val_losses[keep:]
+
+
+def _numbers(value: Any) -> dict[str, float]:
+    """A {name: number} field as floats (nothing else kept); {} when absent or of another shape."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in value.items() if _float(v, None) is not None}
 
 
 def _int(value: Any, default: int | None) -> int | None:

@@ -367,6 +367,7 @@ class TrainingScreen(Screen):
             SystemCommand("Attach to run", "Watch the run in the run dir field", self.attach_from_form),
             SystemCommand("Resume run", "Continue the run dir's run from its newest checkpoint", self.resume_from_form),
             SystemCommand("Install model", "Install the finished run's model by name", self.ask_install),
+            SystemCommand("Overlay runs", "Draw other runs' loss on the plot", self.monitor.pick_overlays),
         ]
 
     def on_unmount(self) -> None:

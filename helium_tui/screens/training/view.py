@@ -5,6 +5,7 @@ Run names, paths and errors are user text: terminal-safe, never markup.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from textual_plotext import PlotextPlot
 
 from engine.humanize import format_duration
 from engine.runs.runner import RunState
+from helium_tui.dashboard import spike_flag
 from helium_tui.safe_text import terminal_safe
 from trainer.config import FINETUNE_EPOCHS, MIN_FINETUNE_STEPS
 from trainer.finetune import MIN_STORIES
@@ -39,7 +41,11 @@ Runs are background processes: leaving the monitor or quitting Helium never stop
 monitor again re-attaches to the last run. When a run finishes you are asked for a name to install its
 model under (default: preset and data dir, e.g. `tiny-ts4096`; a fine-tune's `<base>-tuned-<date>`);
 ctrl+o then lists it. ctrl+p lists Start run, Start fine-tune, Attach, Resume, Stop run and Install model
-by name.
+by name, and Overlay runs: tick other runs (beside the watched one or in the runs dir) to draw their training
+loss on the plot.
+
+Beside the plot: the gradient norm (before clipping) and the largest layer group's update-to-weight ratio, a
+sparkline each, and a flag on a loss spike with the step it happened.
 """
 
 
@@ -81,6 +87,7 @@ def stats_text(state: RunState, installed: str | None) -> Text:
     text.append("   val ", style="dim").append(f"{_fmt(state.last_val_loss, '.4f')}\n")
     text.append("lr ", style="dim").append(_fmt(state.lr, ".2e"))
     text.append("   tok/s ", style="dim").append(f"{_fmt(state.tokens_per_s, ',.0f')}\n")
+    text.append_text(dynamics_text(state))
     if state.preset or state.params:
         params = f"{state.params:,}" if state.params else "?"
         text.append("model ", style="dim").append(terminal_safe(f"{state.preset or '?'} · {params} params"))
@@ -91,6 +98,24 @@ def stats_text(state: RunState, installed: str | None) -> Text:
         text.append("\nmodel installed as ", style="dim").append(terminal_safe(installed), style="bold")
     elif state.status == "finished" and state.bundle:
         text.append("\nmodel not installed: ctrl+p → Install model", style="dim")
+    return text
+
+
+def dynamics_text(state: RunState) -> Text:
+    """Gradient norm (and how often it was clipped), the largest update ratio and its group, a loss spike."""
+    text = Text()
+    if state.grad_norm is None:
+        return text
+    text.append("|g| ", style="dim").append(f"{state.grad_norm:.3g}")
+    if state.clipped_steps:
+        text.append(f" clipped {state.clipped_steps}×", style="yellow")
+    if state.update_ratio:
+        group = max(state.update_ratio, key=state.update_ratio.__getitem__)
+        text.append("   ΔW/W ", style="dim").append(f"{state.update_ratio[group]:.2e} ")
+        text.append(terminal_safe(group), style="dim")
+    text.append("\n")
+    if state.last_spike is not None:
+        text.append(f"{spike_flag(state)}\n", style="bold yellow")
     return text
 
 
@@ -115,8 +140,10 @@ def error_text(state: RunState) -> Text:
     return Text(terminal_safe("\n".join([f"error: {state.error}", *state.error_tail])))
 
 
-def draw_loss(plot: PlotextPlot, state: RunState | None) -> None:
-    """Redraw the loss and val-loss curves."""
+def draw_loss(
+    plot: PlotextPlot, state: RunState | None, overlays: Sequence[tuple[str, list[float], list[float]]] = ()
+) -> None:
+    """Redraw the loss and val-loss curves, and other runs' training loss (overlays: name, steps, losses)."""
     plt = plot.plt
     plt.clear_data()
     plt.clear_figure()
@@ -126,4 +153,6 @@ def draw_loss(plot: PlotextPlot, state: RunState | None) -> None:
         plt.plot(*thin(state.steps, state.losses), label="train", marker="braille")
     if state is not None and state.val_steps:
         plt.plot(*thin(state.val_steps, state.val_losses), label="val", marker="braille")
+    for name, xs, ys in overlays:
+        plt.plot(*thin(xs, ys), label=terminal_safe(name)[:24], marker="braille")
     plot.refresh()

@@ -23,6 +23,7 @@ from engine.runs.runner import RunEvent, RunHandle, RunState
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.dialogs import AskDialog
 from helium_tui.screens.training.form_values import check_name, installed_as, suggested_model_name
+from helium_tui.screens.training.overlay import Overlay, OverlayPicker, candidate_runs, load_overlays
 from helium_tui.screens.training.view import Progress, draw_loss, error_text, preparing_text, stats_text
 
 POLL_S = 0.5  # how often the watched run's new events are read
@@ -36,7 +37,12 @@ def notify_plain(node: Widget, message: str, **kwargs: Any) -> None:
 
 
 class RunMonitor(Horizontal):
-    """The watched run's loss plot beside its stats block, progress bar, tokens/s sparkline and error tail."""
+    """The watched run's loss plot beside its stats block, progress bar, sparklines (tokens/s, gradient norm,
+    update ratio) and error tail."""
+
+    DEFAULT_CSS = """
+    RunMonitor .dynamics { height: 2; margin-bottom: 1; }
+    """
 
     stoppable: reactive[bool] = reactive(False, bindings=True)  # the run is going and not yet stopping
 
@@ -49,6 +55,8 @@ class RunMonitor(Horizontal):
         self._timer: Timer | None = None  # the polling timer while a run is watched
         self._rendered: tuple[int, str] = (-1, "")  # (events seen, status) of the last render
         self._reported: str = ""  # the final status already handled for the current run
+        self.overlays: list[Overlay] = []  # other runs' loss curves drawn with the watched run's
+        self.overlaid: list[Path] = []  # the run dirs of `overlays`
 
     def compose(self) -> ComposeResult:
         yield PlotextPlot(id="loss-plot")
@@ -57,6 +65,10 @@ class RunMonitor(Horizontal):
             yield ProgressBar(total=None, show_eta=False, id="progress")
             yield Label("tokens/s", id="throughput-label")
             yield Sparkline([], summary_function=max, id="throughput")
+            yield Label("gradient norm (before clipping)", id="gradnorm-label")
+            yield Sparkline([], summary_function=max, id="gradnorm", classes="dynamics")
+            yield Label("update/weight ratio (largest layer group)", id="ratio-label")
+            yield Sparkline([], summary_function=max, id="ratio", classes="dynamics")
             yield Static("", id="error")
 
     # --- watching -----------------------------------------------------------------------------------------
@@ -127,7 +139,9 @@ class RunMonitor(Horizontal):
         self.query_one("#stats", Static).update(stats_text(state, self.installed))
         self.query_one("#progress", ProgressBar).update(total=state.max_steps, progress=state.step)
         self.query_one("#throughput", Sparkline).data = list(self.throughput) or [0.0]
-        draw_loss(self.query_one("#loss-plot", PlotextPlot), state)
+        self.query_one("#gradnorm", Sparkline).data = state.grad_norms[-SPARK_POINTS:] or [0.0]
+        self.query_one("#ratio", Sparkline).data = state.max_ratios[-SPARK_POINTS:] or [0.0]
+        draw_loss(self.query_one("#loss-plot", PlotextPlot), state, self.overlays)
         self.query_one("#error", Static).update(error_text(state))
 
     def show_last(self) -> None:
@@ -143,6 +157,24 @@ class RunMonitor(Horizontal):
         """While a fine-tune is prepared: for which model, from which stories, how far; the progress bar."""
         self.query_one("#stats", Static).update(preparing_text(base, sources, progress))
         self.query_one("#progress", ProgressBar).update(total=progress.total, progress=progress.done)
+
+    # --- other runs on the plot ----------------------------------------------------------------------------
+
+    def pick_overlays(self) -> None:
+        """Offer the runs beside the watched one and in the runs dir; overlay the ticked ones' loss curves."""
+        runs = candidate_runs(self.state.run_dir if self.state else None)
+        if not runs:
+            notify_plain(self, "No other runs to overlay (none beside this run or in the runs dir).", severity="warning")
+            return
+        self.app.push_screen(OverlayPicker(runs, self.overlaid), self.set_overlays)
+
+    def set_overlays(self, paths: list[Path] | None) -> None:
+        """Overlay these runs' loss curves (read once, now); None leaves the overlays as they are."""
+        if paths is None:
+            return
+        self.overlaid, self.overlays = list(paths), load_overlays(list(paths))
+        if self.state is not None:
+            draw_loss(self.query_one("#loss-plot", PlotextPlot), self.state, self.overlays)
 
     # --- installing the model and stopping the run --------------------------------------------------------
 
