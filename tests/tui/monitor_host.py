@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from textual.app import App, ComposeResult
-from textual.widgets import Input, Static
+from textual.widgets import Input, Select, Static
 
 from helium_tui.app_state import AppState
 from helium_tui.library import StoryStore
@@ -78,8 +78,11 @@ def write_events(run_dir: Path, events: list[dict]) -> None:
     (run_dir / "events.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def fill_form(screen: TrainingScreen, data: str, out: str, steps: str | None = None) -> None:
-    """Type a prepared data dir, an out dir and (optionally) the steps into the start form."""
+def fill_form(
+    screen: TrainingScreen, data: str, out: str, steps: str | None = None, preset: str = "tiny"
+) -> None:
+    """Pick a preset (tiny: fast tests) and type a prepared data dir, an out dir and (optionally) the steps."""
+    screen.query_one("#preset", Select).value = preset
     screen.query_one("#data", Input).value = data
     screen.query_one("#out", Input).value = out
     if steps is not None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, ProgressBar, Select, Static
+from textual.widgets import Input, ProgressBar, Static
 
 from helium_tui.screens.training.screen import TrainingScreen
 from tests.tui.monitor_host import (
@@ -25,8 +25,7 @@ async def test_start_and_stop_a_run_through_the_form(tmp_path, helium_home, fake
     out = tmp_path / "runs" / "form-run"
     async with app.run_test(size=(110, 32)) as pilot:
         await opened(pilot, app)
-        screen.query_one("#preset", Select).value = "micro"
-        fill_form(screen, str(data_dir), str(out), steps="100000")
+        fill_form(screen, str(data_dir), str(out), steps="100000", preset="micro")
         await pilot.click("#start")
         await wait_for(pilot, lambda: screen.state is not None and screen.state.step >= 3, "three steps")
         assert "running" in stats(screen) and "/100000" in stats(screen)
