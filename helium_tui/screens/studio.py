@@ -72,7 +72,7 @@ class StudioScreen(Screen[None]):
     """The main screen: write a prompt, tell a story, tune sampling, inspect tokens."""
 
     # fmt: off
-    BINDINGS = [  # the footer fits 80 columns: f2, f4, f8 and ctrl+l are in f1 help and the palette (ctrl+p)
+    BINDINGS = [  # the footer fits 80 columns: f2, f8, ctrl+l and ctrl+t are in f1 help and the palette (ctrl+p)
         Binding("ctrl+g", "generate", "Tell", priority=True, id="generate", tooltip="Tell a story from the prompt"),
         Binding("ctrl+enter", "generate", "Tell", show=False, priority=True),
         Binding("escape", "stop", "Stop", id="stop", tooltip="Stop the story being told"),
@@ -81,7 +81,7 @@ class StudioScreen(Screen[None]):
         Binding("ctrl+n", "continue_story", "Continue", priority=True, id="continue",
                 tooltip="Continue: the story so far becomes the prompt"),
         Binding("f3", "compare", "Compare", id="compare", tooltip="Tell the prompt 2–4 times side by side"),
-        Binding("f4", "look_inside", "Look inside", show=False, id="look-inside",
+        Binding("f4", "look_inside", "Look", id="look-inside",
                 tooltip="Look inside: attention, logit lens, knock-outs"),
         Binding("f2", "toggle_inspector", "Inspect", id="inspector", show=False,
                 tooltip="Token inspector: colour tokens by probability"),
@@ -89,7 +89,7 @@ class StudioScreen(Screen[None]):
         Binding("ctrl+o", "app.models", "Models", id="studio-models", tooltip="Choose a model"),
         Binding("ctrl+l", "app.library", "Library", id="studio-library", show=False,
                 tooltip="The story library: every finished story"),
-        Binding("ctrl+t", "app.training", "Train", id="studio-training", tooltip="The training monitor"),
+        Binding("ctrl+t", "app.training", "Train", id="studio-training", show=False, tooltip="The training monitor"),
     ]
     # fmt: on
     HELP = HELP

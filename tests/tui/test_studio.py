@@ -326,7 +326,7 @@ async def test_footer_at_80_columns_shows_the_ways_to_other_screens(tiny_bundle)
             ("^n", "Continue"),
             ("f3", "Compare"),
             ("^o", "Models"),
-            ("^t", "Train"),
+            ("f4", "Look"),
             ("f1", "Help"),
             ("^p", "palette"),
         ):
