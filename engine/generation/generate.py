@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from engine.generation.runtime import CompiledFn
-from engine.generation.sampler import draws, knob_tensor, pick, random_stream, seen_mask
+from engine.generation.sampler import draws, knob_tensor, penalty_counts, pick, random_stream
 from engine.generation.sampling import SamplingParams
 from engine.generation.telling import Delta, GenerationResult, Request, Stream, Telling, TokenInfo, as_cancel
 from engine.model.tinyslm import TinySLM
@@ -157,12 +157,15 @@ class Decoding:
         self.knobs = knob_tensor(rows, gen.device)
         self.streams = [random_stream(p) for p in rows]
         self.sampled = not all(p.greedy for p in rows)  # greedy rows only: no draws, no sorting
-        self.penalized = any(p.repetition_penalty != 1 for p in rows)  # else no seen-token mask either
+        self.rows = list(rows)
+        self.penalized = any(p.penalizes for p in rows)  # else no counts of earlier tokens either
+        # a row that looks at its last n tokens only recounts every step; the others add the newest token
+        self.recount = any(p.repeat_last_n > 0 for p in rows)
         self.history = torch.tensor([prompt_ids] * len(rows), device=gen.device)  # (B, L)
-        length = self.history.size(1)
+        length = self.prompt_len = self.history.size(1)
         self.pos = length if length < gen.ctx else gen.keep  # a long prompt: its tail
         self.logits: torch.Tensor | None = gen.prefill(self.history[:, -self.pos :])  # not picked from yet
-        self.seen = self._seen()
+        self.seen = self._seen(self.pos)
         self.last: torch.Tensor | None = None  # the ids picked by the previous step
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,8 +175,10 @@ class Decoding:
         if self.last is not None:
             self.history = torch.cat([self.history, self.last[:, None]], dim=1)
             if self.pos < gen.ctx:  # decode the last token
-                if self.seen is not None:
-                    self.seen.scatter_(1, self.last[:, None], True)
+                if self.recount:
+                    self.seen = self._seen(self.pos + 1)  # the window: the cache's pos tokens and this one
+                elif self.seen is not None:
+                    self.seen.scatter_add_(1, self.last[:, None], self.counted)
                 self.last, logits = gen.decode_and_pick(
                     self.last[:, None], self.pos, self.seen, self.knobs, uniform
                 )
@@ -181,12 +186,17 @@ class Decoding:
                 return self.last, logits
             self.pos = gen.keep  # context full: slide the window and prefill the kept tokens again
             self.logits = gen.prefill(self.history[:, -self.pos :])
-            self.seen = self._seen()
+            self.seen = self._seen(self.pos)
         assert self.logits is not None
         self.last, logits = pick(self.logits, self.seen, self.knobs, uniform)  # a prefill's logits, eagerly
         self.logits = None
         return self.last, logits
 
-    def _seen(self) -> torch.Tensor | None:
-        """Which tokens each row's window holds (B, V), for the repetition penalty; None when no row penalizes."""
-        return seen_mask(self.history[:, -self.pos :], self.gen.vocab_size) if self.penalized else None
+    def _seen(self, window: int) -> torch.Tensor | None:
+        """How often each row's penalties have seen each token among history's last `window` (B, V)
+        (`penalty_counts`); None when no row penalizes. `counted` (B, 1): 1 for the rows whose counts grow with each new token (0: repeat_last_n 0)."""
+        if not self.penalized:
+            return None
+        self.counted = torch.tensor([[float(p.repeat_last_n != 0)] for p in self.rows], device=self.gen.device)
+        start = self.history.size(1) - window
+        return penalty_counts(self.history, start, self.prompt_len, self.rows, self.gen.vocab_size)
