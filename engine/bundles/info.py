@@ -63,7 +63,7 @@ def _check_format(raw: dict, path: Path) -> None:
 # informs, so a wrong one never makes a model unusable), other keys are kept as they are.
 METADATA_KINDS: dict[str, type | tuple[type, ...]] = {
     "parameters": int, "steps": int, "tokens": int, "val_loss": float, "wall_time_s": float,
-    "eval_valid_txt": dict, "license": str, "data": str, "preset": str, "base_model": str, "created_by": str,
+    "eval_valid_txt": dict, "license": str, "data": str, "preset": str, "base_model": dict, "created_by": str,
     "created_at": str, "source": str, "hardware": str, "prepared_with": str, "train_command": str,
     "quantization": str, "end_token": str,
 }  # fmt: skip
