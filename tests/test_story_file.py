@@ -118,3 +118,17 @@ def test_the_library_and_the_monitor_load_without_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False", f"importing {module} loads torch"
+
+
+@pytest.mark.parametrize(
+    "prompt, text, shown",
+    [
+        ("Once upon a time", ", there was a girl.", "there was a girl."),  # not ", there was…"
+        ("Once upon a ti", "me, there was a girl.", "there was a girl."),  # not the rest of a cut word
+        ("Tom said.", ' "Hello!" said Sam.', '"Hello!" said Sam.'),  # an opening quote stays
+        ("Once upon a time ", "the new story.", "the new story."),
+        ("A prompt", ".", "A prompt"),  # nothing but punctuation: the prompt
+    ],
+)
+def test_the_opening_starts_at_a_word(prompt, text, shown):
+    assert opening(Story(prompt, text, {}, "m"), 40) == shown

@@ -127,6 +127,9 @@ def tell(
                     sys.stdout.write(show(delta.text))
                     sys.stdout.flush()
         except KeyboardInterrupt:
+            if not as_json:
+                sys.stdout.write("\n")  # the error starts its own line, not the story's last one
+                sys.stdout.flush()
             raise fail("interrupted", code=130) from None
     result = stream.result
     if as_json:
