@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from engine.model.config import PRESETS
+from engine.model.config import PRESETS, describe_preset
 from helium_tui.errors import fail, user_errors
 from trainer.config import (
     DEFAULT_MAX_STEPS,
@@ -64,7 +64,10 @@ def train(
         Path | None,
         typer.Argument(help="With --watch alone: attach the dashboard to this run dir.", show_default=False),
     ] = None,
-    preset: Annotated[str | None, typer.Option(help=f"Model preset: {', '.join(PRESETS)}.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help=f"Model preset (default {D.preset}): " + "; ".join(map(describe_preset, PRESETS)) + "."),
+    ] = None,
     init_from: Annotated[str | None, typer.Option(metavar="MODEL", help=FINETUNE_HELP)] = None,
     data: Annotated[Path | None, typer.Option(help="Prepared data dir (`helium data prepare`).")] = None,
     out: Annotated[

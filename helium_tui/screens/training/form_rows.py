@@ -12,13 +12,14 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, ContentSwitcher, Input, Label, Select, Static
 
 from engine.humanize import plural
-from engine.model.config import PRESETS
+from engine.model.config import PRESETS, describe_preset, preset_size
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.training.form_values import FinetuneForm, RunForm
 from helium_tui.widgets.safe_input import SafeInput
 from trainer.config import TrainConfig
 
 NEW_FORM, TUNE_FORM = "new-form", "tune-form"  # the two forms of the top rows (ContentSwitcher ids)
+PRESETS_HELP = "The model's size and shape:\n" + "\n".join(map(describe_preset, PRESETS))
 FIRST_FIELD = {NEW_FORM: "#preset", TUNE_FORM: "#ft-folder"}  # focused when a form is shown
 LIBRARY_HINT = "also this model's own stories (off: see why with f1)"
 LIBRARY_WHY = (
@@ -40,8 +41,8 @@ class RunForms(Vertical):
         with ContentSwitcher(initial=NEW_FORM, id="modes"):
             with Vertical(id=NEW_FORM):
                 with Horizontal(classes="row"):  # what to train
-                    yield Select([(p, p) for p in PRESETS], value=form.preset, allow_blank=False, compact=True,
-                                 id="preset")  # fmt: skip
+                    yield Select([(preset_size(p), p) for p in PRESETS], value=form.preset, allow_blank=False,
+                                 compact=True, id="preset", tooltip=PRESETS_HELP)  # fmt: skip
                     yield SafeInput(placeholder="prepared data dir", compact=True, id="data")
                     yield Label("steps")
                     yield SafeInput(form.steps, type="integer", compact=True, id="steps")
