@@ -307,7 +307,7 @@ class CompareScreen(Screen[None]):
         for column, variant in zip(self.columns, job.variants, strict=False):
             column.restart("")
             column.border_title = terminal_safe(
-                f"{column.index + 1} · {cut(variant.model, max(column.size.width - 10, 8))}"
+                f"{column.index + 1} · {cut(variant.model, HEAD_NAME)}"
                 if self.against else f"Variant {column.index + 1}"
             )  # fmt: skip
             column.border_subtitle = ""

@@ -197,6 +197,7 @@ class StudioScreen(Screen[None]):
         self.status.show(
             state="ready", model=session.name, device=f"{session.device.type} · {session.dtype_name}"
         )
+        self.query_one(SamplingPanel).use_model(session.sampling)  # the model's recommended settings
 
     # ---- sampling ------------------------------------------------------------------------------------
 

@@ -70,8 +70,9 @@ class StatusBar(Widget):
             self.size.width - state.cell_len - cell_len(numbers) - 1, 0
         )  # 1: a space before the numbers
         device = terminal_safe(f" · {s.device}") if s.device else ""
-        device = device if cell_len(device) + 6 <= room else ""  # the model's name first
-        head = Text(" " + cut(terminal_safe(s.model), max(room - 1 - cell_len(device), 0)), style="bold")
+        name = terminal_safe(s.model)
+        device = device if 1 + cell_len(name) + cell_len(device) <= room else ""  # the model's whole name first
+        head = Text(" " + cut(name, max(room - 1 - cell_len(device), 0)), style="bold")
         head.append(device, style="dim")
         head.truncate(room, overflow="ellipsis", pad=True)
         return Text.assemble(state, head, " ", numbers, no_wrap=True, overflow="ellipsis")
