@@ -16,13 +16,13 @@ def test_counts_look_at_the_window_and_spare_the_prompt():
     rows = [
         SamplingParams(),  # the whole window
         SamplingParams(repeat_last_n=3),  # 8, 8, 9
-        SamplingParams(penalize_prompt=False),  # 8, 8, 9: never 5, 6 or 7, the prompt's tokens
+        SamplingParams(penalize_prompt=False),  # 5, 8, 8, 9
         SamplingParams(repeat_last_n=0),  # nothing
     ]
     counts = penalty_counts(history, 0, 3, rows, 10)
     assert counts[0].tolist() == [0, 0, 0, 0, 0, 2, 1, 1, 2, 1]
     assert counts[1].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 2, 1]
-    assert counts[2].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 2, 1]
+    assert counts[2].tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 2, 1]
     assert counts[3].tolist() == [0] * 10
     # a slid window starts later: tokens before `start` never count
     assert penalty_counts(history[:1], 4, 3, rows[:1], 10)[0].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 2, 1]
@@ -55,8 +55,10 @@ def reference_story(model, prompt: list[int], n: int, params: SamplingParams) ->
         with torch.inference_mode():
             logits = model(torch.tensor([ids]), torch.arange(len(ids)))[0, -1].float()
         logits = torch.tensor(logits.tolist())  # outside inference mode: editable
-        start = max(len(ids) - params.repeat_last_n, 0) if params.repeat_last_n > 0 else 0
-        counted = [t for t in ids[start:] if params.penalize_prompt or t not in prompt]
+        start = 0 if params.penalize_prompt else len(prompt)
+        if params.repeat_last_n > 0:
+            start = max(start, len(ids) - params.repeat_last_n)
+        counted = ids[start:]
         for t in set(counted):
             x = logits[t]
             logits[t] = x / params.repetition_penalty if x > 0 else x * params.repetition_penalty

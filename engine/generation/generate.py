@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from engine.generation.runtime import CompiledFn
-from engine.generation.sampler import draws, knob_tensor, penalty_counts, pick, random_stream, spared
+from engine.generation.sampler import draws, knob_tensor, penalty_counts, pick, random_stream
 from engine.generation.sampling import SamplingParams
 from engine.generation.telling import Delta, GenerationResult, Request, Stream, Telling, TokenInfo, as_cancel
 from engine.model.tinyslm import TinySLM
@@ -177,9 +177,8 @@ class Decoding:
             if self.pos < gen.ctx:  # decode the last token
                 if self.recount:
                     self.seen = self._seen(self.pos + 1)  # the window: the cache's pos tokens and this one
-                elif self.seen is not None:  # a spared token (the prompt's) adds nothing
-                    weight = self.counted * ~self.spared.gather(1, self.last[:, None])
-                    self.seen.scatter_add_(1, self.last[:, None], weight)
+                elif self.seen is not None:
+                    self.seen.scatter_add_(1, self.last[:, None], self.counted)
                 self.last, logits = gen.decode_and_pick(
                     self.last[:, None], self.pos, self.seen, self.knobs, uniform
                 )
@@ -199,6 +198,5 @@ class Decoding:
         if not self.penalized:
             return None
         self.counted = torch.tensor([[float(p.repeat_last_n != 0)] for p in self.rows], device=self.gen.device)
-        self.spared = spared(self.history[:, : self.prompt_len], self.rows, self.gen.vocab_size)
         start = self.history.size(1) - window
         return penalty_counts(self.history, start, self.prompt_len, self.rows, self.gen.vocab_size)

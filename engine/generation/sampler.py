@@ -34,26 +34,19 @@ def penalty_counts(history: torch.Tensor, start: int, prompt_len: int, rows: Seq
     """(B, V) float32: how often each token occurs among the tokens each row's penalties look at.
 
     history (B, L) holds the prompt and every generated token; the model's window begins at `start`. A row
-    counts the window's last `repeat_last_n` tokens (-1: all of it; 0: none); a row that does not
-    `penalize_prompt` never counts a token its prompt (the first prompt_len) holds (`spared`).
+    counts the window's last `repeat_last_n` tokens (-1: all of it; 0: none), leaving out the prompt's
+    (the first prompt_len) when it does not `penalize_prompt`.
     """
     length = history.size(1)
     window = history[:, start:]
     position = torch.arange(start, length, device=history.device)
-    first = [start if p.repeat_last_n < 0 else length - p.repeat_last_n for p in rows]  # the first position counted
+    first = []  # the first position each row counts
+    for p in rows:
+        lo = start if p.repeat_last_n < 0 else length - p.repeat_last_n
+        first.append(max(lo, 0 if p.penalize_prompt else prompt_len))
     weight = (position[None, :] >= torch.tensor(first, device=history.device)[:, None]).float()
     counts = torch.zeros(history.size(0), vocab_size, dtype=torch.float32, device=history.device)
-    counts.scatter_add_(1, window, weight)
-    return counts.masked_fill_(spared(history[:, :prompt_len], rows, vocab_size), 0.0)
-
-
-def spared(prompt: torch.Tensor, rows: Sequence[SamplingParams], vocab_size: int) -> torch.Tensor:
-    """(B, V) bool: the tokens no penalty touches in each row: its prompt's (prompt (B, P)) where the row does
-    not `penalize_prompt` (a story may repeat its prompt's names), else none."""
-    mask = torch.zeros(prompt.size(0), vocab_size, dtype=torch.bool, device=prompt.device)
-    mask.scatter_(1, prompt, True)
-    keep = torch.tensor([not p.penalize_prompt for p in rows], device=prompt.device)
-    return mask & keep[:, None]
+    return counts.scatter_add_(1, window, weight)
 
 
 def random_stream(params: SamplingParams) -> random.Random:

@@ -33,7 +33,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0  # OpenAI's: logit minus this times the token's count so far (0 = off)
     presence_penalty: float = 0.0  # OpenAI's: logit minus this once the token has occurred (0 = off)
     repeat_last_n: int = -1  # llama.cpp's: the penalties look at the last n tokens (-1 = the context, 0 = none)
-    penalize_prompt: bool = True  # False: no penalty on the prompt's tokens (a story may repeat its names)
+    penalize_prompt: bool = True  # the prompt's tokens count too (False: a story may repeat its prompt's names)
     seed: int | None = None  # fixed seed → the same story every time
     stop_at_eos: bool = True  # stop at the end-of-story token
 
