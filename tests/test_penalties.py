@@ -101,3 +101,15 @@ def test_a_row_without_a_window_counts_as_before(tiny_model, tiny_tokenizer, one
 def test_bad_penalties_are_one_line_errors(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad).validate()
+
+
+def test_the_fused_step_penalizes_as_the_plain_one_across_a_slide(tiny_model, tiny_tokenizer, one_thread):
+    # the sampler inside the decode step (as in a CUDA graph) gets the same counts, and the window slides
+    # (90 tokens outgrow the 64-token context)
+    params = SamplingParams(max_new_tokens=90, temperature=0.9, top_p=0.9, seed=5, repetition_penalty=1.3,
+                            frequency_penalty=0.2, presence_penalty=0.1, repeat_last_n=12, penalize_prompt=False,
+                            stop_at_eos=False)  # fmt: skip
+    prompt = tiny_tokenizer.encode("Once upon a time Lily")
+    fused = [int(i) for i, _ in Generator(tiny_model, tiny_tokenizer, fused_sampling=True).tokens(prompt, params)]
+    plain = [int(i) for i, _ in Generator(tiny_model, tiny_tokenizer).tokens(prompt, params)]
+    assert fused == plain and len(plain) == 90
