@@ -145,8 +145,9 @@ def test_bench_decode_vs_llama_cpp_without_it_notes_the_skip(monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--device", "cpu", "--batch-size", "2"], "batch-1 decoding"),
+        (["--preset", "nano", "--device", "cpu", "--batch-size", "2"], "batch-1 decoding"),
         (["--preset", "heliumlm-nano"], "add --window 0"),
+        ([], "random weights of a shape: give --preset with it"),  # the default model's own weights
     ],
 )
 def test_bench_decode_vs_llama_cpp_refuses_what_llama_cpp_cannot_run(args, message):
