@@ -105,7 +105,7 @@ def opening(story: Story, width: int) -> str:
     text = story.text[:4000]
     if story.prompt[-1:].isalnum() and text[:1].isalnum():  # the prompt ended mid-word: skip the word's rest
         text = re.sub(r"^\w+", "", text)
-    text = re.sub(r"^[^\w\"“‘'(]+", "", text)  # leading commas, stops and spaces; an opening quote stays
+    text = re.sub(r"^[\s,.;:!?…—–-]+", "", text)  # what continues the prompt's sentence: commas, stops, spaces
     return one_line(text if text.strip() else story.prompt, width)
 
 

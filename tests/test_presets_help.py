@@ -28,7 +28,7 @@ async def test_the_monitor_preset_field_shows_sizes():
     from textual.app import App, ComposeResult
     from textual.widgets import Select
 
-    from helium_tui.screens.training.form_rows import PRESETS_HELP, RunForms
+    from helium_tui.screens.training.form_rows import PRESETS_HELP, RunForms, preset_label
     from trainer.config import TrainConfig
 
     class FormApp(App):
@@ -38,5 +38,6 @@ async def test_the_monitor_preset_field_shows_sizes():
     app = FormApp()
     async with app.run_test(size=(100, 12)):
         select = app.query_one("#preset", Select)
-        assert [str(prompt) for prompt, _ in select._options if _ is not Select.BLANK] == [preset_size(p) for p in PRESETS]
+        assert [str(prompt) for prompt, _ in select._options if _ is not Select.BLANK] == [preset_label(p) for p in PRESETS]
+        assert preset_label("mini") == "mini 5.5M"
         assert all(describe_preset(p) in PRESETS_HELP for p in PRESETS) and select.tooltip == PRESETS_HELP

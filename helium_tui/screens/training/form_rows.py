@@ -20,6 +20,13 @@ from trainer.config import TrainConfig
 
 NEW_FORM, TUNE_FORM = "new-form", "tune-form"  # the two forms of the top rows (ContentSwitcher ids)
 PRESETS_HELP = "The model's size and shape:\n" + "\n".join(map(describe_preset, PRESETS))
+
+
+def preset_label(name: str) -> str:
+    """A preset as its field shows it, short enough for 80 columns: 'mini 5.5M' (the tooltip says the rest)."""
+    return f"{name} {preset_size(name).split(' · ')[1].removesuffix(' params')}"
+
+
 FIRST_FIELD = {NEW_FORM: "#preset", TUNE_FORM: "#ft-folder"}  # focused when a form is shown
 LIBRARY_HINT = "also this model's own stories (off: see why with f1)"
 LIBRARY_WHY = (
@@ -41,7 +48,7 @@ class RunForms(Vertical):
         with ContentSwitcher(initial=NEW_FORM, id="modes"):
             with Vertical(id=NEW_FORM):
                 with Horizontal(classes="row"):  # what to train
-                    yield Select([(preset_size(p), p) for p in PRESETS], value=form.preset, allow_blank=False,
+                    yield Select([(preset_label(p), p) for p in PRESETS], value=form.preset, allow_blank=False,
                                  compact=True, id="preset", tooltip=PRESETS_HELP)  # fmt: skip
                     yield SafeInput(placeholder="prepared data dir", compact=True, id="data")
                     yield Label("steps")
