@@ -50,7 +50,7 @@ class SamplingPanel(VerticalScroll, can_focus=False):
         with Horizontal(id="prompt-row"):
             yield Label("Penalize prompt", classes="param-label")
             yield Switch(DEFAULTS.penalize_prompt, id="penalize-prompt",
-                         tooltip="Off: the prompt's words, a character's name too, are never penalized")  # fmt: skip
+                         tooltip="Off: the prompt's own words are not counted, so its character's name can come back")  # fmt: skip
         yield SeedRow(id="seed-row")
         yield Button("Model defaults", compact=True, id="model-defaults",
                      tooltip="Every slider back to the loaded model's recommended settings")  # fmt: skip
