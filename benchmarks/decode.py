@@ -1,4 +1,5 @@
-"""Decode benchmark on random weights: prefill and batch-1 decode speed against the memory roofline.
+"""Decode benchmark: prefill and batch-1 decode speed against the memory roofline, on a model bundle (the one
+`helium tell` would use by default) or a preset's shape with random weights.
 
 Batch-1 decoding reads every weight once per token, so tokens/s is bounded by memory bandwidth ÷ weight
 bytes; `measure_bandwidth` reads a large buffer to estimate what this machine actually sustains.
@@ -62,6 +63,8 @@ class DecodeBench:
     llama_cpp: dict | None = None  # --vs-llama-cpp: llama.cpp's runs on the same shape (benchmarks.llama_cpp)
     cpu_kernel: str | None = None  # what CPU decode steps run (the native runtime, else kernels_in_use)
     native_decode: str | None = None  # CPU: "on" (engine.model.native), else why the torch path ran
+    model: str | None = None  # the bundle measured (None: the preset's shape with random weights)
+    shortened: str | None = None  # why the default prompt / new token counts were shortened to fit the context
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
@@ -139,47 +142,105 @@ def bench_model(
     return model.to(device=dev, dtype=dt).eval()
 
 
+DEFAULT_PROMPT, DEFAULT_NEW = 128, 200  # tokens; shortened to fit a smaller context
+
+
+def fit_lengths(prompt_tokens: int | None, new_tokens: int | None, context: int, what: str
+                ) -> tuple[int, int, str | None]:
+    """(prompt tokens, new tokens, a note when a default was shortened): the defaults shortened to fit context;
+    ValueError naming the option to lower when values the user gave cannot fit."""
+    prompt = DEFAULT_PROMPT if prompt_tokens is None else prompt_tokens
+    new = DEFAULT_NEW if new_tokens is None else new_tokens
+    whole("--prompt-tokens", prompt)
+    whole("--new-tokens", new)
+    if prompt + new <= context:
+        return prompt, new, None
+    if prompt_tokens is not None and new_tokens is not None:
+        raise ValueError(f"--prompt-tokens {prompt} + --new-tokens {new} must fit {what}'s context ({context}): "
+                         f"lower one (e.g. --new-tokens {max(context - prompt, 1)})")  # fmt: skip
+    if new_tokens is None:
+        prompt = prompt if prompt_tokens is not None else min(prompt, context // 4)
+        if prompt >= context:
+            raise ValueError(f"--prompt-tokens {prompt} must be under {what}'s context ({context})")
+        new = min(new, context - prompt)
+    else:
+        if new >= context:
+            raise ValueError(f"--new-tokens {new} must be under {what}'s context ({context})")
+        prompt = min(prompt, context - new)
+    cut = [f"--prompt-tokens {prompt} (default {DEFAULT_PROMPT})" if prompt != DEFAULT_PROMPT else "",
+           f"--new-tokens {new} (default {DEFAULT_NEW})" if new != DEFAULT_NEW else ""]  # fmt: skip
+    return prompt, new, f"shortened to fit {what}'s context of {context} tokens: {', '.join(filter(None, cut))}"
+
+
+def load_model(
+    model: str | None, preset: str | None, dev: torch.device, dt: torch.dtype, window: int | None, quantize: str
+) -> tuple[TinySLM, str, str | None, str]:
+    """(model, its label, its bundle's name or None, quantization): the preset's shape with random weights
+    when a preset is given, else the bundle (None: the model `helium tell` uses)."""
+    if preset:
+        quantize = "none" if quantize == "auto" else quantize
+        return bench_model(preset, dev, dt, window, quantize), preset, None, quantize
+    from engine.bundles.bundle import load_bundle, stored_quantization
+    from engine.bundles.registry import resolve_model
+
+    path = resolve_model(model)
+    quantize = stored_quantization(path) if quantize == "auto" else quantize
+    loaded = load_bundle(path, device=dev, dtype=dt, quantize=quantize).model
+    if window is not None:
+        raise ValueError("--window changes a preset's shape: give --preset with it (a bundle keeps its own)")
+    return loaded.eval(), path.name, path.name, quantize
+
+
 def bench_decode(
-    preset: str = "nano",
+    preset: str | None = None,
     device: str = "auto",
     dtype: str = "auto",
     compile: bool = False,
     packed: bool = True,
-    prompt_tokens: int = 128,
-    new_tokens: int = 200,
+    prompt_tokens: int | None = None,
+    new_tokens: int | None = None,
     batch_size: int = 1,
     repeats: int = 3,
     window: int | None = None,
-    quantize: str = "none",
+    quantize: str = "auto",
     threads: int | None = None,
     background_load: int = 0,
     vs_llama_cpp: bool = False,
+    model: str | None = None,
 ) -> DecodeBench:
-    """Benchmark prefill and decode of a randomly initialised preset (window: override its sliding window,
-    0 = full causal attention). With background_load, each idle run is followed by one while that many busy
-    processes run; with vs_llama_cpp, by one of llama.cpp on the same weights (benchmarks.llama_cpp)."""
-    whole("--prompt-tokens", prompt_tokens)
-    whole("--new-tokens", new_tokens)
+    """Benchmark prefill and decode of a model bundle (model: a name or path; None: the default model), or with
+    preset of that shape with random weights (window: override its sliding window, 0 = full causal attention).
+    Default prompt and new token counts are shortened to fit the context (`DecodeBench.shortened` says so).
+    With background_load, each idle run is followed by one while that many busy processes run; with
+    vs_llama_cpp (presets only), by one of llama.cpp on the same weights (benchmarks.llama_cpp)."""
+    if preset and model:
+        raise ValueError("give --model (a bundle's weights) or --preset (random weights of a shape), not both")
     whole("--batch-size", batch_size, high=4096)
     whole("--repeats", repeats, high=1000)
     whole("--background-load", background_load, low=0, high=256)
-    check_quantize(quantize)
+    if quantize != "auto":
+        check_quantize(quantize)
     if window is not None:
         whole("--window", window, low=0, high=1 << 20)
     requested_threads(threads)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    cfg = bench_config(preset)
-    if prompt_tokens + new_tokens > cfg.context_length:
-        raise ValueError(f"prompt + new tokens must fit the context ({cfg.context_length})")
+    if preset:
+        cfg = bench_config(preset)
+        prompt_tokens, new_tokens, shortened = fit_lengths(prompt_tokens, new_tokens, cfg.context_length, preset)
+    elif vs_llama_cpp:
+        raise ValueError("--vs-llama-cpp times random weights of a shape: give --preset with it")
     llama_skipped = None
     if vs_llama_cpp:
         from benchmarks.llama_cpp import check_comparable, llama_cpp_missing
 
         check_comparable(dev, batch_size, cfg.sliding_window if window is None else window or None, cfg.context_length)
         llama_skipped = llama_cpp_missing()
-    model = bench_model(preset, dev, dt, window, quantize)
-    cfg = model.config
+    net, label, bundle_name, quantize = load_model(model, preset, dev, dt, window, quantize)
+    cfg = net.config
+    if not preset:
+        prompt_tokens, new_tokens, shortened = fit_lengths(prompt_tokens, new_tokens, cfg.context_length, label)
+    model = net
     n_threads = apply_threads(threads, params=cfg.parameters)  # what `helium tell` would use for this model
     packed = packed and not compile and dev.type == "cpu" and dt == torch.bfloat16 and pack_linears(model) > 0
     if dev.type == "cpu":
@@ -230,7 +291,7 @@ def bench_decode(
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     loaded_median = statistics.median(loaded) if loaded else None
     return DecodeBench(
-        preset=preset,
+        preset=label,
         params=model.num_params(),
         device=str(dev),
         dtype=dtype_name(dt),
@@ -259,6 +320,8 @@ def bench_decode(
         llama_cpp=llama.report(decode) if llama else {"skipped": llama_skipped} if llama_skipped else None,
         cpu_kernel=_cpu_kernel(gen, model) if dev.type == "cpu" else None,
         native_decode=("on" if gen.native else native_status(model)) if dev.type == "cpu" else None,
+        model=bundle_name,
+        shortened=shortened,
     )
 
 

@@ -361,9 +361,20 @@ def loss_chart(state: RunState, width: int, height: int) -> Text:
     if state.val_losses:  # sparse points on top of the training curve
         xs, ys = downsample(state.val_steps, state.val_losses, max(2, width // 2))
         plotext.scatter(xs, ys, color=VAL_COLOR, marker="•")
+    steps = [*state.steps, *state.val_steps]
+    ticks = step_ticks(min(steps), max(steps))
+    plotext.xticks(ticks, [str(t) for t in ticks])  # whole steps: never "57.5"
     chart = Text.from_ansi(plotext.build().rstrip("\n"), no_wrap=True, overflow="crop")
     plotext.clear_figure()
     return chart
+
+
+def step_ticks(first: int, last: int, most: int = 5) -> list[int]:
+    """About `most` whole-number step marks up to last (always marked), a round number (1, 2 or 5 × 10^k) apart."""
+    span = max(last - first, 1)
+    gap = next(g for k in range(20) for g in (10**k, 2 * 10**k, 5 * 10**k) if span / g <= most)
+    start = -(-first // gap) * gap  # the first multiple of gap at or after first
+    return [t for t in range(start, last + 1, gap) if last - t >= gap / 3] + [last]
 
 
 def downsample(xs: list[int], ys: list[float], n: int) -> tuple[list[float], list[float]]:

@@ -100,8 +100,13 @@ def one_line(text: str, width: int) -> str:
 
 
 def opening(story: Story, width: int) -> str:
-    """What tells stories apart in a list: the start of the generated text (the prompt when there is none)."""
-    return one_line(story.text if story.text.strip() else story.prompt, width)
+    """What tells stories apart in a list: the generated text from its first whole word (not ", there was" nor
+    the rest of a word the prompt began), or the prompt when there is none."""
+    text = story.text[:4000]
+    if story.prompt[-1:].isalnum() and text[:1].isalnum():  # the prompt ended mid-word: skip the word's rest
+        text = re.sub(r"^\w+", "", text)
+    text = re.sub(r"^[\s,.;:!?…—–-]+", "", text)  # what continues the prompt's sentence: commas, stops, spaces
+    return one_line(text if text.strip() else story.prompt, width)
 
 
 def created_at(story: Story) -> datetime | None:

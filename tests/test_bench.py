@@ -44,7 +44,36 @@ def test_bench_decode_window_sets_the_ring_cache_size():
 
 def test_bench_decode_rejects_a_run_longer_than_the_context():
     r = runner.invoke(app, ["bench", "decode", "--preset", "tiny", "--prompt-tokens", "9000", "--json"])
-    assert r.exit_code == 2 and "must fit the context" in r.stderr and "Traceback" not in r.output
+    assert r.exit_code == 2 and "must be under tiny's context (128)" in r.stderr and "Traceback" not in r.output
+    r = runner.invoke(app, ["bench", "decode", "--preset", "tiny", "--prompt-tokens", "100", "--new-tokens", "100"])
+    assert r.exit_code == 2 and "lower one (e.g. --new-tokens 28)" in r.stderr, r.output  # names what to change
+
+
+def test_bench_decode_shortens_its_defaults_to_fit_and_says_so():
+    # mini's context is 256: 128 + 200 tokens do not fit (this failed with its own defaults)
+    r = runner.invoke(app, ["bench", "decode", "--preset", "mini", "--device", "cpu", "--repeats", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    report = last_json(r.stdout)
+    assert (report["prompt_tokens"], report["new_tokens"]) == (64, 192) and report["model"] is None
+    assert "helium: note: shortened to fit mini's context of 256 tokens: --prompt-tokens 64 (default 128), " \
+        "--new-tokens 192 (default 200)" in r.stderr
+    # a length the user gives is kept, the other fills the rest
+    r = runner.invoke(app, ["bench", "decode", "--preset", "tiny", "--device", "cpu", "--repeats", "1",
+                            "--new-tokens", "100", "--json"])  # fmt: skip
+    assert (last_json(r.stdout)["prompt_tokens"], last_json(r.stdout)["new_tokens"]) == (28, 100)
+
+
+def test_bench_decode_measures_a_bundle_and_by_default_the_model_tell_uses(tiny_bundle, helium_home, one_thread):
+    args = ["bench", "decode", "--device", "cpu", "--repeats", "1", "--new-tokens", "4", "--json"]
+    r = runner.invoke(app, [*args, "--model", str(tiny_bundle)])
+    assert r.exit_code == 0, r.output
+    report = last_json(r.stdout)
+    assert report["model"] == report["preset"] == "tiny-bundle" and "its weights" in r.stderr
+    assert report["prompt_tokens"] == 60  # its context is 64: 4 new tokens, the prompt fills the rest
+    default = last_json(runner.invoke(app, args).stdout)
+    assert default["model"] == "helium-default"  # what `helium tell` runs without --model
+    both = runner.invoke(app, [*args, "--model", str(tiny_bundle), "--preset", "tiny"])
+    assert both.exit_code == 2 and "not both" in both.stderr
 
 
 def test_bench_studio_json_with_a_tiny_model(tiny_bundle, helium_home):
@@ -116,8 +145,9 @@ def test_bench_decode_vs_llama_cpp_without_it_notes_the_skip(monkeypatch):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--device", "cpu", "--batch-size", "2"], "batch-1 decoding"),
+        (["--preset", "nano", "--device", "cpu", "--batch-size", "2"], "batch-1 decoding"),
         (["--preset", "heliumlm-nano"], "add --window 0"),
+        ([], "random weights of a shape: give --preset with it"),  # the default model's own weights
     ],
 )
 def test_bench_decode_vs_llama_cpp_refuses_what_llama_cpp_cannot_run(args, message):

@@ -120,3 +120,31 @@ def test_invalid_utf8_prompts_and_odd_devices_are_one_line_errors(tiny_bundle):
     for device in ("meta", "xla", "nonsense"):
         r = _tell("Tom", "--model", str(tiny_bundle), "--device", device)
         assert r.exit_code == 2 and "unknown device" in r.stderr
+
+
+def test_ctrl_c_ends_the_story_line_before_the_error(monkeypatch, capfd):
+    # the story's text, a newline, then the error on a line of its own (it was appended to the last word)
+    import engine.generation.session as session_module
+    from helium_tui.commands.tell import tell
+
+    class Interrupted:
+        result = None
+
+        def __iter__(self):
+            yield type("Delta", (), {"text": " and then"})()
+            raise KeyboardInterrupt
+
+    class FakeSession:
+        sampling: dict = {}
+        generator = type("G", (), {"stream": lambda self, prompt, params: Interrupted()})()
+
+    monkeypatch.setattr(session_module, "open_session", lambda *a, **k: FakeSession())
+    import typer
+
+    with pytest.raises(typer.Exit) as exit_info:
+        tell("Once", model="", max_tokens=None, temperature=None, top_k=None, top_p=None, repetition_penalty=None,
+             frequency_penalty=None, presence_penalty=None, repeat_last_n=None, penalize_prompt=None, seed=None,
+             device="cpu", dtype="auto", compile=False, quantize="auto", threads=None, as_json=False, raw=True)
+    out, err = capfd.readouterr()
+    assert exit_info.value.exit_code == 130
+    assert out == "Once and then\n" and err.startswith("helium: error: interrupted")

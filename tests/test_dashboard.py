@@ -265,3 +265,18 @@ def test_render_falls_back_to_the_train_log_tail():
     state = RunState(run_dir="r", status="running", log_tail=["one", "two", "three", "SIGINT: finishing"])
     out = text_of(render(state, 80, 24))
     assert "› two" in out and "› SIGINT: finishing" in out and "› one" not in out
+
+
+def test_the_chart_labels_whole_steps():
+    from engine.runs.runstate import RunState
+    from helium_tui.dashboard import loss_chart, step_ticks
+
+    assert step_ticks(10, 105) == [20, 40, 60, 80, 105] and step_ticks(0, 3) == [0, 1, 2, 3]
+    assert step_ticks(5, 5) == [5] and step_ticks(1, 1_000_000) == [200_000, 400_000, 600_000, 800_000, 1_000_000]
+    assert step_ticks(1, 1200) == [500, 1000, 1200]
+    state = RunState("run")
+    state.steps, state.losses = list(range(10, 106)), [3.0 - i / 100 for i in range(96)]
+    state.val_steps, state.val_losses = [50, 100], [2.9, 2.5]
+    chart = loss_chart(state, 60, 12).plain
+    assert "57.5" not in chart and "105.0" not in chart and ".0" not in chart.splitlines()[-1]
+    assert "105" in chart.splitlines()[-1]

@@ -35,3 +35,28 @@ def test_install_refuses_to_overwrite_and_bad_sources(tiny_bundle, helium_home, 
     r = runner.invoke(app, ["models", "install", str(tmp_path / "nope"), "--name", "x"])
     assert r.exit_code == 2 and "nope" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (helium_home / "models" / "x").exists()
+
+
+def test_list_cuts_long_names_apart_and_compares_models_on_one_reference_text(
+    tiny_bundle, helium_home, one_thread, monkeypatch
+):
+    # a tuned model and its "-2" twin: cut with '…' in the middle, their ends still tell them apart
+    for name in ("helium-default-tuned-2026-12-07", "helium-default-tuned-2026-12-07-2"):
+        assert runner.invoke(app, ["models", "install", str(tiny_bundle), "--name", name]).exit_code == 0
+    monkeypatch.setenv("COLUMNS", "80")
+    r = runner.invoke(app, ["models", "list", "--score"])
+    assert r.exit_code == 0, r.output
+    assert max(len(line) for line in r.output.splitlines()) <= 80
+    rows = [line for line in r.output.splitlines() if line.startswith("│ helium-default…")]
+    assert len(rows) == 2 and all("…" in row for row in rows), r.output
+    assert rows[0].split("│")[1].strip() != rows[1].split("│")[1].strip()  # never two names that look alike
+    # bits per byte on the same reference text: the shipped model's stored number, the others measured now
+    from engine.bundles.reference import REFERENCE_NAME, reference_path, stored_score
+    from engine.bundles.registry import list_models
+
+    assert f"on {REFERENCE_NAME}" in r.output and reference_path().stat().st_size > 4000
+    scores = {m.name: stored_score(m.metadata) for m in list_models()}
+    assert scores["helium-default"] is not None and scores["helium-default-tuned-2026-12-07"] is not None
+    assert scores["helium-default-tuned-2026-12-07"] == scores["helium-default-tuned-2026-12-07-2"]  # same weights
+    assert scores["helium-default-tuned-2026-12-07"] > 2 * scores["helium-default"]  # an untrained tiny model
+    assert f"{scores['helium-default']:.4f}" in r.output and "–" not in r.output.split("┩")[1]

@@ -196,6 +196,11 @@ def test_pull_converts_installs_and_a_second_pull_is_a_no_op(synth, helium_home,
     origin = pulled.metadata["pulled_from"]
     assert (origin["repo"], origin["commit"], origin["endpoint"]) == (REPO, COMMIT, hub.url)
     assert pulled.metadata["created_by"] == "helium models pull"
+    assert pulled.metadata["sampling"] == {"temperature": 1.0, "top_p": 0.9, "repetition_penalty": 1.0}  # llama2.c's
+    from engine.generation.sampling import model_defaults, settle
+
+    params = settle(model_defaults(pulled.metadata), top_p=0.5)  # what `tell` runs: the user's value wins
+    assert (params.temperature, params.top_p, params.repetition_penalty) == (1.0, 0.5, 1.0)
     # again: nothing downloaded, nothing changed
     before = len(hub.requests)
     again = pull("synth", progress=reports.append)

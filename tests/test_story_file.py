@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import helium_tui.library as library
 from helium_tui.library import Story, StoryStore, capped, opening, short_date
 from helium_tui.safe_text import is_terminal_safe
-from helium_tui.story_file import StoryFileError, clean_fields, parse_head
+from helium_tui.story_file import StoryFileError, clean_fields, clean_params, parse_head
 
 FIELDS = ["prompt", "text", "params", "model", "seed", "created", "tokens", "finish_reason", "id", "chars_cut",
           "format"]  # fmt: skip
@@ -118,3 +118,33 @@ def test_the_library_and_the_monitor_load_without_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False", f"importing {module} loads torch"
+
+
+@pytest.mark.parametrize(
+    "prompt, text, shown",
+    [
+        ("Once upon a time", ", there was a girl.", "there was a girl."),  # not ", there was…"
+        ("Once upon a ti", "me, there was a girl.", "there was a girl."),  # not the rest of a cut word
+        ("Tom said.", ' "Hello!" said Sam.', '"Hello!" said Sam.'),  # an opening quote stays
+        ("Once upon a time ", "the new story.", "the new story."),
+        ("A prompt", ".", "A prompt"),  # nothing but punctuation: the prompt
+    ],
+)
+def test_the_opening_starts_at_a_word(prompt, text, shown):
+    assert opening(Story(prompt, text, {}, "m"), 40) == shown
+
+
+def test_a_story_keeps_the_penalties_settings_and_drops_bad_ones(tmp_path):
+    from dataclasses import asdict
+
+    from engine.generation.sampling import SamplingParams
+
+    params = asdict(SamplingParams(frequency_penalty=0.3, presence_penalty=0.2, repeat_last_n=64, penalize_prompt=False))
+    store = StoryStore(tmp_path)
+    story = store.save(Story("Once", " upon", params, "m"))
+    back = store.get(story.id).params
+    assert {k: back[k] for k in ("frequency_penalty", "presence_penalty", "repeat_last_n", "penalize_prompt")} == {
+        "frequency_penalty": 0.3, "presence_penalty": 0.2, "repeat_last_n": 64, "penalize_prompt": False}
+    bad = {"frequency_penalty": 9.0, "repeat_last_n": -5, "penalize_prompt": "no", "presence_penalty": 0.1}
+    kept, dropped = clean_params(bad)
+    assert kept == {"presence_penalty": 0.1} and sorted(dropped) == ["frequency_penalty", "penalize_prompt", "repeat_last_n"]

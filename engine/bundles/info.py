@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.errors import BundleError, first_line
+from engine.generation.sampling import model_defaults
 from engine.jsonfile import JsonFileError, field, need_object, read_json
 from engine.model.config import ModelConfig
 
@@ -82,6 +83,8 @@ def read_metadata(directory: Path) -> dict:
         try:
             if key in METADATA_KINDS:
                 field(meta, key, METADATA_KINDS[key], source=METADATA)
+            if key == "sampling":  # recommended settings: all checked, or none kept
+                model_defaults(meta, METADATA)
             clean[key] = value
         except JsonFileError:
             continue

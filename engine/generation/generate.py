@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from engine.generation.runtime import CompiledFn
-from engine.generation.sampler import draws, knob_tensor, pick, random_stream, seen_mask
+from engine.generation.sampler import draws, knob_tensor, penalty_counts, pick, random_stream
 from engine.generation.sampling import SamplingParams
 from engine.generation.telling import Delta, GenerationResult, Request, Stream, Telling, TokenInfo, as_cancel
 from engine.model.native import native_decoder
@@ -162,12 +162,15 @@ class Decoding:
         self.knobs = knob_tensor(rows, gen.device)
         self.streams = [random_stream(p) for p in rows]
         self.sampled = not all(p.greedy for p in rows)  # greedy rows only: no draws, no sorting
-        self.penalized = any(p.repetition_penalty != 1 for p in rows)  # else no seen-token mask either
+        self.rows = list(rows)
+        self.penalized = any(p.penalizes for p in rows)  # else no counts of earlier tokens either
+        # a row that looks at its last n tokens only recounts every step; the others add the newest token
+        self.recount = any(p.repeat_last_n > 0 for p in rows)
         self.history = torch.tensor([prompt_ids] * len(rows), device=gen.device)  # (B, L)
-        length = self.history.size(1)
+        length = self.prompt_len = self.history.size(1)
         self.pos = length if length < gen.ctx else gen.keep  # a long prompt: its tail
         self.logits: torch.Tensor | None = gen.prefill(self.history[:, -self.pos :])  # not picked from yet
-        self.seen = self._seen()
+        self.seen = self._seen(self.pos)
         self.last: torch.Tensor | None = None  # the ids picked by the previous step
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,8 +180,10 @@ class Decoding:
         if self.last is not None:
             self.history = torch.cat([self.history, self.last[:, None]], dim=1)
             if self.pos < gen.ctx:  # decode the last token
-                if self.seen is not None:
-                    self.seen.scatter_(1, self.last[:, None], True)
+                if self.recount:
+                    self.seen = self._seen(self.pos + 1)  # the window: the cache's pos tokens and this one
+                elif self.seen is not None:
+                    self.seen.scatter_add_(1, self.last[:, None], self.counted)
                 self.last, logits = gen.decode_and_pick(
                     self.last[:, None], self.pos, self.seen, self.knobs, uniform
                 )
@@ -186,15 +191,20 @@ class Decoding:
                 return self.last, logits
             self.pos = gen.keep  # context full: slide the window and prefill the kept tokens again
             self.logits = gen.prefill(self.history[:, -self.pos :])
-            self.seen = self._seen()
+            self.seen = self._seen(self.pos)
         assert self.logits is not None
         self.last, logits = pick(self.logits, self.seen, self.knobs, uniform)  # a prefill's logits, eagerly
         self.logits = None
         return self.last, logits
 
-    def _seen(self) -> torch.Tensor | None:
-        """Which tokens each row's window holds (B, V), for the repetition penalty; None when no row penalizes."""
-        return seen_mask(self.history[:, -self.pos :], self.gen.vocab_size) if self.penalized else None
+    def _seen(self, window: int) -> torch.Tensor | None:
+        """How often each row's penalties have seen each token among history's last `window` (B, V)
+        (`penalty_counts`); None when no row penalizes. `counted` (B, 1): 1 for the rows whose counts grow with each new token (0: repeat_last_n 0)."""
+        if not self.penalized:
+            return None
+        self.counted = torch.tensor([[float(p.repeat_last_n != 0)] for p in self.rows], device=self.gen.device)
+        start = self.history.size(1) - window
+        return penalty_counts(self.history, start, self.prompt_len, self.rows, self.gen.vocab_size)
 
 
 class SlotRow:
@@ -202,9 +212,20 @@ class SlotRow:
 
     def __init__(self, history: list[int], params: SamplingParams) -> None:
         self.history = history  # the tokens of its window, then every token picked
+        self.prompt_len = len(history)  # how many of history's first tokens are the prompt's
         self.params = params
         self.stream = random_stream(params)
         self.pos = 0  # the next position to decode at (the tokens the cache holds for it)
+
+    def counts(self, vocab_size: int, device: torch.device) -> torch.Tensor:
+        """(V,) how often the row's penalties count each token of its window (`penalty_counts`)."""
+        history = torch.tensor([self.history], device=device)
+        return penalty_counts(history, 0, self.prompt_len, [self.params], vocab_size)[0]
+
+    def slide(self, keep: int) -> None:
+        """Keep the last `keep` tokens of the window (its context is full)."""
+        self.prompt_len = max(0, self.prompt_len - (len(self.history) - keep))
+        self.history = self.history[-keep:]
 
 
 class Slots:
@@ -223,7 +244,7 @@ class Slots:
         gen.ensure_cache(capacity)
         self.rows: list[SlotRow] = []  # row i lives in cache row i
         self.knobs = torch.zeros(capacity, len(SamplingParams().knobs()), device=gen.device)
-        self.seen = torch.zeros(capacity, gen.vocab_size, dtype=torch.bool, device=gen.device)
+        self.seen = torch.zeros(capacity, gen.vocab_size, dtype=torch.float32, device=gen.device)  # penalty counts
 
     def add(self, prompt_ids: list[int], params: SamplingParams) -> tuple[SlotRow, int, torch.Tensor]:
         """Prefill a new row and pick its first token: (the row, the token id, its penalized logits (V,))."""
@@ -259,16 +280,15 @@ class Slots:
         gen, n = self.gen, len(self.rows)
         for i, row in enumerate(self.rows):
             if row.pos >= gen.ctx:  # its context is full: slide its window, all but the last token again
-                row.history = row.history[-gen.keep :]
+                row.slide(gen.keep)
                 self._prefill(i, row.history[:-1])
-                self.seen[i, row.history[-1]] = True
+            self.seen[i] = row.counts(gen.vocab_size, gen.device)
         last = torch.tensor([[r.history[-1]] for r in self.rows], device=gen.device)
         pos = torch.tensor([[r.pos] for r in self.rows], device=gen.device)
         logits = gen.model(last, pos, rows=slice(0, n))[:, -1]
         sampled = not all(r.params.greedy for r in self.rows)
         uniform = draws([r.stream for r in self.rows], gen.device) if sampled else None
         ids, picked = pick(logits, self.seen[:n], self.knobs[:n], uniform)
-        self.seen[:n].scatter_(1, ids[:, None], True)
         out = ids.tolist()  # the step's one sync
         for row, token in zip(self.rows, out, strict=True):
             row.pos += 1
@@ -281,14 +301,12 @@ class Slots:
         positions = torch.arange(len(ids), device=self.gen.device)
         logits = self.gen.model(window, positions, last_only=True, rows=slice(i, i + 1))[0, -1]
         self.rows[i].pos = len(ids)
-        self.seen[i] = False
-        self.seen[i, window[0]] = True
         return logits
 
     def _pick_one(self, i: int, row: SlotRow, logits: torch.Tensor) -> tuple[int, torch.Tensor]:
         uniform = None if row.params.greedy else draws([row.stream], self.gen.device)
+        self.seen[i] = row.counts(self.gen.vocab_size, self.gen.device)
         ids, picked = pick(logits[None], self.seen[i : i + 1], self.knobs[i : i + 1], uniform)
         token = int(ids[0])
         row.history.append(token)
-        self.seen[i, token] = True
         return token, picked[0]

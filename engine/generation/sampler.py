@@ -29,6 +29,26 @@ def seen_mask(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     return seen.scatter_(1, ids, True)
 
 
+def penalty_counts(history: torch.Tensor, start: int, prompt_len: int, rows: Sequence[SamplingParams],
+                   vocab_size: int) -> torch.Tensor:
+    """(B, V) float32: how often each token occurs among the tokens each row's penalties look at.
+
+    history (B, L) holds the prompt and every generated token; the model's window begins at `start`. A row
+    counts the window's last `repeat_last_n` tokens (-1: all of it; 0: none), leaving out the prompt's
+    (the first prompt_len) when it does not `penalize_prompt`.
+    """
+    length = history.size(1)
+    window = history[:, start:]
+    position = torch.arange(start, length, device=history.device)
+    first = []  # the first position each row counts
+    for p in rows:
+        lo = start if p.repeat_last_n < 0 else length - p.repeat_last_n
+        first.append(max(lo, 0 if p.penalize_prompt else prompt_len))
+    weight = (position[None, :] >= torch.tensor(first, device=history.device)[:, None]).float()
+    counts = torch.zeros(history.size(0), vocab_size, dtype=torch.float32, device=history.device)
+    return counts.scatter_add_(1, window, weight)
+
+
 def random_stream(params: SamplingParams) -> random.Random:
     """A row's own random stream: seeded when params has a seed, else from the OS."""
     return random.Random(params.seed) if params.seed is not None else random.Random()
@@ -39,14 +59,22 @@ def draws(streams: Sequence[random.Random], device: torch.device) -> torch.Tenso
     return torch.tensor([s.random() for s in streams], dtype=torch.float32).to(device, non_blocking=True)
 
 
-def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
-    """CTRL penalty over seen tokens: positive logits divided by the row's penalty (B, 1), negative multiplied.
+def penalize(
+    logits: torch.Tensor, counts: torch.Tensor, penalty: torch.Tensor,
+    frequency: torch.Tensor | None = None, presence: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """The penalties over tokens seen (counts (B, V), bool or float): CTRL's (positive logits divided by the row's
+    penalty (B, 1), negative multiplied), then OpenAI's (minus frequency (B, 1) × count, minus presence (B, 1)).
 
     Computed in float32 and rounded back to the logits' dtype: for bf16 logits the same numbers as
-    dividing by a Python float (which PyTorch also applies in float32).
+    dividing by a Python float (which PyTorch also applies in float32). Zero OpenAI penalties change nothing.
     """
     x = logits.float()
-    return torch.where(seen, torch.where(x > 0, x / penalty, x * penalty), x).to(logits.dtype)
+    seen = counts > 0
+    x = torch.where(seen, torch.where(x > 0, x / penalty, x * penalty), x)
+    if frequency is not None and presence is not None:
+        x = x - frequency * counts.float() - presence * seen.float()
+    return x.to(logits.dtype)
 
 
 def nucleus(logits: torch.Tensor, knobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,16 +96,21 @@ def nucleus(logits: torch.Tensor, knobs: torch.Tensor) -> tuple[torch.Tensor, to
     return probs.masked_fill(drop, 0.0), order
 
 
+def penalty_knobs(knobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows' (repetition, frequency, presence) penalties from knobs (B, K), each (B, 1)."""
+    return tuple(knobs[:, KNOB[name], None] for name in ("repetition_penalty", "frequency_penalty", "presence_penalty"))
+
+
 def pick(
     logits: torch.Tensor, seen: torch.Tensor | None, knobs: torch.Tensor, uniform: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(next ids (B,), penalized logits (B, V)) from logits (B, V), knobs (B, K) and draws (B,).
 
-    Penalty over the tokens in seen (B, V) (None: no row penalizes), then per row: greedy (temperature below
+    Penalties over the tokens counted in seen (B, V) (`penalty_counts`; None: no row penalizes), then per row: greedy (temperature below
     MIN_TEMPERATURE, or uniform None for a batch of greedy rows only) or the kept token where the row's draw
     falls in the running sum of the nucleus's probabilities (inverse transform sampling).
     """
-    penalized = logits if seen is None else penalize(logits, seen, knobs[:, KNOB["repetition_penalty"], None])
+    penalized = logits if seen is None else penalize(logits, seen, *penalty_knobs(knobs))
     best = penalized.argmax(-1)
     if uniform is None:
         return best, penalized

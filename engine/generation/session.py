@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -10,6 +11,7 @@ from engine.bundles.bundle import Bundle, load_bundle, stored_quantization
 from engine.bundles.registry import resolve_model
 from engine.generation.generate import Generator
 from engine.generation.runtime import dtype_name, pick_device, pick_dtype
+from engine.generation.sampling import model_defaults
 from engine.generation.threads import apply_threads, requested_threads
 from engine.model.cpu_kernels import use_cpu_kernels
 from engine.model.cpu_linear import pack_linears
@@ -31,6 +33,11 @@ class Session:
     def name(self) -> str:
         """The model's name (its bundle directory)."""
         return self.bundle.name
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The settings the model's metadata recommends (`model_defaults`; {} when none): a story's defaults."""
+        return model_defaults(self.bundle.metadata)
 
     @property
     def dtype_name(self) -> str:

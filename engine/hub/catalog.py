@@ -14,6 +14,11 @@ from engine.paths import assets_dir, user_models_dir
 LLAMA2_TOKENIZER = "llama2-tokenizer/tokenizer.json"
 
 
+# llama2.c's own sampling defaults (run.c: temperature 1.0, top-p 0.9, no repetition penalty): what a pulled
+# model recommends (its metadata's "sampling"), so `tell` and the studio start where its authors did
+LLAMA2C_SAMPLING: dict[str, float] = {"temperature": 1.0, "top_p": 0.9, "repetition_penalty": 1.0}
+
+
 @dataclass(frozen=True)
 class CatalogModel:
     """One llama2.c checkpoint on the Hub, installed under `name`; the shape fields are its header's."""
@@ -33,6 +38,11 @@ class CatalogModel:
     seq_len: int  # context length
     about: str  # one line for listings
     revision: str = "main"  # Hub branch, tag or commit
+
+    @property
+    def sampling(self) -> dict[str, float]:
+        """The settings the pulled model recommends (its metadata's "sampling"): llama2.c's."""
+        return dict(LLAMA2C_SAMPLING)
 
     @property
     def params(self) -> int:

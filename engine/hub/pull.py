@@ -112,6 +112,7 @@ def _record_origin(bundle: Path, entry: CatalogModel, files: dict[str, Path]) ->
         "endpoint": hub_endpoint(), "repo": entry.repo, "revision": entry.revision, "commit": commit,
         "files": list(entry.files),
     }  # fmt: skip
+    meta["sampling"] = entry.sampling  # llama2.c's defaults: where `tell` and the studio start for it
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
 

@@ -115,6 +115,32 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+# What each preset is for: shown beside its size by `train --help` and the training monitor (one source)
+PRESET_USES: dict[str, str] = {
+    "nano": "the model card's Helium-Nano (a GPU run)",
+    "heliumlm-nano": "HeliumLM's Nano: GQA, a 128-token sliding window (a GPU run)",
+    "small": "a GPU-friendly small model",
+    "mini": "the largest that trains comfortably on a laptop CPU (the shipped model)",
+    "micro": "quick CPU runs",
+    "tiny": "tests and smoke runs",
+}
+
+
+def preset_size(name: str) -> str:
+    """A preset's size in a few words: 'mini · 5.5M params'."""
+    n = PRESETS[name].parameters
+    return f"{name} · {n / 1e6:.1f}M params" if n >= 1e6 else f"{name} · {n / 1e3:.0f}K params"
+
+
+def describe_preset(name: str) -> str:
+    """A preset's shape and use in one line: 'mini: 5.5M params, 6 layers × 256, context 256, vocab 4,096: the
+    largest that ...'."""
+    c = PRESETS[name]
+    size = preset_size(name).split(" · ")[1]
+    shape = f"{c.n_layer} layers × {c.d_model}, context {c.context_length}, vocab {c.vocab_size:,}"
+    return f"{name}: {size}, {shape}: {PRESET_USES.get(name, '')}".rstrip(": ")
+
+
 def get_preset(name: str) -> ModelConfig:
     """Look up a preset by name, with the list of names in the error."""
     try:

@@ -38,9 +38,14 @@ def print_report(title: str, rows: list[tuple[str, str]], report: dict, as_json:
 
 @bench_app.command("decode")
 def bench_decode_cmd(
+    model: Annotated[
+        str,
+        typer.Option(help="Model bundle: a path or an installed name (default: the model `helium tell` uses)."),
+    ] = "",
     preset: Annotated[
-        str, typer.Option(help="Model preset, or a `helium models pull` name for its shape (random weights).")
-    ] = "nano",
+        str,
+        typer.Option(help="Instead of --model: a preset, or a `helium models pull` name, for its shape (random weights)."),
+    ] = "",
     device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     dtype: Annotated[str, typer.Option(help=f"{DTYPE_CHOICES}.")] = "auto",
     compile: Annotated[
@@ -49,16 +54,24 @@ def bench_decode_cmd(
     packed: Annotated[
         bool, typer.Option("--packed/--no-packed", help="CPU bf16: prepacked oneDNN linears.")
     ] = True,
-    prompt_tokens: Annotated[int, typer.Option(help="Prompt length for prefill.")] = 128,
-    new_tokens: Annotated[int, typer.Option(help="Tokens to decode per run.")] = 200,
+    prompt_tokens: Annotated[
+        int | None, typer.Option(help="Prompt length for prefill (default 128, less for a small context).")
+    ] = None,
+    new_tokens: Annotated[
+        int | None, typer.Option(help="Tokens to decode per run (default 200, less for a small context).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences decoded together.")] = 1,
     repeats: Annotated[int, typer.Option(help="Timed runs (the median is reported).")] = 3,
     window: Annotated[
         int | None, typer.Option(help="Override the preset's sliding attention window (0 = full causal).")
     ] = None,
     quantize: Annotated[
-        str, typer.Option(help="Weights: none or int8 (on CPUs with VNNI, int8 x int8 dot products).")
-    ] = "none",
+        str,
+        typer.Option(
+            help="Weights: none, int8 (on CPUs with VNNI, int8 x int8 dot products), or auto (as the bundle "
+            "stores them; none for a preset)."
+        ),
+    ] = "auto",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     background_load: Annotated[
         int, typer.Option(help="Also decode while N busy processes of its own run; reports loaded / idle.")
@@ -74,9 +87,12 @@ def bench_decode_cmd(
         from benchmarks.decode import bench_decode
 
         r = bench_decode(
-            preset, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats, window,
+            preset or None, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats, window,
             quantize=quantize, threads=threads, background_load=background_load, vs_llama_cpp=vs_llama_cpp,
+            model=model or None,
         )  # fmt: skip
+    if r.shortened:
+        print(f"helium: note: {r.shortened}", file=sys.stderr)
     weights = "int8 weights, " if r.quantize == "int8" else ""
     rows = [
         ("device / dtype", f"{r.device} / {weights}{r.dtype} activations ({plural(r.threads, 'thread')})"),
@@ -116,7 +132,8 @@ def bench_decode_cmd(
             ("Helium / llama.cpp", f"{r.decode_tokens_per_s / ll['tokens_per_s']:.2f}x"),
         ]
     print_report(
-        f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params)", rows, r.to_dict(), as_json
+        f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params, "
+        f"{'its weights' if r.model else 'random weights'})", rows, r.to_dict(), as_json
     )
 
 

@@ -1,4 +1,5 @@
-"""`helium eval`: a model's cross-entropy on a text file (nats/token and bits per UTF-8 byte)."""
+"""`helium eval`: a model's cross-entropy on a text file (nats/token and bits per UTF-8 byte), or with --stories
+the quality of its seeded stories under sampling settings (engine.generation.story_quality)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,25 @@ def eval_cmd(
         str, typer.Option(help="Model bundle: a path or an installed name (default model if empty).")
     ] = "",
     data: Annotated[
-        Path, typer.Option(help="Text file: <|endoftext|>-separated stories, or one stream.")
-    ] = ...,
+        Path | None, typer.Option(help="Text file: <|endoftext|>-separated stories, or one stream.")
+    ] = None,
+    stories: Annotated[
+        int,
+        typer.Option(
+            help="Instead of --data: tell N seeded stories per setting from fixed prompts that name a character "
+            "and report name kept, invented names, repeated 4-grams, loops, stories that end, length."
+        ),
+    ] = 0,
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="With --stories: one setting to measure, KEY=VALUE[,KEY=VALUE...] over the model's defaults "
+            "(e.g. temperature=0.5,repeat_last_n=64); repeat --set for a grid. None: the model's defaults.",
+        ),
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="With --stories: most tokens a story.")] = 300,
+    seed: Annotated[int, typer.Option(help="With --stories: the first story's seed (story i: seed + i).")] = 1,
     device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32 (default, exact) or bfloat16.")] = "float32",
     quantize: Annotated[
@@ -29,8 +47,18 @@ def eval_cmd(
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Score a model on a text file: nats per token and bits per UTF-8 byte (tokenizer-independent)."""
+    """Score a model on a text file: nats per token and bits per UTF-8 byte (tokenizer-independent); or, with
+    --stories, the stories it tells."""
+    if stories:
+        with user_errors():
+            if data is not None:
+                raise ValueError("--data and --stories measure different things: give one")
+            story_quality(model, stories, setting or [""], max_tokens, seed, device, dtype, quantize, threads,
+                          as_json)  # fmt: skip
+        return
     with user_errors():
+        if data is None:
+            raise ValueError("give --data FILE (a text to score) or --stories N (stories to tell and measure)")
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -61,3 +89,70 @@ def eval_cmd(
         f"{result.bits_per_byte:.4f} bits/byte ({plural(result.tokens, 'token', thousands=True)}, "
         f"{plural(result.bytes, 'byte', thousands=True)}, {plural(result.documents, 'document', thousands=True)})"
     )
+
+
+def parse_setting(text: str) -> dict[str, object]:
+    """KEY=VALUE[,KEY=VALUE...] as sampling settings, each parsed by its kind (ValueError naming a bad one)."""
+    from engine.generation.sampling import MODEL_SETTINGS
+
+    out: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        kind = MODEL_SETTINGS.get(key)
+        if not sep or kind is None:
+            raise ValueError(f"--set {part!r}: want KEY=VALUE with KEY one of {', '.join(MODEL_SETTINGS)}")
+        try:
+            out[key] = value.strip().lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"--set {part!r}: {value!r} is not {kind.__name__}") from None
+    return out
+
+
+def story_quality(
+    model: str, count: int, settings: list[str], max_tokens: int, seed: int, device: str, dtype: str,
+    quantize: str, threads: int | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Tell count stories per setting and print one row of measures per setting (or JSON)."""
+    from engine.checks import check_seed
+    from engine.generation.sampling import settle
+    from engine.generation.session import open_session
+    from engine.generation.story_quality import draw, score
+    from engine.model.quant import quantize_option
+
+    if not 1 <= count <= 10_000:
+        raise ValueError(f"--stories must be from 1 to 10,000, got {count}")
+    check_seed(seed)
+    chosen = [parse_setting(s) for s in settings]
+    for c in chosen:
+        settle(max_new_tokens=max_tokens, **c)  # bad values fail before the model loads
+    session = open_session(model or None, device=device, dtype=dtype, quantize=quantize_option(quantize),
+                           threads=threads)  # fmt: skip
+    rows = []
+    for text, c in zip(settings, chosen, strict=True):
+        params = settle(session.sampling, max_new_tokens=max_tokens, **c)
+        result = score(draw(session.generator, params, count, seed))
+        rows.append({"setting": text or "model defaults", "params": _shown(params), **result})
+        if not as_json:
+            _print_row(rows[-1], header=len(rows) == 1)
+    if as_json:
+        print(json.dumps({"model": session.name, "stories_per_setting": count, "first_seed": seed, "rows": rows}))
+
+
+def _shown(params: object) -> str:
+    """The settings that shape a story, short: 'T 0.8 top-p 0.95 rep 1.1 last 64 spare-prompt'."""
+    p = params
+    parts = [f"T {p.temperature:g}", f"top-k {p.top_k}" if p.top_k else "", f"top-p {p.top_p:g}",  # type: ignore[attr-defined]
+             f"rep {p.repetition_penalty:g}", f"freq {p.frequency_penalty:g}" if p.frequency_penalty else "",  # type: ignore[attr-defined]
+             f"pres {p.presence_penalty:g}" if p.presence_penalty else "",  # type: ignore[attr-defined]
+             f"last {p.repeat_last_n}" if p.repeat_last_n >= 0 else "",  # type: ignore[attr-defined]
+             "" if p.penalize_prompt else "spare-prompt"]  # type: ignore[attr-defined]  # fmt: skip
+    return " ".join(x for x in parts if x)
+
+
+def _print_row(row: dict, header: bool) -> None:
+    if header:
+        print(f"{'setting':<44} {'name kept':>9} {'new names':>9} {'rep 4-gr':>8} {'loops':>5} {'ended':>6} {'words':>6}")
+    print(f"{row['params'][:44]:<44} {row['name_kept_pct']:>8.0f}% {row['invented_names']:>9.2f} "
+          f"{row['repeated_4grams_pct']:>7.1f}% {row['loops']:>5} {row['ended_pct']:>5.0f}% {row['mean_words']:>6.0f}",
+          flush=True)  # fmt: skip

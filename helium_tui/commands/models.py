@@ -17,28 +17,69 @@ models_app = typer.Typer(
 
 
 @models_app.command("list")
-def list_cmd() -> None:
-    """Bundles that `--model NAME` finds: the user models dir first, then the shipped ones."""
+def list_cmd(
+    score: Annotated[
+        bool,
+        typer.Option(
+            "--score",
+            help="Measure bits per byte on the reference text for models that lack it (a few seconds each); "
+            "your installed models keep the number.",
+        ),
+    ] = False,
+) -> None:
+    """Bundles that `--model NAME` finds: the user models dir first, then the shipped ones; each with its bits per
+    byte on one reference text (the same held-out TinyStories stories for every model)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from engine.bundles.reference import REFERENCE_NAME, stored_score
     from engine.bundles.registry import list_models
     from engine.paths import user_models_dir
+    from helium_tui.names import cut_apart
 
     def cell(value: object) -> Text:  # a name or path as plain text: no control sequences, no Rich markup
         return Text(terminal_safe(str(value)))
 
-    table = Table(title=cell(f"installed models (user dir: {user_models_dir()})"))
-    for col in ("name", "parameters", "vocab", "source", "val loss", "path"):
-        table.add_column(col)
-    for m in list_models():
-        val = m.metadata.get("val_loss")
+    models = list_models()
+    names = cut_apart((terminal_safe(m.name) for m in models), NAME_WIDTH)
+    table = Table(title=cell(f"installed models (user dir: {user_models_dir()})"),
+                  caption=f"bits/byte: on {REFERENCE_NAME} (TinyStories validation stories; lower is better)"
+                  + ("" if score else "; – : not measured yet (helium models list --score)"))  # fmt: skip
+    table.add_column("name", no_wrap=True)
+    for col in ("params", "vocab", "source", "bits/byte"):
+        table.add_column(col, justify="right" if col != "source" else "left", no_wrap=True)
+    table.add_column("path", overflow="fold")
+    for m in models:
+        bpb = stored_score(m.metadata)
+        if bpb is None and score:
+            bpb = _score(m)
         table.add_row(
-            cell(m.name), f"{m.parameters / 1e6:.2f}M", f"{m.vocab_size:,}", m.source,
-            f"{val:.3f}" if isinstance(val, (int, float)) else "–", cell(m.path),
+            names[terminal_safe(m.name)], f"{m.parameters / 1e6:.2f}M", f"{m.vocab_size:,}", m.source,
+            f"{bpb:.4f}" if bpb is not None else "–", cell(m.path),
         )  # fmt: skip
     Console().print(table)
+
+
+NAME_WIDTH = 22  # `models list` cuts longer names with '…' (helium_tui.names), so the table fits 80 columns
+
+
+def _score(model: object) -> float | None:
+    """Measure a model on the reference text; a user-dir bundle keeps the number in its metadata.json."""
+    import json
+
+    from engine.bundles.info import METADATA
+    from engine.bundles.reference import METADATA_KEY, measure
+    from engine.files import atomic_write_text
+
+    entry = measure(model.path)  # type: ignore[attr-defined]
+    if model.source == "user":  # type: ignore[attr-defined]  # Helium's own models dir; shipped ones stay as shipped
+        meta = {**model.metadata, METADATA_KEY: entry}  # type: ignore[attr-defined]
+        try:
+            atomic_write_text(model.path / METADATA, json.dumps(meta, indent=2) + "\n")  # type: ignore[attr-defined]
+        except OSError:
+            pass  # a read-only bundle: the number is still shown
+    return entry["bits_per_byte"]
 
 
 @models_app.command("install")

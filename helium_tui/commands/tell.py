@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
-from engine.generation.sampling import SamplingParams
+from engine.generation.sampling import MODEL_SETTINGS, SamplingParams, settle
 from engine.generation.threads import THREADS_HELP
 from helium_tui.errors import fail, user_errors
 from helium_tui.safe_text import terminal_safe
@@ -33,18 +33,46 @@ def read_prompt(prompt: str) -> str:
 DEFAULTS = SamplingParams()
 
 
+def _d(name: str) -> str:
+    """A sampling option's help tail: the model's recommended value wins over the engine's default."""
+    value = getattr(DEFAULTS, name)
+    shown = str(value).lower() if isinstance(value, bool) else f"{value:g}"
+    return f". Default: the model's, else {shown}."
+
+
 def tell(
     prompt: Annotated[
         str, typer.Argument(help="Story opening; '-' reads it from stdin.")
     ] = "Once upon a time",
     model: Annotated[str, typer.Option(help="Model bundle: a path or an installed name.")] = "",
-    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = DEFAULTS.max_new_tokens,
-    temperature: Annotated[float, typer.Option(help="Randomness; 0 = greedy.")] = DEFAULTS.temperature,
-    top_k: Annotated[int, typer.Option(help="Keep the k likeliest tokens (0 = off).")] = DEFAULTS.top_k,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass in (0, 1].")] = DEFAULTS.top_p,
+    max_tokens: Annotated[int | None, typer.Option(help=f"Most tokens to generate{_d('max_new_tokens')}")] = None,
+    temperature: Annotated[float | None, typer.Option(help=f"Randomness; 0 = greedy{_d('temperature')}")] = None,
+    top_k: Annotated[int | None, typer.Option(help=f"Keep the k likeliest tokens (0 = off){_d('top_k')}")] = None,
+    top_p: Annotated[float | None, typer.Option(help=f"Nucleus sampling mass in (0, 1]{_d('top_p')}")] = None,
     repetition_penalty: Annotated[
-        float, typer.Option(help="Penalty on tokens already in context (1 = off).")
-    ] = DEFAULTS.repetition_penalty,
+        float | None, typer.Option(help=f"Penalty on tokens already seen (1 = off){_d('repetition_penalty')}")
+    ] = None,
+    frequency_penalty: Annotated[
+        float | None,
+        typer.Option(help=f"Minus this × a token's count so far, -2 to 2 (0 = off){_d('frequency_penalty')}"),
+    ] = None,
+    presence_penalty: Annotated[
+        float | None,
+        typer.Option(help=f"Minus this once a token has occurred, -2 to 2 (0 = off){_d('presence_penalty')}"),
+    ] = None,
+    repeat_last_n: Annotated[
+        int | None,
+        typer.Option(help=f"The penalties look at the last n tokens (-1 = the context, 0 = off){_d('repeat_last_n')}"),
+    ] = None,
+    penalize_prompt: Annotated[
+        bool | None,
+        typer.Option(
+            "--penalize-prompt/--spare-prompt",
+            help=f"Whether the prompt's tokens count for the penalties (spare it: its names may come back)"
+            f"{_d('penalize_prompt')}",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for a reproducible story.")] = None,
     device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     dtype: Annotated[str, typer.Option(help=f"{DTYPE_CHOICES}.")] = "auto",
@@ -74,14 +102,13 @@ def tell(
     """Tell a story: stream the continuation of PROMPT to stdout."""
     with user_errors():
         prompt = read_prompt(prompt)
-        params = SamplingParams(
-            max_new_tokens=max_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
+        chosen = dict(
+            max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            repetition_penalty=repetition_penalty, frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty, repeat_last_n=repeat_last_n, penalize_prompt=penalize_prompt,
             seed=seed,
-        ).validate()
+        )  # fmt: skip
+        settle(**chosen)  # bad values fail before the model loads
         from engine.generation.session import open_session
         from engine.model.quant import quantize_option
 
@@ -89,6 +116,7 @@ def tell(
             model or None, device=device, dtype=dtype, compile=compile, quantize=quantize_option(quantize),
             threads=threads,
         )  # fmt: skip
+        params = settle(session.sampling, **chosen)
         stream = session.generator.stream(prompt, params)
         show = (lambda text: text) if raw or not sys.stdout.isatty() else terminal_safe
         if not as_json:
@@ -100,6 +128,9 @@ def tell(
                     sys.stdout.write(show(delta.text))
                     sys.stdout.flush()
         except KeyboardInterrupt:
+            if not as_json:
+                sys.stdout.write("\n")  # the error starts its own line, not the story's last one
+                sys.stdout.flush()
             raise fail("interrupted", code=130) from None
     result = stream.result
     if as_json:
@@ -111,6 +142,7 @@ def tell(
                     "prompt_tokens": result.prompt_tokens,
                     "generated_tokens": result.generated_tokens,
                     "finish_reason": result.finish_reason,
+                    "sampling": {name: getattr(params, name) for name in MODEL_SETTINGS} | {"seed": params.seed},
                     "ttft_s": round(result.ttft_s, 4),
                     "tokens_per_s": round(result.tokens_per_s, 2),
                     "model": session.name,

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
-from engine.model.config import PRESETS
+from engine.model.config import PRESETS, describe_preset
 from helium_tui.errors import fail, user_errors
 from helium_tui.help_format import note
 from trainer.config import (
@@ -60,7 +60,10 @@ def train(
         Path | None,
         typer.Argument(help="With --watch alone: attach the dashboard to this run dir.", show_default=False),
     ] = None,
-    preset: Annotated[str | None, typer.Option(help=f"Model preset: {', '.join(PRESETS)}.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help=f"Model preset (default {D.preset}): " + "; ".join(map(describe_preset, PRESETS)) + "."),
+    ] = None,
     init_from: Annotated[str | None, typer.Option(metavar="MODEL", help=FINETUNE_HELP)] = None,
     data: Annotated[Path | None, typer.Option(help="Prepared data dir (`helium data prepare`).")] = None,
     out: Annotated[

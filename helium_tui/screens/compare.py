@@ -25,6 +25,7 @@ from textual.widgets import Footer, Static
 from engine.generation.sampling import SamplingParams
 from engine.humanize import plural
 from helium_tui.app_state import AppState, app_state
+from helium_tui.names import cut
 from helium_tui.safe_text import terminal_safe
 from helium_tui.streaming import FrameBuffer, start_daemon
 from helium_tui.variants import Batch, tell_variants
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 MIN_VARIANTS, MAX_VARIANTS = 2, 4
 DEFAULT_VARIANTS = 3
+HEAD_NAME = 28  # the head line cuts longer model names with '…' (helium_tui.names)
 HEAD_CHARS = 500  # the head line shows the prompt's start: more than a terminal row, never the whole prompt
 CHOOSE = Binding.Group("Choose", compact=True)  # ← → share one footer label
 COUNT = Binding.Group("Variants", compact=True)  # and so do + −
@@ -318,8 +320,9 @@ class CompareScreen(Screen[None]):
         for column, variant in zip(self.columns, job.variants, strict=False):
             column.restart("")
             column.border_title = terminal_safe(
-                f"{column.index + 1} · {variant.model}" if self.against else f"Variant {column.index + 1}"
-            )
+                f"{column.index + 1} · {cut(variant.model, HEAD_NAME)}"
+                if self.against else f"Variant {column.index + 1}"
+            )  # fmt: skip
             column.border_subtitle = ""
         self.watch_chosen(self.chosen)
 
@@ -359,7 +362,8 @@ class CompareScreen(Screen[None]):
         if job is None:
             return
         total = sum(v.tokens for v in job.variants)
-        models = f"{self.session.name} vs {self.against}" if self.against else f"draws of {self.session.name}"
+        mine = cut(self.session.name, HEAD_NAME)
+        models = f"{mine} vs {cut(self.against, HEAD_NAME)}" if self.against else f"draws of {mine}"
         head = Text.assemble(
             ("Compare ", "bold"),
             terminal_safe(models),

@@ -30,6 +30,7 @@ from helium_tui.library import (
     opening,
     short_date,
 )
+from helium_tui.names import cut
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.dialogs import AskDialog, ConfirmDialog
 
@@ -139,7 +140,7 @@ class LibraryScreen(Screen):
             story = head.story
             table.add_row(
                 Text(short_date(story)),
-                Text(one_line(story.model or "?", model_w)),
+                Text(cut(one_line(story.model or "?", 200), model_w)),
                 Text(f"{story.tokens:,}"[:tokens_w], justify="right"),
                 Text(opening(story, story_w)),
                 key=story.id,

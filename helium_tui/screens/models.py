@@ -24,6 +24,7 @@ from engine.bundles.registry import ModelInfo, list_models
 from engine.errors import first_line
 from engine.hub import catalog
 from engine.hub.catalog import CatalogModel, human_bytes, is_installed
+from helium_tui.names import cut, cut_apart
 from helium_tui.safe_text import terminal_safe
 
 
@@ -35,11 +36,15 @@ def human_count(n: int) -> str:
     return str(n)
 
 
-def model_row(info: ModelInfo, current: bool) -> Text:
-    """One picker line: marker, name, parameters, vocabulary, where it comes from."""
+NAME_WIDTH = 22  # the picker's name column; longer names are cut with '…' (helium_tui.names)
+
+
+def model_row(info: ModelInfo, current: bool, shown: str | None = None) -> Text:
+    """One picker line: marker, name (shown: as cut apart from the others), parameters, vocabulary, source."""
+    name = shown if shown is not None else cut(terminal_safe(info.name), NAME_WIDTH)
     return Text.assemble(
         ("● " if current else "  ", "green"),
-        (f"{terminal_safe(info.name):<22.22}", "bold" if current else ""),
+        (f"{name:<{NAME_WIDTH}}", "bold" if current else ""),
         (f"{human_count(info.parameters) if info.parameters else '?':>7} params", ""),
         (f"  vocab {info.vocab_size:>6}", "dim"),
         (f"  {terminal_safe(str(info.source))}", "italic dim"),
@@ -50,7 +55,7 @@ def catalog_row(entry: CatalogModel, pulling: bool) -> Text:
     """One line for a model that is not installed yet: its size, or that it is downloading."""
     return Text.assemble(
         ("  ", ""),
-        (f"{entry.name:<22.22}", ""),
+        (f"{cut(entry.name, NAME_WIDTH):<{NAME_WIDTH}}", ""),
         (f"{human_count(entry.params):>7} params", ""),
         (f"  vocab {entry.vocab_size:>6}", "dim"),
         ("  downloading…" if pulling else f"  ↓ {human_bytes(entry.download_bytes)}", "italic cyan"),
@@ -179,8 +184,10 @@ class ModelPicker(ModalScreen[str | None]):
         options = self.query_one(OptionList)
         highlighted = options.highlighted
         options.clear_options()
+        shown = cut_apart((terminal_safe(m.name) for m in self.models), NAME_WIDTH)
         for i, info in enumerate(self.models):
-            options.add_option(Option(model_row(info, info.path.resolve() == self.current), id=f"model-{i}"))
+            row = model_row(info, info.path.resolve() == self.current, shown[terminal_safe(info.name)])
+            options.add_option(Option(row, id=f"model-{i}"))
         if self.models and self.catalog:
             options.add_option(None)
         job = self.job

@@ -197,6 +197,7 @@ class StudioScreen(Screen[None]):
                 self.action_stop()  # the story of the model loaded before
             device = f"{session.device.type} · {session.dtype_name}"
             self.status.show(state="ready", model=session.name, device=device)
+            self.query_one(SamplingPanel).use_model(session.sampling)  # the model's recommended settings
 
     def watch_generating(self, generating: bool) -> None:
         if not generating:

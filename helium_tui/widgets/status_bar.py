@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from engine.humanize import plural
+from helium_tui.names import cut
 from helium_tui.safe_text import terminal_safe
 
 State = Literal["loading", "ready", "generating", "stopped", "error"]
@@ -68,8 +69,10 @@ class StatusBar(Widget):
         room = max(
             self.size.width - state.cell_len - cell_len(numbers) - 1, 0
         )  # 1: a space before the numbers
-        head = Text(terminal_safe(f" {s.model}"), style="bold")
-        if s.device:
-            head.append(terminal_safe(f" · {s.device}"), style="dim")
+        device = terminal_safe(f" · {s.device}") if s.device else ""
+        name = terminal_safe(s.model)
+        device = device if 1 + cell_len(name) + cell_len(device) <= room else ""  # the model's whole name first
+        head = Text(" " + cut(name, max(room - 1 - cell_len(device), 0)), style="bold")
+        head.append(device, style="dim")
         head.truncate(room, overflow="ellipsis", pad=True)
         return Text.assemble(state, head, " ", numbers, no_wrap=True, overflow="ellipsis")

@@ -56,8 +56,22 @@ async def test_finetune_from_the_library_to_a_model_in_the_picker(helium_home, t
             pilot, lambda: screen.query_one("#ft-start", Button).region.width > 0, "the fine-tune form"
         )
         assert str(screen.query_one("#ft-base", Static).render()) == "tiny-bundle"
-        assert str(screen.query_one("#ft-library", Checkbox).label) == "library: 24 stories"
+        library = screen.query_one("#ft-library", Checkbox)
+        assert str(library.label) == "library: 24 stories"
+        assert not library.value and "own outputs" in str(library.tooltip)  # a choice, with why it may not help
+        folder = screen.query_one("#ft-folder", Input)
+        assert app.focused is folder  # typing right after ctrl+f lands in the first field
+        await pilot.press("x")
+        assert folder.value == "x"
+        folder.value = ""
         assert screen.query_one("#ft-steps", Input).value == ""  # the default budget
+        start = screen.query_one("#ft-start", Button)
+        unfocused = start.rich_style
+        start.focus()
+        await pilot.pause()
+        assert start.rich_style.reverse and start.rich_style != unfocused  # focus shows on a button
+        await pilot.click("#ft-library")
+        assert library.value
         await pilot.click("#ft-start")
         await until(pilot, lambda: screen.handle is not None, "the prepared run to start")
         await until(pilot, lambda: screen.state is not None and screen.state.is_final, "the fine-tune to end")
@@ -97,6 +111,7 @@ async def test_too_little_text_gives_a_notice_and_starts_nothing(tmp_path, heliu
     app = MonitorHost(screen, base=tiny_bundle, store=store)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.screen is screen, "the monitor")
+        screen.query_one("#ft-library", Checkbox).value = True  # the library is the user's choice, never a default
         assert screen.start_finetune() is not None
         assert screen.query_one("#ft-start", Button).disabled  # while preparing, and the stats say so
         assert "status preparing" in stats(screen) and "base tiny-bundle" in stats(screen)
@@ -159,6 +174,7 @@ async def test_a_folder_and_the_library_with_typed_steps(tmp_path, helium_home, 
         await until(pilot, lambda: app.screen is screen, "the monitor")
         await pilot.press("ctrl+f")
         screen.query_one("#ft-folder", Input).value = str(folder)
+        screen.query_one("#ft-library", Checkbox).value = True
         screen.query_one("#ft-steps", Input).value = "7"
         await pilot.click("#ft-start")
         await until(pilot, lambda: screen.state is not None and screen.state.is_final, "the run to end")
@@ -260,6 +276,7 @@ async def test_a_stopped_finetune_reopens_in_finetune_mode_and_resumes_with_its_
     app = MonitorHost(screen, base=tiny_bundle, store=store)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.screen is screen, "the monitor")
+        screen.query_one("#ft-library", Checkbox).value = True
         screen.query_one("#ft-steps", Input).value = "100000"
         assert screen.start_finetune() is not None
         await until(pilot, lambda: screen.state is not None and screen.state.step >= 2, "two steps")

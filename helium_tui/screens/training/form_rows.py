@@ -12,13 +12,28 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, ContentSwitcher, Input, Label, Select, Static
 
 from engine.humanize import plural
-from engine.model.config import PRESETS
+from engine.model.config import PRESETS, describe_preset, preset_size
 from helium_tui.safe_text import terminal_safe
 from helium_tui.screens.training.form_values import FinetuneForm, RunForm
 from helium_tui.widgets.safe_input import SafeInput
 from trainer.config import TrainConfig
 
 NEW_FORM, TUNE_FORM = "new-form", "tune-form"  # the two forms of the top rows (ContentSwitcher ids)
+PRESETS_HELP = "The model's size and shape:\n" + "\n".join(map(describe_preset, PRESETS))
+
+
+def preset_label(name: str) -> str:
+    """A preset as its field shows it, short enough for 80 columns: 'mini 5.5M' (the tooltip says the rest)."""
+    return f"{name} {preset_size(name).split(' · ')[1].removesuffix(' params')}"
+
+
+FIRST_FIELD = {NEW_FORM: "#preset", TUNE_FORM: "#ft-folder"}  # focused when a form is shown
+LIBRARY_HINT = "also this model's own stories (off: see why with f1)"
+LIBRARY_WHY = (
+    "The library holds stories this model wrote. Learning from its own outputs mostly teaches it its own habits "
+    "and mistakes again (names that drift, loops), so it is off unless you tick it; stories you wrote or chose "
+    "yourself, in a folder, teach it something new."
+)
 
 
 class RunForms(Vertical):
@@ -33,8 +48,8 @@ class RunForms(Vertical):
         with ContentSwitcher(initial=NEW_FORM, id="modes"):
             with Vertical(id=NEW_FORM):
                 with Horizontal(classes="row"):  # what to train
-                    yield Select([(p, p) for p in PRESETS], value=form.preset, allow_blank=False, compact=True,
-                                 id="preset")  # fmt: skip
+                    yield Select([(preset_label(p), p) for p in PRESETS], value=form.preset, allow_blank=False,
+                                 compact=True, id="preset", tooltip=PRESETS_HELP)  # fmt: skip
                     yield SafeInput(placeholder="prepared data dir", compact=True, id="data")
                     yield Label("steps")
                     yield SafeInput(form.steps, type="integer", compact=True, id="steps")
@@ -46,15 +61,16 @@ class RunForms(Vertical):
                     yield SafeInput(placeholder="out dir for a new run (empty: runs/<time>)", compact=True, id="out")
                     yield Button("Start", variant="success", compact=True, id="start")
             with Vertical(id=TUNE_FORM):
-                with Horizontal(classes="row"):  # the model and the stories
+                with Horizontal(classes="row"):  # the model and your stories
                     yield Label("fine-tune", id="ft-label")
                     yield Static("", id="ft-base")
-                    yield Checkbox("library", True, compact=True, id="ft-library")
+                    yield SafeInput(placeholder="on a folder of your .txt/.md/.jsonl stories", compact=True,
+                                id="ft-folder")  # fmt: skip
+                with Horizontal(classes="row"):  # the library, if you choose it, and go
+                    yield Checkbox("library", False, compact=True, id="ft-library", tooltip=LIBRARY_WHY)
+                    yield Static(LIBRARY_HINT, id="ft-why")
                     yield Label("steps")
                     yield SafeInput(placeholder="auto", type="integer", compact=True, id="ft-steps")
-                with Horizontal(classes="row"):  # more stories, and go
-                    yield SafeInput(placeholder="and/or a folder of .txt/.md/.jsonl stories", compact=True,
-                                id="ft-folder")  # fmt: skip
                     yield Button("Fine-tune", variant="success", compact=True, id="ft-start")
         with Horizontal(classes="row"):  # a run to watch or continue
             yield SafeInput(placeholder="run dir to attach to or resume", compact=True, id="run-dir")
@@ -99,8 +115,10 @@ class RunForms(Vertical):
         self.query_one("#run-dir", Input).value = value
 
     def show_mode(self, finetuning: bool) -> None:
-        """Show the fine-tune form (else the new-model form)."""
-        self.query_one("#modes", ContentSwitcher).current = TUNE_FORM if finetuning else NEW_FORM
+        """Show the fine-tune form (else the new-model form) with its first field focused, so typing lands there."""
+        form = TUNE_FORM if finetuning else NEW_FORM
+        self.query_one("#modes", ContentSwitcher).current = form
+        self.query_one(FIRST_FIELD[form]).focus()
 
     def show_sources(self, base: str, stories: int | None) -> None:
         """Show the base model's name ("" = none loaded) and how many stories the library holds (None: no

@@ -29,9 +29,11 @@ the defaults shown). **Start** (or enter in a field) starts it in the out dir (e
 `runs/`). **Attach** watches the run in the run dir field, going or ended; **Resume** continues it from its
 newest checkpoint. **Stop** (ctrl+s) asks the run to save a checkpoint and exit.
 
-**Fine-tune** (ctrl+f; ctrl+f again: back to a new model) teaches the model loaded in the studio your own
-stories: the library's saved stories (tick the box; it shows how many) and/or a folder of `.txt`, `.md` and
-`.jsonl` story files, for the steps typed (empty: {FINETUNE_EPOCHS} passes over the stories, at least
+**Fine-tune** (ctrl+f, which puts the cursor in the folder field; ctrl+f again: back to a new model) teaches the
+model loaded in the studio your own stories: a folder of `.txt`, `.md` and `.jsonl` story files and/or the
+library's saved stories. The library box is off until you tick it: those stories are this model's own outputs,
+and learning from them mostly teaches it its own habits and mistakes again (names that drift, loops); stories
+you wrote or chose teach it something new. It trains for the steps typed (empty: {FINETUNE_EPOCHS} passes over the stories, at least
 {MIN_FINETUNE_STEPS}). **Fine-tune** prepares the stories in the model's tokens in the background (the stats
 say how far), then starts the run from its weights with the fine-tune defaults (`helium train --init-from`).
 Fewer than {MIN_STORIES} stories are refused with a notice. The base model is never changed; leaving the
