@@ -108,15 +108,27 @@ def bench_decode_cmd(
     if r.llama_cpp and "skipped" in r.llama_cpp:
         print(f"helium: note: {r.llama_cpp['skipped']}", file=sys.stderr)
     elif r.llama_cpp:
-        ll = r.llama_cpp
-        rows += [
-            (f"llama.cpp {ll['type']} decode", f"{ll['tokens_per_s']:,.1f} tok/s (median)"),
-            ("llama.cpp runs", ", ".join(f"{t:,.0f}" for t in ll["runs"])),
-            ("Helium / llama.cpp", f"{r.decode_tokens_per_s / ll['tokens_per_s']:.2f}x"),
-        ]
+        rows += llama_cpp_rows(r.decode_tokens_per_s, r.llama_cpp)
     print_report(
         f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params)", rows, r.to_dict(), as_json
     )
+
+
+def llama_cpp_rows(helium_tokens_per_s: float, ll: dict) -> list[tuple[str, str]]:
+    """The table rows of bench decode's llama.cpp comparison; a loud warning on stderr (and in the table)
+    when the llama.cpp measured is not a native build."""
+    from benchmarks.llama_cpp import enabled_features
+
+    rows = [
+        (f"llama.cpp {ll['type']} decode", f"{ll['tokens_per_s']:,.1f} tok/s (median)"),
+        ("llama.cpp runs", ", ".join(f"{t:,.0f}" for t in ll["runs"])),
+        ("Helium / llama.cpp", f"{helium_tokens_per_s / ll['tokens_per_s']:.2f}x"),
+        ("llama.cpp build", enabled_features(ll["system_info"]) or ll["system_info"] or "unknown"),
+    ]
+    if ll.get("not_native"):
+        print(f"helium: WARNING: NOT A NATIVE llama.cpp: {ll['not_native']}", file=sys.stderr)
+        rows.append(("WARNING", "llama.cpp is NOT a native build: the ratio above flatters Helium"))
+    return rows
 
 
 @bench_app.command("startup")
