@@ -17,8 +17,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from benchmarks.llama_cpp import (
-    cpu_flags, decode_speed, greedy_decode, native_problem, open_llama, system_info,
-)  # fmt: skip
+    cpu_flags,
+    decode_speed,
+    greedy_decode,
+    native_problem,
+    open_llama,
+    system_info,
+)
 
 SYSTEMS = ("helium float32", "helium bfloat16", "llama.cpp f32", "llama.cpp bf16", "llama.cpp q8_0")
 
