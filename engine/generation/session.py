@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,7 @@ class Session:
     dtype: torch.dtype  # the activations' dtype
     quantize: str = "none"  # "int8": weight-only int8
     threads: int = 1  # torch's CPU threads
+    compile: bool = False  # the decode step is torch.compiled (at compile_now(), else in the first story)
 
     @property
     def name(self) -> str:
@@ -41,6 +43,15 @@ class Session:
     def precision(self) -> str:
         """How it computes, for status lines: 'bfloat16', or 'int8 · bfloat16' with int8 weights."""
         return f"int8 · {self.dtype_name}" if self.quantize == "int8" else self.dtype_name
+
+    def compile_now(self) -> float:
+        """Compile the decode step now (a few warm-up tokens; from Helium's cache when an earlier process
+        compiled this shape), so that no story's tokens/s counts compiling. Its seconds; 0 when not compiling."""
+        if not self.compile:
+            return 0.0
+        started = time.perf_counter()
+        self.generator.warm_up()
+        return time.perf_counter() - started
 
 
 def open_session(
@@ -70,4 +81,4 @@ def open_session(
     if dev.type == "cpu":
         use_cpu_kernels(bundle.model)  # Helium's decode matmuls where this CPU runs them (eager and compiled)
     generator = Generator(bundle.model, bundle.tokenizer, compile=compile)
-    return Session(bundle, generator, dev, dt, quantize, n_threads)
+    return Session(bundle, generator, dev, dt, quantize, n_threads, compile)

@@ -138,7 +138,11 @@ def bench_startup_cmd(
     repeats: Annotated[int, typer.Option(help="Runs (best is reported).")] = 3,
     compile: Annotated[
         bool,
-        typer.Option("--compile/--no-compile", help="Time `helium tell --compile` (Inductor's cache warm)."),
+        typer.Option(
+            "--compile/--no-compile",
+            help="Time `helium tell --compile` with Inductor's cache empty (cold, once) and filled (warm), next to "
+            "`helium tell` uncompiled, in a temporary cache (yours is untouched).",
+        ),
     ] = False,
     quantize: Annotated[str, typer.Option(help="`helium tell --quantize`: auto, none or int8.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
@@ -151,7 +155,23 @@ def bench_startup_cmd(
     helium = shutil.which("helium")
     base = [helium] if helium else [sys.executable, "-m", "helium_tui.cli"]
     command = [*base, "tell", prompt, "--max-tokens", "16", *(["--model", model] if model else [])]
-    command += ["--quantize", quantize] + (["--compile"] if compile else [])
+    command += ["--quantize", quantize]
+    if compile:
+        from benchmarks.startup import bench_compile_startup
+
+        with user_errors():
+            c = bench_compile_startup(command, prompt, repeats)
+        rows = [
+            ("uncompiled: first token (best)", f"{c.uncompiled.first_token_s:.2f} s"),
+            ("--compile, cold cache: first token", ", ".join(f"{t:.2f} s" for t in c.cold.runs_s)),
+            ("--compile, warm cache: first token (best)", f"{c.warm.first_token_s:.2f} s"),
+            ("warm runs", ", ".join(f"{t:.2f}" for t in c.warm.runs_s)),
+            ("warm / uncompiled", f"{c.warm_over_uncompiled:.2f}x"),
+        ]
+        print_report(
+            "helium bench startup --compile — fresh `helium tell` processes", rows, c.to_dict(), as_json
+        )
+        return
     with user_errors():
         r = bench_startup(command, prompt, repeats)
     rows = [
