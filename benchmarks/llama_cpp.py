@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-GGUF_TYPES = {"int8": "q8_0", torch.bfloat16: "bf16", torch.float32: "f32"}  # Helium's weights -> llama.cpp's
+GGUF_TYPES = {"int8": "q8_0", "int4": "q4_0", torch.bfloat16: "bf16", torch.float32: "f32"}  # Helium's weights -> llama.cpp's
 # llama.cpp's AMX kernel dies with SIGILL on batched Q8_0 matmuls on these VMs: feed the prompt one token at a
 # time (decode speed, which is what we compare, is unaffected)
 LLAMA_BATCH = {"n_batch": 1, "n_ubatch": 1}

@@ -25,7 +25,7 @@ class Session:
     generator: Generator
     device: torch.device
     dtype: torch.dtype  # the activations' dtype
-    quantize: str = "none"  # "int8": weight-only int8
+    quantize: str = "none"  # "int8": weight-only int8; "int4": Q4_0 blocks (engine/model/quant4.py)
     threads: int = 1  # torch's CPU threads
     compile: bool = False  # the decode step is torch.compiled (at compile_now(), else in the first story)
 
@@ -42,7 +42,7 @@ class Session:
     @property
     def precision(self) -> str:
         """How it computes, for status lines: 'bfloat16', or 'int8 · bfloat16' with int8 weights."""
-        return f"int8 · {self.dtype_name}" if self.quantize == "int8" else self.dtype_name
+        return f"{self.quantize} · {self.dtype_name}" if self.quantize != "none" else self.dtype_name
 
     def compile_now(self) -> float:
         """Compile the decode step now (a few warm-up tokens; from Helium's cache when an earlier process
@@ -64,7 +64,7 @@ def open_session(
 ) -> Session:
     """Load model (path or name; None = the default) for sampling.
 
-    quantize: "int8" or "none"; None keeps what the bundle stores (an int8 bundle runs in int8).
+    quantize: "int8", "int4" or "none"; None keeps what the bundle stores (an int8 bundle runs in int8).
     threads: torch's CPU threads (None: HELIUM_THREADS, else engine.generation.threads.default_threads for its size).
     """
     if quantize is not None:

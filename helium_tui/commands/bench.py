@@ -56,7 +56,7 @@ def bench_decode_cmd(
         int | None, typer.Option(help="Override the preset's sliding attention window (0 = full causal).")
     ] = None,
     quantize: Annotated[
-        str, typer.Option(help="Weights: none or int8 (on CPUs with VNNI, int8 x int8 dot products).")
+        str, typer.Option(help="Weights: none, int8 (on CPUs with VNNI, int8 x int8 dot products) or int4 (Q4_0).")
     ] = "none",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     background_load: Annotated[
@@ -76,7 +76,7 @@ def bench_decode_cmd(
             preset, device, dtype, compile, packed, prompt_tokens, new_tokens, batch_size, repeats, window,
             quantize=quantize, threads=threads, background_load=background_load, vs_llama_cpp=vs_llama_cpp,
         )  # fmt: skip
-    weights = "int8 weights, " if r.quantize == "int8" else ""
+    weights = f"{r.quantize} weights, " if r.quantize != "none" else ""
     rows = [
         ("device / dtype", f"{r.device} / {weights}{r.dtype} activations ({plural(r.threads, 'thread')})"),
         ("compiled / packed", f"{r.compiled} / {r.packed}"),

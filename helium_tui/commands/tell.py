@@ -54,7 +54,8 @@ def tell(
     quantize: Annotated[
         str,
         typer.Option(
-            help="Weights: int8 (weight-only, faster on CPUs), none, or auto (as the bundle stores them)."
+            help="Weights: int8 (weight-only, faster on CPUs), int4 (Q4_0 blocks, smallest), none, or auto (as the "
+            "bundle stores them)."
         ),
     ] = "auto",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
