@@ -16,6 +16,7 @@ from helium_tui.commands.evaluate import eval_cmd
 from helium_tui.commands.export import export_app
 from helium_tui.commands.importer import import_app
 from helium_tui.commands.models import models_app
+from helium_tui.commands.quantize import quantize_report
 from helium_tui.commands.tell import tell
 from helium_tui.commands.train import train
 from helium_tui.errors import OneLineErrors, user_errors
@@ -34,6 +35,7 @@ app = typer.Typer(
 app.command(help="Tell a story: stream the continuation of PROMPT.")(tell)
 app.add_typer(bench_app, name="bench")
 app.command("eval", help="Score a model on a text file (nats/token, bits/byte).")(eval_cmd)
+app.command("quantize-report", help="f32 / bf16 / int8 / int4: weight size, bits/byte, decode tok/s.")(quantize_report)
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(models_app, name="models")

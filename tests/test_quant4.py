@@ -127,3 +127,25 @@ def test_llama_cpp_runs_the_q4_0_export_as_helium_runs_int4(tmp_path):
     assert (theirs.argmax(-1) == ours.argmax(-1)).mean() > 0.95
     llm.reset()
     assert llama_greedy(llm, floats.tokenizer.encode("Once upon a time"), 16) == story[:16]
+
+
+def test_quantize_report_tables_every_format(tiny_bundle, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from helium_tui.cli import app
+
+    data = tmp_path / "stories.txt"
+    data.write_text("Lily had a red ball. She liked to play.<|endoftext|>Tom saw a big dog. The dog was happy.\n")
+    r = CliRunner().invoke(app, ["quantize-report", str(tiny_bundle), "--data", str(data), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    rows = {row["format"]: row for row in report["formats"]}
+    assert list(rows) == ["f32", "bf16", "int8", "int4"] and "int4" in r.stderr and "bits/byte" in r.stderr
+    size = {name: row["weight_bytes"] for name, row in rows.items()}
+    assert size["f32"] == 2 * size["bf16"] > size["int8"] > size["int4"]
+    assert all(row["bits_per_byte"] > 0 and row["decode_tokens_per_s"] > 0 for row in rows.values())
+    assert abs(rows["int4"]["bits_per_byte"] / rows["f32"]["bits_per_byte"] - 1) < 0.2
+    bad = CliRunner().invoke(app, ["quantize-report", str(tiny_bundle), "--data", str(tmp_path / "none.txt")])
+    assert bad.exit_code == 2 and "no such file" in bad.stderr
