@@ -19,8 +19,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# frozen bf16/float32 weights prepacked for oneDNN by Inductor: faster or not (measured below), never cacheable
-PREPACK_WEIGHTS = False
+# Inductor's weight freezing on the CPU (CompiledFn's docstring): off, so that what it compiles can be cached
+FREEZE_WEIGHTS_ON_CPU = False
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
@@ -116,16 +116,21 @@ def use_compile_cache() -> Path:
 class CompiledFn:
     """A callable that runs `torch.compile(fn)` for inference and falls back to eager if compiling fails.
 
-    CUDA: CUDA graphs (mode="reduce-overhead"). CPU: Inductor with `freezing`, which folds the weights
-    into the graph as constants and prepacks them for oneDNN (nano bf16 decode: 150-168 -> 222 tok/s).
-    Freezing must be on while Dynamo traces (it decides there whether weights are graph inputs or
+    CUDA: CUDA graphs (mode="reduce-overhead"). CPU: Inductor, with the weights as graph inputs.
+
+    Freezing (FREEZE_WEIGHTS_ON_CPU) folds the weights into the graph as constants and prepacks them for oneDNN
+    (nano bf16 decode, before Helium's own kernels: 150-168 -> 222 tok/s), but Inductor cannot cache prepacked
+    weights (mkldnn tensors do not pickle) and AOTAutograd caches no frozen graph, so every process compiled
+    again. Without prepacking freezing bought nothing measurable (the default model, 1 thread, load 4-9, two
+    processes each: int8 368 and 314 tok/s frozen against 323 and 461 not; bf16 77, 79 against 163, 96) and a
+    cached start took longer (int8 12.0 s against 8.0, bf16 18.8 against 12.8): it is off. When on, freezing
+    must be on while Dynamo traces (it decides there whether weights are graph inputs or
     constants), so each call runs inside a scoped config patch rather than flipping torch's global
     config, which would also freeze the trainer's no_grad evaluation. Frozen weights mean: call fn only
     under no_grad/inference_mode, on weights that no longer change. Calls with arguments of a shape seen
     before skip the patch: a compiled call inside it measured 2.65 ms instead of 1.83 (the default model).
-    What Inductor compiles is cached on disk (use_compile_cache); the next process with the same model shape
-    loads it instead of compiling. Inductor cannot cache weights prepacked for oneDNN (mkldnn tensors do not
-    pickle), so freezing leaves them as plain constants: PREPACK_WEIGHTS.
+    What Inductor and AOTAutograd compile is cached on disk (use_compile_cache): the next process with the same
+    model shape loads it instead of compiling (Dynamo still traces, seconds).
     """
 
     def __init__(self, fn: Callable, device: torch.device, enabled: bool = True) -> None:
@@ -133,7 +138,7 @@ class CompiledFn:
         self.enabled = enabled
         self.failed: str | None = None  # why compilation was abandoned, if it was
         self.compiled = None
-        self.freeze = device.type == "cpu"
+        self.freeze = device.type == "cpu" and FREEZE_WEIGHTS_ON_CPU
         self._compiled_for: set[tuple] = set()  # argument signatures already compiled with freezing
         if enabled:
             use_compile_cache()
@@ -156,7 +161,7 @@ class CompiledFn:
                 return self.compiled(*args, **kwargs)
             import torch._inductor.config as inductor_config
 
-            with inductor_config.patch({"freezing": True, "cpp.weight_prepack": PREPACK_WEIGHTS}):
+            with inductor_config.patch(freezing=True):
                 out = self.compiled(*args, **kwargs)
             self._compiled_for.add(key)
             return out
