@@ -38,7 +38,7 @@ class DecodeBench:
     params: int
     device: str
     dtype: str  # the activations' dtype
-    quantize: str  # "none" or "int8" (weight-only)
+    quantize: str  # "none", "int8" or "int4" (weight-only)
     compiled: bool
     packed: bool  # CPU bf16 linears prepacked for oneDNN
     sliding_window: int | None  # attention window (None: full causal)
@@ -139,6 +139,10 @@ def bench_model(
     model = TinySLM(cfg)
     if quantize == "int8":
         quantize_model(model)  # from the float32 weights, as `helium models install --dtype int8` does
+    elif quantize == "int4":
+        from engine.model.quant4 import quantize_model_int4
+
+        quantize_model_int4(model)  # Q4_0 blocks from the float32 weights, as GGUF's q4_0 export
     return model.to(device=dev, dtype=dt).eval()
 
 
@@ -340,7 +344,8 @@ def _llama_rounds(wanted: bool, preset: str, window: int | None, quantize: str, 
     from benchmarks.llama_cpp import llama_rounds
 
     float_model = bench_model(preset, torch.device("cpu"), torch.float32, window)
-    with llama_rounds(float_model, "int8" if quantize == "int8" else dt, threads, prompt, new_tokens) as rounds:
+    weights = quantize if quantize != "none" else dt
+    with llama_rounds(float_model, weights, threads, prompt, new_tokens) as rounds:
         yield rounds
 
 

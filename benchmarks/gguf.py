@@ -16,7 +16,14 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from benchmarks.llama_cpp import decode_speed, greedy_decode
+from benchmarks.llama_cpp import (
+    cpu_flags,
+    decode_speed,
+    greedy_decode,
+    native_problem,
+    open_llama,
+    system_info,
+)
 
 SYSTEMS = ("helium float32", "helium bfloat16", "llama.cpp f32", "llama.cpp bf16", "llama.cpp q8_0")
 
@@ -33,6 +40,8 @@ class GGUFBench:
     rounds: int
     tokens_per_s: dict[str, list[float]] = field(default_factory=dict)  # system -> one value per round
     same_greedy_tokens: bool = False  # llama.cpp f32 and Helium float32 picked the same new_tokens tokens
+    llama_cpp_system_info: str = ""  # llama_print_system_info() of the build measured
+    llama_cpp_not_native: str | None = None  # why that build is weaker than a native one (None: native)
 
     def median(self, system: str) -> float:
         """Median tokens/s of one system."""
@@ -66,13 +75,11 @@ def measure(system: str, model: str, gguf: Path | None, threads: int, prompt: st
             times.append(time.perf_counter())
             tokens.append(int(nxt))
         return {"tokens_per_s": decode_speed(times), "tokens": tokens}
-    import llama_cpp
-
-    ctx = session.bundle.config.context_length
-    llm = llama_cpp.Llama(str(gguf), n_ctx=ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    assert gguf is not None
+    llm = open_llama(gguf, session.bundle.config.context_length, threads)
     greedy_decode(llm, prompt_ids, 8)  # warm-up
     tokens_per_s, tokens = greedy_decode(llm, prompt_ids, new_tokens)
-    return {"tokens_per_s": tokens_per_s, "tokens": tokens}
+    return {"tokens_per_s": tokens_per_s, "tokens": tokens, "system_info": system_info()}
 
 
 def bench_gguf(
@@ -102,6 +109,8 @@ def bench_gguf(
                 out = _run_worker(system, str(path), ggufs.get(system), threads, prompt, new_tokens)
                 result.tokens_per_s.setdefault(system, []).append(out["tokens_per_s"])
                 tokens[system] = out["tokens"]
+                result.llama_cpp_system_info = out.get("system_info", result.llama_cpp_system_info)
+    result.llama_cpp_not_native = native_problem(result.llama_cpp_system_info, cpu_flags())
     result.same_greedy_tokens = tokens["llama.cpp f32"] == tokens["helium float32"]
     return result
 
@@ -135,6 +144,9 @@ def report(r: GGUFBench) -> str:
     lines.append(
         f"llama.cpp f32 greedy tokens equal Helium float32's: {'yes' if r.same_greedy_tokens else 'NO'}"
     )
+    lines.append(f"llama.cpp system info: {r.llama_cpp_system_info or 'unknown'}")
+    if r.llama_cpp_not_native:
+        lines.append(f"WARNING: NOT A NATIVE llama.cpp: {r.llama_cpp_not_native}")
     return "\n".join(lines)
 
 

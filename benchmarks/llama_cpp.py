@@ -2,7 +2,9 @@
 prompt, decoded greedily by llama-cpp-python in a worker process, one round after each of Helium's.
 
 The worker keeps its model loaded between rounds and waits on a pipe, so it takes no CPU while Helium runs
-(and a crash of llama.cpp, e.g. SIGILL in a kernel this CPU lacks, cannot take the benchmark down).
+(and a crash of llama.cpp, e.g. SIGILL in a kernel this CPU lacks, cannot take the benchmark down). The worker
+reports llama.cpp's system info, and `native_problem` says when that build lacks what this CPU has: a
+GGML_NATIVE=OFF build has no AVX-512/VNNI/AMX kernels and no Q8_0 repacking, a weaker baseline than users get.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from pathlib import Path
 
 import torch
 
-GGUF_TYPES = {"int8": "q8_0", torch.bfloat16: "bf16", torch.float32: "f32"}  # Helium's weights -> llama.cpp's
+GGUF_TYPES = {"int8": "q8_0", "int4": "q4_0", torch.bfloat16: "bf16", torch.float32: "f32"}  # Helium's weights -> llama.cpp's
+# llama.cpp's AMX kernel dies with SIGILL on batched Q8_0 matmuls on these VMs: feed the prompt one token at a
+# time (decode speed, which is what we compare, is unaffected)
+LLAMA_BATCH = {"n_batch": 1, "n_ubatch": 1}
+# /proc/cpuinfo flag -> the system-info feature a native llama.cpp build shows on a CPU with it
+NATIVE_FEATURES = {"avx2": "AVX2", "avx512f": "AVX512", "avx512_vnni": "AVX512_VNNI", "avx512_bf16": "AVX512_BF16",
+                   "amx_int8": "AMX_INT8"}  # fmt: skip
+REBUILD = 'CMAKE_ARGS="-DGGML_NATIVE=ON" pip install --force-reinstall --no-cache-dir llama-cpp-python'
 
 
 def llama_cpp_missing() -> str | None:
@@ -30,6 +39,49 @@ def llama_cpp_missing() -> str | None:
             "llama-cpp-python is not installed (pip install llama-cpp-python), so llama.cpp was not measured"
         )
     return None
+
+
+def parse_system_info(text: str) -> dict[str, str]:
+    """llama_print_system_info()'s "CPU : SSE3 = 1 | AVX512 = 1 | ... |" as {"SSE3": "1", "AVX512": "1", ...}
+    (a backend's name before " : " is dropped; segments that are no KEY = VALUE are skipped)."""
+    features: dict[str, str] = {}
+    for part in text.split("|"):
+        key, eq, value = part.rpartition(" : ")[2].partition("=")
+        if eq and key.strip():
+            features[key.strip()] = value.strip()
+    return features
+
+
+def enabled_features(system_info: str) -> str:
+    """The features a llama.cpp build has on, space-separated ("AVX2 AVX512 ... REPACK"), for a table row."""
+    return " ".join(k for k, v in parse_system_info(system_info).items() if v == "1")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """This CPU's feature flags (empty where /proc/cpuinfo is unreadable, e.g. not Linux)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    return {
+        flag
+        for line in text.splitlines()
+        if line.startswith("flags")
+        for flag in line.split(":", 1)[1].split()
+    }
+
+
+def native_problem(system_info: str, flags: set[str]) -> str | None:
+    """Why this llama.cpp build is not native to a CPU with flags (None when it uses all NATIVE_FEATURES the
+    CPU has): the features it was built without, and how to rebuild."""
+    built = parse_system_info(system_info)
+    missing = [feat for flag, feat in NATIVE_FEATURES.items() if flag in flags and built.get(feat) != "1"]
+    if not missing:
+        return None
+    return (
+        f"llama.cpp was built without {', '.join(missing)}, which this CPU has (a GGML_NATIVE=OFF or generic "
+        f"build): its speed understates llama.cpp's; rebuild it with {REBUILD}"
+    )
 
 
 def check_comparable(device: torch.device, batch_size: int, window: int | None, context: int) -> None:
@@ -67,6 +119,7 @@ class LlamaRounds:
     def __init__(self, proc: subprocess.Popen, gguf_type: str, log) -> None:
         self.proc, self.gguf_type, self.log = proc, gguf_type, log  # log: the worker's stderr
         self.runs: list[float] = []
+        self.system_info = ""  # llama.cpp's llama_print_system_info(), from the worker
 
     def run_round(self) -> None:
         """One greedy decode in the worker (Helium waits meanwhile)."""
@@ -95,6 +148,8 @@ class LlamaRounds:
             "tokens_per_s": median,
             "runs": self.runs,
             "helium_over_llama_cpp": helium_tokens_per_s / median,
+            "system_info": self.system_info,
+            "not_native": native_problem(self.system_info, cpu_flags()),  # None for a native build
         }
 
 
@@ -116,7 +171,7 @@ def llama_rounds(float_model: torch.nn.Module, weights: str | torch.dtype, threa
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
         rounds = LlamaRounds(proc, gguf_type, log)
         try:
-            rounds._ask("ready")  # loaded and warmed up
+            rounds.system_info = rounds._ask("ready")["system_info"]  # loaded and warmed up
             yield rounds
         finally:
             if proc.poll() is None:
@@ -143,15 +198,35 @@ def greedy_decode(llm, prompt: list[int], new_tokens: int) -> tuple[float, list[
 
 
 def worker(gguf: Path, threads: int, prompt: list[int], new_tokens: int) -> None:
-    """Load the GGUF once, then answer each line on stdin ("ready" or "run") with one JSON line."""
-    import llama_cpp
-
+    """Load the GGUF once, then answer each line on stdin with one JSON line: "run" with its tokens/s,
+    anything else ("ready") with llama.cpp's system info."""
     n_ctx = len(prompt) + new_tokens + 8
-    llm = llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+    llm = open_llama(gguf, n_ctx, threads)
     greedy_decode(llm, prompt, min(8, new_tokens))  # warm-up
     for line in sys.stdin:
-        answer = {"tokens_per_s": greedy_decode(llm, prompt, new_tokens)[0]} if line.strip() == "run" else {}
+        if line.strip() == "run":
+            answer: dict = {"tokens_per_s": greedy_decode(llm, prompt, new_tokens)[0]}
+        else:
+            answer = {"system_info": system_info()}
         print(json.dumps(answer), flush=True)
+
+
+def open_llama(gguf: Path, n_ctx: int, threads: int):
+    """llama-cpp-python's Llama on gguf as the benchmarks run it: threads for decode and prompt, one token
+    per batch (LLAMA_BATCH), quiet."""
+    import llama_cpp
+
+    return llama_cpp.Llama(
+        str(gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False, **LLAMA_BATCH
+    )
+
+
+def system_info() -> str:
+    """The loaded llama.cpp's llama_print_system_info(), stripped."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info()
+    return (info.decode(errors="replace") if isinstance(info, bytes) else str(info)).strip()
 
 
 def main(argv: list[str] | None = None) -> None:

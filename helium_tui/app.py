@@ -158,7 +158,7 @@ class HeliumApp(GuardedApp):
                 session = open_session(
                     spec, device=device, dtype=dtype, compile=compile, quantize=quantize, threads=threads
                 )
-                if compile:
+                if session.compile:  # not where the native runtime decodes (session.compile_note)
                     self.post_message(self.ModelCompiling(seq, name))
                     session.generator.warm_up()
             except (BundleError, ValueError, OSError) as exc:

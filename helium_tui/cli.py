@@ -18,6 +18,7 @@ from helium_tui.commands.export import export_app
 from helium_tui.commands.importer import import_app
 from helium_tui.commands.inspect import inspect_cmd
 from helium_tui.commands.models import models_app
+from helium_tui.commands.quantize import quantize_report
 from helium_tui.commands.runs import runs_app
 from helium_tui.commands.serve import serve
 from helium_tui.commands.tell import tell
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.command(help="Tell a story: stream the continuation of PROMPT.")(tell)
 app.add_typer(bench_app, name="bench")
 app.command("eval", help="Score a model on a text file (nats/token, bits/byte).")(eval_cmd)
+app.command("quantize-report", help="f32 / bf16 / int8 / int4: weight size, bits/byte, decode tok/s.")(quantize_report)
 app.add_typer(import_app, name="import")
 app.command("inspect", help="Look inside the model on a text: logit lens, attention, head knock-outs.")(inspect_cmd)
 app.add_typer(export_app, name="export")

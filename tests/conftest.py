@@ -139,3 +139,10 @@ def tiny_train_config(data: Path, out: Path, **overrides):
         dtype="float32", device="cpu", seed=0,
     )  # fmt: skip
     return TrainConfig(**(base | overrides))
+
+
+@pytest.fixture
+def torch_decode(monkeypatch) -> None:
+    """Decode steps on the PyTorch path (eager or compiled), not the native runtime that CPU sessions use."""
+    monkeypatch.setenv("HELIUM_NATIVE_DECODE", "off")
+

@@ -130,6 +130,8 @@ def test_bench_decode_vs_llama_cpp_on_the_same_weights(monkeypatch):
     ll = last_json(r.stdout)["llama_cpp"]
     assert ll["type"] == "F32" and len(ll["runs"]) == 2 and ll["tokens_per_s"] > 0
     assert ll["helium_over_llama_cpp"] == pytest.approx(last_json(r.stdout)["decode_tokens_per_s"] / ll["tokens_per_s"])
+    assert "AVX" in ll["system_info"] and "llama.cpp build" in r.stderr  # llama.cpp's own system info, shown
+    assert "not_native" in ll  # None for a native build; else a loud warning (tests/test_llama_cpp_native.py)
 
 
 def test_bench_decode_vs_llama_cpp_without_it_notes_the_skip(monkeypatch):

@@ -136,6 +136,7 @@ def test_ctrl_c_ends_the_story_line_before_the_error(monkeypatch, capfd):
 
     class FakeSession:
         sampling: dict = {}
+        compile, compile_note = False, None
         generator = type("G", (), {"stream": lambda self, prompt, params: Interrupted()})()
 
     monkeypatch.setattr(session_module, "open_session", lambda *a, **k: FakeSession())

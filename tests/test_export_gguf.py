@@ -240,8 +240,8 @@ def test_cli_exports_and_refuses_bad_input_leaving_nothing(tiny_bundle, tmp_path
     assert (out / "m.gguf").read_bytes() == before
     r = runner.invoke(app, ["export", "gguf", str(tiny_bundle), "--out", str(out / "m.gguf"), "--dtype", "f32", "--force"])
     assert r.exit_code == 0 and (out / "m.gguf").stat().st_size > len(before)
-    assert "unknown dtype 'q4_0'" in one_error(
-        runner.invoke(app, ["export", "gguf", str(tiny_bundle), "--out", str(out / "x.gguf"), "--dtype", "q4_0"])
+    assert "unknown dtype 'q2_k'" in one_error(
+        runner.invoke(app, ["export", "gguf", str(tiny_bundle), "--out", str(out / "x.gguf"), "--dtype", "q2_k"])
     )
     assert "no such model bundle" in one_error(runner.invoke(app, ["export", "gguf", "nope", "--out", str(out / "x.gguf")]))
     (tmp_path / "a-file").write_text("")

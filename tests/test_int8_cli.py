@@ -60,15 +60,15 @@ def test_helium_threads_sets_the_thread_count(tiny_bundle, monkeypatch, restore_
 @pytest.mark.parametrize(
     "args, env, message",
     [
-        (["tell", "Tom", "--quantize", "int4"], None, "unknown --quantize 'int4'"),
+        (["tell", "Tom", "--quantize", "int3"], None, "unknown --quantize 'int3'"),
         (["tell", "Tom", "--threads", "0"], None, "--threads must be a whole number from 1"),
         (["tell", "Tom", "--threads", "-3"], None, "--threads must be a whole number from 1"),
         (["tell", "Tom"], "abc", "HELIUM_THREADS must be a whole number from 1"),
         (["tell", "Tom"], "0", "HELIUM_THREADS must be a whole number from 1"),
         (["eval", "--data", "README.md", "--quantize", "fp8"], None, "unknown --quantize 'fp8'"),
         (["eval", "--data", "README.md", "--threads", "99999"], None, "--threads must be a whole number from 1"),
-        (["bench", "decode", "--quantize", "int4"], None, "unknown quantization 'int4'"),
-        (["--quantize", "int4"], None, "unknown --quantize 'int4'"),  # the studio: refused before it opens
+        (["bench", "decode", "--quantize", "int3"], None, "unknown quantization 'int3'"),
+        (["--quantize", "int3"], None, "unknown --quantize 'int3'"),  # the studio: refused before it opens
         (["--threads", "0"], None, "--threads must be a whole number from 1"),
         ([], "x", "HELIUM_THREADS must be a whole number from 1"),
         (["bench", "decode", "--threads", "0"], None, "--threads must be a whole number from 1"),

@@ -207,3 +207,16 @@ def test_one_generator_follows_its_cache_across_batch_sizes_and_threads(monkeypa
             assert got == [ids.tolist() for ids, _ in reference.tokens([3, 4, 5], params, batch)]
     finally:
         torch.set_num_threads(before)
+
+
+def test_compile_is_a_no_op_that_says_so_where_the_native_runtime_decodes(tiny_bundle, monkeypatch):
+    """With the native runtime there is no torch step to compile: --compile compiles nothing, and says why."""
+    from engine.generation.session import NATIVE_COMPILE_NOTE, open_session
+
+    session = open_session(str(tiny_bundle), device="cpu", dtype="float32", compile=True)
+    assert session.generator.native is not None
+    assert not session.compile and session.compile_note == NATIVE_COMPILE_NOTE
+    assert session.generator._decode.compiled is None and session.compile_now() == 0.0
+    monkeypatch.setenv("HELIUM_NATIVE_DECODE", "off")
+    session = open_session(str(tiny_bundle), device="cpu", dtype="float32", compile=True)
+    assert session.compile and session.compile_note is None

@@ -243,6 +243,10 @@ def load_bundle(
         quantize_model(model)  # no-op for an int8 bundle
     else:
         dequantize_model(model)  # no-op for a float bundle
+    if quantize == "int4":
+        from engine.model.quant4 import quantize_model_int4
+
+        quantize_model_int4(model)  # Q4_0 blocks from the float (or int8 bundle's dequantized) weights
     model = model.to(device=device, dtype=dtype)
     return Bundle(model, tokenizer, config, read_metadata(directory), directory)
 

@@ -20,7 +20,7 @@ from engine.formats.export_checks import check_parent_writable, refuse_sliding_w
 from engine.model.config import ModelConfig
 from engine.targets import check_target
 
-GGUF_DTYPES = ("auto", "f32", "f16", "bf16", "q8_0")  # what --dtype may ask for; auto = as the bundle stores it
+GGUF_DTYPES = ("auto", "f32", "f16", "bf16", "q8_0", "q4_0")  # what --dtype may ask for; auto = as the bundle stores it
 PRE_TOKENIZER = "gpt-2"  # llama.cpp's name for GPT-2's split regex, the one HF's ByteLevel pre-tokenizer uses
 SPACE = "▁"  # sentencepiece's visible space
 
@@ -186,6 +186,7 @@ def _file_type(dtype: str):
         "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
         "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
         "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+        "q4_0": (gguf.GGMLQuantizationType.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),  # = Helium's int4 (quant4.py)
     }[dtype]
 
 
@@ -208,7 +209,7 @@ def _encode(array: np.ndarray, qtype):
 
 
 def resolve_dtype(dtype: str, bundle: Bundle) -> str:
-    """f32/f16/bf16/q8_0 for a --dtype value; auto keeps the precision the bundle stores."""
+    """f32/f16/bf16/q8_0/q4_0 for a --dtype value; auto keeps the precision the bundle stores."""
     if dtype not in GGUF_DTYPES:
         raise ValueError(f"unknown dtype {dtype!r} (use {', '.join(GGUF_DTYPES)})")
     if dtype != "auto":

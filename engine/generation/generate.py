@@ -51,9 +51,10 @@ class Generator:
         # replay); elsewhere the compiled step is the forward and the same sampler runs after it, eagerly
         self.fused = compile and self.device.type == "cuda" if fused_sampling is None else fused_sampling
         step = self._decode_and_pick if self.fused else self._decode_step
-        self._decode = CompiledFn(step, self.device, enabled=compile)
         # CPU: each decode step in one C call where it runs (engine.model.native; native_status says why not)
         self.native = None if self.fused else native_decoder(model)
+        # with the native runtime no torch step runs, so there is nothing to compile
+        self._decode = CompiledFn(step, self.device, enabled=compile and self.native is None)
         self._pos = torch.zeros(
             1, dtype=torch.long, device=self.device
         )  # the decode position, kept on the device

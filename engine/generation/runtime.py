@@ -1,4 +1,5 @@
-"""Runtime choices: device, dtype and `torch.compile` with an eager fallback.
+"""Runtime choices: device, dtype and `torch.compile` with an eager fallback (its compiled code kept in a private
+folder of Helium's cache, so the next process loads it instead of compiling again).
 
 Auto picks cuda > mps > cpu, and bf16 where matmuls run natively in bf16 (CUDA, CPUs with
 AVX512-BF16 or AMX), else float32.
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +21,8 @@ from engine.devices import DEVICE_CHOICES, DTYPE_CHOICES
 
 log = logging.getLogger(__name__)
 
+# Inductor's weight freezing on the CPU (CompiledFn's docstring): off, so that what it compiles can be cached
+FREEZE_WEIGHTS_ON_CPU = False
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
@@ -77,16 +83,56 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def compile_cache_dir() -> Path:
+    """Where Inductor keeps what it compiled (FX graphs and their C++ builds): inductor/ in Helium's kernel cache,
+    checked as that is (a folder of yours alone, never a link). KernelCacheError says why it cannot be used."""
+    from engine.model.kernel_build import KernelCacheError, private_kernel_dir, untrusted
+
+    directory = private_kernel_dir() / "inductor"
+    try:
+        directory.mkdir(exist_ok=True, mode=0o700)
+        st = os.lstat(directory)
+    except OSError as exc:
+        raise KernelCacheError(f"cannot use the compile cache {directory}: {exc.strerror}") from None
+    why = "is not a folder (a link?)" if not stat.S_ISDIR(st.st_mode) else untrusted(st)
+    if why:
+        raise KernelCacheError(f"refusing the compile cache: {directory} {why}")
+    return directory
+
+
+def use_compile_cache() -> Path:
+    """Point Inductor's on-disk caches (torch reads TORCHINDUCTOR_CACHE_DIR at each use) at compile_cache_dir(),
+    so no other user's files in torch's default /tmp folder are ever loaded; where it cannot be used, at a new
+    private temporary folder (this process compiles from scratch). Returns the folder."""
+    from engine.model.kernel_build import KernelCacheError
+
+    try:
+        directory = compile_cache_dir()
+    except KernelCacheError as exc:
+        log.warning("%s; compiling without a cache", exc)
+        directory = Path(tempfile.mkdtemp(prefix="helium-inductor-"))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+    return directory
+
+
 class CompiledFn:
     """A callable that runs `torch.compile(fn)` for inference and falls back to eager if compiling fails.
 
-    CUDA: CUDA graphs (mode="reduce-overhead"). CPU: Inductor with `freezing`, which folds the weights
-    into the graph as constants and prepacks them for oneDNN (nano bf16 decode: 150-168 -> 222 tok/s).
-    Freezing must be on while Dynamo traces (it decides there whether weights are graph inputs or
+    CUDA: CUDA graphs (mode="reduce-overhead"). CPU: Inductor, with the weights as graph inputs.
+
+    Freezing (FREEZE_WEIGHTS_ON_CPU) folds the weights into the graph as constants and prepacks them for oneDNN
+    (nano bf16 decode, before Helium's own kernels: 150-168 -> 222 tok/s), but Inductor cannot cache prepacked
+    weights (mkldnn tensors do not pickle) and AOTAutograd caches no frozen graph, so every process compiled
+    again. Without prepacking freezing bought nothing measurable (the default model, 1 thread, load 4-9, two
+    processes each: int8 368 and 314 tok/s frozen against 323 and 461 not; bf16 77, 79 against 163, 96) and a
+    cached start took longer (int8 12.0 s against 8.0, bf16 18.8 against 12.8): it is off. When on, freezing
+    must be on while Dynamo traces (it decides there whether weights are graph inputs or
     constants), so each call runs inside a scoped config patch rather than flipping torch's global
     config, which would also freeze the trainer's no_grad evaluation. Frozen weights mean: call fn only
     under no_grad/inference_mode, on weights that no longer change. Calls with arguments of a shape seen
     before skip the patch: a compiled call inside it measured 2.65 ms instead of 1.83 (the default model).
+    What Inductor and AOTAutograd compile is cached on disk (use_compile_cache): the next process with the same
+    model shape loads it instead of compiling (Dynamo still traces, seconds).
     """
 
     def __init__(self, fn: Callable, device: torch.device, enabled: bool = True) -> None:
@@ -94,9 +140,10 @@ class CompiledFn:
         self.enabled = enabled
         self.failed: str | None = None  # why compilation was abandoned, if it was
         self.compiled = None
-        self.freeze = device.type == "cpu"
+        self.freeze = device.type == "cpu" and FREEZE_WEIGHTS_ON_CPU
         self._compiled_for: set[tuple] = set()  # argument signatures already compiled with freezing
         if enabled:
+            use_compile_cache()
             mode = "reduce-overhead" if device.type == "cuda" else "default"  # CUDA graphs on GPU
             self.compiled = torch.compile(fn, mode=mode, fullgraph=True, dynamic=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,11 @@ from engine.model.cpu_kernels import use_cpu_kernels
 from engine.model.cpu_linear import pack_linears
 from engine.model.quant import check_quantize
 
+NATIVE_COMPILE_NOTE = (
+    "--compile does nothing here: the native runtime decodes each token in one C call, faster than a compiled "
+    "step (HELIUM_NATIVE_DECODE=off compiles the PyTorch path instead)"
+)
+
 
 @dataclass
 class Session:
@@ -26,8 +32,10 @@ class Session:
     generator: Generator
     device: torch.device
     dtype: torch.dtype  # the activations' dtype
-    quantize: str = "none"  # "int8": weight-only int8
+    quantize: str = "none"  # "int8": weight-only int8; "int4": Q4_0 blocks (engine/model/quant4.py)
     threads: int = 1  # torch's CPU threads
+    compile: bool = False  # the decode step is torch.compiled (at compile_now(), else in the first story)
+    compile_note: str | None = None  # why --compile was asked for and does nothing here
 
     @property
     def name(self) -> str:
@@ -47,7 +55,16 @@ class Session:
     @property
     def precision(self) -> str:
         """How it computes, for status lines: 'bfloat16', or 'int8 · bfloat16' with int8 weights."""
-        return f"int8 · {self.dtype_name}" if self.quantize == "int8" else self.dtype_name
+        return f"{self.quantize} · {self.dtype_name}" if self.quantize != "none" else self.dtype_name
+
+    def compile_now(self) -> float:
+        """Compile the decode step now (a few warm-up tokens; from Helium's cache when an earlier process
+        compiled this shape), so that no story's tokens/s counts compiling. Its seconds; 0 when not compiling."""
+        if not self.compile:
+            return 0.0
+        started = time.perf_counter()
+        self.generator.warm_up()
+        return time.perf_counter() - started
 
 
 def open_session(
@@ -60,7 +77,7 @@ def open_session(
 ) -> Session:
     """Load model (path or name; None = the default) for sampling.
 
-    quantize: "int8" or "none"; None keeps what the bundle stores (an int8 bundle runs in int8).
+    quantize: "int8", "int4" or "none"; None keeps what the bundle stores (an int8 bundle runs in int8).
     threads: torch's CPU threads (None: HELIUM_THREADS, else engine.generation.threads.default_threads for its size).
     """
     if quantize is not None:
@@ -77,4 +94,7 @@ def open_session(
     if dev.type == "cpu":
         use_cpu_kernels(bundle.model)  # Helium's decode matmuls where this CPU runs them (eager and compiled)
     generator = Generator(bundle.model, bundle.tokenizer, compile=compile)
-    return Session(bundle, generator, dev, dt, quantize, n_threads)
+    note = None
+    if compile and generator.native is not None:
+        compile, note = False, NATIVE_COMPILE_NOTE
+    return Session(bundle, generator, dev, dt, quantize, n_threads, compile, note)

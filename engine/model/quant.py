@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-QUANTIZE_CHOICES = ("none", "int8")  # what --quantize accepts
+QUANTIZE_CHOICES = ("none", "int8", "int4")  # what --quantize accepts (int4: engine/model/quant4.py)
 SCALE_SUFFIX = "_scale"  # a quantized `X.weight` comes with `X.weight_scale` in state dicts and bundles
 PACK_MM_MAX_ROWS = 16  # more rows (a prefill, an evaluation): casting the weight for one matmul is faster
 
@@ -23,11 +23,11 @@ def check_quantize(value: str) -> str:
 
 
 def quantize_option(value: str) -> str | None:
-    """A --quantize value: None for "auto" (as the bundle stores its weights), else "none" or "int8"."""
+    """A --quantize value: None for "auto" (as the bundle stores its weights), else "none", "int8" or "int4"."""
     if value == "auto":
         return None
     if value not in QUANTIZE_CHOICES:
-        raise ValueError(f"unknown --quantize {value!r} (use auto, none or int8)")
+        raise ValueError(f"unknown --quantize {value!r} (use auto, none, int8 or int4)")
     return value
 
 

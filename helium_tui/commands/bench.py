@@ -68,7 +68,7 @@ def bench_decode_cmd(
     quantize: Annotated[
         str,
         typer.Option(
-            help="Weights: none, int8 (on CPUs with VNNI, int8 x int8 dot products), or auto (as the bundle "
+            help="Weights: none, int8 (on CPUs with VNNI, int8 x int8 dot products), int4 (Q4_0), or auto (as the bundle "
             "stores them; none for a preset)."
         ),
     ] = "auto",
@@ -93,7 +93,7 @@ def bench_decode_cmd(
         )  # fmt: skip
     if r.shortened:
         print(f"helium: note: {r.shortened}", file=sys.stderr)
-    weights = "int8 weights, " if r.quantize == "int8" else ""
+    weights = f"{r.quantize} weights, " if r.quantize != "none" else ""
     rows = [
         ("device / dtype", f"{r.device} / {weights}{r.dtype} activations ({plural(r.threads, 'thread')})"),
         ("compiled / packed", f"{r.compiled} / {r.packed}"),
@@ -125,16 +125,28 @@ def bench_decode_cmd(
     if r.llama_cpp and "skipped" in r.llama_cpp:
         print(f"helium: note: {r.llama_cpp['skipped']}", file=sys.stderr)
     elif r.llama_cpp:
-        ll = r.llama_cpp
-        rows += [
-            (f"llama.cpp {ll['type']} decode", f"{ll['tokens_per_s']:,.1f} tok/s (median)"),
-            ("llama.cpp runs", ", ".join(f"{t:,.0f}" for t in ll["runs"])),
-            ("Helium / llama.cpp", f"{r.decode_tokens_per_s / ll['tokens_per_s']:.2f}x"),
-        ]
+        rows += llama_cpp_rows(r.decode_tokens_per_s, r.llama_cpp)
     print_report(
         f"helium bench decode — {r.preset} ({r.params / 1e6:.1f}M params, "
         f"{'its weights' if r.model else 'random weights'})", rows, r.to_dict(), as_json
     )
+
+
+def llama_cpp_rows(helium_tokens_per_s: float, ll: dict) -> list[tuple[str, str]]:
+    """The table rows of bench decode's llama.cpp comparison; a loud warning on stderr (and in the table)
+    when the llama.cpp measured is not a native build."""
+    from benchmarks.llama_cpp import enabled_features
+
+    rows = [
+        (f"llama.cpp {ll['type']} decode", f"{ll['tokens_per_s']:,.1f} tok/s (median)"),
+        ("llama.cpp runs", ", ".join(f"{t:,.0f}" for t in ll["runs"])),
+        ("Helium / llama.cpp", f"{helium_tokens_per_s / ll['tokens_per_s']:.2f}x"),
+        ("llama.cpp build", enabled_features(ll["system_info"]) or ll["system_info"] or "unknown"),
+    ]
+    if ll.get("not_native"):
+        print(f"helium: WARNING: NOT A NATIVE llama.cpp: {ll['not_native']}", file=sys.stderr)
+        rows.append(("WARNING", "llama.cpp is NOT a native build: the ratio above flatters Helium"))
+    return rows
 
 
 @bench_app.command("startup")
@@ -144,7 +156,11 @@ def bench_startup_cmd(
     repeats: Annotated[int, typer.Option(help="Runs (best is reported).")] = 3,
     compile: Annotated[
         bool,
-        typer.Option("--compile/--no-compile", help="Time `helium tell --compile` (Inductor's cache warm)."),
+        typer.Option(
+            "--compile/--no-compile",
+            help="Time `helium tell --compile` with Inductor's cache empty (cold, once) and filled (warm), next to "
+            "`helium tell` uncompiled, in a temporary cache (yours is untouched).",
+        ),
     ] = False,
     quantize: Annotated[str, typer.Option(help="`helium tell --quantize`: auto, none or int8.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
@@ -157,7 +173,23 @@ def bench_startup_cmd(
     helium = shutil.which("helium")
     base = [helium] if helium else [sys.executable, "-m", "helium_tui.cli"]
     command = [*base, "tell", prompt, "--max-tokens", "16", *(["--model", model] if model else [])]
-    command += ["--quantize", quantize] + (["--compile"] if compile else [])
+    command += ["--quantize", quantize]
+    if compile:
+        from benchmarks.startup import bench_compile_startup
+
+        with user_errors():
+            c = bench_compile_startup(command, prompt, repeats)
+        rows = [
+            ("uncompiled: first token (best)", f"{c.uncompiled.first_token_s:.2f} s"),
+            ("--compile, cold cache: first token", ", ".join(f"{t:.2f} s" for t in c.cold.runs_s)),
+            ("--compile, warm cache: first token (best)", f"{c.warm.first_token_s:.2f} s"),
+            ("warm runs", ", ".join(f"{t:.2f}" for t in c.warm.runs_s)),
+            ("warm / uncompiled", f"{c.warm_over_uncompiled:.2f}x"),
+        ]
+        print_report(
+            "helium bench startup --compile — fresh `helium tell` processes", rows, c.to_dict(), as_json
+        )
+        return
     with user_errors():
         r = bench_startup(command, prompt, repeats)
     rows = [

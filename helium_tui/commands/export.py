@@ -43,7 +43,7 @@ def gguf_cmd(
     model: ModelArg,
     out: Annotated[Path, typer.Option(help="The .gguf file to write.", show_default=False)],
     dtype: Annotated[
-        str, typer.Option(help="auto (as the bundle stores it), f32, f16, bf16 or q8_0 (8-bit, ~4x smaller than f32).")
+        str, typer.Option(help="auto (as the bundle stores it), f32, f16, bf16, q8_0 (8-bit, ~4x smaller than f32) or q4_0 (4-bit, Helium's int4).")
     ] = "auto",
     force: Force = False,
 ) -> None:
