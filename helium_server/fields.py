@@ -12,6 +12,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from engine.generation.sampling import SamplingParams, settle
+
 MAX_BODY = 1 << 20  # bytes of one request body (a prompt far past any context still fits)
 MAX_TOKENS = 32_768  # tokens of one story over the API (the window slides past the context)
 MAX_N = 16  # variants of one request
@@ -148,3 +150,13 @@ def last_user_message(body: dict) -> str:
     if not users:
         raise ApiError(400, "a story model continues the last user message, and there is none", param="messages")
     return message_text(users[-1].get("content"), "messages")
+
+
+def settings(model: dict | None, **chosen: object) -> SamplingParams:
+    """A request's sampling settings over the model's recommended ones (`settle`); 400 for what the sampler
+    refuses (None: left out)."""
+    try:
+        return settle(model, **chosen)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -24,7 +23,6 @@ from helium_server.scheduler import End
 from helium_server.service import Ask, Batch, Service
 from helium_server.streaming import EventStream
 
-DEFAULTS = SamplingParams()
 VERSION = "0.6.0"  # the Ollama API version these routes follow
 DONE = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
 
@@ -33,23 +31,27 @@ def now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def read_options(body: dict) -> tuple[SamplingParams, tuple[str, ...]]:
-    """Sampling settings and stop strings from a request's `options`."""
+def read_options(body: dict, model: dict | None = None) -> tuple[SamplingParams, tuple[str, ...]]:
+    """Sampling settings and stop strings from a request's `options`; what it leaves out comes from the model's
+    recommended settings (`model`, `Session.sampling`), else Helium's."""
     options = f.obj(body, "options")
     predict = f.whole(options, "num_predict", None, -2, f.MAX_TOKENS)
-    max_tokens = DEFAULTS.max_new_tokens if predict is None or predict == 0 else predict
+    max_tokens = None if predict is None or predict == 0 else predict
     if predict is not None and predict < 0:  # -1: until the story ends, -2: fill the context
         max_tokens = f.MAX_TOKENS
-    params = SamplingParams(
+    seed = f.whole(options, "seed", None, -(1 << 62), MAX_SEED)
+    params = f.settings(
+        model,
         max_new_tokens=max_tokens,
-        temperature=f.number(options, "temperature", DEFAULTS.temperature, 0, 100),
-        top_k=f.whole(options, "top_k", DEFAULTS.top_k, 0, 1 << 30),
-        top_p=f.number(options, "top_p", DEFAULTS.top_p, 0, 1),
-        repetition_penalty=f.number(options, "repeat_penalty", DEFAULTS.repetition_penalty, 0.01, 100),
-        seed=f.whole(options, "seed", None, -(1 << 62), MAX_SEED),
+        temperature=f.number(options, "temperature", None, 0, 100),
+        top_k=f.whole(options, "top_k", None, 0, 1 << 30),
+        top_p=f.number(options, "top_p", None, 0, 1),
+        repetition_penalty=f.number(options, "repeat_penalty", None, 0.01, 100),
+        repeat_last_n=f.whole(options, "repeat_last_n", None, -1, f.MAX_TOKENS),
+        frequency_penalty=f.number(options, "frequency_penalty", None, -2, 2),
+        presence_penalty=f.number(options, "presence_penalty", None, -2, 2),
+        seed=seed if seed is None or seed >= 0 else None,  # Ollama's -1: a random seed
     )
-    if params.seed is not None and params.seed < 0:  # Ollama's -1: a random seed
-        params = replace(params, seed=None)
     return params, f.stops(options)
 
 
@@ -130,7 +132,7 @@ class Ollama:
         return await self._answer(request, body, f.last_user_message(body), chat=True)
 
     async def _answer(self, request: Request, body: dict, prompt: str, chat: bool) -> Response:
-        params, stop = read_options(body)
+        params, stop = read_options(body, self.service.session.sampling)
         stream = f.flag(body, "stream", True)
         started = time.perf_counter_ns()
         batch = await self.service.tell(Ask(prompt, params, stop=stop))

@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.checks import MAX_SEED
-from engine.generation.sampling import SamplingParams
 from engine.generation.telling import TokenInfo
 from helium_server import fields as f
 from helium_server.fields import ApiError
@@ -25,7 +24,6 @@ from helium_server.scheduler import End, Piece
 from helium_server.service import Ask, Batch, Result, Service
 from helium_server.streaming import EventStream
 
-DEFAULTS = SamplingParams()
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
 
 
@@ -37,22 +35,26 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def read_ask(body: dict, prompt: str, chat: bool) -> tuple[Ask, int | None]:
-    """The story a request asks for, and how many alternatives its logprobs list (None: no logprobs)."""
+def read_ask(body: dict, prompt: str, chat: bool, model: dict | None = None) -> tuple[Ask, int | None]:
+    """The story a request asks for, and how many alternatives its logprobs list (None: no logprobs). A setting
+    the request leaves out comes from the model's recommended ones (`model`, `Session.sampling`), else Helium's."""
     max_tokens = f.whole(body, "max_tokens", None, 1, f.MAX_TOKENS)
     if chat:
         max_tokens = f.whole(body, "max_completion_tokens", max_tokens, 1, f.MAX_TOKENS)
-    f.number(body, "frequency_penalty", 0, -2, 2)  # accepted and ignored: Helium's penalty is repetition_penalty
-    f.number(body, "presence_penalty", 0, -2, 2)
     f.text(body, "user")
     if f.flag(body, "echo", False):
         raise ApiError(400, "'echo' is not supported", param="echo")
-    params = SamplingParams(
-        max_new_tokens=max_tokens or DEFAULTS.max_new_tokens,
-        temperature=f.number(body, "temperature", DEFAULTS.temperature, 0, 100),
-        top_k=f.whole(body, "top_k", DEFAULTS.top_k, 0, 1 << 30),
-        top_p=f.number(body, "top_p", DEFAULTS.top_p, 0, 1),
-        repetition_penalty=f.number(body, "repetition_penalty", DEFAULTS.repetition_penalty, 0.01, 100),
+    params = f.settings(
+        model,
+        max_new_tokens=max_tokens,
+        temperature=f.number(body, "temperature", None, 0, 100),
+        top_k=f.whole(body, "top_k", None, 0, 1 << 30),
+        top_p=f.number(body, "top_p", None, 0, 1),
+        repetition_penalty=f.number(body, "repetition_penalty", None, 0.01, 100),
+        frequency_penalty=f.number(body, "frequency_penalty", None, -2, 2),
+        presence_penalty=f.number(body, "presence_penalty", None, -2, 2),
+        repeat_last_n=f.whole(body, "repeat_last_n", None, -1, f.MAX_TOKENS),
+        penalize_prompt=f.flag(body, "penalize_prompt", None),
         seed=f.whole(body, "seed", None, 0, MAX_SEED),
         stop_at_eos=not f.flag(body, "ignore_eos", False),  # vLLM's and llama.cpp's name: benchmarks use it
     )
@@ -133,7 +135,7 @@ class OpenAI:
         return await self._answer(request, body, f.last_user_message(body), chat=True)
 
     async def _answer(self, request: Request, body: dict, prompt: str, chat: bool) -> Response:
-        ask, top = read_ask(body, prompt, chat)
+        ask, top = read_ask(body, prompt, chat, self.service.session.sampling)
         stream = f.flag(body, "stream", False)
         usage_in_stream = f.flag(f.obj(body, "stream_options"), "include_usage", False)
         batch = await self.service.tell(ask)

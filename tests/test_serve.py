@@ -147,3 +147,22 @@ def test_ollama_errors_have_ollama_shape(url):
     with pytest.raises(ollama.ResponseError) as err:
         client.generate(model="nope", prompt="x", stream=False)
     assert err.value.status_code == 404 and "not served here" in err.value.error
+
+
+def test_what_a_request_leaves_out_is_the_models_recommended_setting(tmp_path, tiny_tokenizer):
+    """As `helium tell`, the server samples with the model's `metadata.json` "sampling" unless a request sets a
+    value: here greedy with no penalty, 12 tokens; OpenAI's frequency_penalty, given, changes the story."""
+    torch.manual_seed(0)
+    model = TinySLM(TINY.with_(vocab_size=tiny_tokenizer.vocab_size)).eval()
+    recommended = {"temperature": 0, "repetition_penalty": 1.0, "max_new_tokens": 12}
+    bundle = save_bundle(tmp_path / "tuned", model, tiny_tokenizer, {"sampling": recommended})
+    session = open_session(str(bundle), device="cpu", dtype="float32", threads=1)
+    with BackgroundServer(build_app(session, max_batch=2)) as address:
+        client = openai.OpenAI(base_url=address + "/v1", api_key="unused", max_retries=0)
+        plain = client.completions.create(model="tuned", prompt="Tom")
+        assert plain.usage.completion_tokens == 12
+        assert plain.choices[0].text == told(bundle, "Tom")
+        penalized = client.completions.create(model="tuned", prompt="Tom", frequency_penalty=2.0)
+        assert penalized.choices[0].text == told(bundle, "Tom", "--frequency-penalty", "2.0")
+        api = ollama.Client(host=address).generate(model="tuned", prompt="Tom", stream=False)
+        assert api.response == plain.choices[0].text
