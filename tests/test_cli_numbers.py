@@ -50,6 +50,8 @@ def poison(path: tuple[str, ...], tmp: Path) -> list[str]:
         ("bench", "startup"): ["bench", "startup", "--model", missing],
         ("bench", "studio"): ["bench", "studio", "--model", missing],
         ("bench", "gpu"): ["bench", "gpu", "--data", missing],
+        ("bench", "serve"): ["bench", "serve", "--model", missing],
+        ("bench", "inspect"): ["bench", "inspect", "--model", "no-such-preset"],
         ("data", "prepare"): ["data", "prepare", missing, "--out", str(tmp / "data")],
     }.get(path, [*path])
 

@@ -244,6 +244,12 @@ def bench_inspect_cmd(
 ) -> None:
     """Opening the "look inside" view on a story: run_with_cache, the logit lens and one token's attribution."""
     with user_errors():
+        from engine.checks import whole
+        from engine.generation.threads import requested_threads
+
+        whole("--tokens", tokens, 2, 65_536)  # a story of at least two tokens: one to look at, one before
+        whole("--repeats", repeats, 1, 1_000)
+        requested_threads(threads)
         from benchmarks.inspect_view import bench_inspect, rows
 
         report = bench_inspect(models or ["default", "nano"], tokens, repeats, threads)
@@ -261,11 +267,19 @@ def bench_serve_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
     """Throughput and latency of `helium serve` with 1, 2, 4... concurrent streams (a server on a free port)."""
-    from engine.checks import whole
+    from engine.checks import is_number, whole
+    from engine.generation.threads import requested_threads
 
     with user_errors():
         levels = [whole("--streams", int(s), 1, 64) for s in streams.split(",") if s.strip()]
         whole("--tokens", tokens, 1, 32_768)
+        if not (is_number(soak) and 0 <= soak <= 86_400):
+            raise ValueError(f"--soak must be a number of seconds from 0 to 86,400, got {soak!r}")
+        requested_threads(threads)
+        if model:
+            from engine.bundles.registry import resolve_model
+
+            resolve_model(model)  # a missing model is one line now, not a server that fails to start
         from benchmarks.serve import bench_serve
 
         extra = ["--quantize", quantize] + (["--threads", str(threads)] if threads else [])
