@@ -21,6 +21,7 @@ def test_the_benchmarks_doc_cites_only_committed_scripts():
 
 
 @pytest.mark.parametrize("script", CITED)
+@pytest.mark.slow
 def test_each_cited_script_starts(script):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, env=env, capture_output=True, text=True)

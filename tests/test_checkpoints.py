@@ -122,6 +122,7 @@ def test_corrupt_checkpoint_on_resume_is_a_one_line_error(prepared_dir, tmp_path
     assert events[-1]["status"] == "failed" and events[-2]["event"] == "error"
 
 
+@pytest.mark.slow
 def test_sigkill_during_save_leaves_previous_checkpoint_loadable(prepared_dir, tmp_path):
     out = tmp_path / "run"
     assert run_training(small_cfg(prepared_dir, out, max_steps=5, eval_interval=0)) == 0
@@ -147,6 +148,7 @@ def test_sigkill_during_save_leaves_previous_checkpoint_loadable(prepared_dir, t
     assert ckpt.load_checkpoint(out / "checkpoints" / "step_000010.pt")["step"] == 10
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_exits_0(prepared_dir, tmp_path):
     out = tmp_path / "run"
     cfg = small_cfg(prepared_dir, out, max_steps=100_000, log_interval=1, eval_interval=0, ckpt_interval=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -50,6 +51,7 @@ def test_train_help_states_the_defaults_of_the_config_objects():
     assert "[lr / 10]" in text
 
 
+@pytest.mark.slow
 def test_no_bracketed_text_in_any_help_is_taken_for_a_style():
     """Rich reads `[on for CUDA only]` as a style tag and drops it: every bracketed part of every command's and
     option's help must appear in the rendered --help."""

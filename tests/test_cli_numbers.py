@@ -87,6 +87,7 @@ FAST = [o for o in OPTIONS if o[0] not in {("bench", "startup"), ("bench", "stud
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(FAST), value=st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True))
+@pytest.mark.slow
 def test_any_float_for_any_option(option, value, tmp_path):
     path, flag, _ = option
     check(path, flag, repr(value), tmp_path)

@@ -105,6 +105,7 @@ def _tell_on_a_terminal(*args: str) -> bytes:
     return out
 
 
+@pytest.mark.slow
 def test_control_sequences_never_reach_a_terminal_unless_raw(tiny_bundle):
     hostile = "\x1b]0;TITLE\x1b\\\x1b[2JOnce \x1b]52;c;aGk=\x07upon"
     out = _tell_on_a_terminal(hostile, "--model", str(tiny_bundle), "--max-tokens", "20", "--seed", "1")

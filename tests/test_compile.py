@@ -64,6 +64,7 @@ def test_a_failing_compile_falls_back_to_eager():
     ],
     ids=["greedy", "sampled"],
 )
+@pytest.mark.slow
 def test_compiled_step_with_sampling_inside_matches_eager(params, tiny_model, tiny_tokenizer, one_thread):
     # the step CUDA graphs run (penalty, temperature, top-k, top-p and the draw inside the graph), here compiled
     # by Inductor on the CPU: the same tokens as the same step run eagerly, noise drawn from the same seed

@@ -49,6 +49,7 @@ def test_a_compile_cache_others_can_write_or_a_link_is_refused(cache, tmp_path):
         compile_cache_dir()
 
 
+@pytest.mark.slow
 def test_a_second_compile_loads_the_first_from_the_cache(cache, tiny_model, tiny_tokenizer, one_thread):
     """The default model runs in bf16. Frozen weights made both caches bypass: Inductor's (prepacked for oneDNN:
     'mkldnn tensors unpickleable') and AOTAutograd's ('Cannot cache a graph with freezing enabled')."""

@@ -73,6 +73,7 @@ def test_installing_on_a_full_disk_leaves_nothing_behind(tiny_bundle, tmp_path):
 
 
 @needs_shared(LLAMA2C / "stories260K.bin", covers="importing a real llama2.c file onto a full disk")
+@pytest.mark.slow
 def test_importing_on_a_full_disk_leaves_nothing_behind(tmp_path):
     home = tmp_path / "home"
     args = ["helium_tui.cli", "import", "llama2c", str(LLAMA2C / "stories260K.bin"), "--tokenizer",
@@ -82,6 +83,7 @@ def test_importing_on_a_full_disk_leaves_nothing_behind(tmp_path):
     assert leftovers(home) == [] and not (home / "models" / "s260").exists()
 
 
+@pytest.mark.slow
 def test_exporting_on_a_full_disk_names_the_file_and_leaves_nothing(tiny_bundle, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -113,6 +115,7 @@ def test_a_full_disk_is_one_error_naming_the_file_and_the_temp_file_goes(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.bin"]  # the folders it made went too
 
 
+@pytest.mark.slow
 def test_preparing_data_on_a_full_disk_says_so(tmp_path):
     stories = tmp_path / "stories.txt"
     stories.write_text("".join(f"Story {i}: Lily had a red ball and a cat.\n<|endoftext|>\n" for i in range(3000)))

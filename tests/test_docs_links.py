@@ -119,6 +119,7 @@ def test_the_checker_sees_a_broken_link_and_an_unknown_anchor(tmp_path):
     assert broken(page) == ["missing.md (no such file)", "guide.md#nope (no heading #nope in guide.md)"]
 
 
+@pytest.mark.slow
 def test_the_screenshot_script_draws_the_studio_telling_a_story(tmp_path):
     """scripts/screenshot.py still drives the studio (it breaks when the studio's parts are renamed)."""
     spec = importlib.util.spec_from_file_location("screenshot", ROOT / "scripts" / "screenshot.py")

@@ -94,6 +94,7 @@ def evil_story(home: Path) -> None:
     StoryStore(home / "stories").save(story)
 
 
+@pytest.mark.slow
 def test_studio_streams_a_story_and_quits_cleanly(tmp_path, tiny_bundle, tmux):
     home = tmp_path / "home"
     exit_file = tmp_path / "exit.txt"
@@ -168,6 +169,7 @@ def seconds_to_exit(exit_file: Path, tmux: Tmux) -> float:
     return time.monotonic() - asked
 
 
+@pytest.mark.slow
 def test_ctrl_q_quits_at_once_under_a_flood_of_keys(tmp_path, tiny_bundle, tmux):
     exit_file = start_studio(tmux, tmp_path, tiny_bundle, tmp_path / "home")
     paste = tmp_path / "paste.txt"
@@ -184,6 +186,7 @@ def test_ctrl_q_quits_at_once_under_a_flood_of_keys(tmp_path, tiny_bundle, tmux)
     assert took < QUIT_FLOOD_S, f"quitting took {took:.1f} s: it waited for the keys queued before ctrl+q"
 
 
+@pytest.mark.slow
 def test_exporting_a_story_whose_file_name_holds_escapes_keeps_the_title(tmp_path, tiny_bundle, tmux):
     home = tmp_path / "home"
     stories = home / "stories"

@@ -261,6 +261,7 @@ def test_resuming_a_finetune_is_bit_exact(tmp_path, tiny_bundle, tiny_tokenizer,
     assert again.exit_code == 2 and "keeps its base model" in again.stderr
 
 
+@pytest.mark.slow
 def test_a_background_finetune_stops_on_sigint_and_resumes(tmp_path, tiny_bundle, tiny_data):
     from engine.runs.runner import start_run
 
@@ -397,6 +398,7 @@ def test_finetuning_keeps_the_loss_on_tinystories_style_text(shipped_finetune):
 
 
 @needs_shared(TINYSTORIES / "valid.txt", covers="fine-tuning keeps the loss on TinyStories' validation text")
+@pytest.mark.slow
 def test_finetuning_keeps_the_loss_on_tinystories_valid(shipped_finetune):
     text = (TINYSTORIES / "valid.txt").read_text(encoding="utf-8")[:20_000]
     before, after = _score_both(shipped_finetune, text)

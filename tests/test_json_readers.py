@@ -211,6 +211,7 @@ def test_each_reader_accepts_its_valid_document(name):
 @pytest.mark.parametrize("name", READERS)
 @SETTINGS
 @given(data=st.data())
+@pytest.mark.slow
 def test_arbitrary_json_at_any_key_gives_only_the_documented_error(name, data):
     reader, file, doc, allowed = READERS[name]
     check_value(reader, file, data.draw(mutations(doc)), allowed)

@@ -81,6 +81,7 @@ def test_a_cache_others_can_write_is_refused(cache, mode, where):
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to give a file to another user")
 @pytest.mark.parametrize("what", ["library", "sidecar", "kernels/", "the cache"])
+@pytest.mark.slow
 def test_a_file_or_folder_someone_else_owns_is_refused(cache, what):
     assert fresh_status()[0].lib is not None
     target = library_path(compiler())
@@ -92,6 +93,7 @@ def test_a_file_or_folder_someone_else_owns_is_refused(cache, what):
 
 
 @pytest.mark.parametrize("how", ["no sidecar", "a stale sidecar", "a link", "in a group-writable cache"])
+@pytest.mark.slow
 def test_a_planted_library_is_never_loaded(cache, tmp_path, how):
     private_kernel_dir()
     target, marker = library_path(compiler()), tmp_path / "marker"
@@ -118,6 +120,7 @@ def test_a_planted_library_is_never_loaded(cache, tmp_path, how):
 
 
 @pytest.mark.parametrize("output", ["junk", "truncated"])
+@pytest.mark.slow
 def test_a_library_that_does_not_load_is_never_cached(cache, tmp_path, monkeypatch, output):
     fake = tmp_path / "fake-cc"  # exits 0 and leaves a library that does not load
     spoil = "echo 'not a library' >" if output == "junk" else "gcc \"$@\" && truncate -s 4096"
@@ -139,6 +142,7 @@ def test_a_library_that_does_not_load_is_never_cached(cache, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("cc", ["gcc -O0", "env gcc", "  'gcc'  "])
+@pytest.mark.slow
 def test_a_compiler_with_words_builds(cache, monkeypatch, cc):
     monkeypatch.setenv("CC", cc)
     kernels, status = fresh_status()

@@ -303,6 +303,7 @@ def test_a_hung_server_times_out_in_one_line(helium_home, monkeypatch):
         assert time.monotonic() - t0 < 5
 
 
+@pytest.mark.slow
 def test_a_server_that_dies_mid_download_leaves_nothing_and_the_retry_completes(
     synth, helium_home, hub_cache
 ):

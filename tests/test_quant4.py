@@ -94,6 +94,7 @@ def test_q4_0_export_holds_heliums_int4_weights_exactly(tiny_bundle, tmp_path):
     np.testing.assert_array_equal(llama("blk.0.attn_q.weight"), helium(layer.attn.wqkv)[:q_rows])
 
 
+@pytest.mark.slow
 def test_llama_cpp_runs_the_q4_0_export_as_helium_runs_int4(tmp_path):
     """llama.cpp multiplies Q4_0 weights by activations it rounds to Q8_0 blocks (32 values, one scale), which
     Helium's int4 (float activations) does not: the arithmetic differs, so the check is a tolerance. On the

@@ -91,6 +91,7 @@ def test_tell_with_a_fifo_as_weights_says_so_instead_of_hanging(tmp_path):
 
 @needs_fifo
 @pytest.mark.parametrize("name", ["generation_config.json", "tokenizer_config.json", "config.json", "tokenizer.json"])
+@pytest.mark.slow
 def test_import_hf_with_a_fifo_says_so_instead_of_hanging(tmp_path, hf_dir, name):
     fifo(hf_dir / name)
     line = one_line_exit_2(helium("import", "hf", str(hf_dir), "--out", str(tmp_path / "z")))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_serve_starts_says_where_and_stops_cleanly_on_sigterm(tiny_bundle):
     port = free_port()
     env = os.environ | {"PYTHONPATH": str(ROOT)}
@@ -49,6 +51,7 @@ def test_serve_starts_says_where_and_stops_cleanly_on_sigterm(tiny_bundle):
             proc.kill()
 
 
+@pytest.mark.slow
 def test_bench_serve_measures_each_level(tiny_bundle):
     from benchmarks.serve import bench_serve
 

@@ -156,6 +156,7 @@ def test_a_waiting_client_that_gives_up_frees_its_row(served):
     assert wait_idle(scheduler, timeout=3)
 
 
+@pytest.mark.slow
 def test_api_key_is_required_when_set(session):
     with BackgroundServer(build_app(session, max_batch=1, api_key="s3cret")) as url:
         assert httpx.get(url + "/v1/models").status_code == 401

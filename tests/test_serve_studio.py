@@ -75,6 +75,7 @@ async def screenshot_when_drawn(debug_port: int, url: str, seconds: float) -> by
             return png
 
 
+@pytest.mark.slow
 def test_the_studio_runs_in_a_headless_browser(tmp_path, tiny_bundle):
     port, debug_port = free_port(), free_port()
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

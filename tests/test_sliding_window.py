@@ -72,6 +72,7 @@ def test_window_mask_sees_itself_and_window_minus_one_before():
 
 
 @pytest.mark.skipif(not flex_available(), reason="this torch has no FlexAttention")
+@pytest.mark.slow
 def test_flex_kernel_equals_the_masked_reference_on_cpu(one_thread):
     # the CUDA kernel's block mask, checked where it can run here (compiled FlexAttention on the CPU)
     q, k, v = _qkv(40, dim=16)

@@ -134,6 +134,7 @@ async def test_too_little_text_gives_a_notice_and_starts_nothing(tmp_path, heliu
         (True, True, "", "0", "steps must be a whole number ≥ 1"),
     ],
 )
+@pytest.mark.slow
 async def test_bad_finetune_input_is_reported_and_starts_nothing(
     tmp_path, helium_home, tiny_bundle, base, library, folder, steps, message
 ):
@@ -265,6 +266,7 @@ def test_the_finetune_form_plans_a_fresh_run_and_its_data_dir(tmp_path, helium_h
     assert FinetuneForm(base=str(tmp_path / "base")).plan(now).steps is None  # empty: the default budget
 
 
+@pytest.mark.slow
 async def test_a_stopped_finetune_reopens_in_finetune_mode_and_resumes_with_its_own_settings(
     tmp_path, helium_home, tiny_bundle
 ):

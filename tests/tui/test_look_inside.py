@@ -109,6 +109,7 @@ async def test_opens_on_the_told_story_and_shows_the_apis_attention_and_lens(tin
         assert app.screen is app.studio
 
 
+@pytest.mark.slow
 async def test_a_knock_out_shows_the_probability_the_api_gives_with_it(tiny_bundle):
     app = make_app(tiny_bundle)
     async with app.run_test(size=SIZE) as pilot:
@@ -165,6 +166,7 @@ async def test_the_view_follows_a_story_being_told(tiny_bundle, monkeypatch):
         assert not screen.look.continuation  # continuations are told for knock-outs only
 
 
+@pytest.mark.slow
 async def test_before_any_story_it_looks_at_the_prompt_and_follows_a_model_switch(
     tiny_bundle, installed_second
 ):
@@ -193,6 +195,7 @@ async def test_before_any_story_it_looks_at_the_prompt_and_follows_a_model_switc
         assert_no_control_characters(app)
 
 
+@pytest.mark.slow
 async def test_export_writes_a_safe_html_page_and_a_screenshot(tiny_bundle, tmp_path):
     stories = tmp_path / "stories"
     app = make_app(tiny_bundle, stories_dir=stories)
@@ -356,6 +359,7 @@ def test_story_ids_use_the_sampled_tokens(tiny_bundle):
 
 
 @pytest.mark.parametrize("size", [(100, 30)])
+@pytest.mark.slow
 def test_snapshot(snap_compare, tiny_bundle, size):
     from tests.tui.test_snapshots import quiet, settle
 

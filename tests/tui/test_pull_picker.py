@@ -52,6 +52,7 @@ async def open_picker_on_synth(app, pilot) -> ModelPicker:
     return picker
 
 
+@pytest.mark.slow
 async def test_picker_pulls_in_the_background_then_loads_the_model(tiny_bundle, hub, helium_home):
     hub.faults = Faults(stall_s=1.5)  # the download stops half-way for a while
     app = make_app(tiny_bundle)
@@ -137,6 +138,7 @@ async def test_a_dead_endpoint_is_a_notification_naming_hf_endpoint(
         assert not (helium_home / "models" / "synth").exists()
 
 
+@pytest.mark.slow
 async def test_quitting_mid_download_does_not_wait_for_it(tiny_bundle, hub, helium_home):
     hub.faults = Faults(stall_s=2.0)
     app = make_app(tiny_bundle)

@@ -63,6 +63,7 @@ def test_studio_while_streaming(snap_compare, tiny_bundle, monkeypatch):
     assert snap_compare(make_app(tiny_bundle), terminal_size=SIZE, run_before=streaming)
 
 
+@pytest.mark.slow
 def test_finished_story_with_the_inspector_open(snap_compare, tiny_bundle):
     async def inspected(pilot) -> None:
         await settle(pilot)

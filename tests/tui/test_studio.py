@@ -85,6 +85,7 @@ async def test_stop_mid_story(tiny_bundle):
         assert studio.status.stats.state == "stopped"
 
 
+@pytest.mark.slow
 async def test_sliders_by_keyboard_and_mouse_reach_the_sampler(tiny_bundle):
     app = make_app(tiny_bundle)
     async with app.run_test(size=SIZE) as pilot:
@@ -150,6 +151,7 @@ async def test_a_story_keeps_the_model_that_told_it(tiny_bundle, installed_secon
         assert [s.model for s in stories] == ["tiny-bundle"]
 
 
+@pytest.mark.slow
 async def test_token_inspector_shows_alternatives(tiny_bundle):
     app = make_app(tiny_bundle)
     async with app.run_test(size=SIZE) as pilot:

@@ -38,6 +38,7 @@ class PaneApp(App[None]):
         yield StoryPane(StoryView(id="story"), id="pane")
 
 
+@pytest.mark.slow
 async def test_the_story_pane_grows_line_by_line_and_follows_the_end():
     app = PaneApp()
     async with app.run_test(size=(40, 8)) as pilot:
