@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from engine.generation.threads import users_environment
+
 GGUF_TYPES = {"int8": "q8_0", "int4": "q4_0", torch.bfloat16: "bf16", torch.float32: "f32"}  # Helium's weights -> llama.cpp's
 # llama.cpp's AMX kernel dies with SIGILL on batched Q8_0 matmuls on these VMs: feed the prompt one token at a
 # time (decode speed, which is what we compare, is unaffected)
@@ -168,7 +170,9 @@ def llama_rounds(float_model: torch.nn.Module, weights: str | torch.dtype, threa
         cmd = [sys.executable, "-m", "benchmarks.llama_cpp", str(path), "--threads", str(threads),
                "--prompt", str(Path(tmp) / "prompt.json"), "--new-tokens", str(new_tokens)]  # fmt: skip
         log = open(Path(tmp) / "worker.log", "w+")  # llama.cpp talks on stderr even when asked not to
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        # llama.cpp runs as a user runs it: without the passive OpenMP waiting Helium asks for itself
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                env=users_environment())  # fmt: skip
         rounds = LlamaRounds(proc, gguf_type, log)
         try:
             rounds.system_info = rounds._ask("ready")["system_info"]  # loaded and warmed up

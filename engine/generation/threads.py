@@ -25,6 +25,7 @@ WAIT_ENV = {  # set before torch loads OpenMP, unless the user set them: idle th
     "OMP_WAIT_POLICY": "PASSIVE",  # GNU libgomp (torch's wheels on Linux) and LLVM's libomp (macOS)
     "KMP_BLOCKTIME": "0",  # Intel's libiomp5 (some conda builds)
 }
+SET_BY_HELIUM = "HELIUM_OPENMP_SET"  # the WAIT_ENV keys prepare_openmp set (not the user), space-separated
 
 
 def prepare_openmp(environ: dict[str, str] | None = None) -> bool:
@@ -34,9 +35,22 @@ def prepare_openmp(environ: dict[str, str] | None = None) -> bool:
     A value the user set already wins.
     """
     environ = os.environ if environ is None else environ
-    for key, value in WAIT_ENV.items():
-        environ.setdefault(key, value)
+    ours = [key for key in WAIT_ENV if key not in environ]
+    for key in ours:
+        environ[key] = WAIT_ENV[key]
+    if ours:
+        environ[SET_BY_HELIUM] = " ".join(ours)
     return "torch" not in sys.modules
+
+
+def users_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of environ without what prepare_openmp set, for another program's process (llama.cpp's OpenMP
+    pool spins between its matmuls by design: passive waiting makes its 2-thread decode 4-6x slower)."""
+    env = dict(os.environ if environ is None else environ)
+    for key in env.pop(SET_BY_HELIUM, "").split():
+        if env.get(key) == WAIT_ENV.get(key):
+            env.pop(key)
+    return env
 
 
 def check_threads(value: object, name: str = "--threads") -> int:
