@@ -29,12 +29,14 @@ def torch_step(model: TinySLM, tokens: torch.Tensor, positions: torch.Tensor) ->
     return model(tokens, positions[:, None], rows=slice(0, tokens.size(0)))[:, -1]
 
 
+@pytest.mark.parametrize("portable", [False, True])  # the vector kernels, the portable C path
 @pytest.mark.parametrize("shape", SHAPES)
-def test_each_row_at_its_own_position_is_the_torch_path_for_that_row(shape, monkeypatch, one_thread):
+def test_each_row_at_its_own_position_is_the_torch_path_for_that_row(shape, portable, one_thread):
     runnable()
     model, reference = build(SHAPES[shape], "float32"), build(SHAPES[shape], "float32")
     decoder = native.native_decoder(model)
     assert decoder is not None
+    decoder = native.NativeDecoder(model, decoder.lib, scalar=True) if portable else decoder
     rows = len(PROMPTS)
     with torch.inference_mode():
         prefilled(model, rows, rows + 1)  # a cache with a free row, as a server's
@@ -52,7 +54,7 @@ def test_each_row_at_its_own_position_is_the_torch_path_for_that_row(shape, monk
 
 
 @pytest.mark.parametrize("weights", ["float32", "bf16", "int8-vnni"])
-def test_a_rows_logits_do_not_depend_on_the_other_rows(weights, monkeypatch, one_thread):
+def test_a_rows_logits_do_not_depend_on_the_other_rows(weights, one_thread):
     """Row r in a batch of rows at other positions gives bit for bit the logits it gives alone: a seeded story
     does not depend on what else a server decodes beside it (bf16 and int8 activations included)."""
     runnable()
