@@ -163,22 +163,29 @@ class Scheduler:
                 job.send(End(job.index, "cancelled", "", len(job.prompt_ids), 0))
 
     def _admit(self, slots: Slots, live: dict[int, tuple[SlotRow, Live]]) -> None:
-        """Fill free rows from the queue (waiting a little when nothing runs); each new row picks its first token."""
-        while len(slots.rows) < self.max_batch:
+        """Fill free rows from the queue (waiting a little when nothing runs): the jobs waiting now join together
+        (`Slots.join` prefills those as long as each other in one forward) and each picks its first token."""
+        jobs: list[Job] = []
+        while len(slots.rows) + len(jobs) < self.max_batch:
             try:
-                job = self.inbox.get(timeout=0.05) if not slots.rows else self.inbox.get_nowait()
+                job = self.inbox.get(timeout=0.05) if not slots.rows and not jobs else self.inbox.get_nowait()
             except queue.Empty:
-                return
+                break
             if job.cancelled.is_set():
                 job.send(End(job.index, "cancelled", "", len(job.prompt_ids), 0))
-                continue
-            state = Live(job, self.gen)
-            try:
-                row, token, logits = slots.add(job.prompt_ids, job.params)
-            except Exception as exc:  # out of memory in its prefill, say: this job fails, the others go on
-                log.error("prefill failed: %s: %s", type(exc).__name__, exc)
+            else:
+                jobs.append(job)
+        if not jobs:
+            return
+        try:
+            joined = slots.join([(job.prompt_ids, job.params) for job in jobs])
+        except Exception as exc:  # out of memory in their prefill, say: these jobs fail, the others go on
+            log.error("prefill failed: %s: %s", type(exc).__name__, exc)
+            for job in jobs:
                 job.send(End(job.index, "error", "", len(job.prompt_ids), 0))
-                continue
+            return
+        for job, (row, token, logits) in zip(jobs, joined, strict=True):
+            state = Live(job, self.gen)
             live[id(row)] = (row, state)
             self._take(slots, live, row, state, token, logits)
 

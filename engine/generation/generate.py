@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from itertools import groupby
 
 import torch
 
@@ -232,11 +233,12 @@ class SlotRow:
 class Slots:
     """A running batch whose rows join and leave between steps, each at its own position in the KV cache.
 
-    For a server: `add` prefills a row alone (cache row len(rows)) and picks its first token; `step` decodes the
-    last token of every row at once, each at its own position with its own settings and draws, so a seeded
-    row picks the same tokens whatever else shares the batch; `remove` moves the last row into the freed cache
-    row. A row whose context fills slides alone (its last ctx/2 tokens prefilled again). Eager (no compiled
-    step); run under torch.inference_mode, holding the generator's lock, on one thread.
+    For a server: `join` prefills new rows (those whose prompts are as long together, in one forward) and picks
+    each one's first token; `step` decodes the last token of every row at once, each at its own position with its
+    own settings and draws, on the native runtime where the generator has one (`Generator.native`), else on the
+    torch model, so a seeded row picks the same tokens whatever else shares the batch; `remove` moves the last row
+    into the freed cache row. A row whose context fills slides alone (its last ctx/2 tokens prefilled again).
+    Eager (no compiled step); run under torch.inference_mode, holding the generator's lock, on one thread.
     """
 
     def __init__(self, gen: Generator, capacity: int) -> None:
@@ -246,23 +248,37 @@ class Slots:
         self.rows: list[SlotRow] = []  # row i lives in cache row i
         self.knobs = torch.zeros(capacity, len(SamplingParams().knobs()), device=gen.device)
         self.seen = torch.zeros(capacity, gen.vocab_size, dtype=torch.float32, device=gen.device)  # penalty counts
+        # 1 for the rows whose counts grow by each new token (they penalize the whole window), else 0
+        self.grows = torch.zeros(capacity, 1, dtype=torch.float32, device=gen.device)
 
     def add(self, prompt_ids: list[int], params: SamplingParams) -> tuple[SlotRow, int, torch.Tensor]:
         """Prefill a new row and pick its first token: (the row, the token id, its penalized logits (V,))."""
-        if len(self.rows) >= self.capacity:
-            raise ValueError(f"all {self.capacity} slots are in use")
-        i = len(self.rows)
-        keep = self.gen.keep if len(prompt_ids) >= self.gen.ctx else len(prompt_ids)  # a long prompt: its tail
-        row = SlotRow(list(prompt_ids[-keep:]), params)
-        self.rows.append(row)
+        return self.join([(prompt_ids, params)])[0]
+
+    def join(self, asks: Sequence[tuple[list[int], SamplingParams]]) -> list[tuple[SlotRow, int, torch.Tensor]]:
+        """Prefill new rows and pick each one's first token: (the row, the token id, its penalized logits (V,)) in
+        asks' order. Rows whose prompt windows are as long are prefilled together, in one forward."""
+        free = self.capacity - len(self.rows)
+        if len(asks) > free:
+            raise ValueError(f"all {self.capacity} slots are in use" if not free else f"{len(asks)} rows, {free} free")
+        new = [SlotRow(self._window(ids), params) for ids, params in asks]
+        start = len(self.rows)
+        self.rows += sorted(new, key=lambda r: len(r.history))  # equal lengths side by side in the cache
+        out: dict[int, tuple[SlotRow, int, torch.Tensor]] = {}
         try:
-            self.knobs[i] = torch.tensor(params.knobs())
-            logits = self._prefill(i, row.history)
-            token, picked = self._pick_one(i, row, logits)
+            i = start
+            for _, same in groupby(self.rows[start:], key=lambda r: len(r.history)):
+                group = slice(i, i + len(list(same)))
+                for j in range(group.start, group.stop):
+                    self.knobs[j] = torch.tensor(self.rows[j].params.knobs())
+                    self._count(j, self.rows[j])
+                ids, picked = self._pick(group, self._prefill(group, [r.history for r in self.rows[group]]))
+                out.update((id(r), (r, t, p)) for r, t, p in zip(self.rows[group], ids, picked, strict=True))
+                i = group.stop
         except BaseException:
-            self.rows.pop()  # it never joined
+            del self.rows[start:]  # they never joined
             raise
-        return row, token, picked
+        return [out[id(r)] for r in new]
 
     def remove(self, row: SlotRow) -> None:
         """Free a row's cache row: the last row moves into it."""
@@ -272,7 +288,8 @@ class Slots:
                 cache = layer.attn.cache
                 cache.k[i].copy_(cache.k[last])
                 cache.v[i].copy_(cache.v[last])
-            self.knobs[i], self.seen[i] = self.knobs[last], self.seen[last]
+            for t in (self.knobs, self.seen, self.grows):
+                t[i] = t[last]
             self.rows[i] = self.rows[last]
         self.rows.pop()
 
@@ -282,32 +299,51 @@ class Slots:
         for i, row in enumerate(self.rows):
             if row.pos >= gen.ctx:  # its context is full: slide its window, all but the last token again
                 row.slide(gen.keep)
-                self._prefill(i, row.history[:-1])
-            self.seen[i] = row.counts(gen.vocab_size, gen.device)
+                self._prefill(slice(i, i + 1), [row.history[:-1]])
+                self._count(i, row)
+            elif row.params.repeat_last_n > 0 and row.params.penalizes:  # its window of counted tokens moves
+                self._count(i, row)
         last = torch.tensor([[r.history[-1]] for r in self.rows], device=gen.device)
-        pos = torch.tensor([[r.pos] for r in self.rows], device=gen.device)
-        logits = gen.model(last, pos, rows=slice(0, n))[:, -1]
-        sampled = not all(r.params.greedy for r in self.rows)
-        uniform = draws([r.stream for r in self.rows], gen.device) if sampled else None
-        ids, picked = pick(logits, self.seen[:n], self.knobs[:n], uniform)
-        out = ids.tolist()  # the step's one sync
-        for row, token in zip(self.rows, out, strict=True):
+        pos = torch.tensor([r.pos for r in self.rows], device=gen.device)
+        if gen.native is not None:
+            logits = gen.native.step(last, pos)
+        else:
+            logits = gen.model(last, pos[:, None], rows=slice(0, n))[:, -1]
+        for row in self.rows:
             row.pos += 1
-            row.history.append(token)
-        return out, picked
+        return self._pick(slice(0, n), logits)
 
-    def _prefill(self, i: int, ids: list[int]) -> torch.Tensor:
-        """Prefill ids from position 0 in cache row i: the last position's logits (V,)."""
-        window = torch.tensor([ids], device=self.gen.device)
-        positions = torch.arange(len(ids), device=self.gen.device)
-        logits = self.gen.model(window, positions, last_only=True, rows=slice(i, i + 1))[0, -1]
-        self.rows[i].pos = len(ids)
+    def _window(self, prompt_ids: list[int]) -> list[int]:
+        """The prompt's tokens a row starts from: all of them, or a long prompt's last ctx/2."""
+        return list(prompt_ids[-self.gen.keep :] if len(prompt_ids) >= self.gen.ctx else prompt_ids)
+
+    def _prefill(self, rows: slice, windows: list[list[int]]) -> torch.Tensor:
+        """Prefill windows (as long each) from position 0 in cache rows `rows`: the last position's logits (B, V)."""
+        window = torch.tensor(windows, device=self.gen.device)
+        positions = torch.arange(window.size(1), device=self.gen.device)
+        logits = self.gen.model(window, positions, last_only=True, rows=rows)[:, -1]
+        for row in self.rows[rows]:
+            row.pos = window.size(1)
         return logits
 
-    def _pick_one(self, i: int, row: SlotRow, logits: torch.Tensor) -> tuple[int, torch.Tensor]:
-        uniform = None if row.params.greedy else draws([row.stream], self.gen.device)
-        self.seen[i] = row.counts(self.gen.vocab_size, self.gen.device)
-        ids, picked = pick(logits[None], self.seen[i : i + 1], self.knobs[i : i + 1], uniform)
-        token = int(ids[0])
-        row.history.append(token)
-        return token, picked[0]
+    def _count(self, i: int, row: SlotRow) -> None:
+        """Count row i's window afresh for its penalties (`penalty_counts`); zeros when it has none."""
+        params = row.params
+        if params.penalizes:
+            self.seen[i] = row.counts(self.gen.vocab_size, self.gen.device)
+        else:
+            self.seen[i].zero_()
+        self.grows[i] = float(params.penalizes and params.repeat_last_n < 0)
+
+    def _pick(self, rows: slice, logits: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """Pick the next token of rows `rows` from their logits (B, V) and append it to each row's history:
+        (ids, penalized logits (B, V))."""
+        group = self.rows[rows]
+        uniform = None if all(r.params.greedy for r in group) else draws([r.stream for r in group], self.gen.device)
+        seen = self.seen[rows] if any(r.params.penalizes for r in group) else None
+        ids, picked = pick(logits, seen, self.knobs[rows], uniform)
+        out = ids.tolist()  # the step's one sync
+        for row, token in zip(group, out, strict=True):
+            row.history.append(token)
+        self.seen[rows].scatter_add_(1, ids[:, None], self.grows[rows])  # the rows that count every token
+        return out, picked

@@ -76,7 +76,7 @@ def _library() -> _Library:
     lib.helium_native_scratch_bytes.restype = ctypes.c_size_t
     lib.helium_native_scratch_bytes.argtypes = [_P, _I, _I]
     lib.helium_native_step.restype = _I
-    lib.helium_native_step.argtypes = [_P, _P, _I, _I, _P, _P, _I]
+    lib.helium_native_step.argtypes = [_P, _P, _I, _P, _P, _P, _I]
     return _Library(lib)
 
 
@@ -105,7 +105,8 @@ def native_decoder(model: nn.Module) -> NativeDecoder | None:
 
 
 class NativeDecoder:
-    """A TinySLM's decode steps in one C call each: `step(tokens (B, 1), pos)` -> logits (B, V), the KV cache written.
+    """A TinySLM's decode steps in one C call each: `step(tokens (B, 1), positions)` -> logits (B, V), the KV cache
+    written; every row at one position or each at its own (a server's rows, which joined at different times).
 
     It reads the model's weights and KV cache in place (the cache `setup_cache` made; a new one is picked up at the
     next step), so a prefill on the torch path hands its cache over as it is. Inference only.
@@ -150,20 +151,26 @@ class NativeDecoder:
         (torch's sleeps meanwhile)."""
         return torch.get_num_threads()
 
-    def step(self, tokens: torch.Tensor, pos: int, threads: int | None = None) -> torch.Tensor:
-        """Logits (B, V) in the model's dtype for tokens (B, 1) at position pos; their keys and values go into
-        the KV cache (slot pos % slots)."""
+    def step(self, tokens: torch.Tensor, pos: int | torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        """Logits (B, V) in the model's dtype for tokens (B, 1) at position pos: one int for every row, or one per
+        row (B,) (or (B, 1)), each row attending to its own cache slots 0..its position. Their keys and values go
+        into the first B rows of the KV cache (slot pos % slots); the cache may hold more rows."""
         cache = self.model.layers[0].attn.cache
         if cache is None or cache is not self._cache:
             self._bind()
-        ids = tokens.reshape(-1)
-        if ids.dtype != torch.int64 or not ids.is_contiguous():
-            ids = ids.to(torch.int64).contiguous()
+        ids = _int64(tokens)
         batch = ids.numel()
-        if batch != self._batch:
+        if batch > self._batch:
             raise ValueError(f"{batch} rows for a KV cache of {self._batch}")
-        if pos >= self._c.slots and not cache.ring:
-            raise ValueError(f"position {pos} is past the KV cache's {self._c.slots} slots")
+        if isinstance(pos, int):
+            positions, last, first = torch.full((batch,), pos, dtype=torch.int64), pos, pos
+        else:
+            positions = _int64(pos)
+            if positions.numel() != batch:
+                raise ValueError(f"{positions.numel()} positions for {batch} rows")
+            first, last = (int(x) for x in positions.aminmax())
+        if last >= self._c.slots and not cache.ring:
+            raise ValueError(f"position {last} is past the KV cache's {self._c.slots} slots")
         threads = threads or self.threads()
         scratch = self._scratch.get((batch, threads))
         if scratch is None:
@@ -171,10 +178,11 @@ class NativeDecoder:
             scratch = self._scratch[batch, threads] = torch.empty(size, dtype=torch.uint8)
         logits = torch.empty(batch, self._c.vocab, dtype=torch.float32)
         status = self.lib.helium_native_step(
-            self._address, ids.data_ptr(), batch, pos, logits.data_ptr(), scratch.data_ptr(), threads
+            self._address, ids.data_ptr(), batch, positions.data_ptr(), logits.data_ptr(), scratch.data_ptr(), threads
         )
         if status != 0:
-            why = "a token outside the vocabulary" if status == -3 else f"position {pos} outside the model's context"
+            where = last if first >= 0 else first
+            why = "a token outside the vocabulary" if status == -3 else f"position {where} outside the model's context"
             raise ValueError(f"native decode step: {why}")
         return logits if self.dtype == torch.float32 else logits.to(self.dtype)
 
@@ -192,6 +200,12 @@ class NativeDecoder:
             c_layer.k_cache, c_layer.v_cache = cache.k.data_ptr(), cache.v.data_ptr()
         self._c.slots, self._batch, self._cache = first.slots, shape[0], first
         self._scratch.clear()
+
+
+def _int64(t: torch.Tensor) -> torch.Tensor:
+    """t flattened as contiguous int64 on the CPU, as C reads it (a copy only where it must)."""
+    flat = t.reshape(-1)
+    return flat if flat.dtype == torch.int64 and flat.is_contiguous() else flat.to(torch.int64).contiguous()
 
 
 def _weights(model: TinySLM) -> dict:

@@ -287,7 +287,8 @@ def bench_serve_cmd(
     rows = [
         (plural(lv.streams, "stream"),
          f"{lv.tokens_per_s:,.0f} tok/s · per stream {lv.per_stream_tokens_per_s:,.0f} · TTFT p50 "
-         f"{lv.ttft_p50_ms:.0f} ms · gap p50 {lv.gap_p50_ms:.1f} / p99 {lv.gap_p99_ms:.1f} ms")
+         f"{lv.ttft_p50_ms:.0f} ms · gap p50 {lv.gap_p50_ms:.1f} / p99 {lv.gap_p99_ms:.1f} ms · server CPU "
+         f"{lv.server_cpu_ms_per_token:.2f} ms/token")
         for lv in r.levels
     ]  # fmt: skip
     if r.soak_s:

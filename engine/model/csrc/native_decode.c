@@ -2,9 +2,9 @@
 // the weights out once and calls helium_native_step once per token; engine/model/kernel_build.py builds this file,
 // which includes cpu_mm.c, so both share its kernels).
 //
-// For B rows at one position: the token embedding, every layer's RMSNorm, fused qkv, RoPE (adjacent pairs, float32,
+// For B rows, each at its own position: the token embedding, every layer's RMSNorm, fused qkv, RoPE (adjacent pairs, float32,
 // the model's tables), the KV-cache write (slot pos % slots: a ring for sliding windows), grouped-query attention over
-// the slots written so far, the output projection and residual, RMSNorm, SwiGLU and residual, then the final norm and
+// the slots the row has written so far (a row of the cache holds one story; nothing else is masked), the output projection and residual, RMSNorm, SwiGLU and residual, then the final norm and
 // the head. The residual stream stays in float32; for bf16 models (bf16_acts) each value is rounded to bf16 where
 // PyTorch's bf16 path rounds it, so both paths agree to within a bf16 rounding. Weights: float32, bf16, or int8 with
 // one float32 scale per row (engine.model.quant), multiplied as the model's torch modules multiply them (W_INT8 and
@@ -281,9 +281,9 @@ static inline void store(void* base, int bf16, size_t i, float v) {
     ((float*)base)[i] = v;
 }
 
-// Rotate head `h` of row r's fused qkv (float32, adjacent pairs) at pos and store it: query heads into q, key heads
+// Rotate head `h` of row r's fused qkv (float32, adjacent pairs) at the row's position pos and store it: query heads into q, key heads
 // with their values into the cache slot.
-static void rope_and_store(const Model* m, const Layer* L, const float* qkv, void* q, int r, int h, int pos) {
+static void rope_and_store(const Model* m, const Layer* L, const float* qkv, void* q, int r, int h, int64_t pos) {
   const int D = m->head_dim, H = m->n_head, Hkv = m->n_kv_head, cb = m->cache_bf16;
   const float *cs = m->rope_cos + (size_t)pos * (D / 2), *sn = m->rope_sin + (size_t)pos * (D / 2);
   const float* row = qkv + (size_t)r * (H + 2 * Hkv) * D;
@@ -322,10 +322,10 @@ static void attend_scalar(const void* q, const void* k, const void* v, void* out
   for (int d = 0; d < D; d++) store(out, bf16, d, acc[d] / total);
 }
 
-// Attention of query head rh (row * H + head) over the slots written so far.
-static void attention(const Model* m, const Layer* L, const void* q, void* att, int rh, int pos, float* scores) {
+// Attention of query head rh (row * H + head) over the slots its row has written so far (its position pos).
+static void attention(const Model* m, const Layer* L, const void* q, void* att, int rh, int64_t pos, float* scores) {
   const int D = m->head_dim, H = m->n_head, group = H / m->n_kv_head, cb = m->cache_bf16;
-  const int n = pos + 1 < m->slots ? pos + 1 : m->slots;
+  const int n = pos + 1 < m->slots ? (int)pos + 1 : m->slots;
   const size_t item = cb ? 2 : 4;
   const float scale = 1.f / sqrtf((float)D);
   const int vector = !m->scalar && helium_vnni_path() != PATH_NONE && D % 8 == 0 && D <= 512;
@@ -383,7 +383,8 @@ size_t helium_native_scratch_bytes(const Model* m, int M, int threads) {
   return plan(m, M, threads, NULL, &w);
 }
 
-static void layer_step(Team* team, const Model* m, const Layer* L, Work* w, Act* a, const Paths* p, int M, int pos) {
+static void layer_step(Team* team, const Model* m, const Layer* L, Work* w, Act* a, const Paths* p, int M,
+                       const int64_t* pos) {
   const int C = m->d_model, F = m->hidden, heads = m->n_head + m->n_kv_head, HD = m->n_head * m->head_dim;
   FOR_CHUNKS(team, 1, c) {
     rmsnorm(m, w->x, L->attn_norm, w->xn, M);
@@ -391,10 +392,10 @@ static void layer_step(Team* team, const Model* m, const Layer* L, Work* w, Act*
   }
   end_stage(team);
   matmul(team, m, &L->wqkv, a, w->xn, p, M, w->qkv, L->wqkv.N, 0);
-  FOR_CHUNKS(team, M * heads, i) rope_and_store(m, L, w->qkv, w->q, i / heads, i % heads, pos);
+  FOR_CHUNKS(team, M * heads, i) rope_and_store(m, L, w->qkv, w->q, i / heads, i % heads, pos[i / heads]);
   end_stage(team);
   float* scores = w->scores + (size_t)team->t * scores_per_thread(m);
-  FOR_CHUNKS(team, M * m->n_head, rh) attention(m, L, w->q, w->att, rh, pos, scores);
+  FOR_CHUNKS(team, M * m->n_head, rh) attention(m, L, w->q, w->att, rh, pos[rh / m->n_head], scores);
   end_stage(team);
   FOR_CHUNKS(team, 1, c) {
     for (size_t i = 0; i < (size_t)M * HD; i++) w->xa[i] = load_x(w->att, m->cache_bf16, i);
@@ -420,7 +421,8 @@ static void layer_step(Team* team, const Model* m, const Layer* L, Work* w, Act*
   matmul(team, m, &L->w2, a, w->hh, p, M, w->x, C, 1);
 }
 
-static void token_step(const Model* m, Work* w, const int64_t* tokens, int M, int pos, float* logits, int t, int nt) {
+static void token_step(const Model* m, Work* w, const int64_t* tokens, int M, const int64_t* pos, float* logits,
+                       int t, int nt) {
   Paths p = paths(m);
   Act a = {NULL, w->xb, w->xu, w->sx};
   Team team = {w->counters, t, nt, 0, 0};
@@ -438,8 +440,8 @@ static void token_step(const Model* m, Work* w, const int64_t* tokens, int M, in
 typedef struct {  // one step's arguments, for every thread of the pool
   const Model* m;
   Work* w;
-  const int64_t* tokens;
-  int M, pos;
+  const int64_t *tokens, *pos;
+  int M;
   float* logits;
 } Step;
 
@@ -448,14 +450,16 @@ static void step_thread(const void* arg, int t, int nt) {
   token_step(s->m, s->w, s->tokens, s->M, s->pos, s->logits, t, nt);
 }
 
-// Logits (M, vocab) float32 of tokens (M,) at position pos, written into the KV cache; scratch holds
-// helium_native_scratch_bytes(m, M, threads) bytes. Returns 0; -1 for a position outside the model's tables, -3 for a
-// token outside the vocabulary (nothing is computed then).
-int helium_native_step(const Model* m, const int64_t* tokens, int M, int pos, float* logits, void* scratch,
+// Logits (M, vocab) float32 of tokens (M,), row r at position pos[r] in row r of the KV cache, their keys and values
+// written there; scratch holds helium_native_scratch_bytes(m, M, threads) bytes. Returns 0; -1 for a position
+// outside the model's tables, -3 for a token outside the vocabulary (nothing is computed then).
+int helium_native_step(const Model* m, const int64_t* tokens, int M, const int64_t* pos, float* logits, void* scratch,
                        int threads) {
-  if (pos < 0 || pos >= m->max_pos || M < 1) return -1;
-  for (int r = 0; r < M; r++)
+  if (M < 1) return -1;
+  for (int r = 0; r < M; r++) {
+    if (pos[r] < 0 || pos[r] >= m->max_pos) return -1;
     if (tokens[r] < 0 || tokens[r] >= m->vocab) return -3;
+  }
   if (threads < 1) threads = 1;
   if (threads > MAX_THREADS) threads = MAX_THREADS;
   Work w;
@@ -465,7 +469,7 @@ int helium_native_step(const Model* m, const int64_t* tokens, int M, int pos, fl
     token_step(m, &w, tokens, M, pos, logits, 0, 1);
     return 0;
   }
-  Step step = {m, &w, tokens, M, pos, logits};
+  Step step = {m, &w, tokens, pos, M, logits};
   run_on_pool(step_thread, &step, threads);
   return 0;
 }
