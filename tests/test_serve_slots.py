@@ -122,6 +122,7 @@ PENALIZED = [
 def busy_batch(tok, gen: Generator) -> list[list[int]]:
     """Every row's tokens through joins (together and alone), leaves and the context sliding: one list a row."""
     told: dict[int, list[int]] = {}
+    alive = []  # every row ever seen, so no id() is reused by a later row after one is removed
     with torch.inference_mode():
         slots = Slots(gen, 6)
         for row, token, _ in slots.join([(tok.encode(p), s) for p, s in zip(("Tom", "Lily ran", "Sue"), PENALIZED[:3], strict=True)]):
@@ -130,6 +131,7 @@ def busy_batch(tok, gen: Generator) -> list[list[int]]:
             ids, _ = slots.step()
             for row, token in zip(slots.rows, ids, strict=True):
                 told.setdefault(id(row), []).append(token)
+                alive.append(row)
             if step == 20:
                 slots.remove(slots.rows[0])
             if step in (30, 31):
