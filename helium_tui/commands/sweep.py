@@ -161,26 +161,34 @@ def _report(plan, out: Path, as_json: bool, fit_only: bool) -> int:
 
 def _print_table(table: list, found: list[dict], out: Path) -> None:
     """The points and the fits, as `helium runs` prints its table."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     from engine.humanize import format_duration
 
-    grid = Table(title=Text(terminal_safe(f"sweep {out}: final val loss against model size")))
-    for col in ("point", "size", "N (non-emb)", "N (total)", "tokens", "epochs", "status", "val loss", "best", "time"):
-        grid.add_column(col, justify="left" if col in ("point", "size", "status") else "right")
+    title = Text(terminal_safe(f"sweep {out}: final val loss against model size"))
+    grid = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True)
+    for col in ("point", "N", "N total", "tokens", "epochs", "status", "val", "best", "time"):
+        grid.add_column(col, justify="left" if col in ("point", "status") else "right", no_wrap=True)
     for r in table:
-        val = f"{r.val_loss:.4f}" if r.val_loss is not None else "–"
-        best = f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "–"
+        val = f"{r.val_loss:.3f}" if r.val_loss is not None else "–"
+        best = f"{r.best_val_loss:.3f}" if r.best_val_loss is not None else "–"
         wall = format_duration(r.elapsed_s) if r.elapsed_s is not None else "–"
-        cells = [r.name, r.size, f"{r.non_embedding:,}", f"{r.total:,}", f"{r.tokens or r.budget:,}", f"{r.epochs:.2f}",
-                 r.status, val, best, wall]  # fmt: skip
+        cells = [r.name, _count(r.non_embedding), _count(r.total), _count(r.tokens or r.budget),
+                 f"{r.epochs:.2f}", r.status, val, best, wall]  # fmt: skip
         grid.add_row(*(Text(terminal_safe(c)) for c in cells))
+    grid.caption = "N: parameters without the token embedding; val: the final val loss, best: the lowest"
     console = Console()
     console.print(grid)
     for f in found:
         console.print(Text(terminal_safe(describe_fit(f))))
+
+
+def _count(n: int) -> str:
+    """A parameter count in a few characters: 13.4K, 1.33M."""
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K"
 
 
 def describe_fit(f: dict) -> str:

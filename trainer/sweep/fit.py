@@ -58,8 +58,7 @@ def fit_power_law(n: list[float], loss: list[float]) -> Fit:
         t = u ** -alpha
         return e + a * t, np.stack([np.ones_like(u), t, -a * t * np.log(u)], axis=1)
 
-    start = _grid([u], y, [EXPONENTS])
-    p, cov, rmse = _refine(model, start, y)
+    p, cov, rmse = _refine(model, _grid([u], y, [EXPONENTS]), y)
     e, a, alpha = p
     values = {"E": e, "A": a * scale**alpha, "alpha": alpha}
     errors = None
@@ -103,32 +102,45 @@ def fit_two_variable(n: list[float], d: list[float], loss: list[float]) -> Fit:
 def _checked(values: list[float], what: str) -> np.ndarray:
     """Positive finite values as an array; FitError otherwise."""
     array = np.asarray(values, dtype=float)
-    if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array <= 0):
+    if array.size == 0:
+        raise FitError("no finished points to fit")
+    if not np.all(np.isfinite(array)) or np.any(array <= 0):
         raise FitError(f"the {what} must be positive numbers")
     return array
 
 
 def _grid(inputs: list[np.ndarray], y: np.ndarray, grids: list[np.ndarray]) -> np.ndarray:
-    """The best (E, coefficients..., exponents...) over a grid of exponents, each solved by linear least squares:
-    one variable returns (E, a, alpha), two return (E, a, b, alpha, beta)."""
+    """The best (E, coefficients..., exponents...) over a grid of exponents, each solved by linear least squares
+    with E >= 0 (an irreducible loss below zero means nothing): one variable returns (E, a, alpha), two return
+    (E, a, b, alpha, beta)."""
     mesh = np.stack([g.ravel() for g in np.meshgrid(*grids, indexing="ij")], axis=1)  # (G, k)
     cols = [np.ones((len(mesh), len(y)))] + [v[None, :] ** -mesh[:, i : i + 1] for i, v in enumerate(inputs)]
     design = np.stack(cols, axis=2)  # (G, n, 1 + k)
-    coef = np.linalg.lstsq(design[0], y, rcond=None)[0][None].repeat(len(mesh), 0)
-    gram = design.transpose(0, 2, 1) @ design
-    ok = np.linalg.cond(gram) < 1e12
-    coef[ok] = np.linalg.solve(gram[ok], (design[ok].transpose(0, 2, 1) @ y[:, None]))[..., 0]
-    rss = ((design @ coef[..., None])[..., 0] - y) ** 2
-    best = int(np.argmin(np.where(ok, rss.sum(1), np.inf)))
+    coef = _solve(design, y)
+    negative = coef[:, 0] < 0  # refit those with E = 0
+    coef[negative] = 0.0
+    coef[negative, 1:] = _solve(design[negative][:, :, 1:], y)
+    rss = (((design @ coef[..., None])[..., 0] - y) ** 2).sum(1)
+    best = int(np.argmin(np.where(np.isfinite(rss), rss, np.inf)))
     if len(inputs) == 1:
         return np.array([coef[best, 0], coef[best, 1], mesh[best, 0]])
     return np.concatenate([coef[best], mesh[best]])
 
 
+def _solve(design: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients for a batch of design matrices (G, n, k); nan where one is singular."""
+    gram = design.transpose(0, 2, 1) @ design
+    coef = np.full(design.shape[::2], np.nan)
+    ok = np.linalg.cond(gram) < 1e12 if len(gram) else np.zeros(0, bool)
+    coef[ok] = np.linalg.solve(gram[ok], design[ok].transpose(0, 2, 1) @ y[:, None])[..., 0]
+    return coef
+
+
 def _refine(
     model: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], p: np.ndarray, y: np.ndarray, iters: int = 200
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """Levenberg-Marquardt from p: (parameters, their covariance or None when no points are spare, rmse)."""
+    """Levenberg-Marquardt from p, keeping E >= 0: (parameters, their covariance or None when no points are spare
+    or E sits at its bound 0, rmse)."""
     damping = 1e-3
     pred, jac = model(p)
     cost = float(((pred - y) ** 2).sum())
@@ -136,6 +148,7 @@ def _refine(
         gram = jac.T @ jac
         step = np.linalg.lstsq(gram + damping * np.diag(np.diag(gram) + 1e-12), jac.T @ (y - pred), rcond=None)[0]
         trial = p + step
+        trial[0] = max(trial[0], 0.0)
         new_pred, new_jac = model(trial)
         new_cost = float(((new_pred - y) ** 2).sum())
         if np.isfinite(new_cost) and new_cost < cost:
@@ -148,9 +161,7 @@ def _refine(
             if damping > 1e12:
                 break
     spare = len(y) - len(p)
-    cov = None
-    if spare > 0:
-        cov = np.linalg.pinv(jac.T @ jac) * cost / spare
+    cov = np.linalg.pinv(jac.T @ jac) * cost / spare if spare > 0 and p[0] > 0 else None
     return p, cov, math.sqrt(cost / len(y))
 
 
@@ -163,5 +174,9 @@ def _result(form: str, values: dict, errors: dict | None, points: int, rmse: flo
     if bad:
         raise FitError("the best fit is not a falling power law (a coefficient or exponent <= 0): the losses are too "
                        "noisy or too few for this form")  # fmt: skip
-    notes = [] if errors is not None else [f"no uncertainty: {points} points for {len(values)} parameters (add points)"]
+    notes = []
+    if values["E"] <= 0:
+        notes.append("E at its bound 0: these points do not pin down the irreducible loss")
+    elif errors is None:
+        notes.append(f"no uncertainty: {points} points for {len(values)} parameters (add points)")
     return Fit(form, {k: float(v) for k, v in values.items()}, errors, points, rmse, notes)

@@ -81,12 +81,13 @@ def fits(table: list[Row]) -> tuple[list[dict], list[str]]:
     groups = list(dict.fromkeys(r.group for r in table))
     for group in groups:
         members = [r for r in done if r.group == group]
+        law = f"L(N) at {group} ({len(members)} of {sum(r.group == group for r in table)} points finished)"
         for count in COUNTS:
-            _attempt(found, problems, f"L(N) at {group}", count,
+            _attempt(found, problems, law, count,
                      lambda m=members, c=count: fit_power_law([getattr(r, c) for r in m], [r.val_loss for r in m]))  # fmt: skip
     if len(groups) > 1:
         for count in COUNTS:
-            _attempt(found, problems, "L(N, D)", count, lambda c=count: fit_two_variable(
+            _attempt(found, problems, f"L(N, D) ({len(done)} of {len(table)} points finished)", count, lambda c=count: fit_two_variable(
                 [getattr(r, c) for r in done], [r.tokens for r in done], [r.val_loss for r in done]))  # fmt: skip
     return found, problems
 
@@ -98,7 +99,7 @@ def _attempt(found: list[dict], problems: list[str], law: str, count: str, make)
         if count == COUNTS[0]:  # the same reason holds for both counts: say it once
             problems.append(f"no fit of {law}: {exc}")
         return
-    found.append({"law": law, "params": count, **fit.to_dict()})
+    found.append({"law": law.split(" (")[0], "params": count, **fit.to_dict()})
 
 
 def fit_file(plan: SweepPlan, table: list[Row], found: list[dict], problems: list[str]) -> dict:

@@ -36,14 +36,17 @@ class Outcome:
 
 
 def state(out: Path, point: Point) -> str:
-    """What training a point needs: done, resume, restart (a dir without a checkpoint), new, or running."""
+    """What training a point needs: done (finished on its whole budget), resume (from its newest checkpoint),
+    restart (a dir without a checkpoint), new, or running (another process trains it)."""
     run_dir = out / point.name
     if not run_dir.exists():
         return "new"
     if is_running(run_dir):
         return "running"
-    if is_run_dir(run_dir) and summarize(run_dir).status == "finished":
-        return "done"
+    if is_run_dir(run_dir):
+        summary = summarize(run_dir)
+        if summary.status == "finished" and summary.tokens >= point.tokens:  # not one cut short by hand
+            return "done"
     return "resume" if has_checkpoints(run_dir) else "restart"
 
 
