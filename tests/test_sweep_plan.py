@@ -145,3 +145,61 @@ def test_train_args_are_a_normal_helium_train_run(tmp_path):
     assert given["--preset"] == "64x2" and given["--max-tokens"] == "8000" and given["--out"] == str(tmp_path / point.name)
     assert given["--warmup"] == "3" and given["--ckpt-interval"] == "6"  # 32 steps: a tenth warm up, 5 checkpoints
     assert "--resume" not in args and "--restart" not in args
+
+
+def fake_train(monkeypatch, ends: dict[str, tuple[int, str]]) -> list[str]:
+    """`helium train` replaced: each point's run ends as `ends[point name]` says (exit code, final status)."""
+    started: list[str] = []
+
+    class FakeTrain:
+        def __init__(self, args, **kwargs):
+            run_dir = Path(args[args.index("--out") + 1])
+            started.append(run_dir.name)
+            self.code, status = ends[run_dir.name]
+            finished_run(run_dir) if status == "finished" else half_done_run(run_dir)
+            if status == "stopped":
+                EventWriter(run_dir / "events.jsonl").write("status", status="stopped", step=16)
+            self.stdout = iter([])
+
+        def wait(self):
+            return self.code
+
+    monkeypatch.setattr("trainer.sweep.run.subprocess.Popen", FakeTrain)
+    return started
+
+
+def test_a_failed_point_is_named_and_the_others_go_on(tmp_path, monkeypatch):
+    p = plan()
+    names = [x.name for x in p.points()]
+    started = fake_train(monkeypatch, {names[0]: (1, "failed"), names[1]: (0, "finished"), names[2]: (0, "finished")})
+    lines: list[str] = []
+    outcomes = run_points(p, tmp_path, p.points(), ["--device", "cpu"], lines.append, slots=[None])
+    assert started == names and [o.code for o in outcomes] == [1, 0, 0]
+    assert f"{names[0]}: failed (exit 1); the other points go on" in lines
+
+
+def test_a_stopped_point_stops_the_sweep(tmp_path, monkeypatch):
+    p = plan()
+    names = [x.name for x in p.points()]
+    started = fake_train(monkeypatch, {names[0]: (0, "finished"), names[1]: (0, "stopped")})
+    outcomes = run_points(p, tmp_path, p.points(), ["--device", "cpu"], lambda line: None, slots=[None])
+    assert started == names[:2] and [o.status for o in outcomes] == ["finished", "stopped"]
+    assert state(tmp_path, p.points()[1]) == "resume"
+
+
+def test_points_share_the_gpus_one_each(tmp_path, monkeypatch):
+    p = plan()
+    seen: list[str | None] = []
+
+    class FakeTrain:
+        def __init__(self, args, env, **kwargs):
+            seen.append(env.get("CUDA_VISIBLE_DEVICES"))
+            finished_run(Path(args[args.index("--out") + 1]))
+            self.stdout = iter([])
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr("trainer.sweep.run.subprocess.Popen", FakeTrain)
+    run_points(p, tmp_path, p.points(), ["--device", "cuda"], lambda line: None, slots=["0", "1"])
+    assert len(seen) == 3 and set(seen) <= {"0", "1"}
