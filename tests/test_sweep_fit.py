@@ -36,7 +36,8 @@ def test_three_points_fit_exactly_and_say_they_carry_no_uncertainty():
 
 def test_an_irreducible_loss_below_zero_is_held_at_zero():
     fit = fit_power_law([1e4, 1e5, 1e6], [3.0, 2.5, 2.0])  # straight in log N: only E -> -inf fits it exactly
-    assert fit.values["E"] == 0 and "E at its bound 0" in fit.notes[0] and fit.values["alpha"] > 0
+    assert fit.values["E"] == 0 and "E held at 0" in fit.notes[0] and fit.values["alpha"] > 0
+    assert fit.errors is not None and fit.errors["E"] == 0 and fit.errors["alpha"] > 0  # A and alpha: 1 spare point
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -67,6 +68,6 @@ def test_degenerate_points_give_one_clear_error(n, loss, says):
     assert "\n" not in str(caught.value)
 
 
-def test_the_two_variable_law_needs_two_sizes_and_two_budgets():
-    with pytest.raises(FitError, match="2\\+ sizes and 2\\+ token budgets .got 5 points, 5 sizes, 1 budgets"):
-        fit_two_variable([1e4, 2e4, 4e4, 8e4, 1.6e5], [1e6] * 5, [3.0, 2.9, 2.8, 2.7, 2.6])
+def test_the_two_variable_law_needs_three_sizes_and_three_budgets():
+    with pytest.raises(FitError, match=re.escape("3 sizes and 3 token budgets (got 6 points, 3 sizes, 2 budgets)")):
+        fit_two_variable([1e4, 1e5, 1e6] * 2, [1e6] * 3 + [4e6] * 3, [3.0, 2.9, 2.8, 2.7, 2.6, 2.5])

@@ -170,16 +170,16 @@ def _print_table(table: list, found: list[dict], out: Path) -> None:
 
     title = Text(terminal_safe(f"sweep {out}: final val loss against model size"))
     grid = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True)
-    for col in ("point", "N", "N total", "tokens", "epochs", "status", "val", "best", "time"):
+    for col in ("point", "N", "tokens", "epochs", "status", "val", "best", "time"):
         grid.add_column(col, justify="left" if col in ("point", "status") else "right", no_wrap=True)
     for r in table:
         val = f"{r.val_loss:.3f}" if r.val_loss is not None else "–"
         best = f"{r.best_val_loss:.3f}" if r.best_val_loss is not None else "–"
         wall = format_duration(r.elapsed_s) if r.elapsed_s is not None else "–"
-        cells = [r.name, _count(r.non_embedding), _count(r.total), _count(r.tokens or r.budget),
+        cells = [r.name, _count(r.non_embedding), _count(r.tokens or r.budget),
                  f"{r.epochs:.2f}", r.status, val, best, wall]  # fmt: skip
         grid.add_row(*(Text(terminal_safe(c)) for c in cells))
-    grid.caption = "N: parameters without the token embedding; val: the final val loss, best: the lowest"
+    grid.caption = "N: parameters without the token embedding (fit.json has both counts); val: the final val loss"
     console = Console()
     console.print(grid)
     for f in found:
@@ -195,7 +195,7 @@ def describe_fit(f: dict) -> str:
     """One fit in a line: 'L(N) at 2M tokens, N non-embedding: E = 1.52 ± 0.08, A = 41 ± 9, alpha = 0.27 ± 0.03 (5 points, rmse 0.004)'."""
     errors = f["errors"] or {}
     terms = ", ".join(
-        f"{k} = {v:.4g}" + (f" ± {errors[k]:.2g}" if k in errors else "") for k, v in f["values"].items()
+        f"{k} = {v:.4g}" + (f" ± {errors[k]:.2g}" if k in errors and errors[k] > 0 else "") for k, v in f["values"].items()
     )
     count = "non-embedding" if f["params"] == "non_embedding" else "total"
     extra = f"; {'; '.join(f['notes'])}" if f["notes"] else ""

@@ -72,9 +72,9 @@ def fit_two_variable(n: list[float], d: list[float], loss: list[float]) -> Fit:
     """L(N, D) = E + A/N^α + B/D^β through (parameters, tokens, loss) points (Hoffmann et al. 2022)."""
     x, z, y = _checked(n, "sizes"), _checked(d, "token budgets"), np.asarray(loss, dtype=float)
     sizes, budgets = len(set(x.tolist())), len(set(z.tolist()))
-    if sizes < 2 or budgets < 2 or len(y) < 5:
+    if sizes < 3 or budgets < 3 or len(y) < 5:  # E + B/D^beta over 2 budgets is 3 unknowns for 2 values
         raise FitError(
-            f"a fit of L(N, D) needs at least 5 points over 2+ sizes and 2+ token budgets "
+            f"a fit of L(N, D) needs at least 3 sizes and 3 token budgets "
             f"(got {len(y)} points, {sizes} sizes, {budgets} budgets)"
         )
     sx, sz = float(np.exp(np.log(x).mean())), float(np.exp(np.log(z).mean()))
@@ -139,8 +139,8 @@ def _solve(design: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _refine(
     model: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], p: np.ndarray, y: np.ndarray, iters: int = 200
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """Levenberg-Marquardt from p, keeping E >= 0: (parameters, their covariance or None when no points are spare
-    or E sits at its bound 0, rmse)."""
+    """Levenberg-Marquardt from p, keeping E >= 0: (parameters, their covariance or None when no points are spare,
+    rmse). E held at its bound 0 gets no variance: the others' covariance is then that of the fit without E."""
     damping = 1e-3
     pred, jac = model(p)
     cost = float(((pred - y) ** 2).sum())
@@ -160,8 +160,12 @@ def _refine(
             damping *= 4
             if damping > 1e12:
                 break
-    spare = len(y) - len(p)
-    cov = np.linalg.pinv(jac.T @ jac) * cost / spare if spare > 0 and p[0] > 0 else None
+    free = slice(0 if p[0] > 0 else 1, None)  # E held at its bound 0 is no longer a free parameter
+    spare = len(y) - len(p[free])
+    cov = None
+    if spare > 0:
+        cov = np.zeros((len(p), len(p)))
+        cov[free, free] = np.linalg.pinv(jac[:, free].T @ jac[:, free]) * cost / spare
     return p, cov, math.sqrt(cost / len(y))
 
 
@@ -176,7 +180,8 @@ def _result(form: str, values: dict, errors: dict | None, points: int, rmse: flo
                        "noisy or too few for this form")  # fmt: skip
     notes = []
     if values["E"] <= 0:
-        notes.append("E at its bound 0: these points do not pin down the irreducible loss")
-    elif errors is None:
-        notes.append(f"no uncertainty: {points} points for {len(values)} parameters (add points)")
+        notes.append("E held at 0: the points do not pin down an irreducible loss")
+    if errors is None:
+        free = len(values) - (values["E"] <= 0)
+        notes.append(f"no uncertainty: {points} points for {free} free parameters (add points)")
     return Fit(form, {k: float(v) for k, v in values.items()}, errors, points, rmse, notes)
