@@ -60,22 +60,22 @@ def sweep(
     fit_only: Annotated[bool, typer.Option("--fit-only", help="Train nothing: fit the finished points and write the results.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table and the fits as JSON (progress goes to stderr).")] = False,
 ) -> None:
+    """Train a scaling ladder and fit a scaling law (the help is SWEEP_HELP)."""
     if out is None:
         raise fail("--out SWEEP_DIR is required")
     out = out.resolve()
+    train = dict(batch_size=batch_size, context=context, lr=lr, warmup=warmup, eval_interval=eval_interval or 0,
+                 eval_batches=eval_batches, seed=seed)  # fmt: skip
     with user_errors():
         from trainer.sweep import plan as plans
 
-        plan = _plan(data, sizes, tokens, tokens_per_param, out, dict(
-            batch_size=batch_size, context=context, lr=lr, warmup=warmup, eval_interval=eval_interval or 0,
-            eval_batches=eval_batches, seed=seed,
-        ))  # fmt: skip
+        plan = _plan(data, sizes, tokens, tokens_per_param, out, train)
         points = plan.points()
         if point is not None and not 0 <= point < len(points):
             raise ValueError(f"--point {point}: this plan has points 0 to {len(points) - 1}")
         plans.open_plan(out, plan)
     if print_slurm:
-        print(slurm_script(out, len(points), _args(data, sizes, tokens, tokens_per_param, out, device, dtype, locals())))
+        print(slurm_script(out, len(points), _args(data, sizes, tokens, tokens_per_param, out, device, dtype, train)))
         return
     code = 0
     if not fit_only:
