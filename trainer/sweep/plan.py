@@ -84,10 +84,10 @@ def params(shape: ModelConfig) -> tuple[int, int]:
 
 
 def short_count(n: int) -> str:
-    """2000000 -> 2M, 1500 -> 1.5K, 1234567 -> 1.234567M: short, and distinct for distinct counts."""
+    """2000000 -> 2M, 1500 -> 1.5K, 21322240 -> 21.32M: four significant digits at most."""
     for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
         if n >= size:
-            return f"{n / size:.9g}{unit}"
+            return f"{n / size:.4g}{unit}"
     return str(n)
 
 
