@@ -104,6 +104,8 @@ def test_fit_only_on_a_sweep_with_nothing_trained_says_why(prepared_dir, tmp_pat
         (["--sizes", "tiny", "--tokens-per-param", "-3", "DATA"], "--tokens-per-param '-3': give positive numbers"),
         (["--sizes", "tiny,micro", "--tokens", "1M", "--point", "2", "DATA"], "--point 2: this plan has points 0 to 1"),
         (["--sizes", "tiny", "--tokens", "1M", "--data", "/nonexistent/data"], "not a prepared data dir"),
+        (["--sizes", "tiny", "--tokens", "1M", "--point", "0", "--fit-only", "DATA"], "--point trains one point"),
+        (["--sizes", "tiny", "--tokens", "1M", "--print-slurm", "--fit-only", "DATA"], "not both"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(prepared_dir, tmp_path, args, says):

@@ -63,6 +63,10 @@ def sweep(
     """Train a scaling ladder and fit a scaling law (the help is SWEEP_HELP)."""
     if out is None:
         raise fail("--out SWEEP_DIR is required")
+    if point is not None and (fit_only or print_slurm):
+        raise fail("--point trains one point: it goes with neither --fit-only nor --print-slurm")
+    if fit_only and print_slurm:
+        raise fail("give --fit-only or --print-slurm, not both")
     out = out.resolve()
     train = dict(batch_size=batch_size, context=context, lr=lr, warmup=warmup, eval_interval=eval_interval or 0,
                  eval_batches=eval_batches, seed=seed)  # fmt: skip
