@@ -22,7 +22,7 @@ from helium_tui.safe_text import terminal_safe
 
 SWEEP_HELP = (
     "Train a scaling ladder: one normal run dir per (size, token budget) under --out, then fit L(N) = E + A*N^-alpha "
-    "to the final val losses (with several budgets also L(N, D) = E + A/N^alpha + B/D^beta), with standard errors "
+    "to the final val losses (with 3+ budgets also L(N, D) = E + A/N^alpha + B/D^beta), with standard errors "
     "from the fit's covariance; writes a table, fit.json and scaling.svg.\n\n"
     "Run the same command again to continue a stopped or killed sweep: finished points are skipped, a point with a "
     "checkpoint resumes. N is counted without the token embedding (Kaplan) and with it (Chinchilla); both fits are "
@@ -39,7 +39,7 @@ def sweep(
     ] = None,
     tokens: Annotated[
         str | None, typer.Option(help="Token budget(s) every size trains on, comma-separated: 2M, 500K, 2e6. "
-                                      "Two or more budgets also fit L(N, D).")  # fmt: skip
+                                      "Three or more budgets (and sizes) also fit L(N, D).")  # fmt: skip
     ] = None,
     tokens_per_param: Annotated[
         str | None, typer.Option(help="Instead of --tokens: each size trains on R x its total parameters "
