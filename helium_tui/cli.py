@@ -21,6 +21,7 @@ from helium_tui.commands.models import models_app
 from helium_tui.commands.quantize import quantize_report
 from helium_tui.commands.runs import runs_app
 from helium_tui.commands.serve import serve
+from helium_tui.commands.sweep import SWEEP_HELP, sweep
 from helium_tui.commands.tell import tell
 from helium_tui.commands.train import train
 from helium_tui.errors import OneLineErrors, user_errors
@@ -47,6 +48,7 @@ app.add_typer(models_app, name="models")
 app.command(help="Train a model on a prepared data dir (--watch: live dashboard).")(train)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
+app.command(help=SWEEP_HELP, short_help="Train a ladder of model sizes and fit a scaling law.")(sweep)
 app.command(help="Serve a model over HTTP: OpenAI- and Ollama-compatible APIs.")(serve)
 
 

@@ -5,6 +5,7 @@ A bundle's config.json is `ModelConfig.to_dict()`; `ModelConfig.from_dict` rebui
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 
 from engine.checks import known_fields
@@ -142,8 +143,23 @@ def describe_preset(name: str) -> str:
 
 
 def get_preset(name: str) -> ModelConfig:
-    """Look up a preset by name, with the list of names in the error."""
-    try:
+    """Look up a preset by name, or a WIDTHxDEPTH shape (see `shape_preset`), with the list of names in the error."""
+    if name in PRESETS:
         return PRESETS[name]
-    except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
+    if SHAPE_NAME.fullmatch(name):
+        return shape_preset(name)
+    raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}, or WIDTHxDEPTH (e.g. 128x4)")
+
+
+SHAPE_NAME = re.compile(r"[1-9][0-9]{0,4}x[1-9][0-9]{0,3}")  # WIDTHxDEPTH: 128x4 is 4 layers of width 128
+SHAPE_HEAD_DIM = 32  # a WIDTHxDEPTH model's head width; WIDTH must be a multiple of it
+
+
+def shape_preset(name: str) -> ModelConfig:
+    """A model of WIDTHxDEPTH (`helium sweep`'s ladders): micro's vocab and context, heads of 32, and a
+    SwiGLU width of 8/3 x WIDTH rounded up to a multiple of 32. ValueError (one line) for a bad shape."""
+    width, depth = (int(part) for part in name.split("x"))
+    if width % SHAPE_HEAD_DIM:
+        raise ValueError(f"shape {name!r}: the width must be a multiple of {SHAPE_HEAD_DIM} (e.g. 64x2, 128x4)")
+    hidden = -(-width * 8 // (3 * SHAPE_HEAD_DIM)) * SHAPE_HEAD_DIM
+    return PRESETS["micro"].with_(d_model=width, n_layer=depth, n_head=width // SHAPE_HEAD_DIM, hidden_dim=hidden)
