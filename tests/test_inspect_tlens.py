@@ -20,6 +20,7 @@ from helium_tui.cli import app
 from tests.test_inspect import GQA, PROMPT, load_exported, random_slm
 
 ATOL = 1e-4  # float32 against TransformerLens' own float32 forward
+pytestmark = pytest.mark.slow  # importing transformer_lens and booting the bridge take seconds
 
 
 @pytest.fixture(autouse=True)
