@@ -16,7 +16,7 @@ import torch
 from engine.inspect import (
     ActivationCache,
     direct_logit_attribution,
-    layer_logits,
+    lens_logits_at,
     run_with_cache,
     token_attribution,
 )
@@ -180,12 +180,13 @@ def lens_rows(look: Look, selected: int) -> list[LensRow]:
     """The logit lens at the position the selected token was written from, one row per layer."""
     model = look.model
     query, target = look.query(selected), look.target(selected)
-    rows = []
-    for row in range(look.n_layer + 1):
-        probs = layer_logits(model, look.cache, row, query).float().softmax(-1)
-        top_p, top_id = probs.max(-1)
-        rows.append((layer_label(row), int(top_id), float(top_p), float(probs[target])))
-    return rows
+    probs = lens_logits_at(model, look.cache, query).softmax(-1)  # (L + 1, vocab): one pass over W_U
+    top_p, top_id = probs.max(-1)
+    written = probs[:, target]
+    return [
+        (layer_label(row), int(top_id[row]), float(top_p[row]), float(written[row]))
+        for row in range(look.n_layer + 1)
+    ]
 
 
 def read(look: Look, selected: int) -> Reading:

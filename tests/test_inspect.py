@@ -243,6 +243,27 @@ def test_the_lens_last_layer_is_the_model_and_prob_of_reads_the_whole_distributi
         assert torch.equal(top_ids[:, 0], full_lens.ids[:, position, 0])
 
 
+@pytest.mark.parametrize("chunk", [64, 7, 4096], ids=["five-slices", "slices-smaller-than-top", "one-slice"])
+def test_the_streamed_lens_equals_a_softmax_over_the_whole_vocabulary(monkeypatch, chunk):
+    """The lens goes through the vocabulary a slice at a time (its running top tokens and normalizer must carry
+    over from slice to slice, the last one shorter): the same ids and probabilities as the whole softmax."""
+    from engine.inspect import lens as lens_module
+    from engine.inspect.weights import dense, rms_norm
+
+    monkeypatch.setattr(lens_module, "VOCAB_CHUNK", chunk)
+    model = random_slm(GQA)  # vocabulary 300: 64-token slices are 4 whole ones and 44
+    cache = run_with_cache(model, list(range(5, 45)))
+    logits = cache.logits.clone()
+    got = logit_lens(model, cache, top=5)
+    assert torch.equal(cache.logits, logits)  # the model's logits are read, not overwritten
+    with torch.no_grad():
+        lens = rms_norm(model.norm, cache.resid[:-1]) @ dense(model.output).T
+    stream = torch.cat([lens, cache.logits[None]])
+    want_p, want_ids = stream.softmax(-1).topk(5)  # (L + 1, T, 5)
+    assert torch.equal(got.ids, want_ids)
+    torch.testing.assert_close(got.probs, want_p, atol=1e-6, rtol=0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Direct logit attribution
 
