@@ -35,7 +35,7 @@ def layer_logits(model: TinySLM, cache: ActivationCache, layer: int, position: i
         shape = f"layers 0..{cache.n_layer}, {len(cache.token_ids)} positions"
         raise IndexError(f"no layer {layer} at position {position} ({shape})")
     if layer == cache.n_layer:
-        return cache.logits[position]
+        return cache.logits_at(position)
     device = model.norm.weight.device
     x = cache.resid[layer, position].to(device)
     with torch.no_grad():
@@ -58,11 +58,12 @@ def logit_lens(model: TinySLM, cache: ActivationCache, top: int = 5) -> LensResu
     ids = torch.empty(cache.n_layer + 1, T, top, dtype=torch.long)
     with torch.no_grad():
         unembed = dense(model.output)  # (V, C) once: its row slices are contiguous
-        for layer in range(cache.n_layer):
+        for layer in range(cache.n_layer + (cache.logits is None)):  # the last too if no logits were kept
             x = rms_norm(model.norm, cache.resid[layer].to(device))  # (T, C)
             chunks = (x @ unembed[start : start + VOCAB_CHUNK].T for start in range(0, V, VOCAB_CHUNK))
             probs[layer], ids[layer] = streamed_top(chunks, top)
-        probs[-1], ids[-1] = streamed_top([cache.logits.to(device, copy=True)], top)  # (overwritten)
+        if cache.logits is not None:  # the model's own output, exactly (copied: streamed_top overwrites it)
+            probs[-1], ids[-1] = streamed_top([cache.logits.to(device, copy=True)], top)
     return LensResult(probs, ids, model, cache)
 
 
@@ -96,7 +97,7 @@ def lens_logits_at(model: TinySLM, cache: ActivationCache, position: int) -> tor
     with torch.no_grad():
         rows = cache.resid[:-1, position].to(device)  # (L, C): the embeddings and the stream after each block
         lens = linear(model.output, rms_norm(model.norm, rows)).cpu()
-    return torch.cat([lens, cache.logits[position][None]])  # the last row: the model's own output, exactly
+    return torch.cat([lens, cache.logits_at(position)[None]])  # the last row: the model's own output
 
 
 def lens_at(
