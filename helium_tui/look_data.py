@@ -100,7 +100,7 @@ class Look:
     def probs(self, position: int, base: bool = False) -> torch.Tensor:
         """(vocab,) the next-token distribution at position, with the knock-outs (or without: base); computed
         for that position only (the view reads a few positions, never all T × vocab logits)."""
-        if base:
+        if base and self.ablated:
             return unembed(self.model, self.base_stream[position]).float().softmax(-1)
         return self.cache.logits_at(position).float().softmax(-1)
 
