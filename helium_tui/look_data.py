@@ -20,7 +20,6 @@ from engine.inspect import (
     run_with_cache,
     token_attribution,
 )
-from engine.inspect.cache import unembed
 from engine.model.tinyslm import TinySLM
 from engine.model.tokenizer import StreamDecoder, TextTokenizer
 
@@ -101,7 +100,7 @@ class Look:
         """(vocab,) the next-token distribution at position, with the knock-outs (or without: base); computed
         for that position only (the view reads a few positions, never all T × vocab logits)."""
         if base and self.ablated:
-            return unembed(self.model, self.base_stream[position]).float().softmax(-1)
+            return self.cache.unembed(self.base_stream[position][None])[0].float().softmax(-1)
         return self.cache.logits_at(position).float().softmax(-1)
 
     def next_tokens(self, base: bool = False, top: int = NEXT_TOP) -> list[tuple[int, float]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from engine.inspect.weights import dense, linear, rms_norm, rms_scale, rows
+from engine.inspect.weights import Float32Linear, dense, linear, rms_norm, rms_scale, rows
 from engine.model.attention import window_mask
 from engine.model.config import ModelConfig
 from engine.model.tinyslm import Attention, TinySLM, apply_rope
@@ -117,11 +117,16 @@ def check_token_ids(config: ModelConfig, token_ids: Sequence[int]) -> list[int]:
     return ids
 
 
-def unembed(model: TinySLM, x: torch.Tensor) -> torch.Tensor:
-    """The model's logits (..., vocab) for streams x (..., C) after its last block: the final norm, the head."""
-    device = model.norm.weight.device
-    with torch.no_grad():
-        return linear(model.output, rms_norm(model.norm, x.to(device))).cpu()
+def unembedding(model: TinySLM) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's logits (..., vocab) for streams (..., C) after its last block: the final norm, then the head,
+    whose weight is read as float32 once here (not at every call: a bf16 head is 65 MB of float32 on nano)."""
+    head, device = Float32Linear(model.output), model.norm.weight.device
+
+    def unembed(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return head(rms_norm(model.norm, x.to(device))).cpu()
+
+    return unembed
 
 
 def run_with_cache(
@@ -165,11 +170,12 @@ def run_with_cache(
             mlp = linear(block.mlp.w2, F.silu(gate) * up, out=kept["mlp_out"][i])  # (T, C)
             x = x + mlp
         kept["resid"][L] = x
-        logits = unembed(model, x) if keep_logits else None  # (T, V)
+        unembed = unembedding(model)
+        logits = unembed(x) if keep_logits else None  # (T, V)
         scale = rms_scale(model.norm, x)[:, 0]
     return ActivationCache(
         token_ids=ids, n_layer=L, n_head=H, ablated=ablated, logits=logits, final_scale=scale.cpu(),
-        unembed=lambda stream: unembed(model, stream), **{name: tensor.cpu() for name, tensor in kept.items()},
+        unembed=unembed, **{name: tensor.cpu() for name, tensor in kept.items()},
     )  # fmt: skip
 
 

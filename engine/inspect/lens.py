@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.inspect.cache import ActivationCache
-from engine.inspect.weights import dense, linear, rms_norm
+from engine.inspect.cache import ActivationCache, unembedding
+from engine.inspect.weights import dense, rms_norm
 from engine.model.tinyslm import TinySLM
 
 
@@ -36,10 +36,7 @@ def layer_logits(model: TinySLM, cache: ActivationCache, layer: int, position: i
         raise IndexError(f"no layer {layer} at position {position} ({shape})")
     if layer == cache.n_layer:
         return cache.logits_at(position)
-    device = model.norm.weight.device
-    x = cache.resid[layer, position].to(device)
-    with torch.no_grad():
-        return linear(model.output, rms_norm(model.norm, x)).cpu()
+    return (cache.unembed or unembedding(model))(cache.resid[layer, position][None])[0]
 
 
 VOCAB_CHUNK = 4096  # unembedding rows per step of the lens: (T, 4096) logits at a time, not (T, vocab)
@@ -93,10 +90,8 @@ def lens_logits_at(model: TinySLM, cache: ActivationCache, position: int) -> tor
     unembedding in one product (a view of one selected token need not wait for the whole lens)."""
     if not 0 <= position < len(cache.token_ids):
         raise IndexError(f"no position {position} ({len(cache.token_ids)} positions)")
-    device = model.norm.weight.device
-    with torch.no_grad():
-        rows = cache.resid[:-1, position].to(device)  # (L, C): the embeddings and the stream after each block
-        lens = linear(model.output, rms_norm(model.norm, rows)).cpu()
+    unembed = cache.unembed or unembedding(model)
+    lens = unembed(cache.resid[:-1, position])  # (L, vocab): the embeddings and the stream after each block
     return torch.cat([lens, cache.logits_at(position)[None]])  # the last row: the model's own output
 
 
