@@ -264,7 +264,8 @@ def test_a_run_that_keeps_no_logits_computes_each_position_s_as_the_kept_ones():
 @pytest.mark.parametrize("chunk", [64, 7, 4096], ids=["five-slices", "slices-smaller-than-top", "one-slice"])
 def test_the_streamed_lens_equals_a_softmax_over_the_whole_vocabulary(monkeypatch, chunk):
     """The lens goes through the vocabulary a slice at a time (its running top tokens and normalizer must carry
-    over from slice to slice, the last one shorter): the same ids and probabilities as the whole softmax."""
+    over from slice to slice, the last one shorter): the same ids and probabilities as the whole softmax,
+    computed in float64 from the same float32 logits."""
     from engine.inspect import lens as lens_module
     from engine.inspect.weights import dense, rms_norm
 
@@ -277,9 +278,9 @@ def test_the_streamed_lens_equals_a_softmax_over_the_whole_vocabulary(monkeypatc
     with torch.no_grad():
         lens = rms_norm(model.norm, cache.resid[:-1]) @ dense(model.output).T
     stream = torch.cat([lens, cache.logits[None]])
-    want_p, want_ids = stream.softmax(-1).topk(5)  # (L + 1, T, 5)
+    want_p, want_ids = stream.double().softmax(-1).topk(5)  # (L + 1, T, 5): the float32 logits' exact softmax
     assert torch.equal(got.ids, want_ids)
-    torch.testing.assert_close(got.probs, want_p, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.probs.double(), want_p, atol=1e-6, rtol=0)  # torch's float32 softmax: 2e-6
 
 
 # ---------------------------------------------------------------------------------------------------------
