@@ -92,3 +92,22 @@ def test_json_matches_transformer_lens_run_with_cache(bridge_and_bundle, knock):
         with torch.no_grad():
             plain = bridge(torch.tensor([got["token_ids"]]))[0, -1].softmax(-1)
         assert (plain - last).abs().max() > 1e-3
+
+
+def test_direct_logit_attribution_matches_transformer_lens_per_head(bridge_and_bundle):
+    """Each head's direct push on a logit difference (a knocked-out head's is 0), against TransformerLens'
+    stack_head_results with the final norm's scale applied (a difference of two tokens: its centred W_U cancels)."""
+    from engine.inspect import direct_logit_attribution, run_with_cache
+
+    bridge, bundle_dir = bridge_and_bundle
+    bundle = load_bundle(bundle_dir)
+    ids = bundle.tokenizer.encode(PROMPT)
+    cache = run_with_cache(bundle.model, ids, [(1, 2)])
+    position, a, b = len(ids) - 3, 5, 77
+    ours = [direct_logit_attribution(bundle.model, cache, position, token) for token in (a, b)]
+    with torch.no_grad(), bridge.hooks(fwd_hooks=knock_out_hooks([(1, 2)])):
+        _, tl_cache = bridge.run_with_cache(torch.tensor([ids]))
+        heads = tl_cache.stack_head_results(layer=-1, pos_slice=position, apply_ln=True)  # (L * H, 1, C)
+        direction = bridge.W_U[:, a] - bridge.W_U[:, b]
+        theirs = (heads[:, 0] @ direction).view(GQA.n_layer, GQA.n_head)
+    torch.testing.assert_close(ours[0].heads - ours[1].heads, theirs, atol=ATOL, rtol=0)
