@@ -20,6 +20,7 @@ from engine.inspect import (
     run_with_cache,
     token_attribution,
 )
+from engine.inspect.continuation import greedy
 from engine.model.tinyslm import TinySLM
 from engine.model.tokenizer import StreamDecoder, TextTokenizer
 
@@ -146,16 +147,9 @@ def compute(
 def continuation(
     model: TinySLM, tok: TextTokenizer, ids: list[int], ablate: Sequence[Head], n: int = CONTINUATION_TOKENS
 ) -> str:
-    """The next n tokens told greedily after ids with the heads in ablate knocked out (stops at the end token)."""
-    context = model.config.context_length
-    out: list[int] = []
-    for _ in range(n):
-        window_ids = (ids + out)[-context:]
-        cache = run_with_cache(model, window_ids, ablate=tuple(ablate), keep_logits=False)
-        nxt = int(cache.logits_at(-1).argmax())
-        if nxt == tok.eos_id:
-            break
-        out.append(nxt)
+    """The next n tokens told greedily after ids with the heads in ablate knocked out (stops at the end token);
+    the story once, then a token at a time with the keys and values kept (`engine.inspect.continuation`)."""
+    out = greedy(model, ids, ablate, n, stop=tok.eos_id)
     return "".join(token_pieces(tok, out, context=ids)) if out else ""
 
 
