@@ -43,7 +43,7 @@ class ActivationCache:
     final_scale: torch.Tensor  # (T,): the final norm's 1 / rms at each position (frozen for attribution)
     unembed: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)  # stream: logits
     names: list[str] = field(default_factory=list, repr=False)  # the hook names __getitem__ answers
-    rows: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # logits_at's rows, once each
+    logit_rows: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # logits_at: each once
 
     def __post_init__(self) -> None:
         per_block = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
@@ -59,9 +59,9 @@ class ActivationCache:
         if self.unembed is None:
             raise ValueError("this cache kept no logits and has no unembedding to compute them")
         position = range(len(self.token_ids))[position]  # -1 is the last; IndexError outside
-        if position not in self.rows:
-            self.rows[position] = self.unembed(self.resid[-1, position][None])[0]
-        return self.rows[position]
+        if position not in self.logit_rows:
+            self.logit_rows[position] = self.unembed(self.resid[-1, position][None])[0]
+        return self.logit_rows[position]
 
     def __getitem__(self, name: str) -> torch.Tensor:
         """An activation by its TransformerLens name, without the batch dimension (see `names`)."""
