@@ -1,7 +1,9 @@
 """`python benchmarks/inspect_view.py` (or `helium bench inspect`): what opening the "look inside" view costs on a story.
 
-Times `run_with_cache`, the logit lens and the attribution of one token (its DLA and the earlier tokens' parts) on
-a 400-token story, for the shipped default model and nano's shape with random weights; prints a table and JSON.
+Times, on a 400-token story, for the shipped default model and nano's shape with random weights: what the studio's
+view computes before it draws (`helium_tui.look_data.compute` and `read`: one `run_with_cache`, the lens and the
+attribution of the selected token), and what `helium inspect` computes (`run_with_cache`, the whole logit lens over
+every layer and position, one token's attribution); prints a table and JSON.
 """
 
 from __future__ import annotations
@@ -49,13 +51,25 @@ class Timing:
         return statistics.median(self.runs[phase])
 
 
-PHASES = ("run_with_cache", "logit_lens", "attribution", "total", "total_cpu", "model_forward")
-# total_cpu: the process's CPU seconds for the three steps (on a shared machine, wall time is also other jobs');
+PHASES = (
+    "view",
+    "view_cpu",
+    "run_with_cache",
+    "logit_lens",
+    "attribution",
+    "total",
+    "total_cpu",
+    "model_forward",
+)
+# view: opening the studio's view (its computation, not the drawing), with the next-token slot selected;
+# run_with_cache, logit_lens (all layers and positions), attribution: `helium inspect`'s steps, total their sum;
+# *_cpu: the process's CPU seconds for the same (on a shared machine, wall time is also other jobs');
 # model_forward: the model's own forward over the same tokens, the baseline run_with_cache is measured against
 
 
 def load(name: str):
-    """(model, tokenizer ids of STORY) for 'default' (the shipped bundle) or a preset name (random weights)."""
+    """(model, tokenizer, ids of STORY) for 'default' (the shipped bundle) or a preset name (random weights; the
+    default model's tokenizer, whose ids are all in any preset's vocabulary)."""
     import torch
 
     from engine.bundles.bundle import load_bundle
@@ -66,18 +80,19 @@ def load(name: str):
     default = load_bundle(resolve_model(None))
     ids = default.tokenizer.encode(STORY)
     if name == "default":
-        return default.model.eval(), ids
+        return default.model.eval(), default.tokenizer, ids
     torch.manual_seed(0)
-    return TinySLM(get_preset(name)).eval(), ids
+    return TinySLM(get_preset(name)).eval(), default.tokenizer, ids
 
 
 def time_model(name: str, tokens: int, repeats: int) -> Timing:
-    """Time the three steps of opening the view on the last min(tokens, context) tokens of the story."""
+    """Time opening the view, and `helium inspect`'s steps, on the last min(tokens, context) tokens of the story."""
     import torch
 
     from engine.inspect import direct_logit_attribution, logit_lens, run_with_cache, token_attribution
+    from helium_tui.look_data import compute, read
 
-    model, ids = load(name)
+    model, tok, ids = load(name)
     while len(ids) < tokens:
         ids = ids + ids
     ids = ids[:tokens][-model.config.context_length :]
@@ -88,6 +103,10 @@ def time_model(name: str, tokens: int, repeats: int) -> Timing:
             model(torch.tensor([ids]))
             forward = time.perf_counter() - start
         start, cpu = time.perf_counter(), time.process_time()
+        look = compute(model, tok, ids, 0)
+        read(look, look.length)  # what the view shows first: the slot after the story
+        view, view_cpu = time.perf_counter() - start, time.process_time() - cpu
+        start, cpu = time.perf_counter(), time.process_time()
         cache = run_with_cache(model, ids)
         cached = time.perf_counter()
         lens = logit_lens(model, cache)
@@ -97,7 +116,7 @@ def time_model(name: str, tokens: int, repeats: int) -> Timing:
         token_attribution(model, cache, position, token)
         done, cpu = time.perf_counter(), time.process_time() - cpu
         assert lens.probs.shape[0] == model.config.n_layer + 1
-        times = (cached - start, lensed - cached, done - lensed, done - start, cpu, forward)
+        times = (view, view_cpu, cached - start, lensed - cached, done - lensed, done - start, cpu, forward)
         for phase, seconds in zip(PHASES, times, strict=True):
             timing.runs[phase].append(seconds)
     for phase in PHASES:

@@ -18,13 +18,20 @@ STORY = (
 )
 
 
-async def open_times(model: str | None, tokens: int, repeats: int, size: tuple[int, int]) -> list[Opening]:
+async def open_times(
+    model: str | None,
+    tokens: int,
+    repeats: int,
+    size: tuple[int, int],
+    threads: int | None = None,
+    dtype: str = "auto",
+) -> list[Opening]:
     """Open the view `repeats` times on a story of `tokens` tokens; the time of each opening."""
     from helium_tui.app import HeliumApp
     from helium_tui.app_state import ShowStory
     from helium_tui.screens.look_inside import LookInsideScreen
 
-    app = HeliumApp(model=model, device="cpu", dtype="auto")
+    app = HeliumApp(model=model, device="cpu", dtype=dtype, threads=threads)
     openings = []
     async with app.run_test(size=size) as pilot:
         while app.session is None:
@@ -72,9 +79,16 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=400, help="story length in tokens")
     parser.add_argument("--repeats", type=int, default=5, help="openings")
     parser.add_argument("--size", default="80x24", help="terminal size, WxH")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the studio's choice)"
+    )
+    parser.add_argument(
+        "--dtype", default="auto", help="the model's weights: auto (as the studio), float32, ..."
+    )
     args = parser.parse_args()
     width, height = (int(n) for n in args.size.split("x"))
-    times = asyncio.run(open_times(args.model, args.tokens, args.repeats, (width, height)))
+    size = (width, height)
+    times = asyncio.run(open_times(args.model, args.tokens, args.repeats, size, args.threads, args.dtype))
     for i, o in enumerate(times, 1):
         print(
             f"opening {i}: {o.wall_s * 1000:.0f} ms ({o.cpu_s * 1000:.0f} ms of CPU; the look's thread {o.compute_s * 1000:.0f} ms)"

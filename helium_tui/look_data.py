@@ -16,10 +16,11 @@ import torch
 from engine.inspect import (
     ActivationCache,
     direct_logit_attribution,
-    layer_logits,
+    lens_logits_at,
     run_with_cache,
     token_attribution,
 )
+from engine.inspect.continuation import greedy
 from engine.model.tinyslm import TinySLM
 from engine.model.tokenizer import StreamDecoder, TextTokenizer
 
@@ -61,8 +62,8 @@ class Look:
     pieces: list[str]  # the text each token adds (model output: make it safe before showing)
     names: list[str]  # each token on its own, readable (tok.token_text)
     cut: int  # story tokens before `ids` left out (the story is longer than the model's context)
-    cache: ActivationCache  # the forward pass with the knock-outs
-    base_logits: torch.Tensor  # (T, vocab) the model's output without knock-outs
+    cache: ActivationCache  # the forward pass with the knock-outs (its logits computed per position)
+    base_stream: torch.Tensor  # (T, C) the last block's stream without knock-outs (cache.resid[-1] if none)
     ablated: tuple[Head, ...]  # the knocked-out heads, sorted
     seconds: float  # how long the computation took
     continuation: dict[tuple[Head, ...], str] = field(default_factory=dict)  # greedy text by knock-outs
@@ -94,16 +95,18 @@ class Look:
         """The token id at `selected`; after the story, the baseline's most likely next token."""
         if selected < self.length:
             return self.ids[selected]
-        return int(self.base_logits[-1].argmax())
+        return int(self.probs(self.length - 1, base=True).argmax())
 
     def probs(self, position: int, base: bool = False) -> torch.Tensor:
-        """(vocab,) the next-token distribution at position, with the knock-outs (or without: base)."""
-        logits = self.base_logits if base else self.cache.logits
-        return logits[position].float().softmax(-1)
+        """(vocab,) the next-token distribution at position, with the knock-outs (or without: base); computed
+        for that position only (the view reads a few positions, never all T × vocab logits)."""
+        if base and self.ablated:
+            return self.cache.unembed(self.base_stream[position][None])[0].float().softmax(-1)
+        return self.cache.logits_at(position).float().softmax(-1)
 
     def next_tokens(self, base: bool = False, top: int = NEXT_TOP) -> list[tuple[int, float]]:
         """(id, p) of the most likely tokens after the story, best first."""
-        p, i = self.probs(self.length - 1, base).topk(min(top, self.base_logits.size(-1)))
+        p, i = self.probs(self.length - 1, base).topk(min(top, self.model.config.vocab_size))
         return list(zip(i.tolist(), p.tolist(), strict=True))
 
     def attention(self, layer: int, head: int | None, query: int) -> torch.Tensor:
@@ -120,22 +123,23 @@ def compute(
     ablate: Sequence[Head] = (),
     base: Look | None = None,
 ) -> Look:
-    """Run the story once (twice with knock-outs, unless base already holds the same ids without them)."""
+    """Run the story once (twice with knock-outs, unless base already holds the same ids without them); the
+    logits are left to be computed at the positions the view reads."""
     started = time.perf_counter()
     ablated = tuple(sorted(set(ablate)))
-    cache = run_with_cache(model, ids, ablate=ablated)
+    cache = run_with_cache(model, ids, ablate=ablated, keep_logits=False)
     if not ablated:
-        base_logits = cache.logits
+        stream = cache.resid[-1]
     elif base is not None and base.ids == ids:
-        base_logits = base.base_logits
+        stream = base.base_stream
     else:
-        base_logits = run_with_cache(model, ids).logits
+        stream = run_with_cache(model, ids, keep_logits=False).resid[-1]
     if base is not None and base.ids == ids:  # the same story: its texts and continuations still hold
-        look = Look(model, tok, ids, base.pieces, base.names, cut, cache, base_logits, ablated, 0.0)
+        look = Look(model, tok, ids, base.pieces, base.names, cut, cache, stream, ablated, 0.0)
         look.continuation = dict(base.continuation)
     else:
         names = [tok.token_text(i) for i in ids]
-        look = Look(model, tok, ids, token_pieces(tok, ids), names, cut, cache, base_logits, ablated, 0.0)
+        look = Look(model, tok, ids, token_pieces(tok, ids), names, cut, cache, stream, ablated, 0.0)
     look.seconds = time.perf_counter() - started
     return look
 
@@ -143,16 +147,9 @@ def compute(
 def continuation(
     model: TinySLM, tok: TextTokenizer, ids: list[int], ablate: Sequence[Head], n: int = CONTINUATION_TOKENS
 ) -> str:
-    """The next n tokens told greedily after ids with the heads in ablate knocked out (stops at the end token)."""
-    context = model.config.context_length
-    out: list[int] = []
-    for _ in range(n):
-        window_ids = (ids + out)[-context:]
-        logits = run_with_cache(model, window_ids, ablate=tuple(ablate)).logits
-        nxt = int(logits[-1].argmax())
-        if nxt == tok.eos_id:
-            break
-        out.append(nxt)
+    """The next n tokens told greedily after ids with the heads in ablate knocked out (stops at the end token);
+    the story once, then a token at a time with the keys and values kept (`engine.inspect.continuation`)."""
+    out = greedy(model, ids, ablate, n, stop=tok.eos_id)
     return "".join(token_pieces(tok, out, context=ids)) if out else ""
 
 
@@ -180,12 +177,13 @@ def lens_rows(look: Look, selected: int) -> list[LensRow]:
     """The logit lens at the position the selected token was written from, one row per layer."""
     model = look.model
     query, target = look.query(selected), look.target(selected)
-    rows = []
-    for row in range(look.n_layer + 1):
-        probs = layer_logits(model, look.cache, row, query).float().softmax(-1)
-        top_p, top_id = probs.max(-1)
-        rows.append((layer_label(row), int(top_id), float(top_p), float(probs[target])))
-    return rows
+    probs = lens_logits_at(model, look.cache, query).softmax(-1)  # (L + 1, vocab): one pass over W_U
+    top_p, top_id = probs.max(-1)
+    written = probs[:, target]
+    return [
+        (layer_label(row), int(top_id[row]), float(top_p[row]), float(written[row]))
+        for row in range(look.n_layer + 1)
+    ]
 
 
 def read(look: Look, selected: int) -> Reading:

@@ -243,6 +243,46 @@ def test_the_lens_last_layer_is_the_model_and_prob_of_reads_the_whole_distributi
         assert torch.equal(top_ids[:, 0], full_lens.ids[:, position, 0])
 
 
+def test_a_run_that_keeps_no_logits_computes_each_position_s_as_the_kept_ones():
+    """The view's runs skip the (T, vocab) logits: a position's logits, the lens and the attribution computed
+    from the last stream instead are the kept ones (to float32 rounding)."""
+    model = random_slm(WINDOW)
+    ids, knock = list(range(5, 40)), [(1, 3)]
+    kept, lazy = run_with_cache(model, ids, knock), run_with_cache(model, ids, knock, keep_logits=False)
+    assert lazy.logits is None
+    for position in (0, 17, -1):
+        torch.testing.assert_close(lazy.logits_at(position), kept.logits[position], atol=1e-5, rtol=0)
+    want, got = logit_lens(model, kept), logit_lens(model, lazy)
+    assert torch.equal(got.ids, want.ids)
+    torch.testing.assert_close(got.probs, want.probs, atol=1e-6, rtol=0)
+    torch.testing.assert_close(lens_at(model, lazy, 9)[0], lens_at(model, kept, 9)[0], atol=1e-6, rtol=0)
+    dla = direct_logit_attribution(model, lazy, 20, 7)
+    assert dla.logit == pytest.approx(float(kept.logits[20, 7]), abs=1e-5)
+    assert dla.total == pytest.approx(dla.logit, abs=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [64, 7, 4096], ids=["five-slices", "slices-smaller-than-top", "one-slice"])
+def test_the_streamed_lens_equals_a_softmax_over_the_whole_vocabulary(monkeypatch, chunk):
+    """The lens goes through the vocabulary a slice at a time (its running top tokens and normalizer must carry
+    over from slice to slice, the last one shorter): the same ids and probabilities as the whole softmax,
+    computed in float64 from the same float32 logits."""
+    from engine.inspect import lens as lens_module
+    from engine.inspect.weights import dense, rms_norm
+
+    monkeypatch.setattr(lens_module, "VOCAB_CHUNK", chunk)
+    model = random_slm(GQA)  # vocabulary 300: 64-token slices are 4 whole ones and 44
+    cache = run_with_cache(model, list(range(5, 45)))
+    logits = cache.logits.clone()
+    got = logit_lens(model, cache, top=5)
+    assert torch.equal(cache.logits, logits)  # the model's logits are read, not overwritten
+    with torch.no_grad():
+        lens = rms_norm(model.norm, cache.resid[:-1]) @ dense(model.output).T
+    stream = torch.cat([lens, cache.logits[None]])
+    want_p, want_ids = stream.double().softmax(-1).topk(5)  # (L + 1, T, 5): the float32 logits' exact softmax
+    assert torch.equal(got.ids, want_ids)
+    torch.testing.assert_close(got.probs.double(), want_p, atol=1e-6, rtol=0)  # torch's float32 softmax: 2e-6
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Direct logit attribution
 

@@ -218,6 +218,8 @@ def test_bench_inspect_reports_each_step_for_each_model():
     (tiny,) = report["models"]
     assert tiny["model"] == "tiny" and tiny["tokens"] == 40 and report["threads"] == 1
     assert set(tiny["best"]) == {
+        "view",
+        "view_cpu",
         "run_with_cache",
         "logit_lens",
         "attribution",

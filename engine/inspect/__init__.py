@@ -8,7 +8,7 @@ from engine.inspect.attribution import (
     token_attribution_by_head,
 )
 from engine.inspect.cache import ActivationCache, check_heads, parse_head, run_with_cache
-from engine.inspect.lens import LensResult, layer_logits, lens_at, logit_lens
+from engine.inspect.lens import LensResult, layer_logits, lens_at, lens_logits_at, logit_lens
 
 __all__ = [
     "ActivationCache",
@@ -18,6 +18,7 @@ __all__ = [
     "direct_logit_attribution",
     "layer_logits",
     "lens_at",
+    "lens_logits_at",
     "logit_lens",
     "parse_head",
     "run_with_cache",

@@ -46,7 +46,7 @@ def direct_logit_attribution(
     heads = cache.head_out[:, :, position] @ d  # (L, H)
     mlps = cache.mlp_out[:, position] @ d  # (L,)
     total = embed + float(heads.sum()) + float(mlps.sum())
-    return Attribution(embed, heads, mlps, total, float(cache.logits[position, token_id]))
+    return Attribution(embed, heads, mlps, total, float(cache.logits_at(position)[token_id]))
 
 
 def token_attribution_by_head(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from engine.inspect.weights import dense, linear, rms_norm, rms_scale, rows
+from engine.inspect.weights import Float32Linear, dense, linear, rms_norm, rms_scale, rows
 from engine.model.attention import window_mask
 from engine.model.config import ModelConfig
 from engine.model.tinyslm import Attention, TinySLM, apply_rope
@@ -37,17 +37,31 @@ class ActivationCache:
     head_out: (
         torch.Tensor
     )  # (L, H, T, C): each head's write to the stream (its slice of z through the output proj)
-    logits: torch.Tensor  # (T, vocab): the model's output, with the knock-outs
+    logits: torch.Tensor | None  # (T, vocab): the model's output, with the knock-outs (None: not kept)
     mlp_out: torch.Tensor  # (L, T, C): each MLP's write to the stream
     values: torch.Tensor  # (L, H_kv, T, head_dim): the value vectors the heads mix
     final_scale: torch.Tensor  # (T,): the final norm's 1 / rms at each position (frozen for attribution)
+    unembed: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)  # stream: logits
     names: list[str] = field(default_factory=list, repr=False)  # the hook names __getitem__ answers
+    logit_rows: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # logits_at: each once
 
     def __post_init__(self) -> None:
         per_block = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
                      "attn.hook_pattern", "attn.hook_result", "attn.hook_v")  # fmt: skip
         blocks = [f"blocks.{i}.{name}" for i in range(self.n_layer) for name in per_block]
         self.names = ["hook_embed", *blocks, "ln_final.hook_scale"]
+
+    def logits_at(self, position: int) -> torch.Tensor:
+        """(vocab,): the model's output at position: the kept row, or (a run that kept no logits) the final norm
+        and the unembedding applied to the last stream there now."""
+        if self.logits is not None:
+            return self.logits[position]
+        if self.unembed is None:
+            raise ValueError("this cache kept no logits and has no unembedding to compute them")
+        position = range(len(self.token_ids))[position]  # -1 is the last; IndexError outside
+        if position not in self.logit_rows:
+            self.logit_rows[position] = self.unembed(self.resid[-1, position][None])[0]
+        return self.logit_rows[position]
 
     def __getitem__(self, name: str) -> torch.Tensor:
         """An activation by its TransformerLens name, without the batch dimension (see `names`)."""
@@ -103,11 +117,26 @@ def check_token_ids(config: ModelConfig, token_ids: Sequence[int]) -> list[int]:
     return ids
 
 
-def run_with_cache(model: TinySLM, token_ids: Sequence[int], ablate: Sequence[Head] = ()) -> ActivationCache:
+def unembedding(model: TinySLM) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's logits (..., vocab) for streams (..., C) after its last block: the final norm, then the head,
+    whose weight is read as float32 once here (not at every call: a bf16 head is 65 MB of float32 on nano)."""
+    head, device = Float32Linear(model.output), model.norm.weight.device
+
+    def unembed(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return head(rms_norm(model.norm, x.to(device))).cpu()
+
+    return unembed
+
+
+def run_with_cache(
+    model: TinySLM, token_ids: Sequence[int], ablate: Sequence[Head] = (), keep_logits: bool = True
+) -> ActivationCache:
     """Run token_ids once through model, keeping the activations; ablate: (layer, head) pairs to knock out.
 
     A knocked-out head's slice of the attention output (z, before the output projection) is zeroed at every
-    position, so nothing it reads reaches the stream. Costs one forward pass plus what it keeps.
+    position, so nothing it reads reaches the stream. Costs one forward pass plus what it keeps. keep_logits
+    False skips the (T, vocab) logits, a third of a small model's pass: `logits_at` computes a position's.
     """
     cfg = model.config
     ids, ablated = check_token_ids(cfg, token_ids), check_heads(cfg, ablate)
@@ -141,11 +170,12 @@ def run_with_cache(model: TinySLM, token_ids: Sequence[int], ablate: Sequence[He
             mlp = linear(block.mlp.w2, F.silu(gate) * up, out=kept["mlp_out"][i])  # (T, C)
             x = x + mlp
         kept["resid"][L] = x
-        logits = linear(model.output, rms_norm(model.norm, x))  # (T, V)
+        unembed = unembedding(model)
+        logits = unembed(x) if keep_logits else None  # (T, V)
         scale = rms_scale(model.norm, x)[:, 0]
     return ActivationCache(
-        token_ids=ids, n_layer=L, n_head=H, ablated=ablated, logits=logits.cpu(), final_scale=scale.cpu(),
-        **{name: tensor.cpu() for name, tensor in kept.items()},
+        token_ids=ids, n_layer=L, n_head=H, ablated=ablated, logits=logits, final_scale=scale.cpu(),
+        unembed=unembed, **{name: tensor.cpu() for name, tensor in kept.items()},
     )  # fmt: skip
 
 

@@ -28,14 +28,24 @@ def rows(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     return picked
 
 
+class Float32Linear:
+    """A linear's weight read as float32 once (int8: its int8 values and its scales), applied as `linear` does:
+    for a matrix applied many times, such as the unembedding of each position the view reads."""
+
+    def __init__(self, module: nn.Module) -> None:
+        weight = module.weight
+        self.weight = weight.detach().float()  # (N, K); the weight itself when it is float32 already
+        self.scale = module.weight_scale.float() if weight.dtype == torch.int8 else None
+
+    def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        y = torch.matmul(x, self.weight.T, out=out)
+        return y if self.scale is None else y.mul_(self.scale)
+
+
 def linear(module: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """module applied to float32 x in float32 (into out when given): x times its weight transposed (int8: the
     int8 values, then each output scaled, as Int8Linear computes it)."""
-    weight = module.weight
-    if weight.dtype == torch.int8:
-        y = torch.matmul(x, weight.float().T, out=out)
-        return y.mul_(module.weight_scale.float())
-    return torch.matmul(x, weight.detach().float().T, out=out)
+    return Float32Linear(module)(x, out)
 
 
 def rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -242,7 +242,8 @@ def bench_inspect_cmd(
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: torch's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
-    """Opening the "look inside" view on a story: run_with_cache, the logit lens and one token's attribution."""
+    """Opening the "look inside" view on a story, and `helium inspect`'s steps: run_with_cache, the whole logit
+    lens and one token's attribution."""
     with user_errors():
         from engine.checks import whole
         from engine.generation.threads import requested_threads
