@@ -39,6 +39,15 @@ def dequantize_q4_0(packed: torch.Tensor, scale_bits: torch.Tensor) -> torch.Ten
     return (q * scale_bits.view(torch.float16).float()[..., None]).reshape(n, -1)
 
 
+def q8_0_activations(x: torch.Tensor) -> torch.Tensor:
+    """x as the native runtime's int4 matmul multiplies it (engine/model/csrc/q4_mm.c): each block of 32 along the
+    last dim rounded to int8 steps of d = max |x| / 127 (half to even, as x * (1 / d) in float32), in float32."""
+    blocks = x.float().reshape(*x.shape[:-1], -1, BLOCK)
+    d = blocks.abs().amax(dim=-1, keepdim=True) / 127
+    inv = torch.where(d > 0, 1 / d, torch.zeros_like(d))
+    return (torch.round(blocks * inv) * d).reshape(x.shape)
+
+
 class Int4Linear(nn.Module):
     """A bias-free linear with Q4_0 weights: `weight` packed uint8 (N, K/2), `weight_scale` float16 bits."""
 
