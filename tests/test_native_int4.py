@@ -54,7 +54,8 @@ def round_activations(model: TinySLM) -> TinySLM:
 
 
 def assert_steps_agree(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
-    errors = [((g.float() - w.float()).abs().max() / w.float().abs().max()).item() for g, w in zip(got, want)]
+    pairs = zip(got, want, strict=True)
+    errors = [((g.float() - w.float()).abs().max() / w.float().abs().max()).item() for g, w in pairs]
     assert max(errors) <= FLIP, errors
     assert sum(e <= FLOAT_ROUNDING for e in errors) >= MOST * len(errors), errors
 
@@ -152,7 +153,8 @@ def test_one_and_two_threads_and_the_portable_path_agree(dtype):
     if dtype == torch.float32:
         assert_steps_agree(portables, ones)
     else:  # sums in another order, rounded to bf16: a bf16 rounding of the largest logit, or a flip
-        assert all((p.float() - o.float()).abs().max() <= FLIP * o.float().abs().max() for p, o in zip(portables, ones))
+        pairs = zip(portables, ones, strict=True)
+        assert all((p.float() - o.float()).abs().max() <= FLIP * o.float().abs().max() for p, o in pairs)
 
 
 def test_the_portable_path_tells_the_same_greedy_story(monkeypatch, one_thread):
