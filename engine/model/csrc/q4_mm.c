@@ -101,7 +101,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c"))) static void
     const int n = blocks - b < 4 ? blocks - b : 4;
     const __mmask64 bytes = n == 4 ? ~0ULL : (1ULL << (16 * n)) - 1;
     const __mmask8 halves = (__mmask8)((1u << n) - 1);
-    if (!(b & 3) && n == 4) prefetch_next4(w, stride, (size_t)b * 16);
+    for (int r = 8; r < 12; r++)  // the same bytes 8 rows on: 1.1-1.2x the speed of 4 rows on (nano's matmuls)
+      _mm_prefetch((const char*)w + r * stride + (size_t)b * 16, _MM_HINT_T0);
     for (int r = 0; r < 4; r++) {
       __m512i wv = _mm512_maskz_loadu_epi8(bytes, w + r * stride + (size_t)b * 16);
       __m512i d = _mm512_dpbusd_epi32(corr, _mm512_and_si512(wv, low4), xlo);
