@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.model.quant import swap_linears
+
 BLOCK = 32  # weights per scale, as Q4_0
 
 
@@ -101,11 +103,7 @@ def quantize_model_int4(model: nn.Module) -> nn.Module:
     if is_int4(model):
         return model
     tied = model.output.weight is model.tok_embeddings.weight
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.bias is None and not (tied and child is model.output):
-                if child.in_features % BLOCK == 0:
-                    setattr(parent, name, Int4Linear.from_weight(child.weight))
+    swap_linears(model, lambda child: Int4Linear.from_weight(child.weight) if child.in_features % BLOCK == 0 else None)
     emb = model.tok_embeddings
     if emb.embedding_dim % BLOCK == 0:
         model.tok_embeddings = Int4Embedding(emb.weight)
