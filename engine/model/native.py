@@ -1,9 +1,10 @@
 """Helium's native decode runtime (engine/model/csrc/native_decode.c): a whole decode step of a TinySLM in one C call.
 
 `native_decoder(model)` lays the weights out once for the kernels (int8 scales in float32 with each row's sum, norms in
-float32, the RoPE tables; int4's Q4_0 blocks are read in place) and returns a `NativeDecoder`, whose `step` runs every layer, the final norm and the head for
-a batch of rows on the runtime's own thread pool and returns the logits; or None, with `native_status` saying why (not a CPU model,
-HELIUM_NATIVE_DECODE=off or HELIUM_CPU_KERNELS=torch, no C compiler, a module it does not know). The library is the one
+float32, the RoPE tables; int4's Q4_0 blocks are read in place) and returns a `NativeDecoder`, whose `step` runs every
+layer, the final norm and the head for a batch of rows on the runtime's own thread pool and returns the logits; or None,
+with `native_status` saying why (not a CPU model, HELIUM_NATIVE_DECODE=off or HELIUM_CPU_KERNELS=torch, no C compiler, a
+module it does not know). The library is the one
 engine/model/kernel_build.py builds and checks; CPUs without AVX-512 or VNNI run its portable C path.
 """
 
