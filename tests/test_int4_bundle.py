@@ -78,3 +78,16 @@ def test_a_damaged_int4_bundle_is_refused(int4_bundle):
     save_file(state, str(weights))
     with pytest.raises(BundleError, match="wrong shape for layers.0.mlp.w13.weight"):
         load_bundle(int4_bundle)
+
+
+def test_gguf_export_of_an_int4_bundle_keeps_its_blocks(int4_bundle, tmp_path):
+    gguf = pytest.importorskip("gguf", reason="needs the gguf package (pip install 'helium-studio[interop]')")
+    from engine.formats.gguf import export_gguf
+
+    path = export_gguf(load_bundle(int4_bundle), tmp_path / "auto.gguf")  # auto: as the bundle stores it
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q4_0
+    t = {t.name: t for t in reader.tensors}["blk.0.attn_output.weight"]
+    wo = load_bundle(int4_bundle, quantize="int4").model.layers[0].attn.wo
+    got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
+    assert (got == quant4.dequantize_q4_0(wo.weight, wo.weight_scale).numpy()).all()
