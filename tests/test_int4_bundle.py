@@ -38,6 +38,8 @@ def test_install_dtype_int4_stores_q4_0_blocks(int4_bundle, tiny_bundle):
     assert json.loads((int4_bundle / "config.json").read_text())["quantization"] == "int4"
     assert json.loads((int4_bundle / "metadata.json").read_text())["quantization"] == "int4"
     assert stored_quantization(int4_bundle) == "int4"
+    parameters = json.loads((tiny_bundle / "metadata.json").read_text())["parameters"]
+    assert json.loads((int4_bundle / "metadata.json").read_text())["parameters"] == parameters  # two weights a byte
     assert (int4_bundle / "model.safetensors").stat().st_size < 0.2 * (tiny_bundle / "model.safetensors").stat().st_size
 
 
