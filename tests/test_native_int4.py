@@ -3,6 +3,8 @@ that rounds activations the same way (int8 per block of 32), the portable C path
 
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,14 @@ from engine.generation.generate import Generator
 from engine.generation.sampling import SamplingParams
 from engine.model import native
 from engine.model.config import ModelConfig
-from engine.model.quant4 import Int4Linear, dequantize_q4_0, q8_0_activations, quantize_model_int4
+from engine.model.cpu_kernels import load_kernels
+from engine.model.quant4 import (
+    Int4Linear,
+    dequantize_q4_0,
+    q8_0_activations,
+    quantize_model_int4,
+    quantize_q4_0,
+)
 from engine.model.tinyslm import TinySLM
 from tests.test_native_runtime import _Ids, runnable
 
@@ -169,3 +178,30 @@ def test_the_portable_path_tells_the_same_greedy_story(monkeypatch, one_thread):
     runnable()
     model = round_activations(build(MIXED))
     assert greedy(model, monkeypatch, "scalar", tokens=60) == greedy(model, monkeypatch, "auto", tokens=60)
+
+
+def test_every_kernel_path_multiplies_as_the_reference():
+    """AVX512-VNNI, AVX-VNNI (laptops; 2 blocks a step, a last group block by block) and the portable C, each on
+    widths of 1 to 36 blocks (whole groups of 4 and tails) and 7 rows (a block of 4, then 3 one by one)."""
+    runnable()
+    rows = load_kernels("auto").lib.helium_q4_rows
+    rows.restype = ctypes.c_int
+    rows.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+                     ctypes.c_void_p]  # fmt: skip
+    ran = set()
+    gen = torch.Generator().manual_seed(4)
+    for k in (32, 96, 160, 512, 1152):
+        w = torch.randn(7, k, generator=gen)
+        x = torch.randn(k, generator=gen) * torch.rand(k, generator=gen) * 4
+        x[:32] = 0  # an all-zero block: scale 0
+        packed, scales = quantize_q4_0(w)
+        want = (q8_0_activations(x).double() @ dequantize_q4_0(packed, scales).double().T).float()
+        for path in (0, 1, 2):  # portable C, AVX-VNNI, AVX512-VNNI
+            y = torch.empty(7)
+            status = rows(path, x.data_ptr(), k, packed.data_ptr(), scales.data_ptr(), 7, y.data_ptr())
+            if status == -1:
+                continue  # this CPU (or compiler) has no such path
+            assert status == 0
+            ran.add(path)
+            torch.testing.assert_close(y, want, atol=1e-5 * want.abs().max().item(), rtol=0)
+    assert 0 in ran

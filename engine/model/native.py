@@ -145,7 +145,7 @@ class NativeDecoder:
         kinds = {self._c.head.kind, *(m.kind for layer in self._layers for m in (layer.wqkv, layer.w2))}
         k = load_kernels("auto")
         names = {_INT8: f"int8 {k.int8}", _INT8W: "int8 weights", _BF16: f"bf16 {k.bf16_name}", _F32: "float32",
-                 _Q4: "int4 q4_0 x q8 " + ("vnni512" if k.int8 == "vnni512" else "portable C")}
+                 _Q4: "int4 q4_0 x q8 " + (k.int8 if k.int8 in ("vnni512", "vnni256") else "portable C")}
         vector = "attention avx2" if k.attention else "attention portable C"
         return f"native ({', '.join(names[kind] for kind in sorted(kinds))}, {vector})"
 

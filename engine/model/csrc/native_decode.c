@@ -163,22 +163,42 @@ static Paths paths(const Model* m) {
   return p;
 }
 
-// Q4_0 weight rows n..n+rows-1 (rows <= 4) against activation row r: four at a time on AVX512-VNNI, else one by one.
+// Q4_0 weight rows n..n+rows-1 (rows <= 4) against activation row r: four at a time on AVX512-VNNI or AVX-VNNI,
+// else one by one.
 static void q4_dots(const Mat* w, const Act* a, const Paths* p, int r, int n, int rows, float out[4]) {
   const size_t row = (size_t)w->K / 2, blocks = (size_t)w->K / Q4_BLOCK;
   const uint8_t *xq = a->xu + r * q8_row_bytes(w->K), *wr = (const uint8_t*)w->w + n * row;
   const uint16_t* ws = (const uint16_t*)w->scale + n * blocks;
-  for (int i = 0; i < rows; i += p->int8_path == PATH_AVX512 && rows == 4 ? 4 : 1) {
-    if (p->int8_path == PATH_AVX512 && rows == 4) {
-      q4_dot4_512(xq, wr, ws, row, blocks, w->K, out);
-    } else if (p->int8_path == PATH_AVX512) {
-      float one[4];
-      q4_dot4_512(xq, wr + i * row, ws + i * blocks, 0, 0, w->K, one);
-      out[i] = one[0];
-    } else {
-      out[i] = q4_dot_scalar(xq, wr + i * row, ws + i * blocks, w->K);
-    }
+  const int path = p->int8_path;
+  if (path == PATH_NONE) {
+    for (int i = 0; i < rows; i++) out[i] = q4_dot_scalar(xq, wr + i * row, ws + i * blocks, w->K);
+    return;
   }
+  for (int i = 0; i < rows; i += rows == 4 ? 4 : 1) {
+    const size_t stride = rows == 4 ? row : 0, sstride = rows == 4 ? blocks : 0;
+    float one[4];
+    if (path == PATH_AVX512)
+      q4_dot4_512(xq, wr + i * row, ws + i * blocks, stride, sstride, w->K, rows == 4 ? out : one);
+    else
+      q4_dot4_256(xq, wr + i * row, ws + i * blocks, stride, sstride, w->K, rows == 4 ? out : one);
+    if (rows != 4) out[i] = one[0];
+  }
+}
+
+// For tests: y (N) = the Q4_0 rows (w, ws) times x (K floats, K a multiple of 32), as a step multiplies them on `path`
+// (PATH_AVX512, PATH_AVX256, or PATH_NONE: the portable C). Returns 0; -1 when this CPU or build cannot run that path,
+// -2 without memory.
+int helium_q4_rows(int path, const float* x, int K, const uint8_t* w, const uint16_t* ws, int N, float* y) {
+  if (path != PATH_NONE && (path > helium_vnni_path() || !(helium_int8_paths_built() & (1 << path)))) return -1;
+  uint8_t* xq = malloc(q8_row_bytes(K));
+  if (!xq) return -2;
+  Mat m = {w, (const float*)ws, NULL, W_Q4, N, K};
+  Act a = {x, NULL, xq, NULL};
+  Paths p = {path, 0, 0};
+  prepare(&m, &a, x, 1);
+  for (int n = 0; n < N; n += 4) q4_dots(&m, &a, &p, 0, n, N - n < 4 ? N - n : 4, y + n);
+  free(xq);
+  return 0;
 }
 
 // Dot products of weight rows n..n+rows-1 (rows <= 4) with activation row r; int8 sums come back scaled.
