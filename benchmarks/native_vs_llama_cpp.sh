@@ -14,6 +14,7 @@ runs=(
   "--preset mini --dtype bfloat16 --threads 1 --new-tokens 120"
   "--preset mini --quantize int8 --threads 1 --new-tokens 120"
   "--preset nano --quantize int4 --threads 1"
+  "--preset nano --quantize int4 --threads 2"
 )
 run_block() {  # $1 = block name, then the indices in the order to run
   local block=$1; shift

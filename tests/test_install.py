@@ -45,7 +45,7 @@ def test_bad_names_and_dtypes_are_refused(tiny_bundle, helium_home):
         with pytest.raises(ValueError, match="not a valid model name"):
             install_bundle(tiny_bundle, bad)
     with pytest.raises(ValueError, match="unknown dtype"):
-        install_bundle(tiny_bundle, "x", dtype="int4")
+        install_bundle(tiny_bundle, "x", dtype="int2")
 
 
 def test_run_bundles_link_under_unique_names(tmp_path, tiny_bundle, helium_home):

@@ -159,3 +159,20 @@ def test_int8_linear_with_widths_off_16_runs_several_rows():
     x = torch.randn(3, 5, 72, dtype=torch.bfloat16)
     ref = (x.float() @ (q.weight.float() * q.weight_scale.float()[:, None]).T)
     torch.testing.assert_close(q(x).float(), ref, atol=0.1, rtol=0.02)
+
+
+def test_both_quantizers_swap_the_same_linears(tiny_model):
+    """int8 and int4 walk the model alike (quant.swap_linears): every bias-free linear but a tied head, which shares
+    the embedding's new weights; a linear with a bias stays as it is."""
+    import copy
+
+    from engine.model.quant4 import Int4Linear, quantize_model_int4
+
+    tiny_model.layers[0].attn.wo = torch.nn.Linear(tiny_model.config.d_model, tiny_model.config.d_model, bias=True)
+    int8, int4 = quantize_model(copy.deepcopy(tiny_model)), quantize_model_int4(copy.deepcopy(tiny_model))
+    for model, kind in ((int8, Int8Linear), (int4, Int4Linear)):
+        assert type(model.layers[0].attn.wo) is torch.nn.Linear and type(model.layers[0].attn.wqkv) is kind
+        assert model.output.weight is model.tok_embeddings.weight
+    assert [n for n, m in int8.named_modules() if type(m) is Int8Linear] == [
+        n for n, m in int4.named_modules() if type(m) is Int4Linear or (n.endswith("w2") and type(m) is torch.nn.Linear)
+    ]  # tiny's w2 (rows of 176: not whole blocks of 32) stays float in int4

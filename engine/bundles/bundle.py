@@ -37,6 +37,13 @@ from engine.model.quant import (
     quantize_model,
     quantized_shapes,
 )
+from engine.model.quant4 import (
+    dequantize_model_int4,
+    int4_shapes,
+    is_int4,
+    is_int4_state,
+    quantize_model_int4,
+)
 from engine.model.tinyslm import TinySLM, state_shapes
 from engine.model.tokenizer import TextTokenizer, TokenizerFileError
 from engine.safe_read import check_regular, unreadable
@@ -69,7 +76,7 @@ def save_bundle(
     in weights_dtype if given (bfloat16 halves the size; loading casts to the run's dtype)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    quantized = is_quantized(model)
+    quantized = "int8" if is_quantized(model) else "int4" if is_int4(model) else None
     state = {k: _stored(k, v, weights_dtype) for k, v in model.state_dict().items()}
     if model.config.tie_embeddings:
         state.pop("output.weight", None)
@@ -83,20 +90,20 @@ def save_bundle(
         "eos_token_id": tokenizer.eos_id,
     }
     if quantized:
-        config["quantization"] = "int8"  # informational: loaders go by the tensors (int8 weights + scales)
+        config["quantization"] = quantized  # informational: loaders go by the tensors (int8 / uint8 + scales)
     atomic_write_text(directory / CONFIG, json.dumps(config, indent=2) + "\n")
     meta = {"created_by": "helium", "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     meta |= metadata or {}
     meta["parameters"] = model.num_params()
     if quantized:
-        meta["quantization"] = "int8"
+        meta["quantization"] = quantized
     atomic_write_text(directory / METADATA, json.dumps(meta, indent=2) + "\n")
     return directory
 
 
 def _stored(key: str, tensor: torch.Tensor, weights_dtype: torch.dtype | None) -> torch.Tensor:
-    """A tensor as a bundle stores it: int8 weights as they are, their scales in float32, the rest in
-    weights_dtype (or as they are)."""
+    """A tensor as a bundle stores it: int8 weights as they are, their scales in float32, int4's packed bytes and
+    float16 scale bits as they are, the rest in weights_dtype (or as they are)."""
     if not tensor.is_floating_point():
         dtype = tensor.dtype
     elif key.endswith(SCALE_SUFFIX):
@@ -117,9 +124,10 @@ def check_weights_header(path: Path, config: ModelConfig) -> None:
             header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"{path}: unreadable or truncated safetensors file ({first_line(exc)})") from None
-    int8 = {k for k, (_, dtype) in header.items() if dtype == "I8"}
-    quantized = any(k.endswith(SCALE_SUFFIX) for k in header)
-    bad_dtypes = sorted({dtype for k, (_, dtype) in header.items() if not (quantized and k in int8)} - FLOAT_DTYPES)
+    int4 = is_int4_state({k: dtype for k, (_, dtype) in header.items()})
+    quantized = any(k.endswith(SCALE_SUFFIX) for k in header) and not int4
+    packed = {"I8"} if quantized else {"U8", "I16"} if int4 else set()  # int8 weights; int4's bytes and scale bits
+    bad_dtypes = sorted({dtype for _, dtype in header.values() if dtype not in packed} - FLOAT_DTYPES)
     if bad_dtypes:
         raise BundleError(f"{path}: weights stored as {', '.join(bad_dtypes)} (expected float32, float16 or bfloat16)")
     check_shapes({k: shape for k, (shape, _) in header.items()}, config, path)
@@ -134,7 +142,9 @@ def check_shapes(found: dict[str, tuple[int, ...]], config: ModelConfig, source:
         found.pop("output.weight", None)
         found.pop("output.weight" + SCALE_SUFFIX, None)
     expected = state_shapes(config)
-    if any(k.endswith(SCALE_SUFFIX) for k in found):  # an int8 bundle: every matrix has its scales
+    if any(k.endswith(SCALE_SUFFIX) and len(v) == 2 for k, v in found.items()):  # int4: blocks of 32, their scales
+        expected = int4_shapes(expected)
+    elif any(k.endswith(SCALE_SUFFIX) for k in found):  # an int8 bundle: every matrix has its scales
         expected = quantized_shapes(expected)
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -203,11 +213,16 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: Pat
     """
     state = {_clean_key(k): v for k, v in state.items()}
     check_shapes({k: tuple(v.shape) for k, v in state.items()}, config, source)
-    quantized = is_quantized_state(state)
+    int4 = is_int4_state({k: v.dtype for k, v in state.items()})
+    quantized = is_quantized_state(state) and not int4
     if quantized:
         _check_int8_layout({k: v.dtype == torch.int8 for k, v in state.items()}, source)
     for k, v in state.items():
         if quantized and v.dtype == torch.int8:
+            continue
+        if int4 and v.dtype in (torch.uint8, torch.int16):
+            if v.dtype == torch.int16 and not bool(torch.isfinite(v.view(torch.float16)).all()):
+                raise BundleError(f"{source}: {k} holds nan or inf scales (a damaged int4 bundle)")
             continue
         if not v.is_floating_point():
             raise BundleError(f"{source}: {k} is not a floating-point tensor ({v.dtype})")
@@ -218,6 +233,8 @@ def build_model(config: ModelConfig, state: dict[str, torch.Tensor], source: Pat
     model = TinySLM(config)  # on the CPU: first use of the meta device costs ~1 s of torch warm-up
     if quantized:
         quantize_model(model, empty=True)  # the int8 layout; the file's int8 weights load into it as they are
+    if int4:
+        quantize_model_int4(model, empty=True)  # the int4 layout, as above
     if config.tie_embeddings:
         state.pop("output.weight", None)
         state.pop("output.weight" + SCALE_SUFFIX, None)
@@ -231,7 +248,8 @@ def load_bundle(
     """Load a bundle directory onto device in dtype.
 
     quantize "int8": int8 weights (an int8 bundle's as stored, a float bundle's quantized now from its
-    weights); "none": float weights (an int8 bundle's dequantized: exactly the values it holds).
+    weights); "none": float weights (an int8 or int4 bundle's dequantized: exactly the values it holds); "int4":
+    Q4_0 blocks (an int4 bundle's as stored).
     """
     check_quantize(quantize)
     directory = Path(path)
@@ -239,14 +257,14 @@ def load_bundle(
         raise BundleError(f"{directory}: not a directory (a model bundle is a directory)")
     config, tokenizer, weights = check_parts(directory)
     model = build_model(config, load_state_dict(weights), weights)
+    if quantize != "int4":
+        dequantize_model_int4(model)  # an int4 bundle's exact values (no-op for others)
     if quantize == "int8":
         quantize_model(model)  # no-op for an int8 bundle
     else:
         dequantize_model(model)  # no-op for a float bundle
     if quantize == "int4":
-        from engine.model.quant4 import quantize_model_int4
-
-        quantize_model_int4(model)  # Q4_0 blocks from the float (or int8 bundle's dequantized) weights
+        quantize_model_int4(model)  # Q4_0 blocks from the float (or int8 bundle's dequantized) weights; no-op for int4
     model = model.to(device=device, dtype=dtype)
     return Bundle(model, tokenizer, config, read_metadata(directory), directory)
 
@@ -274,11 +292,14 @@ def check_parts(directory: Path) -> tuple[ModelConfig, TextTokenizer, Path]:
 
 
 def stored_quantization(path: str | Path) -> str:
-    """"int8" when the bundle at path stores int8 weights (scales in its safetensors header), else "none"."""
+    """"int8" when the bundle at path stores int8 weights (scales in its safetensors header), "int4" when Q4_0
+    blocks (packed uint8), else "none"."""
     weights = Path(path) / WEIGHTS
     try:
         check_regular(weights)  # a FIFO named model.safetensors would block safe_open for ever
         with safe_open(str(weights), framework="pt") as f:
+            if is_int4_state({k: f.get_slice(k).get_dtype() for k in f.keys()}):
+                return "int4"
             return "int8" if any(k.endswith(SCALE_SUFFIX) for k in f.keys()) else "none"
     except (SafetensorError, OSError, ValueError):
         return "none"  # model.pt, or a damaged file: load_bundle reports what is wrong

@@ -17,7 +17,7 @@ from engine.files import atomic_directory, remove_path
 from engine.paths import user_models_dir
 from engine.targets import CARDS, CONTROL, check_target
 
-WEIGHT_DTYPES = ("float32", "bfloat16", "int8")  # what `dtype=` may ask for (None keeps the stored dtype)
+WEIGHT_DTYPES = ("float32", "bfloat16", "int8", "int4")  # what `dtype=` may ask for (None keeps the stored dtype)
 BUNDLE_FILES = (CONFIG, WEIGHTS, PT_WEIGHTS, TOKENIZER, METADATA, *CARDS)  # what a plain copy takes along
 
 
@@ -70,8 +70,9 @@ def install_bundle(
     """Install the bundle directory `source` as `name`; returns (installed name, path).
 
     link: a symlink to source (a copy where links are not possible), else a validated copy.
-    dtype: store the weights in float32, bfloat16 or int8 (weight-only, one scale per row; loads without
-    quantizing again) — copies only; None keeps them as they are.
+    dtype: store the weights in float32, bfloat16, int8 (weight-only, one scale per row) or int4 (Q4_0: blocks
+    of 32 with one float16 scale; engine.model.quant4), both loading without quantizing again — copies only; None
+    keeps them as they are.
     An existing `name` is an error unless force (replace it) or unique (use name-2, name-3, ...);
     installing the same source again as a link is a no-op.
     """
@@ -122,7 +123,7 @@ def _copy_bundle(source: Path, tmp: Path, dtype: str | None) -> None:
     from engine.bundles.bundle import load_bundle, save_bundle
     from engine.generation.runtime import DTYPES
 
-    bundle = load_bundle(source, quantize="int8" if dtype == "int8" else "none")  # int8: weight-only, per row
+    bundle = load_bundle(source, quantize=dtype if dtype in ("int8", "int4") else "none")  # quantized from floats
     if dtype is None:
         for path in source.iterdir():
             if path.is_file() and path.name in BUNDLE_FILES:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.bundles.bundle import Bundle
+from engine.bundles.bundle import Bundle, stored_quantization
 from engine.errors import BundleError
 from engine.files import WriteError, atomic_write
 from engine.formats.export_checks import check_parent_writable, refuse_sliding_window, stored_dtype
@@ -214,6 +214,8 @@ def resolve_dtype(dtype: str, bundle: Bundle) -> str:
         raise ValueError(f"unknown dtype {dtype!r} (use {', '.join(GGUF_DTYPES)})")
     if dtype != "auto":
         return dtype
+    if bundle.path is not None and stored_quantization(bundle.path) == "int4":
+        return "q4_0"  # an int4 bundle's blocks, exactly (quantizing their values again gives the same blocks)
     return {torch.bfloat16: "bf16", torch.float16: "f16"}.get(stored_dtype(bundle), "f32")
 
 

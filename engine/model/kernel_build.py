@@ -1,6 +1,6 @@
-"""Build engine/model/csrc/native_decode.c (it includes cpu_mm.c and native_threads.c) with the system's C compiler
-into a private folder of Helium's cache, and load a library from there only when that folder and the file are yours
-alone and the file is the one Helium built.
+"""Build engine/model/csrc/native_decode.c (it includes cpu_mm.c, q4_mm.c and native_threads.c) with the system's C
+compiler into a private folder of Helium's cache, and load a library from there only when that folder and the file are
+yours alone and the file is the one Helium built.
 
 What is trusted: the source file in the package, the compiler $CC names, and files only you (or root) can write.
 The cache folder is not: before anything there is loaded, the cache root and its `kernels/` folder must belong to
@@ -30,7 +30,7 @@ from engine.paths import user_cache_dir
 from engine.safe_read import digest_of
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = (CSRC / "cpu_mm.c", CSRC / "native_threads.c", CSRC / "native_decode.c")  # all name the library (its hash)
+SOURCES = (CSRC / "cpu_mm.c", CSRC / "q4_mm.c", CSRC / "native_threads.c", CSRC / "native_decode.c")  # all name the library
 SOURCE = SOURCES[-1]  # the one file the compiler is given: it includes the others
 FLAGS = ("-O3", "-fno-math-errno", "-fPIC", "-shared", "-pthread")
 # threads where the compiler has OpenMP (else one thread); without the AVX-VNNI path where it is too old

@@ -1,9 +1,10 @@
 """Helium's native decode runtime (engine/model/csrc/native_decode.c): a whole decode step of a TinySLM in one C call.
 
 `native_decoder(model)` lays the weights out once for the kernels (int8 scales in float32 with each row's sum, norms in
-float32, the RoPE tables) and returns a `NativeDecoder`, whose `step` runs every layer, the final norm and the head for
-a batch of rows on the runtime's own thread pool and returns the logits; or None, with `native_status` saying why (not a CPU model,
-HELIUM_NATIVE_DECODE=off or HELIUM_CPU_KERNELS=torch, no C compiler, a module it does not know). The library is the one
+float32, the RoPE tables; int4's Q4_0 blocks are read in place) and returns a `NativeDecoder`, whose `step` runs every
+layer, the final norm and the head for a batch of rows on the runtime's own thread pool and returns the logits; or None,
+with `native_status` saying why (not a CPU model, HELIUM_NATIVE_DECODE=off or HELIUM_CPU_KERNELS=torch, no C compiler, a
+module it does not know). The library is the one
 engine/model/kernel_build.py builds and checks; CPUs without AVX-512 or VNNI run its portable C path.
 """
 
@@ -17,11 +18,12 @@ import torch
 import torch.nn as nn
 
 from engine.model.cpu_kernels import KERNEL_ENV, VnniLinear, kernel_choice, load_kernels
+from engine.model.quant4 import BLOCK, Int4Embedding, Int4Linear
 from engine.model.tinyslm import TinySLM
 
 NATIVE_ENV = "HELIUM_NATIVE_DECODE"  # auto (default), scalar (the portable C path only) or off (the torch path)
 NATIVE_CHOICES = ("auto", "scalar", "off")
-_F32, _BF16, _INT8, _INT8W = 0, 1, 2, 3  # the weights' kinds in native_decode.c (_INT8W: weight-only int8)
+_F32, _BF16, _INT8, _INT8W, _Q4 = 0, 1, 2, 3, 4  # the weights' kinds in native_decode.c (_INT8W: weight-only int8)
 _P, _I = ctypes.c_void_p, ctypes.c_int
 
 
@@ -137,12 +139,14 @@ class NativeDecoder:
         self._address = ctypes.addressof(c)
 
     def describe(self) -> str:
-        """What runs, for benchmarks: 'native (int8 vnni512, attention avx2)', or the portable path."""
+        """What runs, for benchmarks: 'native (int8 vnni512, attention avx2)', 'native (int4 q4_0 x q8 vnni512, ...)',
+        or the portable path."""
         if self.scalar:
             return "native (portable C)"
         kinds = {self._c.head.kind, *(m.kind for layer in self._layers for m in (layer.wqkv, layer.w2))}
         k = load_kernels("auto")
-        names = {_INT8: f"int8 {k.int8}", _INT8W: "int8 weights", _BF16: f"bf16 {k.bf16_name}", _F32: "float32"}
+        names = {_INT8: f"int8 {k.int8}", _INT8W: "int8 weights", _BF16: f"bf16 {k.bf16_name}", _F32: "float32",
+                 _Q4: "int4 q4_0 x q8 " + (k.int8 if k.int8 in ("vnni512", "vnni256") else "portable C")}
         vector = "attention avx2" if k.attention else "attention portable C"
         return f"native ({', '.join(names[kind] for kind in sorted(kinds))}, {vector})"
 
@@ -228,6 +232,9 @@ def _weights(model: TinySLM) -> dict:
 
 
 def _check_weight(name: str, module: nn.Module, shape: tuple[int, int]) -> None:
+    if isinstance(module, Int4Linear | Int4Embedding):
+        _check_q4(name, module, shape)
+        return
     weight = getattr(module, "weight", None)
     if getattr(module, "bias", None) is not None:
         raise NotNative(f"{name} has a bias")
@@ -239,12 +246,27 @@ def _check_weight(name: str, module: nn.Module, shape: tuple[int, int]) -> None:
         raise NotNative(f"{name} holds {weight.dtype} weights the native runtime cannot read")
 
 
+def _check_q4(name: str, module: Int4Linear | Int4Embedding, shape: tuple[int, int]) -> None:
+    """Q4_0 blocks as quant4 stores them: packed uint8 (N, K/2) and float16 bits (N, K/32), on the CPU."""
+    n, k = shape
+    weight, scale = module.weight, module.weight_scale
+    if tuple(weight.shape) != (n, k // 2) or tuple(scale.shape) != (n, k // BLOCK) or k % BLOCK:
+        raise NotNative(f"{name} is an int4 {type(module).__name__} of another shape")
+    if weight.dtype != torch.uint8 or scale.dtype != torch.int16 or not (weight.is_cpu and scale.is_cpu):
+        raise NotNative(f"{name} holds {weight.dtype} int4 weights the native runtime cannot read")
+
+
 def _mat(module: nn.Module, keep: list[torch.Tensor]) -> _Mat:
     """A weight as C reads it: in place where it can, int8 scales in float32. Int8 computes as the module does: a
-    VnniLinear quantizes its activations to int8 too (C needs each row's sum), an Int8Linear only its weights."""
+    VnniLinear quantizes its activations to int8 too (C needs each row's sum), an Int8Linear only its weights. Int4:
+    the packed bytes and float16 scale bits as quant4 stores them (C quantizes the activations per block of 32)."""
     weight = module.weight.detach().contiguous()
     keep.append(weight)
     n, k = weight.shape
+    if isinstance(module, Int4Linear | Int4Embedding):
+        bits = module.weight_scale.detach().contiguous()
+        keep.append(bits)
+        return _Mat(weight.data_ptr(), bits.data_ptr(), None, _Q4, n, 2 * k)
     scale = getattr(module, "weight_scale", None)
     if scale is None:
         kind = _BF16 if weight.dtype == torch.bfloat16 else _F32

@@ -6,6 +6,8 @@ int8 kernel (`aten._weight_int8pack_mm`, dequantizing on the fly); elsewhere the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -99,6 +101,18 @@ class Int8Embedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8"
 
 
+def swap_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module | None]) -> None:
+    """Replace each bias-free nn.Linear of a TinySLM by make(linear), in place, where it returns a module; a head
+    tied to the token embedding is left to the caller (it must share the embedding's new weights)."""
+    tied = model.output.weight is model.tok_embeddings.weight
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear and child.bias is None and not (tied and child is model.output):
+                new = make(child)
+                if new is not None:
+                    setattr(parent, name, new)
+
+
 def quantize_model(model: nn.Module, empty: bool = False) -> nn.Module:
     """Swap a TinySLM's linears and token embedding for int8 ones, in place; returns model.
 
@@ -108,14 +122,13 @@ def quantize_model(model: nn.Module, empty: bool = False) -> nn.Module:
     if is_quantized(model):
         return model
     tied = model.output.weight is model.tok_embeddings.weight
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.bias is None and not (tied and child is model.output):
-                w = child.weight
-                new = Int8Linear(child.in_features, child.out_features, w.device, w.dtype)
-                if not empty:
-                    new = Int8Linear.from_linear(child)
-                setattr(parent, name, new)
+
+    def int8(child: nn.Linear) -> Int8Linear:
+        if not empty:
+            return Int8Linear.from_linear(child)
+        return Int8Linear(child.in_features, child.out_features, child.weight.device, child.weight.dtype)
+
+    swap_linears(model, int8)
     emb = model.tok_embeddings
     new_emb = Int8Embedding(emb.num_embeddings, emb.embedding_dim, emb.weight.device, emb.weight.dtype)
     if not empty:

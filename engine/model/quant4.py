@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from engine.model.quant import SCALE_SUFFIX, swap_linears
+
 BLOCK = 32  # weights per scale, as Q4_0
 
 
@@ -37,6 +39,15 @@ def dequantize_q4_0(packed: torch.Tensor, scale_bits: torch.Tensor) -> torch.Ten
     blocks = packed.reshape(n, -1, BLOCK // 2)
     q = torch.cat([blocks & 0xF, blocks >> 4], dim=-1).float() - 8
     return (q * scale_bits.view(torch.float16).float()[..., None]).reshape(n, -1)
+
+
+def q8_0_activations(x: torch.Tensor) -> torch.Tensor:
+    """x as the native runtime's int4 matmul multiplies it (engine/model/csrc/q4_mm.c): each block of 32 along the
+    last dim rounded to int8 steps of d = max |x| / 127 (half to even, as x * (1 / d) in float32), in float32."""
+    blocks = x.float().reshape(*x.shape[:-1], -1, BLOCK)
+    d = blocks.abs().amax(dim=-1, keepdim=True) / 127
+    inv = torch.where(d > 0, 1 / d, torch.zeros_like(d))
+    return (torch.round(blocks * inv) * d).reshape(x.shape)
 
 
 class Int4Linear(nn.Module):
@@ -68,15 +79,23 @@ class Int4Linear(nn.Module):
 class Int4Embedding(nn.Module):
     """A token embedding with Q4_0 rows (a tied Int4Linear head shares them); only looked-up rows are unpacked."""
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None, dtype=torch.float32) -> None:
         super().__init__()
-        self.num_embeddings, self.embedding_dim = weight.shape
-        packed, scales = quantize_q4_0(weight)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        packed = torch.zeros(num_embeddings, embedding_dim // 2, dtype=torch.uint8, device=device)
+        scales = torch.zeros(num_embeddings, embedding_dim // BLOCK, dtype=torch.int16, device=device)
         self.register_buffer("weight", packed)
         self.register_buffer("weight_scale", scales)
         self.register_buffer(
-            "_probe", torch.zeros((), dtype=weight.dtype, device=weight.device)
-        )  # model.to(dtype) moves it: the output's dtype
+            "_probe", torch.zeros((), dtype=dtype, device=device), persistent=False
+        )  # model.to(dtype) moves it: the output's dtype (not saved: bundles hold weights only)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor) -> Int4Embedding:
+        """Quantize a float embedding matrix (V, C); its rows come out in weight's dtype."""
+        new = cls(weight.shape[0], weight.shape[1], weight.device, weight.dtype)
+        new.weight, new.weight_scale = quantize_q4_0(weight)
+        return new
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         rows = dequantize_q4_0(self.weight[idx.reshape(-1)], self.weight_scale[idx.reshape(-1)])
@@ -86,25 +105,72 @@ class Int4Embedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int4 (Q4_0)"
 
 
-def quantize_model_int4(model: nn.Module) -> nn.Module:
+def quantize_model_int4(model: nn.Module, empty: bool = False) -> nn.Module:
     """Swap a TinySLM's float linears and token embedding for Q4_0 ones, in place (a tied head shares the
-    embedding's blocks); a matrix whose rows are not whole blocks stays float. Returns model."""
+    embedding's blocks); a matrix whose rows are not whole blocks stays float. empty=True only builds the int4
+    layout (zeros), for a state dict that already holds int4 weights (an int4 bundle's). Returns model."""
     if is_int4(model):
         return model
     tied = model.output.weight is model.tok_embeddings.weight
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.bias is None and not (tied and child is model.output):
-                if child.in_features % BLOCK == 0:
-                    setattr(parent, name, Int4Linear.from_weight(child.weight))
+
+    def int4(child: nn.Linear) -> Int4Linear | None:
+        if child.in_features % BLOCK:
+            return None
+        if empty:
+            return Int4Linear(child.in_features, child.out_features, child.weight.device)
+        return Int4Linear.from_weight(child.weight)
+
+    swap_linears(model, int4)
     emb = model.tok_embeddings
     if emb.embedding_dim % BLOCK == 0:
-        model.tok_embeddings = Int4Embedding(emb.weight)
+        w = emb.weight
+        if empty:
+            model.tok_embeddings = Int4Embedding(emb.num_embeddings, emb.embedding_dim, w.device, w.dtype)
+        else:
+            model.tok_embeddings = Int4Embedding.from_weight(w)
         if tied:
             head = Int4Linear(emb.embedding_dim, emb.num_embeddings, emb.weight.device)
             head.weight, head.weight_scale = model.tok_embeddings.weight, model.tok_embeddings.weight_scale
             model.output = head
     return model
+
+
+def dequantize_model_int4(model: nn.Module) -> nn.Module:
+    """The reverse of quantize_model_int4, in place: float32 nn.Linear / nn.Embedding holding the blocks' values
+    exactly (quantizing them again gives the same blocks). Returns model."""
+    if not is_int4(model):
+        return model
+    tied = model.output.weight is model.tok_embeddings.weight
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Int4Linear) and not (tied and child is model.output):
+                new = nn.Linear(child.in_features, child.out_features, bias=False, device=child.weight.device)
+                new.weight = nn.Parameter(dequantize_q4_0(child.weight, child.weight_scale))
+                setattr(parent, name, new)
+    emb = model.tok_embeddings
+    if isinstance(emb, Int4Embedding):
+        weight = nn.Parameter(dequantize_q4_0(emb.weight, emb.weight_scale))
+        model.tok_embeddings = nn.Embedding(emb.num_embeddings, emb.embedding_dim, _weight=weight)
+        if tied:
+            model.output = nn.Linear(emb.embedding_dim, emb.num_embeddings, bias=False, device=weight.device)
+            model.output.weight = model.tok_embeddings.weight
+    return model
+
+
+def int4_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """An int4 bundle's tensors from a float bundle's (`engine.model.tinyslm.state_shapes`): each matrix of whole
+    blocks becomes packed bytes (N, K/2) with float16 scale bits (N, K/32); the rest stays as it is."""
+    out = dict(shapes)
+    for key, shape in shapes.items():
+        if len(shape) == 2 and shape[1] % BLOCK == 0:
+            out[key] = (shape[0], shape[1] // 2)
+            out[key + SCALE_SUFFIX] = (shape[0], shape[1] // BLOCK)
+    return out
+
+
+def is_int4_state(dtypes: dict[str, torch.dtype | str]) -> bool:
+    """True when a state dict's (or safetensors header's) dtypes hold Q4_0 blocks: packed uint8 weights."""
+    return any(dtype in (torch.uint8, "U8") for dtype in dtypes.values())
 
 
 def is_int4(model: nn.Module) -> bool:

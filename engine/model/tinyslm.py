@@ -211,10 +211,11 @@ class TinySLM(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self) -> int:
-        """Parameter count (tied weights counted once; int8 weights, which are buffers, counted too)."""
+        """Parameter count (tied weights counted once; int8 and int4 weights, which are buffers, counted too: int4's
+        packed uint8 bytes hold two each)."""
         weights = {id(t): t for t in self.parameters()}
         weights |= {id(b): b for name, b in self.named_buffers() if name.endswith(".weight")}
-        return sum(t.numel() for t in weights.values())
+        return sum(t.numel() * (2 if t.dtype == torch.uint8 else 1) for t in weights.values())
 
     def setup_cache(self, batch_size: int, max_len: int | None = None) -> None:
         """Allocate a static KV cache for max_len positions (default: the context length).

@@ -88,11 +88,14 @@ def install_cmd(
     name: Annotated[str, typer.Option(help="Name to install it under (`--model NAME`).")],
     dtype: Annotated[
         str,
-        typer.Option(help="Weights dtype to store: keep, float32, bfloat16 (half the size) or int8 (a quarter)."),
+        typer.Option(
+            help="Weights dtype to store: keep, float32, bfloat16 (half the size), int8 (a quarter) or int4 (Q4_0 "
+            "blocks, about a seventh)."
+        ),
     ] = "keep",
     force: Annotated[bool, typer.Option(help="Replace an installed bundle of that name.")] = False,
 ) -> None:
-    """Copy a bundle into the user models dir, optionally storing its weights in bfloat16 or int8."""
+    """Copy a bundle into the user models dir, optionally storing its weights in bfloat16, int8 or int4."""
     with user_errors():
         from engine.bundles.install import install_bundle
 

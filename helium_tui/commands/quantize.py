@@ -1,5 +1,6 @@
-"""`helium quantize-report MODEL [--data FILE]`: one table of what each weight format costs and buys: f32 / bf16 /
-int8 / int4 (Q4_0), with the bytes of its weights, bits per byte on FILE and greedy decode tokens/s."""
+"""`helium quantize-report MODEL [--data FILE] [--plot FILE.svg]`: one table of what each weight format costs and buys:
+f32 / bf16 / int8 / int4 (Q4_0), with the bytes of its weights, bits per byte on FILE and greedy decode tokens/s; and
+the same as a picture (size against bits per byte, each point with its tokens/s)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from engine.files import atomic_write_text
 from engine.generation.threads import THREADS_HELP
 from helium_tui.errors import user_errors
 
@@ -67,13 +69,24 @@ def quantize_report(
     ] = None,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Also draw the trade as an SVG: weights' size against bits per byte (with --data; else "
+                     "against tokens/s), each format a point labelled with its decode tokens/s."),
+    ] = None,
 ) -> None:
     """What each weight format costs and buys on the CPU: f32, bf16, int8 and int4 (Q4_0)."""
     with user_errors():
         if data is not None and not data.is_file():
             raise ValueError(f"{data}: no such file" if not data.exists() else f"{data}: not a regular file")
+        if plot is not None:
+            check_plot(plot)
         rows = [measure(model or None, name, data, threads) for name in FORMATS]
+        if plot is not None:
+            atomic_write_text(plot, plot_svg(rows, model or "the default model"))
     print_table(rows, as_json)
+    if plot is not None:
+        typer.echo(f"wrote {plot}", err=as_json)
     if as_json:
         print(json.dumps({"model": model or "default", "data": str(data) if data else None,
                           "formats": [asdict(r) for r in rows]}))  # fmt: skip
@@ -96,3 +109,27 @@ def print_table(rows: list[FormatRow], to_stderr: bool) -> None:
         table.add_row(r.format, r.activations, size, f"{r.weight_bytes / base.weight_bytes:.2f}", bpb, cost,
                       f"{r.decode_tokens_per_s:,.0f}")  # fmt: skip
     Console(stderr=to_stderr).print(table)
+
+
+def check_plot(path: Path) -> None:
+    """ValueError (one line) for a --plot path that cannot be written, before anything is measured."""
+    if path.suffix.lower() != ".svg":
+        raise ValueError(f"--plot {path}: write a .svg file")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ValueError(f"--plot {path}: exists and is not a regular file")
+    if not path.parent.is_dir():
+        raise ValueError(f"--plot {path}: no such folder {path.parent}")
+
+
+def plot_svg(rows: list[FormatRow], model: str) -> str:
+    """The report as an SVG: one point per format, weights' MiB across, bits per byte up (tokens/s without them)."""
+    from helium_tui import runs_plot
+
+    scored = all(r.bits_per_byte is not None for r in rows)
+    points = [
+        (f"{r.format}: {r.decode_tokens_per_s:,.0f} tok/s", [r.weight_bytes / 2**20],
+         [r.bits_per_byte if scored else r.decode_tokens_per_s])
+        for r in rows
+    ]  # fmt: skip
+    ylabel = "bits per byte (lower is better)" if scored else "decode tokens/s"
+    return runs_plot.svg(points, f"quantize-report: {model}", "weights (MiB)", ylabel)

@@ -8,22 +8,25 @@
 // the head. The residual stream stays in float32; for bf16 models (bf16_acts) each value is rounded to bf16 where
 // PyTorch's bf16 path rounds it, so both paths agree to within a bf16 rounding. Weights: float32, bf16, or int8 with
 // one float32 scale per row (engine.model.quant), multiplied as the model's torch modules multiply them (W_INT8 and
-// W_INT8W below), on the vector paths and the portable one alike.
+// W_INT8W below), on the vector paths and the portable one alike; or Q4_0 int4 (engine.model.quant4) times int8
+// activations with one scale per block of 32 (W_Q4, q4_mm.c).
 //
 // Threads (native_threads.c): one pool for every step; its threads split each matmul's output columns and the
 // attention heads into chunks any of them may take, and wait for each other between stages spinning briefly, then
 // yielding the core. OpenMP's barriers sleep on a futex under Helium's OMP_WAIT_POLICY=PASSIVE, which made every stage
 // pay a wake-up per thread, and its region waits at its end for every thread, however late the OS runs it.
 #include "cpu_mm.c"
+#include "q4_mm.c"
 #include "native_threads.c"
 
 // W_INT8: int8 weights times int8 activations (Helium's VNNI linears); W_INT8W: int8 weights times float activations,
-// scaled after the sum (PyTorch's weight-only Int8Linear), so each model computes as its torch path does.
-enum { W_F32 = 0, W_BF16 = 1, W_INT8 = 2, W_INT8W = 3 };
+// scaled after the sum (PyTorch's weight-only Int8Linear), so each model computes as its torch path does. W_Q4: Q4_0
+// blocks (packed bytes (N, K/2), `scale` pointing at float16 bits (N, K/32)) times int8 activations (q4_mm.c).
+enum { W_F32 = 0, W_BF16 = 1, W_INT8 = 2, W_INT8W = 3, W_Q4 = 4 };
 
 typedef struct {
-  const void* w;        // (N, K) row-major: float32, bf16 or int8
-  const float* scale;   // int8: one scale per row
+  const void* w;        // (N, K) row-major: float32, bf16 or int8; Q4_0: (N, K/2) packed bytes
+  const float* scale;   // int8: one scale per row; Q4_0: float16 bits, one per block of 32
   const int32_t* wsum;  // int8: each row's sum (the VNNI offset)
   int kind, N, K;
 } Mat;
@@ -59,7 +62,7 @@ static inline float act(const Model* m, float v) { return m->bf16_acts ? round_b
 typedef struct {  // one activation batch, prepared for a weight's kind
   const float* xf;   // float32 rows
   uint16_t* xb;      // bf16 rows
-  uint8_t* xu;       // int8 rows + 128
+  uint8_t* xu;       // int8 rows + 128; for Q4_0 weights rows of q8_row_bytes(K) (q4_mm.c)
   float* sx;         // their scales
 } Act;
 
@@ -71,6 +74,8 @@ static void prepare(const Mat* w, Act* a, const float* x, int M) {
     for (size_t i = 0; i < (size_t)M * K; i++) a->xb[i] = f32_to_bf16(x[i]);
   else if (w->kind == W_INT8)
     for (int r = 0; r < M; r++) a->sx[r] = quantize_row(x, 0, r * K, (int)K, a->xu + r * K);
+  else if (w->kind == W_Q4)
+    for (int r = 0; r < M; r++) q8_blocks(x + r * K, (int)K, a->xu + r * q8_row_bytes((int)K));
 }
 
 __attribute__((target("avx512f"))) static void dot4_f32(const float* x, const float* w, size_t stride, int K,
@@ -158,10 +163,52 @@ static Paths paths(const Model* m) {
   return p;
 }
 
+// Q4_0 weight rows n..n+rows-1 (rows <= 4) against activation row r: four at a time on AVX512-VNNI or AVX-VNNI,
+// else one by one.
+static void q4_dots(const Mat* w, const Act* a, const Paths* p, int r, int n, int rows, float out[4]) {
+  const size_t row = (size_t)w->K / 2, blocks = (size_t)w->K / Q4_BLOCK;
+  const uint8_t *xq = a->xu + r * q8_row_bytes(w->K), *wr = (const uint8_t*)w->w + n * row;
+  const uint16_t* ws = (const uint16_t*)w->scale + n * blocks;
+  const int path = p->int8_path;
+  if (path == PATH_NONE) {
+    for (int i = 0; i < rows; i++) out[i] = q4_dot_scalar(xq, wr + i * row, ws + i * blocks, w->K);
+    return;
+  }
+  for (int i = 0; i < rows; i += rows == 4 ? 4 : 1) {
+    const size_t stride = rows == 4 ? row : 0, sstride = rows == 4 ? blocks : 0;
+    float one[4];
+    if (path == PATH_AVX512)
+      q4_dot4_512(xq, wr + i * row, ws + i * blocks, stride, sstride, w->K, rows == 4 ? out : one);
+    else
+      q4_dot4_256(xq, wr + i * row, ws + i * blocks, stride, sstride, w->K, rows == 4 ? out : one);
+    if (rows != 4) out[i] = one[0];
+  }
+}
+
+// For tests: y (N) = the Q4_0 rows (w, ws) times x (K floats, K a multiple of 32), as a step multiplies them on `path`
+// (PATH_AVX512, PATH_AVX256, or PATH_NONE: the portable C). Returns 0; -1 when this CPU or build cannot run that path,
+// -2 without memory.
+int helium_q4_rows(int path, const float* x, int K, const uint8_t* w, const uint16_t* ws, int N, float* y) {
+  if (path != PATH_NONE && (path > helium_vnni_path() || !(helium_int8_paths_built() & (1 << path)))) return -1;
+  uint8_t* xq = malloc(q8_row_bytes(K));
+  if (!xq) return -2;
+  Mat m = {w, (const float*)ws, NULL, W_Q4, N, K};
+  Act a = {x, NULL, xq, NULL};
+  Paths p = {path, 0, 0};
+  prepare(&m, &a, x, 1);
+  for (int n = 0; n < N; n += 4) q4_dots(&m, &a, &p, 0, n, N - n < 4 ? N - n : 4, y + n);
+  free(xq);
+  return 0;
+}
+
 // Dot products of weight rows n..n+rows-1 (rows <= 4) with activation row r; int8 sums come back scaled.
 static void dots(const Mat* w, const Act* a, const Paths* p, int r, int n, int rows, float out[4]) {
   const size_t K = (size_t)w->K, stride = rows == 4 ? K : 0;
   int32_t d[4];
+  if (w->kind == W_Q4) {
+    q4_dots(w, a, p, r, n, rows, out);
+    return;
+  }
   if (w->kind == W_INT8 && p->int8_path != PATH_NONE) {
     const int8_t* wr = (const int8_t*)w->w + (size_t)n * K;
     for (int i = 0; i < rows; i += stride ? 4 : 1) {
@@ -257,13 +304,21 @@ static void rmsnorm(const Model* m, const float* x, const float* weight, float* 
   }
 }
 
+static float q4_weight(const Mat* w, int64_t n, size_t k) {
+  const uint8_t b = ((const uint8_t*)w->w)[(size_t)n * w->K / 2 + k / 32 * 16 + k % 16];
+  const float d = half_to_f32(((const uint16_t*)w->scale)[(size_t)n * w->K / Q4_BLOCK + k / 32]);
+  return (float)((k % 32 < 16 ? b & 15 : b >> 4) - 8) * d;
+}
+
 static void embed(const Model* m, const int64_t* tokens, float* x, int M) {
   const size_t C = (size_t)m->d_model;
   for (int r = 0; r < M; r++) {
     const size_t row = (size_t)tokens[r] * C;
     for (size_t i = 0; i < C; i++) {
       float v;
-      if (m->embed.kind == W_INT8 || m->embed.kind == W_INT8W)
+      if (m->embed.kind == W_Q4)  // (q - 8) * d, as quant4.dequantize_q4_0
+        v = act(m, q4_weight(&m->embed, tokens[r], i));
+      else if (m->embed.kind == W_INT8 || m->embed.kind == W_INT8W)
         v = act(m, (float)((const int8_t*)m->embed.w)[row + i] * m->embed.scale[tokens[r]]);
       else if (m->embed.kind == W_BF16)
         v = bf16_to_f32(((const uint16_t*)m->embed.w)[row + i]);
@@ -364,8 +419,8 @@ static size_t plan(const Model* m, int M, int threads, char* base, Work* w) {
   const size_t widest = (C > F ? C : F), qkv = (H + 2 * Hkv) * D;
   const size_t sizes[13] = {
       M * C * 4, M * C * 4, M * qkv * 4, M * C * 4, M * 2 * F * 4, M * F * 4, M * 4,
-      (size_t)threads * scores_per_thread(m) * 4, M * widest * 2, M * widest, M * H * D * 4, M * H * D * 4,
-      counter_bytes(m, threads)};
+      (size_t)threads * scores_per_thread(m) * 4, M * widest * 2, M * q8_row_bytes((int)widest), M * H * D * 4,
+      M * H * D * 4, counter_bytes(m, threads)};
   void** slots[13] = {(void**)&w->x,   (void**)&w->xn, (void**)&w->qkv, (void**)&w->xa,     (void**)&w->h13,
                       (void**)&w->hh,  (void**)&w->sx, (void**)&w->scores, (void**)&w->xb, (void**)&w->xu,
                       (void**)&w->q,   (void**)&w->att, (void**)&w->counters};
