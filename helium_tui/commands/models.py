@@ -95,9 +95,12 @@ def install_cmd(
     """Copy a bundle into the user models dir, optionally storing its weights in bfloat16 or int8."""
     with user_errors():
         from engine.bundles.install import install_bundle
+        from engine.bundles.reference import arrival_note
 
         name, path = install_bundle(source, name, dtype=None if dtype == "keep" else dtype, force=force)
+        note = arrival_note(path)
     print(terminal_safe(f"installed {source} as {name!r} -> {path}"))
+    print(terminal_safe(note))
 
 
 @models_app.command("pull")
