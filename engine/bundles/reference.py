@@ -47,11 +47,20 @@ def score_model(model: Any, tokenizer: Any) -> dict[str, Any]:
 
 
 def measure(bundle_dir: Path) -> dict[str, Any]:
-    """Score the bundle at bundle_dir on the reference text (as `load_bundle` opens it, on the CPU): the entry."""
+    """Score the bundle at bundle_dir on the reference text (as `load_bundle` opens it, on the CPU, with the
+    threads `helium tell` would use for its size; torch's count is put back after): the entry."""
+    import torch
+
     from engine.bundles.bundle import load_bundle
+    from engine.generation.threads import apply_threads
 
     bundle = load_bundle(bundle_dir)
-    return score_model(bundle.model, bundle.tokenizer)
+    before = torch.get_num_threads()
+    apply_threads(params=bundle.config.parameters)  # one thread for a small model: two on a busy box take 8x longer
+    try:
+        return score_model(bundle.model, bundle.tokenizer)
+    finally:
+        torch.set_num_threads(before)
 
 
 def too_big(parameters: int) -> str | None:
