@@ -5,7 +5,8 @@ spared from the repetition penalties and, with a bonus b, the names already in t
 logits (a negative presence penalty on names only). It wraps the one sampler's `penalize` in this process, then
 draws and scores stories exactly as `helium eval --stories` does. The model card records the results.
 `python -m benchmarks.name_probe --stories 100 --seed 1 "names:penalize_prompt=true" "bonus2:penalize_prompt=true"`
-(each SPEC is none|names|bonusB, a colon, then `--set`'s KEY=VALUE,...).
+(each SPEC is none|names|caps|bonusB, a colon, then `--set`'s KEY=VALUE,...; caps spares every token that starts
+a capitalised word, bonusB spares names and raises the seen ones by B).
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ from helium_tui.commands.evaluate import parse_setting
 NAME = re.compile(r"^\s?[A-Z][a-z]+$")  # one capitalised word, with or without its leading space
 
 
-def name_tokens(decode, vocab_size: int) -> torch.Tensor:
-    """(V,) bool: the tokens that are a name (NAME, not in COMMON)."""
+CAPITAL = re.compile(r"^\s?[A-Z]")  # any token that starts a capitalised word ("She", "The" and pieces too)
+
+
+def name_tokens(decode, vocab_size: int, capitals: bool = False) -> torch.Tensor:
+    """(V,) bool: the tokens that are a name (NAME, not in COMMON), or with capitals every CAPITAL token."""
     texts = [decode([i]) for i in range(vocab_size)]
+    if capitals:
+        return torch.tensor([bool(CAPITAL.match(t)) for t in texts])
     return torch.tensor([bool(NAME.match(t)) and t.strip().lower() not in COMMON for t in texts])
 
 
@@ -53,16 +59,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", default=None)
     ap.add_argument("--max-tokens", type=int, default=300)
-    ap.add_argument("specs", nargs="+", help="none|names|bonusB, ':', then KEY=VALUE,... over the model's defaults")
+    ap.add_argument("specs", nargs="+", help="none|names|caps|bonusB, ':', then KEY=VALUE,... over the model's defaults")
     args = ap.parse_args()
     session = open_session(args.model)
     gen = session.generator
-    names = name_tokens(gen.tok.decode, gen.vocab_size)
+    masks = {"names": name_tokens(gen.tok.decode, gen.vocab_size),
+             "caps": name_tokens(gen.tok.decode, gen.vocab_size, capitals=True)}  # fmt: skip
     plain = sampler.penalize
     for spec in args.specs:
         which, _, setting = spec.partition(":")
         bonus = float(which[5:]) if which.startswith("bonus") else 0.0
-        sampler.penalize = name_aware(None if which == "none" else names, bonus)
+        sampler.penalize = name_aware(None if which == "none" else masks.get(which, masks["names"]), bonus)
         try:
             params = settle(session.sampling, max_new_tokens=args.max_tokens, **parse_setting(setting))
             started = time.perf_counter()

@@ -13,6 +13,8 @@ VOCAB = [" Mia", "Mia", " She", " the", " Once", "Sp", " mia", "!"]
 def test_names_are_one_capitalised_word_that_is_not_a_common_one():
     mask = name_tokens(lambda ids: VOCAB[ids[0]], len(VOCAB))
     assert [VOCAB[i] for i in range(len(VOCAB)) if mask[i]] == [" Mia", "Mia", "Sp"]
+    capitals = name_tokens(lambda ids: VOCAB[ids[0]], len(VOCAB), capitals=True)
+    assert [VOCAB[i] for i in range(len(VOCAB)) if capitals[i]] == [" Mia", "Mia", " She", " Once", "Sp"]
 
 
 def test_seen_names_are_spared_and_raised_other_tokens_penalized_as_before():
