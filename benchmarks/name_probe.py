@@ -59,9 +59,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", default=None)
     ap.add_argument("--max-tokens", type=int, default=300)
+    ap.add_argument("--dtype", default="float32", help="float32 (as helium eval --stories) or bfloat16")
     ap.add_argument("specs", nargs="+", help="none|names|caps|bonusB, ':', then KEY=VALUE,... over the model's defaults")
     args = ap.parse_args()
-    session = open_session(args.model)
+    session = open_session(args.model, dtype=args.dtype)
     gen = session.generator
     masks = {"names": name_tokens(gen.tok.decode, gen.vocab_size),
              "caps": name_tokens(gen.tok.decode, gen.vocab_size, capitals=True)}  # fmt: skip
