@@ -138,8 +138,11 @@ def pull_cmd(
     if not result.pulled:
         print(terminal_safe(f"{result.name} is already installed at {result.path} (--force pulls it again)"))
         return
+    from engine.bundles.reference import arrival_note
+
     done = f"pulled {result.name}: {entry.params:,} parameters -> {result.path} (use --model {result.name})"
     print(terminal_safe(done))
+    print(terminal_safe(arrival_note(result.path)))
 
 
 def _print_catalog() -> None:
