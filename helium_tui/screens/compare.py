@@ -104,12 +104,14 @@ def other_settings(params: SamplingParams, mine: dict[str, Any], name: str) -> S
 
 
 def brief(p: SamplingParams) -> str:
-    """Settings in a column title: 'T 0.3 · top-p 0.95 · rep 1.2/64'."""
-    parts = [f"T {p.temperature:g}"] + ([f"top-k {p.top_k}"] if p.top_k else []) + [f"top-p {p.top_p:g}"]
+    """Settings in a column title, what shapes a story first: 'T 0.3 · rep 1.2/64 · top-p 0.95' ('greedy · …')."""
+    parts = ["greedy" if p.greedy else f"T {p.temperature:g}"]
     window = f"/{p.repeat_last_n}" if p.repeat_last_n >= 0 else ""
     parts += [f"rep {p.repetition_penalty:g}{window}"] if p.repetition_penalty != 1 else []
     parts += [f"freq {p.frequency_penalty:g}"] if p.frequency_penalty else []
     parts += [f"pres {p.presence_penalty:g}"] if p.presence_penalty else []
+    if not p.greedy:  # top-k and top-p change nothing in a greedy story
+        parts += ([f"top-k {p.top_k}"] if p.top_k else []) + ([f"top-p {p.top_p:g}"] if p.top_p < 1 else [])
     return " · ".join(parts)
 
 

@@ -222,5 +222,5 @@ async def test_compare_against_a_model_with_its_own_defaults_says_each_sides_set
                            job.other_params)  # fmt: skip
         assert job.variants[2].text == theirs[0]
         titles = [str(c.border_title) for c in screen.columns[:3]]
-        assert titles[0].endswith("tiny-bundle · T 1 · top-p 1") and "top-k" not in titles[1]
-        assert titles[2] == "3 · tiny-two · T 1 · top-k 5 · top-p 1"
+        assert titles[:2] == ["1 · tiny-bundle · T 1", "2 · tiny-bundle · T 1"]
+        assert titles[2] == "3 · tiny-two · T 1 · top-k 5"  # its own top-k, the user's temperature
