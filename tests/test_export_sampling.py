@@ -75,3 +75,15 @@ def test_gguf_carries_llama_cpps_sampling_keys(recommending, tmp_path):
     plain.metadata.pop("sampling")
     reader = gguf.GGUFReader(str(export_gguf(plain, tmp_path / "plain.gguf", "f32")))
     assert reader.fields["general.sampling.temp"].contents() == pytest.approx(SamplingParams().temperature)
+
+
+def test_llama_cpp_reads_the_sampling_keys(recommending, tmp_path):
+    pytest.importorskip("gguf", reason="needs the gguf package (pip install 'helium-studio[interop]')")
+    llama_cpp = pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (pip install '.[test,interop]')")
+    from engine.formats.gguf import export_gguf
+
+    llm = llama_cpp.Llama(str(export_gguf(recommending, tmp_path / "m.gguf", "f32")), n_ctx=32, verbose=False)
+    meta = {k: v for k, v in llm.metadata.items() if k.startswith("general.sampling.")}
+    assert meta == {"general.sampling.temp": "0.300000", "general.sampling.top_k": "20",
+                    "general.sampling.top_p": "0.900000", "general.sampling.penalty_repeat": "1.200000",
+                    "general.sampling.penalty_last_n": "64"}  # fmt: skip
