@@ -24,6 +24,7 @@ class Batch:
 
     generator: Generator  # the model telling them
     columns: list[int]  # the column of each row
+    params: SamplingParams | None = None  # its own settings (None: those tell_variants is given)
 
 
 def tell_variants(
@@ -36,7 +37,8 @@ def tell_variants(
     with ExitStack() as stack:
         live = []
         for batch in batches:
-            rows = [Request(prompt, params.for_row(n), cancel.is_set) for n in range(len(batch.columns))]
+            own = batch.params or params
+            rows = [Request(prompt, own.for_row(n), cancel.is_set) for n in range(len(batch.columns))]
             steps = stack.enter_context(closing(iter(batch.generator.tell(rows))))  # closed however it ends
             live.append((batch.columns, steps))
         while live:

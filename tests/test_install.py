@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -12,13 +13,15 @@ from engine.bundles.registry import list_models, resolve_model
 from engine.errors import BundleError
 
 
-def test_a_plain_copy_keeps_the_files_byte_for_byte(tiny_bundle, helium_home):
+def test_a_plain_copy_keeps_the_files_byte_for_byte_and_adds_its_score(tiny_bundle, helium_home):
     (tiny_bundle / "MODEL_CARD.md").write_text("# card\n")
     (tiny_bundle / "notes.bin").write_bytes(b"junk")
     name, path = install_bundle(tiny_bundle, "copy")
     assert name == "copy" and path == helium_home / "models" / "copy" and not path.is_symlink()
-    for f in ("config.json", "model.safetensors", "tokenizer.json", "metadata.json", "MODEL_CARD.md"):
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md"):
         assert (path / f).read_bytes() == (tiny_bundle / f).read_bytes(), f
+    meta = json.loads((path / "metadata.json").read_text())  # the source's, and its score on the reference text
+    assert meta.pop("reference_eval")["bits_per_byte"] > 0 and meta == json.loads((tiny_bundle / "metadata.json").read_text())
     assert not (path / "notes.bin").exists()
     assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~_umask()  # not mkdtemp's 0700
     assert resolve_model("copy") == path

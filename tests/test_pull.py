@@ -254,7 +254,9 @@ def test_cli_pull_list_force_and_tell(synth, helium_home, one_thread):
     res = runner.invoke(app, ["models", "pull", "synth"])
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("pulled synth: ") and "--model synth" in res.stdout
-    assert "synth" in runner.invoke(app, ["models", "list"]).stdout
+    assert "bits/byte on the reference text" in res.stdout  # it arrived scored
+    listed = next(line for line in runner.invoke(app, ["models", "list"]).stdout.splitlines() if "synth" in line)
+    assert "–" not in listed  # models list shows its number without --score
     res = runner.invoke(app, ["models", "pull", "--list"])
     assert " yes " in next(line for line in res.stdout.splitlines() if "synth " in line)
     res = runner.invoke(app, ["models", "pull", "synth"])

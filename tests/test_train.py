@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from engine.bundles.bundle import load_bundle
+from engine.bundles.reference import measure, stored_score
 from helium_tui.cli import app
 from tests.conftest import tiny_train_config
 from tests.fakes import read_events
@@ -60,6 +61,7 @@ def test_loss_falls_and_run_dir_is_complete(prepared_dir, tmp_path):
     bundle = load_bundle(events[-1]["bundle"])
     assert bundle.metadata["steps"] == 150 and bundle.metadata["val_loss"] == pytest.approx(vals[-1])
     assert bundle.config.dropout == 0.0 and bundle.config.context_length == 32
+    assert stored_score(bundle.metadata) == measure(bundle.path)["bits_per_byte"]  # scored on the reference text
     assert json.loads((out / "train_config.json").read_text())["max_steps"] == 150
     result = runner.invoke(app, ["train", "--watch", str(out)])  # attach to the finished run (plain lines)
     assert result.exit_code == 0 and "finished" in result.output

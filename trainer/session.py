@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from engine.bundles.bundle import load_bundle, save_bundle
+from engine.bundles.reference import METADATA_KEY as REFERENCE_KEY
+from engine.bundles.reference import score_model, too_big
 from engine.errors import first_line
 from engine.files import atomic_write_text
 from engine.generation.runtime import dtype_name, pick_device, pick_training_dtype
@@ -337,6 +339,8 @@ class Checkpointer:
         }
         if self.s.base is not None:
             metadata |= finetune_metadata(self.s.base, Path(cfg.data))
+        if too_big(export_model.config.parameters) is None:  # written with the rest of metadata.json
+            metadata[REFERENCE_KEY] = score_model(export_model, self.s.tokenizer)
         return save_bundle(self.s.out / BUNDLE_DIR, export_model, self.s.tokenizer, metadata)
 
     def fail_non_finite(self, message: str) -> int:

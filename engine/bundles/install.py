@@ -2,7 +2,8 @@
 
 One function for every way a bundle arrives: `helium models install` (a copy, optionally re-saved in another
 dtype), imports and the studio's finished training runs (a link to the run's bundle). The target appears
-whole or not at all: it is built under a hidden temporary name and renamed into place.
+whole or not at all: it is built under a hidden temporary name and renamed into place; a copy arrives with its
+bits per byte on the reference text in its metadata (engine.bundles.reference.record).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from engine.bundles.info import CONFIG, METADATA, PT_WEIGHTS, TOKENIZER, WEIGHTS, is_bundle
+from engine.bundles.reference import METADATA_KEY, record
 from engine.errors import BundleError
 from engine.files import atomic_directory, remove_path
 from engine.paths import user_models_dir
@@ -129,12 +131,14 @@ def _copy_bundle(source: Path, tmp: Path, dtype: str | None) -> None:
             if path.is_file() and path.name in BUNDLE_FILES:
                 shutil.copy2(path, tmp / path.name)
     else:
-        meta = {k: v for k, v in bundle.metadata.items() if k not in ("created_at", "parameters", "quantization")}
+        dropped = ("created_at", "parameters", "quantization", METADATA_KEY)  # the score is measured again
+        meta = {k: v for k, v in bundle.metadata.items() if k not in dropped}
         save_bundle(tmp, bundle.model, bundle.tokenizer, meta, weights_dtype=DTYPES.get(dtype))
         for card in CARDS:
             if (source / card).is_file():
                 shutil.copy2(source / card, tmp / card)
     validate_bundle(tmp)
+    record(tmp)  # its bits per byte on the reference text, in the copy before it is moved into place
 
 
 def run_bundle_path(run_dir: str | Path, bundle: str | Path) -> Path:

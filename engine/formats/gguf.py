@@ -17,6 +17,7 @@ from engine.bundles.bundle import Bundle, stored_quantization
 from engine.errors import BundleError
 from engine.files import WriteError, atomic_write
 from engine.formats.export_checks import check_parent_writable, refuse_sliding_window, stored_dtype
+from engine.generation.sampling import MODEL_SETTINGS, SamplingParams, recommended
 from engine.model.config import ModelConfig
 from engine.targets import check_target
 
@@ -299,3 +300,21 @@ def _add_metadata(writer, bundle: Bundle, vocab: GGUFVocab, file_type) -> None:
         writer.add_eos_token_id(tok.eos_id)
     writer.add_add_bos_token(tok.bos_id is not None)
     writer.add_add_eos_token(False)
+    _add_sampling(writer, recommended(bundle.metadata))
+
+
+# llama.cpp's keys for a model's recommended sampling (read at load since its PR 17120; gguf-py Keys.General)
+SAMPLING_KEYS = {"temperature": "general.sampling.temp", "top_k": "general.sampling.top_k",
+                 "top_p": "general.sampling.top_p", "repetition_penalty": "general.sampling.penalty_repeat",
+                 "repeat_last_n": "general.sampling.penalty_last_n"}  # fmt: skip
+
+
+def _add_sampling(writer, p: SamplingParams) -> None:
+    """The model's recommended sampling in llama.cpp's general.sampling.* keys. llama.cpp has none for frequency
+    or presence penalties or for sparing the prompt: docs/models.md gives those as Ollama PARAMETER lines."""
+    for field, key in SAMPLING_KEYS.items():
+        value = getattr(p, field)
+        if MODEL_SETTINGS[field] is int:
+            writer.add_int32(key, int(value))
+        else:
+            writer.add_float32(key, float(value))

@@ -18,13 +18,14 @@ from engine.errors import BundleError
 from engine.files import atomic_directory, atomic_write, atomic_write_text
 from engine.formats.export_checks import check_parent_writable, refuse_sliding_window, stored_dtype
 from engine.formats.hf_card import model_card
-from engine.generation.sampling import SamplingParams
+from engine.generation.sampling import MODEL_SETTINGS, SamplingParams, model_defaults, recommended
 from engine.jsonfile import REQUIRED, JsonFileError, field, need_object, read_json, shown
 from engine.model.config import ModelConfig
 from engine.model.tokenizer import TextTokenizer, TokenizerFileError
 from engine.safe_read import inside
 from engine.targets import DIR_KINDS, check_target
 
+HELIUM_SAMPLING = "helium_sampling"  # generation_config.json: every recommended setting, as Helium samples them
 HF_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -169,20 +170,27 @@ def config_from_hf(hf: dict, source: Path) -> ModelConfig:
         raise BundleError(f"{source}: unsupported model shape ({exc})") from None
 
 
-def generation_config(tok: TextTokenizer, config: ModelConfig) -> dict:
-    """generation_config.json: Helium's default sampling (top_k 0 = off), stories up to the context length."""
-    p = SamplingParams()
-    return {
-        "bos_token_id": tok.bos_id,
-        "eos_token_id": tok.eos_id,
-        "pad_token_id": tok.eos_id,
-        "do_sample": True,
-        "temperature": p.temperature,
-        "top_k": p.top_k,
-        "top_p": p.top_p,
-        "repetition_penalty": p.repetition_penalty,
-        "max_length": config.context_length,
-    }
+def generation_config(tok: TextTokenizer, config: ModelConfig, p: SamplingParams) -> dict:
+    """generation_config.json: the model's recommended sampling p in transformers' keys (top_k 0 = off; its
+    repetition penalty counts every token), all of p in HELIUM_SAMPLING for `helium import hf`; stories up to the
+    context length."""
+    out = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.eos_id, "do_sample": not p.greedy}
+    if not p.greedy:  # transformers warns about sampling settings on greedy decoding
+        out |= {"temperature": p.temperature, "top_k": p.top_k, "top_p": p.top_p}
+    return out | {"repetition_penalty": p.repetition_penalty, "max_length": config.context_length,
+                  HELIUM_SAMPLING: {key: getattr(p, key) for key in MODEL_SETTINGS if key != "max_new_tokens"}}
+
+
+def sampling_from_generation_config(data: dict, source: Path) -> dict:
+    """The "sampling" metadata from a generation_config.json: Helium's own (HELIUM_SAMPLING) as written, else
+    transformers' temperature, top_k, top_p and repetition_penalty (do_sample false: greedy); {} when it has none.
+    JsonFileError (one line) for values Helium cannot sample with."""
+    raw = data.get(HELIUM_SAMPLING)
+    if raw is None:
+        raw = {key: data[key] for key in ("temperature", "top_k", "top_p", "repetition_penalty") if data.get(key) is not None}
+        if data.get("do_sample") is False:
+            raw["temperature"] = 0.0
+    return model_defaults({"sampling": raw}, str(source))
 
 
 def tokenizer_json(tok: TextTokenizer) -> str:
@@ -252,7 +260,7 @@ def export_hf(
     state = {k: v.to(weights_dtype) for k, v in to_hf_state(config, bundle.model.state_dict()).items()}
     files = {
         "config.json": hf_config(config, tok, weights_dtype),
-        "generation_config.json": generation_config(tok, config),
+        "generation_config.json": generation_config(tok, config, recommended(bundle.metadata)),
         "tokenizer_config.json": tokenizer_config(tok, config),
     }
 
@@ -291,10 +299,21 @@ def import_hf(source: str | Path, out: str | Path, origin: str | None = None, fo
     dtypes = {v.dtype for v in hf_state.values()}
     model = build_model(config, from_hf_state(config, hf_state, source), source)
     metadata = {"created_by": "helium import hf", "source": origin or str(source), "source_format": "LlamaForCausalLM"}
+    sampling = _recommended_sampling(source)
+    if sampling:
+        metadata["sampling"] = sampling
     weights_dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32  # one stored dtype stays bit for bit
     return atomic_directory(
         out, lambda tmp: save_bundle(tmp, model, tok, metadata, weights_dtype=weights_dtype), force=replace
     )
+
+
+def _recommended_sampling(source: Path) -> dict:
+    """The sampling that source's generation_config.json recommends, as bundle metadata ({} without one)."""
+    path = source / "generation_config.json"
+    if not _present(path):
+        return {}
+    return sampling_from_generation_config(need_object(read_json(path, max_bytes=16 << 20), path), path)
 
 
 def _read_weights(source: Path) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.bundles.bundle import Bundle
-from engine.generation.sampling import SamplingParams
+from engine.generation.sampling import SamplingParams, describe, recommended
 
 DATASET = "roneneldan/TinyStories"
 
@@ -50,10 +50,19 @@ ids = tok("Once upon a time", return_tensors="pt").input_ids  # the start-of-sto
 print(tok.decode(model.generate(ids)[0], skip_special_tokens=True))
 ```
 
-`generation_config.json` holds Helium's default sampling (temperature {SamplingParams().temperature}, top-p
-{SamplingParams().top_p}, repetition penalty {SamplingParams().repetition_penalty}). Back into Helium:
-`helium import hf {name} --name {Path(name).name}`; for llama.cpp and Ollama: `helium export gguf`.
+{sampling_note(recommended(meta))} Back into Helium: `helium import hf {name} --name {Path(name).name}` (it keeps
+these settings); for llama.cpp and Ollama: `helium export gguf`.
 """
+
+
+def sampling_note(p: SamplingParams) -> str:
+    """What the card says of generation_config.json: the model's recommended settings, and what transformers
+    applies differently (its repetition penalty has no window and counts the prompt)."""
+    note = f"`generation_config.json` holds the settings this model recommends: {describe(p)}."
+    if p.penalizes and (p.repeat_last_n != -1 or not p.penalize_prompt or p.frequency_penalty or p.presence_penalty):
+        note += (" transformers applies its repetition penalty over every token, prompt included, and has no"
+                 " frequency or presence penalty; Helium reads all of them from `helium_sampling`.")  # fmt: skip
+    return note
 
 
 

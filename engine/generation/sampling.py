@@ -123,3 +123,22 @@ def settle(model: dict[str, Any] | None = None, **chosen: Any) -> SamplingParams
     if bad:
         raise TypeError(f"not a sampling setting: {bad[0]}")
     return SamplingParams(**{**(model or {}), **given}).validate()
+
+
+def recommended(metadata: dict) -> SamplingParams:
+    """The settings a model recommends (its metadata's "sampling") over the engine's defaults, checked."""
+    return settle(model_defaults(metadata))
+
+
+def describe(p: SamplingParams) -> str:
+    """Settings in words, as a model card says them: 'temperature 0.3, top-p 0.95, repetition penalty 1.2 over the
+    last 64 tokens, the prompt not penalized'."""
+    parts = ["greedy (temperature 0)" if p.greedy else f"temperature {p.temperature:g}"]
+    parts += [f"top-k {p.top_k}"] if p.top_k else []
+    parts += [f"top-p {p.top_p:g}"] if p.top_p < 1 else []
+    window = {-1: "", 0: " (counting no tokens)"}.get(p.repeat_last_n, f" over the last {p.repeat_last_n} tokens")
+    parts += [f"repetition penalty {p.repetition_penalty:g}{window}"] if p.repetition_penalty != 1 else []
+    parts += [f"frequency penalty {p.frequency_penalty:g}"] if p.frequency_penalty else []
+    parts += [f"presence penalty {p.presence_penalty:g}"] if p.presence_penalty else []
+    parts += [] if p.penalize_prompt or not p.penalizes else ["the prompt not penalized"]
+    return ", ".join(parts)

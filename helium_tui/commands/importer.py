@@ -3,8 +3,9 @@
 `helium import llama2c MODEL.bin --tokenizer TOK.bin (--out DIR | --name NAME)` converts a llama2.c checkpoint;
 `helium import hf DIR_OR_REPO (--out DIR | --name NAME)` a transformers LlamaForCausalLM (a directory or a Hub repo);
 `helium import heliumlm CKPT.pt --tokenizer TOK.json [--config CFG.json] (--out DIR | --name NAME)` the model card
-author's own HeliumLM checkpoints. Every importer validates its bundle, then writes it whole; `--force` replaces an
-earlier bundle or export (never a folder of other files).
+author's own HeliumLM checkpoints. Every importer validates its bundle and scores it on the reference text
+(engine.bundles.reference), then writes it whole; `--force` replaces an earlier bundle or export (never a folder
+of other files).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def run_import(what: str, build: Callable[[Path], Path], out: Path | None, name:
     with user_errors():
         from engine.bundles.info import read_config
         from engine.bundles.install import check_install_target, installed_path, validate_bundle
+        from engine.bundles.reference import arrival_note, record
         from engine.errors import BundleError
         from engine.files import WriteError, atomic_directory
         from engine.formats.export_checks import check_parent_writable
@@ -66,6 +68,7 @@ def run_import(what: str, build: Callable[[Path], Path], out: Path | None, name:
             except BundleError as exc:  # the converted bundle names no file the user has: say what failed
                 detail = str(exc).replace(f"{built}{os.sep}", "")
                 raise BundleError(f"{what}: not imported, the bundle it converts to would not load ({detail})") from None
+            record(built)  # its bits per byte on the reference text, before the bundle is moved into place
             for path in built.iterdir():
                 path.rename(tmp / path.name)
             built.rmdir()
@@ -78,6 +81,7 @@ def run_import(what: str, build: Callable[[Path], Path], out: Path | None, name:
         f"imported {terminal_safe(what)}: {config.parameters:,} parameters, vocab {config.vocab_size}{window}, "
         f"context {config.context_length} -> {shown}"
     )
+    print(terminal_safe(arrival_note(path)))
 
 
 @import_app.command(

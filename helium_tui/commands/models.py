@@ -22,13 +22,13 @@ def list_cmd(
         bool,
         typer.Option(
             "--score",
-            help="Measure bits per byte on the reference text for models that lack it (a few seconds each); "
-            "your installed models keep the number.",
+            help="Measure bits per byte on the reference text for models that lack it (a few seconds each; models "
+            "arrive measured); your installed models keep the number.",
         ),
     ] = False,
 ) -> None:
     """Bundles that `--model NAME` finds: the user models dir first, then the shipped ones; each with its bits per
-    byte on one reference text (the same held-out TinyStories stories for every model)."""
+    byte on one reference text (the same stories for every model, measured when the model arrived)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -44,7 +44,7 @@ def list_cmd(
     models = list_models()
     names = cut_apart((terminal_safe(m.name) for m in models), NAME_WIDTH)
     table = Table(title=cell(f"installed models (user dir: {user_models_dir()})"),
-                  caption=f"bits/byte: on {REFERENCE_NAME} (TinyStories validation stories; lower is better)"
+                  caption=f"bits/byte: on {REFERENCE_NAME} (16 stories written for Helium; lower is better)"
                   + ("" if score else "; – : not measured yet (helium models list --score)"))  # fmt: skip
     table.add_column("name", no_wrap=True)
     for col in ("params", "vocab", "source", "bits/byte"):
@@ -98,9 +98,12 @@ def install_cmd(
     """Copy a bundle into the user models dir, optionally storing its weights in bfloat16, int8 or int4."""
     with user_errors():
         from engine.bundles.install import install_bundle
+        from engine.bundles.reference import arrival_note
 
         name, path = install_bundle(source, name, dtype=None if dtype == "keep" else dtype, force=force)
+        note = arrival_note(path)
     print(terminal_safe(f"installed {source} as {name!r} -> {path}"))
+    print(terminal_safe(note))
 
 
 @models_app.command("pull")
@@ -138,8 +141,11 @@ def pull_cmd(
     if not result.pulled:
         print(terminal_safe(f"{result.name} is already installed at {result.path} (--force pulls it again)"))
         return
+    from engine.bundles.reference import arrival_note
+
     done = f"pulled {result.name}: {entry.params:,} parameters -> {result.path} (use --model {result.name})"
     print(terminal_safe(done))
+    print(terminal_safe(arrival_note(result.path)))
 
 
 def _print_catalog() -> None:

@@ -1,7 +1,8 @@
 """The compare view (f3 in the studio): the prompt told 2–4 times side by side; keep the best.
 
 Variants are rows of one batch on the loaded model (seeds seed, seed + 1, ...), or, against another
-installed model, half from each with the same seed and settings. A daemon thread tells them
+installed model, half from each with the same seed, each model from its own recommended settings except where
+the user changed one in the studio (`other_settings`). A daemon thread tells them
 (`helium_tui.variants`) and the columns stream; enter keeps the chosen one in the studio and the library.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 from textual import on
@@ -22,7 +23,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from engine.generation.sampling import SamplingParams
+from engine.generation.sampling import MODEL_SETTINGS, SamplingParams, settle
 from engine.humanize import plural
 from helium_tui.app_state import AppState, app_state
 from helium_tui.names import cut
@@ -47,7 +48,8 @@ HELP = """\
 The prompt is told several times at once with the studio's settings. **← →** (or a click, or 1–4) choose a
 column, **enter** keeps it: it goes into the studio's story pane and the library. **+ −** change the number of
 variants, **m** switches between different draws of this model and another installed model (half the columns
-each, the same seed), **ctrl+r** tells them again with a new seed (unless the seed is fixed).
+each, the same seed; each model starts from its own recommended settings, and what you changed in the studio
+applies to both: the column titles say the settings), **ctrl+r** tells them again with a new seed (unless the seed is fixed).
 
 Variants of one model are rows of one batch: row n draws with the seed + n, the story that seed tells on its
 own, so a kept variant is saved with its own seed; retelling it in the studio tells a new story with the same
@@ -71,11 +73,53 @@ class Job:
     """One round of variants: inputs, cancel flag and the text its thread buffers for the UI."""
 
     prompt: str
-    params: SamplingParams  # seed always set
+    params: SamplingParams  # the loaded model's variants' (seed always set)
     variants: list[Variant]
+    other_params: SamplingParams | None = None  # the other model's variants' (same seed)
     cancel: threading.Event = field(default_factory=threading.Event)
     buffer: FrameBuffer[tuple[int, str, str]] = field(default_factory=FrameBuffer)  # (column, text, finish)
     started: float = field(default_factory=time.perf_counter)
+
+    def params_of(self, variant: Variant) -> SamplingParams:
+        """The settings a variant is told with: its model's (the other model's when it is not the first's)."""
+        mine = variant.model == self.variants[0].model
+        return self.params if mine or self.other_params is None else self.other_params
+
+
+def changed_settings(params: SamplingParams, model: dict[str, Any]) -> dict[str, Any]:
+    """The settings of params that differ from a model's recommended ones (`Session.sampling`): the user's choices."""
+    base = settle(model)
+    return {key: getattr(params, key) for key in MODEL_SETTINGS if not _same(getattr(params, key), getattr(base, key))}
+
+
+def other_settings(params: SamplingParams, mine: dict[str, Any], name: str) -> SamplingParams:
+    """The settings another installed model `name` tells with next to params (the loaded model's, whose recommended
+    ones are `mine`): its own recommended settings, then what the user changed, the same seed."""
+    from engine.bundles.info import read_metadata
+    from engine.bundles.registry import resolve_model
+    from engine.generation.sampling import model_defaults
+
+    theirs = model_defaults(read_metadata(resolve_model(name)))  # read_metadata drops settings that do not check
+    return settle(theirs, **changed_settings(params, mine), seed=params.seed)
+
+
+def brief(p: SamplingParams) -> str:
+    """Settings in a column title, what shapes a story first: 'T 0.3 · rep 1.2/64 · top-p 0.95' ('greedy · …')."""
+    parts = ["greedy" if p.greedy else f"T {p.temperature:g}"]
+    window = f"/{p.repeat_last_n}" if p.repeat_last_n >= 0 else ""
+    parts += [f"rep {p.repetition_penalty:g}{window}"] if p.repetition_penalty != 1 else []
+    parts += [f"freq {p.frequency_penalty:g}"] if p.frequency_penalty else []
+    parts += [f"pres {p.presence_penalty:g}"] if p.presence_penalty else []
+    if not p.greedy:  # top-k and top-p change nothing in a greedy story
+        parts += ([f"top-k {p.top_k}"] if p.top_k else []) + ([f"top-p {p.top_p:g}"] if p.top_p < 1 else [])
+    return " · ".join(parts)
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal settings, floats to the sliders' precision."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) < 1e-6
+    return a == b
 
 
 class CompareScreen(Screen[None]):
@@ -254,7 +298,12 @@ class CompareScreen(Screen[None]):
         mine = (self.count + 1) // 2 if self.against else self.count
         variants = [Variant(self.session.name, i + 1) for i in range(mine)]
         variants += [Variant(self.against, i + 1) for i in range(self.count - mine)] if self.against else []
-        job = self.job = Job(self.prompt, params, variants)
+        try:
+            theirs = other_settings(params, self.session.sampling, self.against) if self.against else None
+        except (OSError, ValueError) as exc:  # the other model went away or its settings do not check
+            theirs = None
+            self.notify(terminal_safe(f"{self.against}: {exc}"), severity="warning", markup=False)
+        job = self.job = Job(self.prompt, params, variants, theirs)
         self._columns_for(job)
         self.generating = True
         self._show_status()
@@ -276,12 +325,12 @@ class CompareScreen(Screen[None]):
         extra["batch_row"] = variant.row
         finish = variant.finish or "cancelled"
         error = self.shared.save_story(  # the variant's own seed: the library's retell tells it again
-            job.prompt, variant.text, job.params.for_row(variant.row - 1), variant.model, variant.tokens, finish,
-            extra,
+            job.prompt, variant.text, job.params_of(variant).for_row(variant.row - 1), variant.model, variant.tokens,
+            finish, extra,
         )  # fmt: skip
         if error is not None:
             self.notify(terminal_safe(error), severity="warning", markup=False)
-        self.post_message(self.Kept(job.prompt, variant.text, job.params))  # the app shows it in the studio
+        self.post_message(self.Kept(job.prompt, variant.text, job.params_of(variant)))  # shown in the studio
         where = " and saved it to the library" if error is None else ""
         self.notify(
             terminal_safe(f"Kept variant {self.chosen + 1} ({variant.model}){where}."),
@@ -305,7 +354,8 @@ class CompareScreen(Screen[None]):
             if against is not None:
                 if other is None:  # loaded here, kept by the app for the next round (see Done)
                     other = open_session(against, device=session.device.type, dtype=session.dtype_name)
-                batches.append(Batch(other.generator, [i for i in range(len(job.variants)) if i not in mine]))
+                theirs = [i for i in range(len(job.variants)) if i not in mine]
+                batches.append(Batch(other.generator, theirs, job.other_params))
             tell_variants(batches, job.prompt, job.params, job.cancel, emit)
         except Exception as exc:  # noqa: BLE001 - any failure becomes a notification; the app keeps running
             line = str(exc).strip().splitlines()
@@ -320,7 +370,7 @@ class CompareScreen(Screen[None]):
         for column, variant in zip(self.columns, job.variants, strict=False):
             column.restart("")
             column.border_title = terminal_safe(
-                f"{column.index + 1} · {cut(variant.model, HEAD_NAME)}"
+                f"{column.index + 1} · {cut(variant.model, HEAD_NAME)} · {brief(job.params_of(variant))}"
                 if self.against else f"Variant {column.index + 1}"
             )  # fmt: skip
             column.border_subtitle = ""

@@ -5,6 +5,7 @@ chosen one goes into the studio and the library. Real tiny models; every wait ha
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -175,3 +176,51 @@ async def test_escape_stops_then_goes_back(tiny_bundle):
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is app.studio, "the studio")
         assert not app.busy
+
+
+RECOMMENDS = {"temperature": 0.0, "top_k": 5, "repetition_penalty": 1.3, "repeat_last_n": 16}
+
+
+@pytest.fixture
+def recommending_second(installed_second):
+    """'tiny-two', recommending its own sampling (RECOMMENDS) in its metadata."""
+    import json
+
+    path = installed_second / "metadata.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"sampling": RECOMMENDS}))
+    return installed_second
+
+
+def test_the_other_model_starts_from_its_own_settings_except_what_the_user_changed(recommending_second):
+    from helium_tui.screens.compare import other_settings
+
+    untouched = SamplingParams(seed=3)  # the loaded model (no recommendation) at the engine's defaults
+    assert other_settings(untouched, {}, "tiny-two") == SamplingParams(**RECOMMENDS, seed=3)
+    changed = replace(untouched, temperature=1.0, max_new_tokens=32)  # the user moved two sliders
+    assert other_settings(changed, {}, "tiny-two") == SamplingParams(**RECOMMENDS | {"temperature": 1.0},
+                                                                     max_new_tokens=32, seed=3)  # fmt: skip
+    # a value the user left at the loaded model's own recommendation is not a choice: the other's applies
+    mine = {"temperature": 0.5}
+    assert other_settings(replace(untouched, temperature=0.5), mine, "tiny-two").temperature == 0.0
+
+
+@pytest.mark.slow
+async def test_compare_against_a_model_with_its_own_defaults_says_each_sides_settings(
+    tiny_bundle, recommending_second
+):
+    app = make_app(tiny_bundle)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await loaded(app, pilot)
+        screen = await open_compare(app, pilot)  # the user set temperature 1, top-p 1, repetition 1, 32 tokens
+        await pilot.press("m")  # against tiny-two
+        await until(pilot, lambda: screen.against == "tiny-two" and not screen.generating, "tiny-two's variants")
+        job = screen.job
+        user = {"temperature": 1.0, "top_p": 1.0, "repetition_penalty": 1.0, "max_new_tokens": 32}
+        assert job.params == SamplingParams(**user, seed=7)
+        assert job.other_params == SamplingParams(**RECOMMENDS | user, seed=7)  # top-k 5 and window 16: its own
+        theirs = told_rows(open_session(str(recommending_second), "cpu", "float32").generator, PROMPT, 1,
+                           job.other_params)  # fmt: skip
+        assert job.variants[2].text == theirs[0]
+        titles = [str(c.border_title) for c in screen.columns[:3]]
+        assert titles[:2] == ["1 · tiny-bundle · T 1", "2 · tiny-bundle · T 1"]
+        assert titles[2] == "3 · tiny-two · T 1 · top-k 5"  # its own top-k, the user's temperature
