@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -21,8 +23,11 @@ from tests.shared_skips import (  # noqa: F401  (the skip mark for ../shared; it
 )
 from trainer.tokenizer import train_bpe
 
-# kernels Helium builds at first use (engine.model.cpu_kernels) go to a cache of this test session, not the user's
-os.environ.setdefault("HELIUM_CACHE", tempfile.mkdtemp(prefix="helium-test-cache-"))
+# kernels Helium builds at first use (engine.model.cpu_kernels) go to a cache of this test session, not the user's;
+# a cache this session made is removed when it ends (746 of them had piled up in /tmp)
+if "HELIUM_CACHE" not in os.environ:
+    os.environ["HELIUM_CACHE"] = tempfile.mkdtemp(prefix="helium-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["HELIUM_CACHE"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items) -> None:
