@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from engine.bundles.bundle import save_bundle
-from engine.generation.sampling import model_defaults
+from engine.generation.sampling import SamplingParams, model_defaults
 from engine.generation.session import open_session
 from engine.model.tinyslm import TinySLM
 from helium_server.app import build_app
@@ -84,3 +84,15 @@ def test_eval_and_model_metadata_take_the_bonus():
     assert model_defaults({"sampling": {"name_bonus": 2.0}}) == {"name_bonus": 2.0}
     with pytest.raises(ValueError, match="name bonus"):
         model_defaults({"sampling": {"name_bonus": -1.0}})
+
+
+def test_a_saved_story_keeps_its_bonus_and_drops_a_bad_one(tmp_path):
+    from dataclasses import asdict
+
+    from helium_tui.library import Story, StoryStore
+    from helium_tui.story_file import clean_params
+
+    store = StoryStore(tmp_path)
+    story = store.save(Story("Once", " upon", asdict(SamplingParams(name_bonus=2.0)), "m"))
+    assert store.get(story.id).params["name_bonus"] == 2.0
+    assert clean_params({"name_bonus": float("nan"), "top_p": 0.5}) == ({"top_p": 0.5}, ["name_bonus"])
