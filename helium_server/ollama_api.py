@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.checks import MAX_SEED
-from engine.generation.sampling import SamplingParams
+from engine.generation.sampling import MAX_NAME_BONUS, SamplingParams
 from helium_server import fields as f
 from helium_server.fields import ApiError
 from helium_server.scheduler import End
@@ -50,6 +50,7 @@ def read_options(body: dict, model: dict | None = None) -> tuple[SamplingParams,
         repeat_last_n=f.whole(options, "repeat_last_n", None, -1, f.MAX_TOKENS),
         frequency_penalty=f.number(options, "frequency_penalty", None, -2, 2),
         presence_penalty=f.number(options, "presence_penalty", None, -2, 2),
+        name_bonus=f.number(options, "name_bonus", None, 0, MAX_NAME_BONUS),
         seed=seed if seed is None or seed >= 0 else None,  # Ollama's -1: a random seed
     )
     return params, f.stops(options)

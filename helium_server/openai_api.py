@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.checks import MAX_SEED
+from engine.generation.sampling import MAX_NAME_BONUS
 from engine.generation.telling import TokenInfo
 from helium_server import fields as f
 from helium_server.fields import ApiError
@@ -55,6 +56,7 @@ def read_ask(body: dict, prompt: str, chat: bool, model: dict | None = None) -> 
         presence_penalty=f.number(body, "presence_penalty", None, -2, 2),
         repeat_last_n=f.whole(body, "repeat_last_n", None, -1, f.MAX_TOKENS),
         penalize_prompt=f.flag(body, "penalize_prompt", None),
+        name_bonus=f.number(body, "name_bonus", None, 0, MAX_NAME_BONUS),
         seed=f.whole(body, "seed", None, 0, MAX_SEED),
         stop_at_eos=not f.flag(body, "ignore_eos", False),  # vLLM's and llama.cpp's name: benchmarks use it
     )

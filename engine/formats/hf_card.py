@@ -59,9 +59,10 @@ def sampling_note(p: SamplingParams) -> str:
     """What the card says of generation_config.json: the model's recommended settings, and what transformers
     applies differently (its repetition penalty has no window and counts the prompt)."""
     note = f"`generation_config.json` holds the settings this model recommends: {describe(p)}."
-    if p.penalizes and (p.repeat_last_n != -1 or not p.penalize_prompt or p.frequency_penalty or p.presence_penalty):
+    custom = p.frequency_penalty or p.presence_penalty or p.name_bonus
+    if p.penalizes and (p.repeat_last_n != -1 or not p.penalize_prompt or custom):
         note += (" transformers applies its repetition penalty over every token, prompt included, and has no"
-                 " frequency or presence penalty; Helium reads all of them from `helium_sampling`.")  # fmt: skip
+                 " frequency or presence penalty or name bonus; Helium reads all of them from `helium_sampling`.")  # fmt: skip
     return note
 
 

@@ -13,8 +13,9 @@ from itertools import groupby
 
 import torch
 
+from engine.generation.names import name_tokens
 from engine.generation.runtime import CompiledFn
-from engine.generation.sampler import draws, knob_tensor, penalty_counts, pick, random_stream
+from engine.generation.sampler import draws, knob_tensor, needs_names, penalty_counts, pick, random_stream
 from engine.generation.sampling import SamplingParams
 from engine.generation.telling import Delta, GenerationResult, Request, Stream, Telling, TokenInfo, as_cancel
 from engine.model.native import native_decoder
@@ -60,20 +61,30 @@ class Generator:
             1, dtype=torch.long, device=self.device
         )  # the decode position, kept on the device
         self.lock = threading.Lock()  # held while a batch uses the KV cache
+        self._names: torch.Tensor | None = None  # the names mask, made on first use (`names`)
 
     @property
     def compile_failed(self) -> str | None:
         """Why torch.compile fell back to eager, if it did."""
         return self._decode.failed
 
+    def names(self, rows: Sequence[SamplingParams]) -> torch.Tensor | None:
+        """(V,) bool on the device: which tokens are names (`engine.generation.names`), made once per generator when
+        some row first has a name bonus; None while no row of `rows` has one (the sampler then needs none)."""
+        if not needs_names(rows):
+            return None
+        if self._names is None:
+            self._names = name_tokens(self.tok.decode, self.vocab_size).to(self.device)
+        return self._names
+
     def _decode_step(self, token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         return self.model(token, input_pos)[:, -1]
 
     def _decode_and_pick(
         self, token: torch.Tensor, input_pos: torch.Tensor, seen: torch.Tensor | None, knobs: torch.Tensor,
-        uniform: torch.Tensor | None,
+        uniform: torch.Tensor | None, names: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        return pick(self.model(token, input_pos)[:, -1], seen, knobs, uniform)
+        return pick(self.model(token, input_pos)[:, -1], seen, knobs, uniform, names)
 
     def decode_and_pick(
         self,
@@ -82,17 +93,18 @@ class Generator:
         seen: torch.Tensor,
         knobs: torch.Tensor,
         uniform: torch.Tensor | None,
+        names: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(next ids (B,), penalized logits (B, V)) after token (B, 1) at position pos."""
+        """(next ids (B,), penalized logits (B, V)) after token (B, 1) at position pos (names: `Generator.names`)."""
         if self.native is not None:
-            return pick(self.native.step(token, pos), seen, knobs, uniform)
+            return pick(self.native.step(token, pos), seen, knobs, uniform, names)
         self._pos.fill_(pos)
         if not self.fused:
             logits = self._decode(token, self._pos)
             if self._decode.compiled is not None:  # a compiled step may reuse its output (CUDA graphs do)
                 logits = logits.clone()
-            return pick(logits, seen, knobs, uniform)
-        nxt, logits = self._decode(token, self._pos, seen, knobs, uniform)
+            return pick(logits, seen, knobs, uniform, names)
+        nxt, logits = self._decode(token, self._pos, seen, knobs, uniform, names)
         return nxt.clone(), logits.clone()  # a CUDA graph's next replay overwrites its outputs
 
     def warm_up(self) -> None:
@@ -166,6 +178,7 @@ class Decoding:
         self.sampled = not all(p.greedy for p in rows)  # greedy rows only: no draws, no sorting
         self.rows = list(rows)
         self.penalized = any(p.penalizes for p in rows)  # else no counts of earlier tokens either
+        self.names = gen.names(rows)  # None unless some row has a name bonus
         # a row that looks at its last n tokens only recounts every step; the others add the newest token
         self.recount = any(p.repeat_last_n > 0 for p in rows)
         self.history = torch.tensor([prompt_ids] * len(rows), device=gen.device)  # (B, L)
@@ -187,7 +200,7 @@ class Decoding:
                 elif self.seen is not None:
                     self.seen.scatter_add_(1, self.last[:, None], self.counted)
                 self.last, logits = gen.decode_and_pick(
-                    self.last[:, None], self.pos, self.seen, self.knobs, uniform
+                    self.last[:, None], self.pos, self.seen, self.knobs, uniform, self.names
                 )
                 self.pos += 1
                 return self.last, logits
@@ -195,7 +208,7 @@ class Decoding:
             self.logits = gen.prefill(self.history[:, -self.pos :])
             self.seen = self._seen(self.pos)
         assert self.logits is not None
-        self.last, logits = pick(self.logits, self.seen, self.knobs, uniform)  # a prefill's logits, eagerly
+        self.last, logits = pick(self.logits, self.seen, self.knobs, uniform, self.names)  # a prefill's, eagerly
         self.logits = None
         return self.last, logits
 
@@ -341,7 +354,7 @@ class Slots:
         group = self.rows[rows]
         uniform = None if all(r.params.greedy for r in group) else draws([r.stream for r in group], self.gen.device)
         seen = self.seen[rows] if any(r.params.penalizes for r in group) else None
-        ids, picked = pick(logits, seen, self.knobs[rows], uniform)
+        ids, picked = pick(logits, seen, self.knobs[rows], uniform, self.gen.names([r.params for r in group]))
         out = ids.tolist()  # the step's one sync
         for row, token in zip(group, out, strict=True):
             row.history.append(token)

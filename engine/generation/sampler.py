@@ -62,18 +62,29 @@ def draws(streams: Sequence[random.Random], device: torch.device) -> torch.Tenso
 def penalize(
     logits: torch.Tensor, counts: torch.Tensor, penalty: torch.Tensor,
     frequency: torch.Tensor | None = None, presence: torch.Tensor | None = None,
+    bonus: torch.Tensor | None = None, names: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """The penalties over tokens seen (counts (B, V), bool or float): CTRL's (positive logits divided by the row's
     penalty (B, 1), negative multiplied), then OpenAI's (minus frequency (B, 1) × count, minus presence (B, 1)).
+    With names (V,) bool and bonus (B, 1): in the rows whose bonus is > 0 names are spared, and the seen ones
+    get + bonus.
 
     Computed in float32 and rounded back to the logits' dtype: for bf16 logits the same numbers as
-    dividing by a Python float (which PyTorch also applies in float32). Zero OpenAI penalties change nothing.
+    dividing by a Python float (which PyTorch also applies in float32). Zero OpenAI penalties change nothing,
+    nor does a zero bonus (those rows' logits are bit-equal to no names at all).
     """
     x = logits.float()
     seen = counts > 0
+    spared = None
+    if names is not None and bonus is not None:
+        spared = names[None, :] & (bonus > 0)  # (B, V)
+        seen_names, seen = seen & spared, seen & ~spared
+        counts = counts.masked_fill(spared, 0)
     x = torch.where(seen, torch.where(x > 0, x / penalty, x * penalty), x)
     if frequency is not None and presence is not None:
         x = x - frequency * counts.float() - presence * seen.float()
+    if spared is not None:
+        x = torch.where(seen_names, x + bonus, x)
     return x.to(logits.dtype)
 
 
@@ -96,21 +107,31 @@ def nucleus(logits: torch.Tensor, knobs: torch.Tensor) -> tuple[torch.Tensor, to
     return probs.masked_fill(drop, 0.0), order
 
 
-def penalty_knobs(knobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The rows' (repetition, frequency, presence) penalties from knobs (B, K), each (B, 1)."""
-    return tuple(knobs[:, KNOB[name], None] for name in ("repetition_penalty", "frequency_penalty", "presence_penalty"))
+PENALTY_KNOBS = ("repetition_penalty", "frequency_penalty", "presence_penalty", "name_bonus")
+
+
+def penalty_knobs(knobs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The rows' (repetition, frequency, presence, name bonus) settings from knobs (B, K), each (B, 1)."""
+    return tuple(knobs[:, KNOB[name], None] for name in PENALTY_KNOBS)
+
+
+def needs_names(rows: Sequence[SamplingParams]) -> bool:
+    """True when some row raises names (`name_bonus` > 0): the sampler then needs the names mask."""
+    return any(p.name_bonus > 0 and p.penalizes for p in rows)
 
 
 def pick(
-    logits: torch.Tensor, seen: torch.Tensor | None, knobs: torch.Tensor, uniform: torch.Tensor | None
+    logits: torch.Tensor, seen: torch.Tensor | None, knobs: torch.Tensor, uniform: torch.Tensor | None,
+    names: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(next ids (B,), penalized logits (B, V)) from logits (B, V), knobs (B, K) and draws (B,).
 
-    Penalties over the tokens counted in seen (B, V) (`penalty_counts`; None: no row penalizes), then per row: greedy (temperature below
-    MIN_TEMPERATURE, or uniform None for a batch of greedy rows only) or the kept token where the row's draw
-    falls in the running sum of the nucleus's probabilities (inverse transform sampling).
+    Penalties over the tokens counted in seen (B, V) (`penalty_counts`; None: no row penalizes), names (V,) bool
+    spared and raised in the rows with a name bonus (`engine.generation.names`; None: no row has one), then per
+    row: greedy (temperature below MIN_TEMPERATURE, or uniform None for a batch of greedy rows only) or the kept
+    token where the row's draw falls in the running sum of the nucleus's probabilities (inverse transform sampling).
     """
-    penalized = logits if seen is None else penalize(logits, seen, *penalty_knobs(knobs))
+    penalized = logits if seen is None else penalize(logits, seen, *penalty_knobs(knobs), names=names)
     best = penalized.argmax(-1)
     if uniform is None:
         return best, penalized

@@ -15,8 +15,9 @@ MIN_TEMPERATURE = 1e-3  # positive temperatures below this sample as greedy woul
 PENALTY_RANGE = (0.01, 100.0)  # repetition penalties outside this turn logits into inf or 0
 # The fields the sampler reads, in the order of the columns of their tensor form (`SamplingParams.knobs`,
 # engine.generation.sampler.knob_tensor): the one list a new sampling option joins.
-KNOBS = ("temperature", "top_k", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty")
+KNOBS = ("temperature", "top_k", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty", "name_bonus")
 ADDITIVE_RANGE = (-2.0, 2.0)  # OpenAI's range for frequency and presence penalties
+MAX_NAME_BONUS = 10.0  # more than this and a seen name is all a story says
 # which tokens the penalties count (`engine.generation.sampler.penalty_counts`), not sampler columns
 WINDOW_FIELDS = ("repeat_last_n", "penalize_prompt")
 
@@ -34,6 +35,8 @@ class SamplingParams:
     presence_penalty: float = 0.0  # OpenAI's: logit minus this once the token has occurred (0 = off)
     repeat_last_n: int = -1  # llama.cpp's: the penalties look at the last n tokens (-1 = the context, 0 = none)
     penalize_prompt: bool = True  # the prompt's tokens count too (False: a story may repeat its prompt's names)
+    # > 0: names (engine.generation.names) are never penalized and those the penalties count get this added
+    name_bonus: float = 0.0
     seed: int | None = None  # fixed seed → the same story every time
     stop_at_eos: bool = True  # stop at the end-of-story token
 
@@ -55,6 +58,8 @@ class SamplingParams:
                 raise ValueError(f"{name.replace('_', ' ')} must be from {lo:g} to {hi:g} (0 = off), got {value}")
         if not is_whole(self.repeat_last_n) or self.repeat_last_n < -1:
             raise ValueError(f"repeat-last-n must be -1 (the whole context), 0 (off) or a count, got {self.repeat_last_n}")
+        if not is_number(self.name_bonus) or not 0 <= self.name_bonus <= MAX_NAME_BONUS:
+            raise ValueError(f"name bonus must be from 0 (off) to {MAX_NAME_BONUS:g}, got {self.name_bonus}")
         if not isinstance(self.penalize_prompt, bool):
             raise ValueError(f"penalize-prompt must be true or false, got {self.penalize_prompt!r}")
         if not is_whole(self.max_new_tokens) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
@@ -76,8 +81,10 @@ class SamplingParams:
 
     @property
     def penalizes(self) -> bool:
-        """True when some penalty changes logits (the sampler then needs the counts of earlier tokens)."""
+        """True when some penalty (or the name bonus) changes logits (the sampler then needs the counts of earlier
+        tokens)."""
         on = self.repetition_penalty != 1 or self.frequency_penalty != 0 or self.presence_penalty != 0
+        on = on or self.name_bonus > 0
         return on and self.repeat_last_n != 0
 
     @property
@@ -89,7 +96,8 @@ class SamplingParams:
 # The settings a model's metadata may recommend ("sampling": {...} in metadata.json), with each one's JSON kind
 MODEL_SETTINGS: dict[str, type] = {
     "temperature": float, "top_k": int, "top_p": float, "repetition_penalty": float, "frequency_penalty": float,
-    "presence_penalty": float, "repeat_last_n": int, "penalize_prompt": bool, "max_new_tokens": int,
+    "presence_penalty": float, "repeat_last_n": int, "penalize_prompt": bool, "name_bonus": float,
+    "max_new_tokens": int,
 }  # fmt: skip
 
 
@@ -140,5 +148,6 @@ def describe(p: SamplingParams) -> str:
     parts += [f"repetition penalty {p.repetition_penalty:g}{window}"] if p.repetition_penalty != 1 else []
     parts += [f"frequency penalty {p.frequency_penalty:g}"] if p.frequency_penalty else []
     parts += [f"presence penalty {p.presence_penalty:g}"] if p.presence_penalty else []
+    parts += [f"name bonus {p.name_bonus:g}"] if p.name_bonus else []
     parts += [] if p.penalize_prompt or not p.penalizes else ["the prompt not penalized"]
     return ", ".join(parts)

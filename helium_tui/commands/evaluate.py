@@ -146,6 +146,7 @@ def _shown(params: object) -> str:
              f"rep {p.repetition_penalty:g}", f"freq {p.frequency_penalty:g}" if p.frequency_penalty else "",  # type: ignore[attr-defined]
              f"pres {p.presence_penalty:g}" if p.presence_penalty else "",  # type: ignore[attr-defined]
              f"last {p.repeat_last_n}" if p.repeat_last_n >= 0 else "",  # type: ignore[attr-defined]
+             f"names +{p.name_bonus:g}" if p.name_bonus else "",  # type: ignore[attr-defined]
              "" if p.penalize_prompt else "spare-prompt"]  # type: ignore[attr-defined]  # fmt: skip
     return " ".join(x for x in parts if x)
 

@@ -73,6 +73,13 @@ def tell(
             show_default=False,
         ),
     ] = None,
+    name_bonus: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep the story's characters: names (one capitalised word, not a common one) are never penalized "
+            f"and those already in the text get this added to their logits, 0 to 10 (0 = off){_d('name_bonus')}"
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for a reproducible story.")] = None,
     device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     dtype: Annotated[str, typer.Option(help=f"{DTYPE_CHOICES}.")] = "auto",
@@ -107,7 +114,7 @@ def tell(
             max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             repetition_penalty=repetition_penalty, frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty, repeat_last_n=repeat_last_n, penalize_prompt=penalize_prompt,
-            seed=seed,
+            name_bonus=name_bonus, seed=seed,
         )  # fmt: skip
         settle(**chosen)  # bad values fail before the model loads
         from engine.generation.session import open_session

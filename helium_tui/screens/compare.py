@@ -110,6 +110,7 @@ def brief(p: SamplingParams) -> str:
     parts += [f"rep {p.repetition_penalty:g}{window}"] if p.repetition_penalty != 1 else []
     parts += [f"freq {p.frequency_penalty:g}"] if p.frequency_penalty else []
     parts += [f"pres {p.presence_penalty:g}"] if p.presence_penalty else []
+    parts += [f"names +{p.name_bonus:g}"] if p.name_bonus else []
     if not p.greedy:  # top-k and top-p change nothing in a greedy story
         parts += ([f"top-k {p.top_k}"] if p.top_k else []) + ([f"top-p {p.top_p:g}"] if p.top_p < 1 else [])
     return " · ".join(parts)

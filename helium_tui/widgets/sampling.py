@@ -29,11 +29,14 @@ PARAMS: list[ParamSpec] = [
     ParamSpec("presence_penalty", "Presence pen.", 0.0, 2.0, 0.05, DEFAULTS.presence_penalty, zero_label="off"),
     # the penalties' window in tokens; the slider's 0 is the whole context (repeat_last_n -1)
     ParamSpec("repeat_last_n", "Penalty window", 0, 512, 16, 0, decimals=0, zero_label="all"),
+    # names never penalized and the seen ones raised by this (engine.generation.names)
+    ParamSpec("name_bonus", "Name bonus", 0.0, 4.0, 0.25, DEFAULTS.name_bonus, zero_label="off"),
     ParamSpec("max_tokens", "Max tokens", 16, 2048, 16, DEFAULTS.max_new_tokens, decimals=0),
 ]
 SAVED_NAMES = {"max_tokens": "max_new_tokens"}  # slider key -> SamplingParams field, where they differ
 # the settings of a story saved before they existed: what it was made with
-MADE_WITH = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "repeat_last_n": -1, "penalize_prompt": True}
+MADE_WITH = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "repeat_last_n": -1, "penalize_prompt": True,
+             "name_bonus": 0.0}  # fmt: skip
 WHOLE_CONTEXT = -1  # repeat_last_n for the whole context: the window slider's 0 ("all")
 
 
@@ -87,6 +90,7 @@ class SamplingPanel(VerticalScroll, can_focus=False):
             "frequency_penalty": self.slider("frequency_penalty").value,
             "presence_penalty": self.slider("presence_penalty").value,
             "repeat_last_n": window or WHOLE_CONTEXT,
+            "name_bonus": self.slider("name_bonus").value,
             "penalize_prompt": self.query_one("#penalize-prompt", Switch).value,
         }
 

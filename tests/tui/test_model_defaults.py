@@ -12,7 +12,7 @@ from helium_tui.widgets.sampling import SamplingPanel
 from tests.tui.conftest import loaded, make_app, until
 
 RECOMMENDED = {"temperature": 0.5, "repetition_penalty": 1.2, "repeat_last_n": 64, "penalize_prompt": False,
-               "frequency_penalty": 0.3}  # fmt: skip
+               "frequency_penalty": 0.3, "name_bonus": 2.0}  # fmt: skip
 
 
 def with_sampling(bundle, settings: dict):
@@ -29,7 +29,7 @@ async def test_the_sliders_start_at_the_models_defaults_and_reset_to_them(tiny_b
         panel = app.studio.query_one(SamplingPanel)
         params = panel.params()
         assert (params.temperature, params.repetition_penalty, params.repeat_last_n) == (0.5, 1.2, 64)
-        assert params.penalize_prompt is False and params.frequency_penalty == 0.3
+        assert params.penalize_prompt is False and params.frequency_penalty == 0.3 and params.name_bonus == 2.0
         assert params.top_p == SamplingParams().top_p  # what the model does not set: the engine's default
         panel.slider("temperature").value = 1.5
         panel.query_one("#penalize-prompt", Switch).value = True
@@ -63,4 +63,4 @@ async def test_an_old_story_opens_with_the_settings_it_was_made_with(tiny_bundle
         await pilot.pause()
         params = panel.params()
         assert not notes and params.repeat_last_n == -1 and params.penalize_prompt is True
-        assert params.frequency_penalty == 0 and params.seed == 5
+        assert params.frequency_penalty == 0 and params.name_bonus == 0 and params.seed == 5
