@@ -85,6 +85,6 @@ def test_bad_values_are_one_line_errors(args, env, message, helium_home, monkeyp
 
 
 def test_install_refuses_an_unknown_dtype(tiny_bundle, helium_home):
-    r = runner.invoke(app, ["models", "install", str(tiny_bundle), "--name", "x", "--dtype", "int4"])
-    assert r.exit_code == 2 and "unknown dtype 'int4'" in r.stderr and "int8" in r.stderr
+    r = runner.invoke(app, ["models", "install", str(tiny_bundle), "--name", "x", "--dtype", "int2"])
+    assert r.exit_code == 2 and "unknown dtype 'int2'" in r.stderr and "int8" in r.stderr
     assert not (helium_home / "models" / "x").exists()

@@ -101,16 +101,21 @@ class Int8Embedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, int8"
 
 
-def swap_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module | None]) -> None:
-    """Replace each bias-free nn.Linear of a TinySLM by make(linear), in place, where it returns a module; a head
-    tied to the token embedding is left to the caller (it must share the embedding's new weights)."""
+def swap_modules(model: nn.Module, make: Callable[[nn.Module], nn.Module | None]) -> None:
+    """Replace each module of a TinySLM by make(module), in place, where it returns one; a head tied to the token
+    embedding is left to the caller (it must share the embedding's new weights)."""
     tied = model.output.weight is model.tok_embeddings.weight
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear and child.bias is None and not (tied and child is model.output):
+            if not (tied and child is model.output):
                 new = make(child)
                 if new is not None:
                     setattr(parent, name, new)
+
+
+def swap_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module | None]) -> None:
+    """swap_modules for the bias-free nn.Linear layers only (what int8 and int4 quantize)."""
+    swap_modules(model, lambda m: make(m) if type(m) is nn.Linear and m.bias is None else None)
 
 
 def quantize_model(model: nn.Module, empty: bool = False) -> nn.Module:
@@ -166,12 +171,15 @@ def dequantize_model(model: nn.Module) -> nn.Module:
     if not is_quantized(model):
         return model
     tied = model.output.weight is model.tok_embeddings.weight
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, Int8Linear) and not (tied and child is model.output):
-                new = nn.Linear(child.in_features, child.out_features, bias=False, device="cpu")
-                new.weight = _dequantized_weight(child)
-                setattr(parent, name, new)
+
+    def float_linear(child: nn.Module) -> nn.Linear | None:
+        if not isinstance(child, Int8Linear):
+            return None
+        new = nn.Linear(child.in_features, child.out_features, bias=False, device="cpu")
+        new.weight = _dequantized_weight(child)
+        return new
+
+    swap_modules(model, float_linear)
     emb = model.tok_embeddings
     model.tok_embeddings = nn.Embedding(emb.num_embeddings, emb.embedding_dim, device="cpu")
     model.tok_embeddings.weight = _dequantized_weight(emb)

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.model.quant import SCALE_SUFFIX, swap_linears
+from engine.model.quant import SCALE_SUFFIX, swap_linears, swap_modules
 
 BLOCK = 32  # weights per scale, as Q4_0
 
@@ -141,12 +141,15 @@ def dequantize_model_int4(model: nn.Module) -> nn.Module:
     if not is_int4(model):
         return model
     tied = model.output.weight is model.tok_embeddings.weight
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, Int4Linear) and not (tied and child is model.output):
-                new = nn.Linear(child.in_features, child.out_features, bias=False, device=child.weight.device)
-                new.weight = nn.Parameter(dequantize_q4_0(child.weight, child.weight_scale))
-                setattr(parent, name, new)
+
+    def float_linear(child: nn.Module) -> nn.Linear | None:
+        if not isinstance(child, Int4Linear):
+            return None
+        new = nn.Linear(child.in_features, child.out_features, bias=False, device=child.weight.device)
+        new.weight = nn.Parameter(dequantize_q4_0(child.weight, child.weight_scale))
+        return new
+
+    swap_modules(model, float_linear)
     emb = model.tok_embeddings
     if isinstance(emb, Int4Embedding):
         weight = nn.Parameter(dequantize_q4_0(emb.weight, emb.weight_scale))
