@@ -53,6 +53,7 @@ def poison(path: tuple[str, ...], tmp: Path) -> list[str]:
         ("bench", "serve"): ["bench", "serve", "--model", missing],
         ("bench", "inspect"): ["bench", "inspect", "--model", "no-such-preset"],
         ("data", "prepare"): ["data", "prepare", missing, "--out", str(tmp / "data")],
+        ("sweep",): ["sweep", "--data", missing, "--sizes", "32x2", "--out", str(tmp / "sweep")],
     }.get(path, [*path])
 
 

@@ -57,5 +57,7 @@ def test_bench_serve_measures_each_level(tiny_bundle):
 
     r = bench_serve(str(tiny_bundle), [1, 2], 6, soak_s=1, extra=["--device", "cpu", "--threads", "1"])
     assert [lv.streams for lv in r.levels] == [1, 2] and r.model == "tiny-bundle"
-    assert all(lv.tokens_per_s > 0 and lv.ttft_p50_ms > 0 and lv.server_cpu_ms_per_token > 0 for lv in r.levels)
+    assert all(lv.tokens_per_s > 0 and lv.ttft_p50_ms > 0 for lv in r.levels)
+    # the server's CPU comes from /proc in clock ticks (10 ms): a level this small may cost less than one
+    assert all(lv.server_cpu_ms_per_token >= 0 for lv in r.levels)
     assert r.soak_requests > 0 and r.rss_end_mb > 0

@@ -71,8 +71,12 @@ def sweep(
     train = dict(batch_size=batch_size, context=context, lr=lr, warmup=warmup, eval_interval=eval_interval or 0,
                  eval_batches=eval_batches, seed=seed)  # fmt: skip
     with user_errors():
+        from trainer.config import TrainConfig
         from trainer.sweep import plan as plans
 
+        # the numbers first (nan, inf, a negative lr: one line naming the option), as `helium train` checks them
+        names = {"warmup": "warmup_steps"}
+        TrainConfig().with_(**{names.get(k, k): v for k, v in train.items() if v is not None}).validate()
         plan = _plan(data, sizes, tokens, tokens_per_param, out, train)
         points = plan.points()
         if point is not None and not 0 <= point < len(points):
