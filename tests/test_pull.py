@@ -421,6 +421,15 @@ def test_bench_decode_takes_a_catalog_shape(one_thread):
     assert res.exit_code == 2 and "choose from nano" in res.stderr and "stories110M" in res.stderr
 
 
+def as_a_shell_starts_it() -> None:
+    """In the child before exec: Ctrl-C delivered and acted on, as an interactive shell starts a command (in CI's
+    full run the pull went on after its SIGINT, a Range request and all: the child did not act on it)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def test_ctrl_c_stops_a_cli_pull_cleanly(synth_files, helium_home, hub_cache):
     """A real `helium models pull` process, interrupted mid-download: one line, exit 130, nothing left behind."""
     import os
@@ -436,10 +445,11 @@ def test_ctrl_c_stops_a_cli_pull_cleanly(synth_files, helium_home, hub_cache):
     # libraries they load) may have changed (in CI's full run the pull once went on after its Ctrl-C)
     keep = ("PATH", "HOME", "LANG", "PYTHONPATH", "HELIUM_HOME", "HELIUM_CACHE", "HF_HOME", "HF_HUB_DISABLE_TELEMETRY")
     env = {key: os.environ[key] for key in keep if key in os.environ} | {"HF_ENDPOINT": hub.url}
+    signals = [line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Sig")]
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "helium_tui.cli", "models", "pull", "stories260K"],
-            env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=as_a_shell_starts_it,
         )  # fmt: skip
         deadline = time.monotonic() + 60
         # the download has started (and stalls): a GET of a file, not huggingface_hub's own early GET of
@@ -451,7 +461,7 @@ def test_ctrl_c_stops_a_cli_pull_cleanly(synth_files, helium_home, hub_cache):
         _, err = proc.communicate(timeout=30)
     finally:
         hub.stop()
-    assert proc.returncode == 130, (err, hub.requests)
+    assert proc.returncode == 130, (err, hub.requests, signals)
     assert err.splitlines()[-1] == "helium: error: interrupted; nothing was installed"
     assert not (helium_home / "models" / "stories260K").exists()
     no_leftovers(helium_home, hub_cache)
