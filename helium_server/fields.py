@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from engine.generation.sampling import SamplingParams, settle
+from engine.generation.sampling import MAX_NAME_BONUS, SamplingParams, settle
 
 MAX_BODY = 1 << 20  # bytes of one request body (a prompt far past any context still fits)
 MAX_TOKENS = 32_768  # tokens of one story over the API (the window slides past the context)
@@ -150,6 +150,25 @@ def last_user_message(body: dict) -> str:
     if not users:
         raise ApiError(400, "a story model continues the last user message, and there is none", param="messages")
     return message_text(users[-1].get("content"), "messages")
+
+
+def knobs(body: dict, renamed: dict[str, str] | None = None) -> dict[str, object]:
+    """The sampler's knobs both APIs take, each checked against its one range: {SamplingParams field: value or
+    None (left out)}; renamed maps a field to the API's own name for it (Ollama's repeat_penalty)."""
+    renamed = renamed or {}
+    return {
+        field: read(body, renamed.get(field, field), None, low, high)
+        for field, (read, low, high) in (
+            ("temperature", (number, 0, 100)),
+            ("top_k", (whole, 0, 1 << 30)),
+            ("top_p", (number, 0, 1)),
+            ("repetition_penalty", (number, 0.01, 100)),
+            ("repeat_last_n", (whole, -1, MAX_TOKENS)),
+            ("frequency_penalty", (number, -2, 2)),
+            ("presence_penalty", (number, -2, 2)),
+            ("name_bonus", (number, 0, MAX_NAME_BONUS)),
+        )
+    }
 
 
 def settings(model: dict | None, **chosen: object) -> SamplingParams:

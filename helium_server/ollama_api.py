@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.checks import MAX_SEED
-from engine.generation.sampling import MAX_NAME_BONUS, SamplingParams
+from engine.generation.sampling import SamplingParams
 from helium_server import fields as f
 from helium_server.fields import ApiError
 from helium_server.scheduler import End
@@ -43,14 +43,7 @@ def read_options(body: dict, model: dict | None = None) -> tuple[SamplingParams,
     params = f.settings(
         model,
         max_new_tokens=max_tokens,
-        temperature=f.number(options, "temperature", None, 0, 100),
-        top_k=f.whole(options, "top_k", None, 0, 1 << 30),
-        top_p=f.number(options, "top_p", None, 0, 1),
-        repetition_penalty=f.number(options, "repeat_penalty", None, 0.01, 100),
-        repeat_last_n=f.whole(options, "repeat_last_n", None, -1, f.MAX_TOKENS),
-        frequency_penalty=f.number(options, "frequency_penalty", None, -2, 2),
-        presence_penalty=f.number(options, "presence_penalty", None, -2, 2),
-        name_bonus=f.number(options, "name_bonus", None, 0, MAX_NAME_BONUS),
+        **f.knobs(options, {"repetition_penalty": "repeat_penalty"}),
         seed=seed if seed is None or seed >= 0 else None,  # Ollama's -1: a random seed
     )
     return params, f.stops(options)

@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from engine.checks import MAX_SEED
-from engine.generation.sampling import MAX_NAME_BONUS
 from engine.generation.telling import TokenInfo
 from helium_server import fields as f
 from helium_server.fields import ApiError
@@ -48,15 +47,8 @@ def read_ask(body: dict, prompt: str, chat: bool, model: dict | None = None) -> 
     params = f.settings(
         model,
         max_new_tokens=max_tokens,
-        temperature=f.number(body, "temperature", None, 0, 100),
-        top_k=f.whole(body, "top_k", None, 0, 1 << 30),
-        top_p=f.number(body, "top_p", None, 0, 1),
-        repetition_penalty=f.number(body, "repetition_penalty", None, 0.01, 100),
-        frequency_penalty=f.number(body, "frequency_penalty", None, -2, 2),
-        presence_penalty=f.number(body, "presence_penalty", None, -2, 2),
-        repeat_last_n=f.whole(body, "repeat_last_n", None, -1, f.MAX_TOKENS),
+        **f.knobs(body),
         penalize_prompt=f.flag(body, "penalize_prompt", None),
-        name_bonus=f.number(body, "name_bonus", None, 0, MAX_NAME_BONUS),
         seed=f.whole(body, "seed", None, 0, MAX_SEED),
         stop_at_eos=not f.flag(body, "ignore_eos", False),  # vLLM's and llama.cpp's name: benchmarks use it
     )
