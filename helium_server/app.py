@@ -1,7 +1,8 @@
 """The server: both protocols' routes behind a Bearer check, errors in each protocol's shape, run by uvicorn.
 
 `build_app(session, ...)` is the ASGI app (tests run it on a loopback port); `serve(...)` runs it until Ctrl-C
-or SIGTERM, printing where it listens first. No request can make it answer 500 with a traceback: expected
+or SIGTERM, printing where it listens first. `session` is the model served from the start; with `others` every
+installed model answers to its name too (`helium_server.models`). No request can make it answer 500 with a traceback: expected
 problems are 4xx, anything else one logged line and a JSON 500.
 """
 
@@ -27,11 +28,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.generation.session import Session
+from engine.humanize import human_bytes
 from helium_server.fields import ApiError
+from helium_server.models import Loader, Models
 from helium_server.ollama_api import Ollama
 from helium_server.openai_api import OpenAI, error_body
-from helium_server.scheduler import Scheduler
-from helium_server.service import Service
 
 log = logging.getLogger("helium.serve")
 RETRY_AFTER_S = 1
@@ -40,7 +41,7 @@ RETRY_AFTER_S = 1
 def error_response(path: str, status: int, message: str, param: str | None = None, code: str | None = None) -> Response:
     """An error in the shape of the protocol the path belongs to (Ollama's under /api, else OpenAI's)."""
     body = {"error": message} if path.startswith("/api") else error_body(status, message, param, code)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 429 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -113,15 +114,15 @@ class LoopbackHosts:
 
 def build_app(
     session: Session, max_batch: int = 8, max_queue: int | None = None, api_key: str | None = None,
-    loopback: bool = True,
+    loopback: bool = True, others: bool = False, loader: Loader | None = None, budget: int | None = None,
 ) -> Starlette:  # fmt: skip
-    """The ASGI app serving session's model; its scheduler starts and stops with the app's lifespan.
+    """The ASGI app serving session's model (and, with others, every installed one by name, opened by loader,
+    within budget bytes); the decode threads start and stop with the app's lifespan.
 
     loopback: requests must name a loopback host (a loopback server without a key: the key protects the rest,
     and a reverse proxy in front may pass on its own public Host)."""
-    scheduler = Scheduler(session.generator, max_batch, max_queue or 4 * max_batch)
-    service = Service(session, scheduler)
-    routes = [Route(r.path, guarded(r.endpoint), methods=r.methods) for r in OpenAI(service).routes() + Ollama(service).routes()]
+    models = Models(session, max_batch, max_queue or 4 * max_batch, loader, others, budget)
+    routes = [Route(r.path, guarded(r.endpoint), methods=r.methods) for r in OpenAI(models).routes() + Ollama(models).routes()]
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
@@ -130,12 +131,13 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        scheduler.start()
+        models.start()
         yield
-        scheduler.stop()
+        models.stop()
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
-    app.state.scheduler = scheduler
+    app.state.models = models
+    app.state.scheduler = models.loaded[session.name].scheduler  # the first model's
     app.add_middleware(BearerAuth, key=api_key)
     if loopback:
         app.add_middleware(LoopbackHosts)
@@ -154,15 +156,23 @@ class StoppingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(session: Session, host: str, port: int, max_batch: int, api_key: str | None, loopback: bool) -> None:
+def serve(
+    session: Session, host: str, port: int, max_batch: int, api_key: str | None, loopback: bool,
+    others: bool = False, loader: Loader | None = None, budget: int | None = None,
+) -> None:  # fmt: skip
     """Serve until Ctrl-C or SIGTERM (uvicorn's handlers), saying where first."""
-    app = build_app(session, max_batch=max_batch, api_key=api_key, loopback=loopback)
+    app = build_app(session, max_batch=max_batch, api_key=api_key, loopback=loopback, others=others, loader=loader,
+                    budget=budget)  # fmt: skip
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=3, lifespan="on")  # fmt: skip
     server = StoppingServer(config)
     shown = f"[{host}]" if ":" in host else host
     auth = "API key required" if api_key else "no API key"
-    print(f"helium: serving {session.name} ({session.device}, {session.precision}, batch {max_batch}, {auth}) "
+    more = ""
+    if others:
+        limit = f"within {human_bytes(budget)}" if budget else "no memory limit"
+        more = f" and any installed model by name, loaded on first use ({limit})"
+    print(f"helium: serving {session.name} ({session.device}, {session.precision}, batch {max_batch}, {auth}){more} "
           f"on http://{shown}:{port} (OpenAI: /v1, Ollama: /api); Ctrl-C stops", file=sys.stderr, flush=True)  # fmt: skip
     server.run()
     print("helium: server stopped", file=sys.stderr, flush=True)

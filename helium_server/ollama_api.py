@@ -15,10 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from engine.bundles.info import read_config
 from engine.checks import MAX_SEED
 from engine.generation.sampling import SamplingParams
 from helium_server import fields as f
 from helium_server.fields import ApiError
+from helium_server.models import Listed, Models
 from helium_server.scheduler import End
 from helium_server.service import Ask, Batch, Service
 from helium_server.streaming import EventStream
@@ -50,10 +52,10 @@ def read_options(body: dict, model: dict | None = None) -> tuple[SamplingParams,
 
 
 class Ollama:
-    """The /api routes over one Service."""
+    """The /api routes over the served models."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(self, models: Models) -> None:
+        self.models = models
         self.modified = now()
 
     def routes(self) -> list[Route]:
@@ -67,21 +69,22 @@ class Ollama:
             Route("/api/chat", self.chat, methods=["POST"]),
         ]
 
-    def _details(self) -> dict:
-        session = self.service.session
-        params = session.bundle.config.parameters
+    def _details(self, model: Listed) -> dict:
+        if model.service is not None:
+            session = model.service.session
+            params = session.bundle.config.parameters
+            level = session.quantize.upper() if session.quantize != "none" else session.dtype_name.upper()
+        else:  # not loaded: from its files
+            params, level = read_config(model.path)[0].parameters, self.models.loader.precision(model.path)
         size = f"{params / 1e6:.1f}M" if params < 1e9 else f"{params / 1e9:.1f}B"
         return {"parent_model": "", "format": "safetensors", "family": "helium", "families": ["helium"],
-                "parameter_size": size, "quantization_level": session.quantize.upper() if session.quantize != "none"
-                else session.dtype_name.upper()}  # fmt: skip
+                "parameter_size": size, "quantization_level": level}  # fmt: skip
 
-    def _entry(self) -> dict:
-        session = self.service.session
-        path = session.bundle.path
-        weights = path / "model.safetensors" if path else None
+    def _entry(self, model: Listed) -> dict:
+        weights = model.path / "model.safetensors" if model.path else None
         size = weights.stat().st_size if weights and weights.is_file() else 0
-        return {"name": self.service.name, "model": self.service.name, "modified_at": self.modified, "size": size,
-                "digest": "", "details": self._details()}  # fmt: skip
+        return {"name": model.name, "model": model.name, "modified_at": self.modified, "size": size,
+                "digest": "", "details": self._details(model)}  # fmt: skip
 
     async def root(self, request: Request) -> Response:
         return Response("Helium is running (Ollama-compatible API)", media_type="text/plain")
@@ -90,73 +93,102 @@ class Ollama:
         return JSONResponse({"version": VERSION})
 
     async def tags(self, request: Request) -> Response:
-        return JSONResponse({"models": [self._entry()]})
+        return JSONResponse({"models": [self._entry(m) for m in self.models.listed()]})
 
     async def ps(self, request: Request) -> Response:
-        return JSONResponse({"models": [self._entry() | {"expires_at": "9999-12-31T00:00:00Z", "size_vram": 0}]})
+        """The loaded models, most recently used first, with the memory each holds (unloaded only to make room)."""
+        loaded = [m for m in self.models.listed() if m.service is not None][::-1]
+        return JSONResponse({"models": [self._entry(m) | {"size": self.models.sizes[m.name], "size_vram": 0,
+                                                          "expires_at": "9999-12-31T00:00:00Z"} for m in loaded]})  # fmt: skip
 
     async def show(self, request: Request) -> Response:
         body = await f.read_json(request)
-        self.service.check_model(f.text(body, "model") or f.text(body, "name"))
-        cfg = self.service.session.bundle.config
+        model = self.models.find(f.text(body, "model") or f.text(body, "name"))
+        cfg = model.service.session.bundle.config if model.service else read_config(model.path)[0]
         info = {"general.architecture": "helium", "general.parameter_count": cfg.parameters,
                 "helium.context_length": cfg.context_length, "helium.embedding_length": cfg.d_model,
                 "helium.block_count": cfg.n_layer}  # fmt: skip
-        return JSONResponse({"modelfile": f"FROM {self.service.name}\n", "parameters": "", "template": "{{ .Prompt }}",
-                             "details": self._details(), "model_info": info, "capabilities": ["completion"],
+        return JSONResponse({"modelfile": f"FROM {model.name}\n", "parameters": "", "template": "{{ .Prompt }}",
+                             "details": self._details(model), "model_info": info, "capabilities": ["completion"],
                              "modified_at": self.modified})  # fmt: skip
 
     async def generate(self, request: Request) -> Response:
         body = await f.read_json(request)
-        self.service.check_model(f.text(body, "model"))
         prompt = f.text(body, "prompt", "")
-        # system, template, suffix, format, keep_alive: accepted and ignored (a story model has no template)
+        # system, template, suffix, format: accepted and ignored (a story model has no template)
         if not prompt and not body.get("messages"):
-            return JSONResponse({"model": self.service.name, "created_at": now(), "response": "", "done": True,
-                                 "done_reason": "load"})  # fmt: skip
+            return await self._load_or_unload(body, {"response": ""})
         return await self._answer(request, body, prompt, chat=False)
 
     async def chat(self, request: Request) -> Response:
         body = await f.read_json(request)
-        self.service.check_model(f.text(body, "model"))
         if body.get("messages") == []:
-            return JSONResponse({"model": self.service.name, "created_at": now(),
-                                 "message": {"role": "assistant", "content": ""}, "done": True,
-                                 "done_reason": "load"})  # fmt: skip
+            return await self._load_or_unload(body, {"message": {"role": "assistant", "content": ""}})
         return await self._answer(request, body, f.last_user_message(body), chat=True)
 
+    async def _load_or_unload(self, body: dict, empty: dict) -> Response:
+        """An empty request loads the model (`ollama run`'s first call), or with keep_alive 0 unloads it
+        (`ollama stop`)."""
+        name = f.text(body, "model")
+        started = time.perf_counter_ns()
+        if unloads(body.get("keep_alive")):
+            await self.models.unload(name)
+            reason = "unload"
+        else:
+            async with self.models.use(name):
+                reason = "load"
+        return JSONResponse({"model": self.models.find(name).name, "created_at": now()} | empty | {
+            "done": True, "done_reason": reason, "load_duration": time.perf_counter_ns() - started})  # fmt: skip
+
     async def _answer(self, request: Request, body: dict, prompt: str, chat: bool) -> Response:
-        params, stop = read_options(body, self.service.session.sampling)
+        async with self.models.use(f.text(body, "model")) as service:
+            return await self._told(request, body, prompt, chat, service)
+
+    async def _told(self, request: Request, body: dict, prompt: str, chat: bool, service: Service) -> Response:
+        params, stop = read_options(body, service.session.sampling)
         stream = f.flag(body, "stream", True)
         started = time.perf_counter_ns()
-        batch = await self.service.tell(Ask(prompt, params, stop=stop))
+        batch = await service.tell(Ask(prompt, params, stop=stop))
         if stream:
-            return EventStream(batch, self._lines(batch, chat, started), "application/x-ndjson")  # type: ignore[return-value]
+            lines = self._lines(batch, service.name, chat, started)
+            return EventStream(batch, lines, "application/x-ndjson")  # type: ignore[return-value]
         result = (await batch.collect(request))[0]
         if result.reason in ("cancelled", "error"):
             raise ApiError(503, "the server stopped before the story ended")
         end = End(0, result.reason, result.text, result.prompt_tokens, result.completion_tokens)
-        return JSONResponse(self._final(end, chat, started, text=result.text))
+        return JSONResponse(self._final(service.name, end, chat, started, text=result.text))
 
-    def _piece(self, text: str, chat: bool) -> dict:
-        head = {"model": self.service.name, "created_at": now()}
+    @staticmethod
+    def _piece(model: str, text: str, chat: bool) -> dict:
+        head = {"model": model, "created_at": now()}
         if chat:
             return head | {"message": {"role": "assistant", "content": text}, "done": False}
         return head | {"response": text, "done": False}
 
-    def _final(self, end: End, chat: bool, started: int, text: str = "") -> dict:
+    def _final(self, model: str, end: End, chat: bool, started: int, text: str = "") -> dict:
         total = time.perf_counter_ns() - started
-        return self._piece(text, chat) | {
+        return self._piece(model, text, chat) | {
             "done": True, "done_reason": DONE[end.reason], "total_duration": total, "load_duration": 0,
             "prompt_eval_count": end.prompt_tokens, "prompt_eval_duration": 0, "eval_count": end.completion_tokens,
             "eval_duration": total,
         }  # fmt: skip
 
-    async def _lines(self, batch: Batch, chat: bool, started: int) -> AsyncIterator[bytes]:
+    async def _lines(self, batch: Batch, model: str, chat: bool, started: int) -> AsyncIterator[bytes]:
         async for event in batch.events():
             if isinstance(event, End):
                 if event.text:
-                    yield json.dumps(self._piece(event.text, chat)).encode() + b"\n"
-                yield json.dumps(self._final(event, chat, started)).encode() + b"\n"
+                    yield json.dumps(self._piece(model, event.text, chat)).encode() + b"\n"
+                yield json.dumps(self._final(model, event, chat, started)).encode() + b"\n"
             elif event.text:
-                yield json.dumps(self._piece(event.text, chat)).encode() + b"\n"
+                yield json.dumps(self._piece(model, event.text, chat)).encode() + b"\n"
+
+
+def unloads(keep_alive: object) -> bool:
+    """Whether Ollama's keep_alive asks to unload now: 0, "0", "0s", "0m" (other values keep the model loaded)."""
+    if isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, float, str)):
+        return False
+    text = str(keep_alive).strip().lower().rstrip("smh")
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False

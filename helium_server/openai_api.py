@@ -20,6 +20,7 @@ from engine.checks import MAX_SEED
 from engine.generation.telling import TokenInfo
 from helium_server import fields as f
 from helium_server.fields import ApiError
+from helium_server.models import Listed, Models
 from helium_server.scheduler import End, Piece
 from helium_server.service import Ask, Batch, Result, Service
 from helium_server.streaming import EventStream
@@ -89,33 +90,31 @@ def chat_logprobs(tokens: list[TokenInfo], top: int) -> dict:
 
 
 class OpenAI:
-    """The /v1 routes over one Service."""
+    """The /v1 routes over the served models."""
 
-    def __init__(self, service: Service) -> None:
-        self.service = service
+    def __init__(self, models: Models) -> None:
+        self.models = models
         self.created = int(time.time())
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{name:path}", self.model, methods=["GET"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
         ]
 
-    def _card(self) -> dict:
-        return {"id": self.service.name, "object": "model", "created": self.created, "owned_by": "helium"}
+    def _card(self, model: Listed) -> dict:
+        return {"id": model.name, "object": "model", "created": self.created, "owned_by": "helium"}
 
-    async def models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [self._card()]})
+    async def list_models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [self._card(m) for m in self.models.listed()]})
 
     async def model(self, request: Request) -> Response:
-        self.service.check_model(request.path_params["name"])
-        return JSONResponse(self._card())
+        return JSONResponse(self._card(self.models.find(request.path_params["name"])))
 
     async def completions(self, request: Request) -> Response:
         body = await f.read_json(request)
-        self.service.check_model(f.text(body, "model"))
         prompt = body.get("prompt", "")
         if isinstance(prompt, list) and len(prompt) == 1:
             prompt = prompt[0]
@@ -125,16 +124,19 @@ class OpenAI:
 
     async def chat(self, request: Request) -> Response:
         body = await f.read_json(request)
-        self.service.check_model(f.text(body, "model"))
         return await self._answer(request, body, f.last_user_message(body), chat=True)
 
     async def _answer(self, request: Request, body: dict, prompt: str, chat: bool) -> Response:
-        ask, top = read_ask(body, prompt, chat, self.service.session.sampling)
+        async with self.models.use(f.text(body, "model")) as service:
+            return await self._told(request, body, prompt, chat, service)
+
+    async def _told(self, request: Request, body: dict, prompt: str, chat: bool, service: Service) -> Response:
+        ask, top = read_ask(body, prompt, chat, service.session.sampling)
         stream = f.flag(body, "stream", False)
         usage_in_stream = f.flag(f.obj(body, "stream_options"), "include_usage", False)
-        batch = await self.service.tell(ask)
+        batch = await service.tell(ask)
         head = {"id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex, "created": int(time.time()),
-                "model": self.service.name}  # fmt: skip
+                "model": service.name}  # fmt: skip
         if stream:
             chunks = self._chunks(batch, head, chat, top, usage_in_stream)
             return EventStream(batch, chunks, "text/event-stream")  # type: ignore[return-value]

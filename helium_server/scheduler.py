@@ -2,7 +2,8 @@
 
 Each job is one story (one `Slots` row) with its own settings, seed, stop strings and logprobs; its text goes
 back to the asyncio side as `Piece`s and one `End`, through the job's queue. A cancelled job (its client left)
-frees its row before the next token.
+frees its row before the next token. Several models' threads take `Turns` for each step, so they share the CPU
+token by token instead of fighting over its cores.
 """
 
 from __future__ import annotations
@@ -56,9 +57,12 @@ class Job:
     stop: tuple[str, ...] = ()
     top: int = 0  # > 0: each Piece carries a TokenInfo with this many alternatives
     cancelled: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)  # its End has been sent
 
     def send(self, event: Piece | End) -> None:
         """Hand an event to the asyncio side (dropped when its loop has closed)."""
+        if isinstance(event, End):
+            self.ended.set()
         try:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:
@@ -67,6 +71,27 @@ class Job:
 
 class QueueFull(Exception):
     """More jobs are waiting than the queue holds: answer 429."""
+
+
+class Turns:
+    """A first-come, first-served lock: the decode threads of several served models step one at a time, each in
+    its turn (a plain Lock lets the thread that just released it take it again and starve the others)."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._next = 0  # the next ticket to hand out
+        self._serving = 0  # the ticket whose turn it is
+
+    def __enter__(self) -> None:
+        with self._ready:
+            ticket = self._next
+            self._next += 1
+            self._ready.wait_for(lambda: self._serving == ticket)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._ready:
+            self._serving += 1
+            self._ready.notify_all()
 
 
 class Live:
@@ -113,12 +138,14 @@ class Live:
 class Scheduler:
     """The one thread that decodes: admits queued jobs into free rows, steps the batch, ends rows."""
 
-    def __init__(self, gen: Generator, max_batch: int, max_queue: int) -> None:
+    def __init__(self, gen: Generator, max_batch: int, max_queue: int, turns: Turns | None = None) -> None:
         self.gen = gen
         self.max_batch = max_batch
         self.inbox: queue.Queue[Job] = queue.Queue()
         self.max_queue = max_queue
+        self.turns = turns or Turns()
         self._submit = threading.Lock()
+        self._open: list[Job] = []  # submitted jobs, until their End
         self.stopping = threading.Event()
         self.active = 0  # rows decoding now (read by /metrics-like callers; written by the thread)
         self.thread = threading.Thread(target=self._run, name="helium-decode", daemon=True)
@@ -136,8 +163,15 @@ class Scheduler:
         with self._submit:
             if self.stopping.is_set() or self.inbox.qsize() + len(jobs) > self.max_queue:
                 raise QueueFull
+            self._open = [job for job in self._open if not job.ended.is_set()] + jobs
             for job in jobs:
                 self.inbox.put(job)
+
+    def busy(self) -> bool:
+        """Whether a submitted job has not ended yet (queued, decoding, or between the two)."""
+        with self._submit:
+            self._open = [job for job in self._open if not job.ended.is_set()]
+            return bool(self._open)
 
     def _run(self) -> None:
         with self.gen.lock, torch.inference_mode():
@@ -149,7 +183,8 @@ class Scheduler:
                     self._drop_cancelled(slots, live)
                     self.active = len(slots.rows)
                     if slots.rows:
-                        self._step(slots, live)
+                        with self.turns:
+                            self._step(slots, live)
                 except Exception as exc:  # a bug or out of memory: end what is running, keep serving
                     log.error("decode failed: %s: %s", type(exc).__name__, exc)
                     for row, state in list(live.values()):
@@ -178,7 +213,8 @@ class Scheduler:
         if not jobs:
             return
         try:
-            joined = slots.join([(job.prompt_ids, job.params) for job in jobs])
+            with self.turns:
+                joined = slots.join([(job.prompt_ids, job.params) for job in jobs])
         except Exception as exc:  # out of memory in their prefill, say: these jobs fail, the others go on
             log.error("prefill failed: %s: %s", type(exc).__name__, exc)
             for job in jobs:

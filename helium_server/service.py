@@ -110,18 +110,13 @@ async def _disconnected(request: Request) -> None:
 
 
 class Service:
-    """The served model and its scheduler, for the protocol handlers."""
+    """One served model and its scheduler, for the protocol handlers."""
 
     def __init__(self, session: Session, scheduler: Scheduler) -> None:
         self.session = session
         self.scheduler = scheduler
         self.name = session.name
-
-    def check_model(self, name: str | None) -> None:
-        """404 unless name is the served model (with or without Ollama's ':latest')."""
-        if name is None or name.removesuffix(":latest") != self.name:
-            raise ApiError(404, f"model '{name}' is not served here (this server serves '{self.name}')",
-                           param="model", code="model_not_found")  # fmt: skip
+        self.users = 0  # requests holding it (`Models.use`): it is not unloaded meanwhile
 
     async def tell(self, ask: Ask) -> Batch:
         """Queue ask's variants; 400 for settings the sampler refuses, 429 when the queue is full."""

@@ -57,6 +57,15 @@ class Session:
         """How it computes, for status lines: 'bfloat16', or 'int8 · bfloat16' with int8 weights."""
         return f"{self.quantize} · {self.dtype_name}" if self.quantize != "none" else self.dtype_name
 
+    def memory_bytes(self) -> int:
+        """Bytes its tensors hold: the weights (as laid out for the kernels), the KV cache once made, and the
+        native runtime's own copies; each storage counted once. What unloading the model frees."""
+        tensors = [t for m in self.bundle.model.modules() for t in vars(m).values() if isinstance(t, torch.Tensor)]
+        tensors += [t for m in self.bundle.model.modules() for t in (*m._parameters.values(), *m._buffers.values())
+                    if t is not None]  # fmt: skip
+        tensors += self.generator.native.held() if self.generator.native is not None else []
+        return _storage_bytes(tensors)
+
     def compile_now(self) -> float:
         """Compile the decode step now (a few warm-up tokens; from Helium's cache when an earlier process
         compiled this shape), so that no story's tokens/s counts compiling. Its seconds; 0 when not compiling."""
@@ -65,6 +74,18 @@ class Session:
         started = time.perf_counter()
         self.generator.warm_up()
         return time.perf_counter() - started
+
+
+def _storage_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of the storages under tensors, each storage once (views share one)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        try:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        except (RuntimeError, NotImplementedError):  # an opaque (e.g. mkldnn) tensor: its own elements
+            seen[id(t)] = t.numel() * t.element_size()
+    return sum(seen.values())
 
 
 def open_session(

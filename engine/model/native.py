@@ -150,6 +150,10 @@ class NativeDecoder:
         vector = "attention avx2" if k.attention else "attention portable C"
         return f"native ({', '.join(names[kind] for kind in sorted(kinds))}, {vector})"
 
+    def held(self) -> list[torch.Tensor]:
+        """The tensors C reads (the weights as laid out for it; some are the model's own), for memory accounting."""
+        return list(self._keep)
+
     def threads(self) -> int:
         """The threads a step runs on: as many as torch's intra-op threads (`--threads`), in the runtime's own pool
         (torch's sleeps meanwhile)."""

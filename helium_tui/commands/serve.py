@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from typing import Annotated
 
@@ -38,8 +39,12 @@ def serve(
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Accepted as by `tell`; the batched decode step runs eagerly for now, so it has no effect yet.")] = False,
     studio: Annotated[bool, typer.Option("--studio", help="Serve the story studio to a web browser instead of the API.")] = False,
+    one_model: Annotated[bool, typer.Option("--one-model", help="Answer only for --model, not for every installed model by name.")] = False,
+    memory_budget: Annotated[str, typer.Option(help="Memory the loaded models may hold together, e.g. 2GiB; past it the least recently used idle model is unloaded. auto: a quarter of this machine's memory.")] = "auto",
 ) -> None:
-    """Serve a model over HTTP: OpenAI-compatible /v1 and Ollama-compatible /api, many clients in one batch."""
+    """Serve models over HTTP: OpenAI-compatible /v1 and Ollama-compatible /api, many clients in one batch.
+
+    --model is loaded at start; a request naming another installed model loads it on first use (as Ollama does)."""
     if studio:
         serve_studio(model, host, port, bool(api_key), no_auth)
         return
@@ -49,6 +54,7 @@ def serve(
         raise fail(f"--max-batch must be from 1 to {MAX_BATCH}, got {max_batch}")
     if not is_loopback(host) and not api_key and not no_auth:
         raise fail(f"--host {host} is reachable from other machines: give --api-key KEY, or --no-auth to serve openly")
+    budget = read_budget(memory_budget)
     with user_errors():
         from engine.generation.session import open_session
         from engine.model.quant import quantize_option
@@ -59,8 +65,26 @@ def serve(
         if compile:
             print("helium: --compile has no effect on the batched server yet; decoding eagerly", file=sys.stderr)
         from helium_server.app import serve as run_server
+        from helium_server.models import Loader
 
-        run_server(session, host, port, max_batch, api_key or None, loopback=is_loopback(host) and not api_key)
+        loader = Loader(device, dtype, quantize_option(quantize), threads)
+        run_server(session, host, port, max_batch, api_key or None, loopback=is_loopback(host) and not api_key,
+                   others=not one_model, loader=loader, budget=budget)  # fmt: skip
+
+
+def read_budget(text: str) -> int:
+    """--memory-budget in bytes: a size ('2GiB'), or auto: a quarter of the machine's memory (1 GiB where unknown)."""
+    from engine.humanize import parse_bytes
+
+    if text != "auto":
+        try:
+            return parse_bytes(text)
+        except ValueError as exc:
+            raise fail(f"--memory-budget: {exc}") from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (AttributeError, ValueError, OSError):
+        return 1 << 30
 
 
 def serve_studio(model: str, host: str, port: int, api_key: bool, no_auth: bool) -> None:
