@@ -4,10 +4,12 @@ memory budget the least recently used idle one is unloaded; a name is never a pa
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -173,6 +175,16 @@ def test_ollama_show_describes_an_unloaded_model_and_keep_alive_zero_unloads(hom
         assert client.generate(model=B, keep_alive=0).done_reason == "unload"
         assert loaded(url) == [A]
         assert client.generate(model=B, prompt="Tom", options={"temperature": 0, "num_predict": 4}).response
+
+
+def test_an_unloaded_model_is_freed(home):
+    app = build_app(first_session(home), max_batch=2, others=True, loader=LOADER)
+    with BackgroundServer(app) as url:
+        assert greedy(url, B, tokens=5)
+        model = weakref.ref(app.state.models.loaded[B].session.bundle.model)
+        assert httpx.post(url + "/api/generate", json={"model": B, "keep_alive": "0s"}).json()["done_reason"] == "unload"
+        gc.collect()
+        assert model() is None  # nothing (the decode thread, a cache, a closure) keeps its tensors alive
 
 
 def test_two_models_decoding_at_once_each_tell_their_own_story(home):
