@@ -2,7 +2,7 @@
 name, loaded on first use; past the memory budget the least recently used idle models are unloaded.
 
 A request's model name is looked up among the installed names only (Ollama's ':latest' ignored): it never reaches
-the filesystem as a path. Each loaded model has its own decode thread; they step in turns (`Turns`).
+the filesystem as a path. Each loaded model has its own decode thread and batch; they decode in parallel.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from engine.generation.runtime import dtype_name, pick_device, pick_dtype
 from engine.generation.session import Session, open_session
 from engine.humanize import human_bytes
 from helium_server.fields import ApiError
-from helium_server.scheduler import Scheduler, Turns
+from helium_server.scheduler import Scheduler
 from helium_server.service import Service
 
 log = logging.getLogger("helium.serve")
@@ -79,7 +79,6 @@ class Models:
         self.loader = loader or Loader.like(first)
         self.others = others  # every installed model may be named, not only the first
         self.budget = budget  # bytes the loaded models may hold together (None: no limit)
-        self.turns = Turns()
         self.first = first.name
         self.paths: dict[str, Path | None] = {first.name: first.bundle.path}
         self.loaded: OrderedDict[str, Service] = OrderedDict()  # least recently used first
@@ -200,7 +199,7 @@ class Models:
     def _add(self, session: Session) -> Service:
         session.generator.ensure_cache(self.max_batch)
         self.sizes[session.name] = session.memory_bytes()
-        service = Service(session, Scheduler(session.generator, self.max_batch, self.max_queue, self.turns))
+        service = Service(session, Scheduler(session.generator, self.max_batch, self.max_queue))
         self.loaded[session.name] = service
         return service
 

@@ -2,8 +2,8 @@
 
 Each job is one story (one `Slots` row) with its own settings, seed, stop strings and logprobs; its text goes
 back to the asyncio side as `Piece`s and one `End`, through the job's queue. A cancelled job (its client left)
-frees its row before the next token. Several models' threads take `Turns` for each step, so they share the CPU
-token by token instead of fighting over its cores.
+frees its row before the next token. Each served model has its own thread; several decode in parallel (a native
+step releases the GIL).
 """
 
 from __future__ import annotations
@@ -73,27 +73,6 @@ class QueueFull(Exception):
     """More jobs are waiting than the queue holds: answer 429."""
 
 
-class Turns:
-    """A first-come, first-served lock: the decode threads of several served models step one at a time, each in
-    its turn (a plain Lock lets the thread that just released it take it again and starve the others)."""
-
-    def __init__(self) -> None:
-        self._ready = threading.Condition()
-        self._next = 0  # the next ticket to hand out
-        self._serving = 0  # the ticket whose turn it is
-
-    def __enter__(self) -> None:
-        with self._ready:
-            ticket = self._next
-            self._next += 1
-            self._ready.wait_for(lambda: self._serving == ticket)
-
-    def __exit__(self, *exc: object) -> None:
-        with self._ready:
-            self._serving += 1
-            self._ready.notify_all()
-
-
 class Live:
     """A job while it is told: its decoder, its text so far and how much of it has been sent."""
 
@@ -138,12 +117,11 @@ class Live:
 class Scheduler:
     """The one thread that decodes: admits queued jobs into free rows, steps the batch, ends rows."""
 
-    def __init__(self, gen: Generator, max_batch: int, max_queue: int, turns: Turns | None = None) -> None:
+    def __init__(self, gen: Generator, max_batch: int, max_queue: int) -> None:
         self.gen = gen
         self.max_batch = max_batch
         self.inbox: queue.Queue[Job] = queue.Queue()
         self.max_queue = max_queue
-        self.turns = turns or Turns()
         self._submit = threading.Lock()
         self._open: list[Job] = []  # submitted jobs, until their End
         self.stopping = threading.Event()
@@ -183,8 +161,7 @@ class Scheduler:
                     self._drop_cancelled(slots, live)
                     self.active = len(slots.rows)
                     if slots.rows:
-                        with self.turns:
-                            self._step(slots, live)
+                        self._step(slots, live)
                 except Exception as exc:  # a bug or out of memory: end what is running, keep serving
                     log.error("decode failed: %s: %s", type(exc).__name__, exc)
                     for row, state in list(live.values()):
@@ -213,8 +190,7 @@ class Scheduler:
         if not jobs:
             return
         try:
-            with self.turns:
-                joined = slots.join([(job.prompt_ids, job.params) for job in jobs])
+            joined = slots.join([(job.prompt_ids, job.params) for job in jobs])
         except Exception as exc:  # out of memory in their prefill, say: these jobs fail, the others go on
             log.error("prefill failed: %s: %s", type(exc).__name__, exc)
             for job in jobs:

@@ -1,5 +1,5 @@
 """`helium serve` with several models: installed models answer to their names, load on first use, and past the
-memory budget the least recently used idle one is unloaded; a name is never a path; decode threads take turns.
+memory budget the least recently used idle one is unloaded; a name is never a path; two models decode at once.
 """
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import json
 import re
-import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,6 @@ from engine.model.tinyslm import TinySLM  # noqa: E402
 from helium_server.app import build_app  # noqa: E402
 from helium_server.background import BackgroundServer  # noqa: E402
 from helium_server.models import Loader  # noqa: E402
-from helium_server.scheduler import Turns  # noqa: E402
 from helium_tui.cli import app as cli  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
@@ -193,25 +191,6 @@ def test_two_models_decoding_at_once_each_tell_their_own_story(home):
         with ThreadPoolExecutor(6) as pool:
             got = list(pool.map(lambda m: (m, greedy(url, m, tokens=40)), [A, B, A, B, A, B]))
         assert all(text == expected[m] for m, text in got)
-
-
-def test_turns_go_round_in_order():
-    turns, order, started = Turns(), [], threading.Barrier(2)
-
-    def worker(name: str) -> None:
-        started.wait()
-        for _ in range(20):
-            with turns:
-                order.append(name)
-                time.sleep(0.002)  # the other thread is waiting by now
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in "ab"]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    middle = "".join(order)[2:-2]
-    assert "aa" not in middle and "bb" not in middle, order  # a plain Lock lets one thread take it again
 
 
 def test_sizes_are_read_with_their_unit():
