@@ -122,3 +122,15 @@ def test_series_drops_points_a_resume_trained_again_and_maps_val_loss_to_tokens_
 def test_ticks_are_round():
     assert ticks(0, 100) == [0, 20, 40, 60, 80, 100] and ticks(0.5, 1.7) == [0.6, 0.8, 1.0, 1.2, 1.4, 1.6]
     assert ticks(3, 3) == [3]
+
+
+def test_compare_marks_whole_steps_on_the_terminal_chart(tmp_path):
+    a = finished(tmp_path / "a", last=20)  # steps 10 and 20: plotext alone marks 12.5 and 17.5
+    r = runner.invoke(app, ["runs", "compare", str(a)], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    axis = r.output.rstrip().splitlines()[-2]
+    assert "12.5" not in axis and "10.0" not in axis and "20" in axis, axis
+    b = write_run(tmp_path / "b", [start(), step(10, 4.0), step(12, 3.5)])  # two steps apart: 10.5 is no step
+    r = runner.invoke(app, ["runs", "compare", str(b)], env={"COLUMNS": "80"})
+    axis = r.output.rstrip().splitlines()[-2]
+    assert ".5" not in axis and "11" in axis, axis

@@ -134,6 +134,8 @@ def _terminal_plot(curves: list[tuple[str, list[float], list[float]]], metric: s
 
     import plotext
 
+    from helium_tui import runs_plot
+
     tty = sys.stdout.isatty()
     cols, rows = shutil.get_terminal_size((100, 30))
     plotext.clear_figure()
@@ -144,6 +146,10 @@ def _terminal_plot(curves: list[tuple[str, list[float], list[float]]], metric: s
         plotext.plot(xs, ys, label=terminal_safe(name), marker=marker, color=COLORS[i % len(COLORS)])
     plotext.title(metric)
     plotext.xlabel(X_LABELS[x])
+    marks = runs_plot.ticks(min(min(xs) for _, xs, _ in curves), max(max(xs) for _, xs, _ in curves))
+    if x != "time":  # steps and tokens are whole: never "12.5"
+        marks = [m for m in marks if m == int(m)]
+    plotext.xticks(marks, [f"{m:,.0f}" if m == int(m) else f"{m:g}" for m in marks])
     chart = plotext.build()
     plotext.clear_figure()
     print(chart if tty else re.sub(r"\x1b\[[0-9;]*m", "", chart))
