@@ -122,3 +122,12 @@ def test_eval_json_stdout_is_one_clean_json_line(tiny_bundle, tmp_path):
     data.write_text("Lily had a ball.\n")
     r = CliRunner().invoke(app, ["eval", "--model", str(tiny_bundle), "--data", str(data), "--json"])
     assert r.exit_code == 0 and r.stdout.startswith("{") and len(r.stdout.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_eval_says_which_quantized_weights_it_scored(tiny_bundle, tmp_path, quantize):
+    data = tmp_path / "valid.txt"
+    data.write_text("Lily had a ball.\n<|endoftext|>\nTom was sad.\n<|endoftext|>\n")
+    r = CliRunner().invoke(app, ["eval", "--model", str(tiny_bundle), "--data", str(data), "--quantize", quantize])
+    assert r.exit_code == 0, r.output
+    assert f"({quantize} weights)" in r.stdout, r.stdout

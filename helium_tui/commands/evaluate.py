@@ -42,7 +42,7 @@ def eval_cmd(
     device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32 (default, exact) or bfloat16.")] = "float32",
     quantize: Annotated[
-        str, typer.Option(help="Weights: int8 (weight-only), none, or auto (as the bundle stores them).")
+        str, typer.Option(help="Weights: int8, int4 (Q4_0), none, or auto (as the bundle stores them).")
     ] = "auto",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -83,7 +83,7 @@ def eval_cmd(
     if as_json:
         print(json.dumps(out))
         return
-    weights = " (int8 weights)" if session.quantize == "int8" else ""
+    weights = f" ({session.quantize} weights)" if session.quantize in ("int8", "int4") else ""
     print(
         f"{session.name}{weights} on {data.name}: {result.nats_per_token:.4f} nats/token, "
         f"{result.bits_per_byte:.4f} bits/byte ({plural(result.tokens, 'token', thousands=True)}, "
