@@ -60,3 +60,17 @@ def test_list_cuts_long_names_apart_and_compares_models_on_one_reference_text(
     assert scores["helium-default-tuned-2026-12-07"] == scores["helium-default-tuned-2026-12-07-2"]  # same weights
     assert scores["helium-default-tuned-2026-12-07"] > 2 * scores["helium-default"]  # an untrained tiny model
     assert f"{scores['helium-default']:.4f}" in r.output and "–" not in r.output.split("┩")[1]
+
+
+def test_a_narrow_terminal_never_cuts_a_listed_name_again(tiny_bundle, helium_home, monkeypatch):
+    from helium_tui.commands.models import NAME_WIDTH
+    from helium_tui.names import cut_apart
+
+    names = ("helium-default-tuned-2026-12-07", "helium-default-tuned-2026-12-07-2")
+    for name in names:
+        assert runner.invoke(app, ["models", "install", str(tiny_bundle), "--name", name]).exit_code == 0
+    monkeypatch.setenv("COLUMNS", "60")  # Rich would shrink the name column and cut its end ('-2') with its own '…'
+    r = runner.invoke(app, ["models", "list"])
+    assert r.exit_code == 0, r.output
+    for shown in cut_apart(names, NAME_WIDTH).values():
+        assert f"│ {shown} " in r.output, r.output

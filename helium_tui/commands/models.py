@@ -46,7 +46,7 @@ def list_cmd(
     table = Table(title=cell(f"installed models (user dir: {user_models_dir()})"),
                   caption=f"bits/byte: on {REFERENCE_NAME} (16 stories written for Helium; lower is better)"
                   + ("" if score else "; – : not measured yet (helium models list --score)"))  # fmt: skip
-    table.add_column("name", no_wrap=True)
+    table.add_column("name", no_wrap=True, min_width=max(map(len, names.values()), default=4))  # cut once
     for col in ("params", "vocab", "source", "bits/byte"):
         table.add_column(col, justify="right" if col != "source" else "left", no_wrap=True)
     table.add_column("path", overflow="fold")
