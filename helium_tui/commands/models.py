@@ -84,7 +84,9 @@ def _score(model: object) -> float | None:
 
 @models_app.command("install")
 def install_cmd(
-    source: Annotated[Path, typer.Argument(help="A bundle directory (e.g. RUN_DIR/bundle).")],
+    source: Annotated[
+        Path, typer.Argument(help="A bundle directory (e.g. RUN_DIR/bundle) or an installed name (helium-default).")
+    ],
     name: Annotated[str, typer.Option(help="Name to install it under (`--model NAME`).")],
     dtype: Annotated[
         str,
@@ -99,8 +101,9 @@ def install_cmd(
     with user_errors():
         from engine.bundles.install import install_bundle
         from engine.bundles.reference import arrival_note
+        from engine.bundles.registry import resolve_model
 
-        name, path = install_bundle(source, name, dtype=None if dtype == "keep" else dtype, force=force)
+        name, path = install_bundle(resolve_model(str(source)), name, dtype=None if dtype == "keep" else dtype, force=force)
         note = arrival_note(path)
     print(terminal_safe(f"installed {source} as {name!r} -> {path}"))
     print(terminal_safe(note))
