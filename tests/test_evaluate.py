@@ -131,3 +131,12 @@ def test_eval_says_which_quantized_weights_it_scored(tiny_bundle, tmp_path, quan
     r = CliRunner().invoke(app, ["eval", "--model", str(tiny_bundle), "--data", str(data), "--quantize", quantize])
     assert r.exit_code == 0, r.output
     assert f"({quantize} weights)" in r.stdout, r.stdout
+
+
+def test_a_set_yes_or_no_must_be_one():
+    from helium_tui.commands.evaluate import parse_setting
+
+    assert parse_setting("penalize_prompt=False") == {"penalize_prompt": False}
+    assert parse_setting("penalize_prompt=yes,name_bonus=1") == {"penalize_prompt": True, "name_bonus": 1.0}
+    with pytest.raises(ValueError, match="'maybe' is not true or false"):
+        parse_setting("penalize_prompt=maybe")  # it measured the prompt spared, as if 'false' had been given

@@ -91,6 +91,9 @@ def eval_cmd(
     )
 
 
+YES, NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")  # a --set KEY=VALUE for a yes-or-no setting
+
+
 def parse_setting(text: str) -> dict[str, object]:
     """KEY=VALUE[,KEY=VALUE...] as sampling settings, each parsed by its kind (ValueError naming a bad one)."""
     from engine.generation.sampling import MODEL_SETTINGS
@@ -102,8 +105,11 @@ def parse_setting(text: str) -> dict[str, object]:
         kind = MODEL_SETTINGS.get(key)
         if not sep or kind is None:
             raise ValueError(f"--set {part!r}: want KEY=VALUE with KEY one of {', '.join(MODEL_SETTINGS)}")
+        word = value.strip().lower()
+        if kind is bool and word not in YES + NO:
+            raise ValueError(f"--set {part!r}: {value!r} is not true or false")
         try:
-            out[key] = value.strip().lower() in ("1", "true", "yes") if kind is bool else kind(value)
+            out[key] = word in YES if kind is bool else kind(value)
         except ValueError:
             raise ValueError(f"--set {part!r}: {value!r} is not {kind.__name__}") from None
     return out
