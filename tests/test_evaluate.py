@@ -140,3 +140,11 @@ def test_a_set_yes_or_no_must_be_one():
     assert parse_setting("penalize_prompt=yes,name_bonus=1") == {"penalize_prompt": True, "name_bonus": 1.0}
     with pytest.raises(ValueError, match="'maybe' is not true or false"):
         parse_setting("penalize_prompt=maybe")  # it measured the prompt spared, as if 'false' had been given
+
+
+def test_story_rows_show_each_setting_whole(tiny_bundle):
+    setting = "top_k=40,frequency_penalty=0.5,presence_penalty=0.5,repeat_last_n=64,penalize_prompt=false"
+    args = ["eval", "--model", str(tiny_bundle), "--stories", "1", "--max-tokens", "4", "--set", setting]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert "top-k 40" in r.stdout and "last 64 spare-prompt" in r.stdout, r.stdout  # it was cut at 44 columns

@@ -158,8 +158,8 @@ def _shown(params: object) -> str:
 
 
 def _print_row(row: dict, header: bool) -> None:
+    """One setting's measures, the setting last and whole (a cut one could hide what told two rows apart)."""
     if header:
-        print(f"{'setting':<44} {'name kept':>9} {'new names':>9} {'rep 4-gr':>8} {'loops':>5} {'ended':>6} {'words':>6}")
-    print(f"{row['params'][:44]:<44} {row['name_kept_pct']:>8.0f}% {row['invented_names']:>9.2f} "
-          f"{row['repeated_4grams_pct']:>7.1f}% {row['loops']:>5} {row['ended_pct']:>5.0f}% {row['mean_words']:>6.0f}",
-          flush=True)  # fmt: skip
+        print(f"{'name kept':>9} {'new names':>9} {'rep 4-gr':>8} {'loops':>5} {'ended':>6} {'words':>6}  setting")
+    print(f"{row['name_kept_pct']:>8.0f}% {row['invented_names']:>9.2f} {row['repeated_4grams_pct']:>7.1f}% "
+          f"{row['loops']:>5} {row['ended_pct']:>5.0f}% {row['mean_words']:>6.0f}  {row['params']}", flush=True)  # fmt: skip
