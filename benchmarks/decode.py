@@ -300,7 +300,7 @@ def bench_decode(
         device=str(dev),
         dtype=dtype_name(dt),
         quantize=quantize,
-        compiled=compile and gen.compile_failed is None,
+        compiled=compile and gen.native is None and gen.compile_failed is None,  # the native runtime compiles nothing
         packed=bool(packed),
         sliding_window=cfg.sliding_window,
         kv_cache_bytes=kv_bytes,

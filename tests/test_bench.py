@@ -155,3 +155,15 @@ def test_bench_decode_vs_llama_cpp_without_it_notes_the_skip(monkeypatch):
 def test_bench_decode_vs_llama_cpp_refuses_what_llama_cpp_cannot_run(args, message):
     r = runner.invoke(app, ["bench", "decode", "--vs-llama-cpp", *args])
     assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output
+
+
+def test_bench_decode_compile_where_the_native_runtime_decodes_reports_nothing_compiled():
+    from engine.model import native
+    from engine.model.config import get_preset
+    from engine.model.tinyslm import TinySLM
+
+    args = ["bench", "decode", "--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--compile"]
+    r = runner.invoke(app, [*args, "--prompt-tokens", "8", "--new-tokens", "8", "--repeats", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    runs_native = native.native_decoder(TinySLM(get_preset("tiny")).eval()) is not None
+    assert last_json(r.stdout)["compiled"] is (not runs_native)  # it said True with nothing compiled
