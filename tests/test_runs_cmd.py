@@ -134,3 +134,15 @@ def test_compare_marks_whole_steps_on_the_terminal_chart(tmp_path):
     r = runner.invoke(app, ["runs", "compare", str(b)], env={"COLUMNS": "80"})
     axis = r.output.rstrip().splitlines()[-2]
     assert ".5" not in axis and "11" in axis, axis
+
+
+def test_long_run_names_are_cut_apart_on_one_line_at_80_columns(tmp_path):
+    for name in ("tinystories-tiny-lr3e-3-2026-12-07", "tinystories-tiny-lr3e-3-2026-12-07-2"):
+        finished(tmp_path / name, last=20)
+    r = runner.invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert max(map(len, lines)) <= 80, r.output
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if "finished" in line]
+    assert len(rows) == 2 and all(row[0].startswith("tinys") and "…" in row[0] for row in rows), r.output
+    assert rows[0][0] != rows[1][0] and any(row[0].endswith("-2") for row in rows), r.output  # it was folded 4 wide
