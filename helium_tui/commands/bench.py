@@ -162,7 +162,7 @@ def bench_startup_cmd(
             "`helium tell` uncompiled, in a temporary cache (yours is untouched).",
         ),
     ] = False,
-    quantize: Annotated[str, typer.Option(help="`helium tell --quantize`: auto, none or int8.")] = "auto",
+    quantize: Annotated[str, typer.Option(help="`helium tell --quantize`: auto, none, int8 or int4.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
     """Time to first token of a fresh `helium tell` process, Python and torch start-up included."""
