@@ -77,16 +77,17 @@ def list_cmd(
 
 
 def _table(title: Text, rows: list[list[str]], width: int) -> Any:
-    """The listing with run names cut apart to width; model and data fold where the terminal is too narrow."""
+    """The listing with run names cut apart to width; the model column folds where the terminal is too narrow."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
     names = cut_apart((row[0] for row in rows), width)
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True)  # as `helium sweep`'s: 80 columns hold it
     for col in COLUMNS:
         right, cut = col in ("steps", "tokens", "best val", "time"), col == "run"
         table.add_column(col, justify="right" if right else "left", overflow="fold",
-                         no_wrap=col not in ("model", "data"), min_width=max(map(len, names.values())) if cut else None)  # fmt: skip
+                         no_wrap=col != "model", min_width=max(map(len, names.values())) if cut else None)  # fmt: skip
     for row in rows:
         table.add_row(*(Text(cell) for cell in [names[row[0]], *row[1:]]))
     return table
