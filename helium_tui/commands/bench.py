@@ -78,7 +78,10 @@ def bench_decode_cmd(
     ] = 0,
     vs_llama_cpp: Annotated[
         bool,
-        typer.Option("--vs-llama-cpp", help="Also time llama.cpp on the same weights (llama-cpp-python)."),
+        typer.Option(
+            "--vs-llama-cpp",
+            help="Also time llama.cpp (llama-cpp-python) on the same random weights: needs --preset.",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
