@@ -146,3 +146,14 @@ def test_long_run_names_are_cut_apart_on_one_line_at_80_columns(tmp_path):
     rows = [line.split() for line in lines if "finished" in line]
     assert len(rows) == 2 and all(row[0].startswith("tinys") and "…" in row[0] for row in rows), r.output
     assert rows[0][0] != rows[1][0] and any(row[0].endswith("-2") for row in rows), r.output  # it was folded 4 wide
+
+
+def test_compare_tells_runs_of_the_same_name_apart(tmp_path):
+    a = finished(tmp_path / "sweep-a" / "p00-32x2-1M", last=20)
+    b = finished(tmp_path / "sweep-b" / "p00-32x2-1M", last=30)
+    out = tmp_path / "same.svg"
+    r = runner.invoke(app, ["runs", "compare", str(a), str(b), str(a), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    labels = [t.text for t in ET.parse(out).getroot().iter(f"{SVG}text") if t.text and "p00" in t.text]
+    assert labels == ["sweep-a/p00-32x2-1M", "sweep-b/p00-32x2-1M"], labels  # both were 'p00-32x2-1M'
+    assert "sweep-a/p00-32x2-1M" in r.output and "sweep-b/p00-32x2-1M" in r.output

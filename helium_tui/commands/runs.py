@@ -122,14 +122,16 @@ def compare_cmd(
     if out is not None:
         _check_out(out)
     curves = []
+    runs = list({run.resolve(): run for run in runs}.values())  # each run once, in the order first given
+    labels = run_labels(runs)
     with user_errors():
-        for run in runs:
+        for run, label in zip(runs, labels, strict=True):
             summarize(run)  # a bad dir: one line, exit 2
             xs, ys = series(run, metric, x)
             if xs:
-                curves.append((run.name, xs, ys))
+                curves.append((label, xs, ys))
             else:
-                print(terminal_safe(f"{run.name}: no {metric} against {x} in this run; left out"), file=sys.stderr)
+                print(terminal_safe(f"{label}: no {metric} against {x} in this run; left out"), file=sys.stderr)
     if not curves:
         raise fail(f"none of the runs has {metric} against {x} to plot")
     _terminal_plot(curves, metric, x)
@@ -137,6 +139,19 @@ def compare_cmd(
         with user_errors():
             _write_picture(out, curves, metric, x)
         print(terminal_safe(f"wrote {out}"))
+
+
+def run_labels(runs: list[Path]) -> list[str]:
+    """Each run's name, with as many parent folders as it takes to tell runs of the same name apart."""
+    parts = [run.resolve().parts for run in runs]
+    depth = [1] * len(runs)
+    while True:
+        labels = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        clash = [i for i, label in enumerate(labels) if labels.count(label) > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            return labels
+        for i in clash:
+            depth[i] += 1
 
 
 def _check_out(out: Path) -> None:
