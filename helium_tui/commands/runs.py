@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 from engine.humanize import format_duration
 from engine.runs.summary import METRICS, X_AXES, RunSummary, list_runs, series, summarize
 from helium_tui.errors import fail, user_errors
-from helium_tui.names import cut_apart
+from helium_tui.names import cut_apart, run_labels
 from helium_tui.safe_text import terminal_safe
 
 if TYPE_CHECKING:
@@ -139,19 +139,6 @@ def compare_cmd(
         with user_errors():
             _write_picture(out, curves, metric, x)
         print(terminal_safe(f"wrote {out}"))
-
-
-def run_labels(runs: list[Path]) -> list[str]:
-    """Each run's name, with as many parent folders as it takes to tell runs of the same name apart."""
-    parts = [run.resolve().parts for run in runs]
-    depth = [1] * len(runs)
-    while True:
-        labels = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
-        clash = [i for i, label in enumerate(labels) if labels.count(label) > 1 and depth[i] < len(parts[i])]
-        if not clash:
-            return labels
-        for i in clash:
-            depth[i] += 1
 
 
 def _check_out(out: Path) -> None:
