@@ -93,6 +93,8 @@ def test_compare_refusals_are_one_line(tmp_path, monkeypatch):
     cases = [
         (["runs", "compare", str(a), str(tmp_path / "plain")], "not a training run"),
         (["runs", "compare", str(a), str(tmp_path / "gone")], "no such directory"),
+        (["runs", "compare", str(a / "events.jsonl")], "events.jsonl: not a directory (give the run dir)"),
+        (["runs", str(a / "events.jsonl")], "events.jsonl: not a directory (give the run dir)"),
         (["runs", "compare", str(a), "--metric", "accuracy"], "choose one of loss, val_loss, lr, grad_norm"),
         (["runs", "compare", str(a), "--x", "epochs"], "choose one of step, tokens, time"),
         (["runs", "compare", str(a), "--out", str(tmp_path / "x.pdf")], "write a .svg, .html or .png"),
