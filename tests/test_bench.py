@@ -61,6 +61,8 @@ def test_bench_decode_shortens_its_defaults_to_fit_and_says_so():
     r = runner.invoke(app, ["bench", "decode", "--preset", "tiny", "--device", "cpu", "--repeats", "1",
                             "--new-tokens", "100", "--json"])  # fmt: skip
     assert (last_json(r.stdout)["prompt_tokens"], last_json(r.stdout)["new_tokens"]) == (28, 100)
+    assert "shortened to fit tiny's context of 128 tokens: --prompt-tokens 28 (default 128)\n" in r.stderr, r.stderr
+    # (it went on ", --new-tokens 100 (default 200)", as if the value given had been shortened)
 
 
 def test_bench_decode_measures_a_bundle_and_by_default_the_model_tell_uses(tiny_bundle, helium_home, one_thread):
