@@ -171,8 +171,8 @@ def fit_lengths(prompt_tokens: int | None, new_tokens: int | None, context: int,
         if new >= context:
             raise ValueError(f"--new-tokens {new} must be under {what}'s context ({context})")
         prompt = min(prompt, context - new)
-    cut = [f"--prompt-tokens {prompt} (default {DEFAULT_PROMPT})" if prompt != DEFAULT_PROMPT else "",
-           f"--new-tokens {new} (default {DEFAULT_NEW})" if new != DEFAULT_NEW else ""]  # fmt: skip
+    cut = [f"--prompt-tokens {prompt} (default {DEFAULT_PROMPT})" if prompt_tokens is None and prompt != DEFAULT_PROMPT
+           else "", f"--new-tokens {new} (default {DEFAULT_NEW})" if new_tokens is None and new != DEFAULT_NEW else ""]  # fmt: skip
     return prompt, new, f"shortened to fit {what}'s context of {context} tokens: {', '.join(filter(None, cut))}"
 
 
@@ -300,7 +300,7 @@ def bench_decode(
         device=str(dev),
         dtype=dtype_name(dt),
         quantize=quantize,
-        compiled=compile and gen.compile_failed is None,
+        compiled=compile and gen.native is None and gen.compile_failed is None,  # the native runtime compiles nothing
         packed=bool(packed),
         sliding_window=cfg.sliding_window,
         kv_cache_bytes=kv_bytes,

@@ -191,7 +191,7 @@ class HeliumApp(GuardedApp):
         if isinstance(self.screen, NoModelScreen):
             self.pop_screen()
         if switched:
-            weights = " (int8 weights)" if session.quantize == "int8" else ""
+            weights = f" ({session.quantize} weights)" if session.quantize != "none" else ""
             self.notify(terminal_safe(f"Loaded {session.name}{weights}"), timeout=3, markup=False)
 
     @on(ModelFailed)

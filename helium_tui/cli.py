@@ -71,7 +71,7 @@ def root(
     quantize: Annotated[
         str,
         typer.Option(
-            help="Studio: weights int8, none, or auto (as the bundle stores them); the picker switches."
+            help="Studio: weights int8, int4, none, or auto (as the bundle stores them); the picker switches int8."
         ),
     ] = "auto",
     threads: Annotated[int | None, typer.Option(help="Studio: " + THREADS_HELP)] = None,

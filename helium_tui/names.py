@@ -1,9 +1,11 @@
 """Names cut to a width, one way everywhere (picker, `models list`, status bar, compare, library): '…' in the
-middle, so a name's end (a date, the '-2' of a name taken twice) still shows and a cut never looks whole."""
+middle, so a name's end (a date, the '-2' of a name taken twice) still shows and a cut never looks whole; and runs
+of one name labelled apart by their folders (`run_labels`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 ELLIPSIS = "…"
 
@@ -49,3 +51,16 @@ def cut_apart(names: Iterable[str], width: int) -> dict[str, str]:
 def first_difference(a: str, b: str) -> int:
     """The first index where a and b differ (the shorter one's length when one starts the other)."""
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def run_labels(runs: list[Path]) -> list[str]:
+    """Each run's name, with as many parent folders as it takes to tell runs of the same name apart."""
+    parts = [run.resolve().parts for run in runs]
+    depth = [1] * len(runs)
+    while True:
+        labels = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        clash = [i for i, label in enumerate(labels) if labels.count(label) > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            return labels
+        for i in clash:
+            depth[i] += 1

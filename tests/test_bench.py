@@ -61,6 +61,8 @@ def test_bench_decode_shortens_its_defaults_to_fit_and_says_so():
     r = runner.invoke(app, ["bench", "decode", "--preset", "tiny", "--device", "cpu", "--repeats", "1",
                             "--new-tokens", "100", "--json"])  # fmt: skip
     assert (last_json(r.stdout)["prompt_tokens"], last_json(r.stdout)["new_tokens"]) == (28, 100)
+    assert "shortened to fit tiny's context of 128 tokens: --prompt-tokens 28 (default 128)\n" in r.stderr, r.stderr
+    # (it went on ", --new-tokens 100 (default 200)", as if the value given had been shortened)
 
 
 def test_bench_decode_measures_a_bundle_and_by_default_the_model_tell_uses(tiny_bundle, helium_home, one_thread):
@@ -155,3 +157,15 @@ def test_bench_decode_vs_llama_cpp_without_it_notes_the_skip(monkeypatch):
 def test_bench_decode_vs_llama_cpp_refuses_what_llama_cpp_cannot_run(args, message):
     r = runner.invoke(app, ["bench", "decode", "--vs-llama-cpp", *args])
     assert r.exit_code == 2 and message in r.stderr and "Traceback" not in r.output
+
+
+def test_bench_decode_compile_where_the_native_runtime_decodes_reports_nothing_compiled():
+    from engine.model import native
+    from engine.model.config import get_preset
+    from engine.model.tinyslm import TinySLM
+
+    args = ["bench", "decode", "--preset", "tiny", "--device", "cpu", "--dtype", "float32", "--compile"]
+    r = runner.invoke(app, [*args, "--prompt-tokens", "8", "--new-tokens", "8", "--repeats", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    runs_native = native.native_decoder(TinySLM(get_preset("tiny")).eval()) is not None
+    assert last_json(r.stdout)["compiled"] is (not runs_native)  # it said True with nothing compiled

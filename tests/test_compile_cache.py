@@ -128,3 +128,28 @@ def test_bench_startup_compile_times_cold_with_the_cache_emptied_and_warm_with_i
     assert (
         os.environ["HELIUM_CACHE"] == str(tmp_path / "mine") and not (tmp_path / "mine").exists()
     )  # yours untouched
+
+
+FAKE_TELL_BUILDING_KERNELS = r"""
+import os, sys, time
+from pathlib import Path
+kernels = Path(os.environ["HELIUM_CACHE"]) / "kernels" / "helium"
+if not kernels.is_dir():
+    time.sleep(0.5)  # the first process in an empty cache builds Helium's CPU kernels
+    kernels.mkdir(parents=True)
+print(sys.argv[1], "and a story", end="", flush=True)
+"""
+
+
+def test_bench_startup_compile_never_times_the_kernel_build_as_the_uncompiled_start(tmp_path, monkeypatch):
+    """With --repeats 1 the one uncompiled run was the one that built Helium's kernels into the empty cache:
+    'warm / uncompiled 0.53x' for a --compile that does nothing."""
+    import sys
+
+    from benchmarks.startup import bench_compile_startup
+
+    monkeypatch.setenv("HELIUM_CACHE", str(tmp_path / "mine"))
+    script = tmp_path / "fake_tell.py"
+    script.write_text(FAKE_TELL_BUILDING_KERNELS)
+    c = bench_compile_startup([sys.executable, str(script), "Once"], "Once", repeats=1)
+    assert c.uncompiled.first_token_s < 0.5 and len(c.uncompiled.runs_s) == 1

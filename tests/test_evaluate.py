@@ -122,3 +122,29 @@ def test_eval_json_stdout_is_one_clean_json_line(tiny_bundle, tmp_path):
     data.write_text("Lily had a ball.\n")
     r = CliRunner().invoke(app, ["eval", "--model", str(tiny_bundle), "--data", str(data), "--json"])
     assert r.exit_code == 0 and r.stdout.startswith("{") and len(r.stdout.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_eval_says_which_quantized_weights_it_scored(tiny_bundle, tmp_path, quantize):
+    data = tmp_path / "valid.txt"
+    data.write_text("Lily had a ball.\n<|endoftext|>\nTom was sad.\n<|endoftext|>\n")
+    r = CliRunner().invoke(app, ["eval", "--model", str(tiny_bundle), "--data", str(data), "--quantize", quantize])
+    assert r.exit_code == 0, r.output
+    assert f"({quantize} weights)" in r.stdout, r.stdout
+
+
+def test_a_set_yes_or_no_must_be_one():
+    from helium_tui.commands.evaluate import parse_setting
+
+    assert parse_setting("penalize_prompt=False") == {"penalize_prompt": False}
+    assert parse_setting("penalize_prompt=yes,name_bonus=1") == {"penalize_prompt": True, "name_bonus": 1.0}
+    with pytest.raises(ValueError, match="'maybe' is not true or false"):
+        parse_setting("penalize_prompt=maybe")  # it measured the prompt spared, as if 'false' had been given
+
+
+def test_story_rows_show_each_setting_whole(tiny_bundle):
+    setting = "top_k=40,frequency_penalty=0.5,presence_penalty=0.5,repeat_last_n=64,penalize_prompt=false"
+    args = ["eval", "--model", str(tiny_bundle), "--stories", "1", "--max-tokens", "4", "--set", setting]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert "top-k 40" in r.stdout and "last 64 spare-prompt" in r.stdout, r.stdout  # it was cut at 44 columns

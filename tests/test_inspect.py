@@ -347,6 +347,21 @@ def test_int8_weights_run_as_they_are_in_their_own_linears_and_in_heliums_kernel
     assert logit_lens(model, cache).probs.shape[0] == GQA.n_layer + 1
 
 
+def test_int4_weights_are_inspected_as_their_blocks_stand_for():
+    """`helium inspect --model` on an int4 bundle (`models install --dtype int4`) died with a shape error: its
+    packed uint8 blocks were read as a float matrix."""
+    from engine.model.quant4 import quantize_model_int4
+
+    model = quantize_model_int4(random_slm(GQA))
+    ids = list(range(3, 50))
+    cache = run_with_cache(model, ids, [(0, 2)])
+    with torch.no_grad():  # Int4Linear in float32 computes what the inspection does
+        torch.testing.assert_close(run_with_cache(model, ids).logits, model(torch.tensor([ids]))[0], atol=ATOL, rtol=0)
+    dla = direct_logit_attribution(model, cache, 10, 5)
+    assert dla.total == pytest.approx(float(cache.logits[10, 5]), abs=1e-4)
+    assert logit_lens(model, cache).probs.shape[0] == GQA.n_layer + 1
+
+
 def test_bfloat16_weights_are_inspected_in_float32_and_agree_with_the_bf16_forward():
     model = random_slm(GQA).to(torch.bfloat16)
     ids = list(range(3, 50))

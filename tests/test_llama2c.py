@@ -202,6 +202,8 @@ def test_import_matches_llama2c_forward(tmp_path, synth_tok, version, shared):
     assert meta["source_files"]["model"]["name"] == "model.bin"
     assert len(meta["source_files"]["tokenizer"]["sha256"]) == 64
     assert bundle.tokenizer.bos_id == bundle.tokenizer.eos_id == 1
+    # llama2.c's own sampling, as a pulled model has (imported, stories260K told with Helium's penalty of 1.1)
+    assert meta["sampling"] == {"temperature": 1.0, "top_p": 0.9, "repetition_penalty": 1.0}
 
 
 def test_synthetic_tokenizer_encodes_like_run_c(synth_tok):

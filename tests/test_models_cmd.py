@@ -60,3 +60,27 @@ def test_list_cuts_long_names_apart_and_compares_models_on_one_reference_text(
     assert scores["helium-default-tuned-2026-12-07"] == scores["helium-default-tuned-2026-12-07-2"]  # same weights
     assert scores["helium-default-tuned-2026-12-07"] > 2 * scores["helium-default"]  # an untrained tiny model
     assert f"{scores['helium-default']:.4f}" in r.output and "–" not in r.output.split("┩")[1]
+
+
+def test_a_narrow_terminal_never_cuts_a_listed_name_again(tiny_bundle, helium_home, monkeypatch):
+    from helium_tui.commands.models import NAME_WIDTH
+    from helium_tui.names import cut_apart
+
+    names = ("helium-default-tuned-2026-12-07", "helium-default-tuned-2026-12-07-2")
+    for name in names:
+        assert runner.invoke(app, ["models", "install", str(tiny_bundle), "--name", name]).exit_code == 0
+    monkeypatch.setenv("COLUMNS", "60")  # Rich would shrink the name column and cut its end ('-2') with its own '…'
+    r = runner.invoke(app, ["models", "list"])
+    assert r.exit_code == 0, r.output
+    for shown in cut_apart(names, NAME_WIDTH).values():
+        assert f"│ {shown} " in r.output, r.output
+
+
+def test_install_takes_an_installed_name_like_every_model_option(tiny_bundle, helium_home, tmp_path, monkeypatch):
+    assert runner.invoke(app, ["models", "install", str(tiny_bundle), "--name", "story-f32"]).exit_code == 0
+    monkeypatch.chdir(tmp_path)  # no folder of that name here: the name is looked up as --model looks it up
+    r = runner.invoke(app, ["models", "install", "story-f32", "--name", "story-int4", "--dtype", "int4"])
+    assert r.exit_code == 0, r.output
+    assert load_bundle(helium_home / "models" / "story-int4").metadata.get("quantization") == "int4"
+    r = runner.invoke(app, ["models", "install", "no-such-model", "--name", "x"])
+    assert r.exit_code == 2 and "no such model bundle" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -223,3 +223,18 @@ def test_compile_is_a_no_op_that_says_so_where_the_native_runtime_decodes(tiny_b
     monkeypatch.setenv("HELIUM_NATIVE_DECODE", "off")
     session = open_session(str(tiny_bundle), device="cpu", dtype="float32", compile=True)
     assert session.compile and session.compile_note is None
+
+
+def test_tell_compile_where_it_does_nothing_reports_nothing_compiled(tiny_bundle):
+    import json
+
+    from typer.testing import CliRunner
+
+    from helium_tui.cli import app
+
+    args = ["tell", "Lily had", "--model", str(tiny_bundle), "--dtype", "float32", "--max-tokens", "4", "--compile"]
+    r = CliRunner().invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["compiled"] is False and "does nothing here" in r.stderr  # it said true
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "compiling took" not in r.stderr, r.stderr

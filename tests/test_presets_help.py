@@ -22,6 +22,7 @@ def test_train_help_lists_presets_with_parameters(monkeypatch):
     out = " ".join(CliRunner().invoke(app, ["train", "--help"]).output.replace("│", " ").split())
     for name in PRESETS:
         assert " ".join(describe_preset(name).split()) in out, name
+    assert "--data's tokenizer sets the vocab" in out  # tiny trains 0.35M params on a 4,096-token data dir, not 158K
 
 
 async def test_the_monitor_preset_field_shows_sizes():

@@ -148,6 +148,7 @@ def test_quantize_report_tables_every_format(tiny_bundle, tmp_path):
     assert size["f32"] == 2 * size["bf16"] > size["int8"] > size["int4"]
     assert all(row["bits_per_byte"] > 0 and row["decode_tokens_per_s"] > 0 for row in rows.values())
     assert abs(rows["int4"]["bits_per_byte"] / rows["f32"]["bits_per_byte"] - 1) < 0.2
+    assert report["model"] == tiny_bundle.name and tiny_bundle.name in r.stderr  # which model (it said nothing)
     bad = CliRunner().invoke(app, ["quantize-report", str(tiny_bundle), "--data", str(tmp_path / "none.txt")])
     assert bad.exit_code == 2 and "no such file" in bad.stderr
 

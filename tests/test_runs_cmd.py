@@ -93,6 +93,8 @@ def test_compare_refusals_are_one_line(tmp_path, monkeypatch):
     cases = [
         (["runs", "compare", str(a), str(tmp_path / "plain")], "not a training run"),
         (["runs", "compare", str(a), str(tmp_path / "gone")], "no such directory"),
+        (["runs", "compare", str(a / "events.jsonl")], "events.jsonl: not a directory (give the run dir)"),
+        (["runs", str(a / "events.jsonl")], "events.jsonl: not a directory (give the run dir)"),
         (["runs", "compare", str(a), "--metric", "accuracy"], "choose one of loss, val_loss, lr, grad_norm"),
         (["runs", "compare", str(a), "--x", "epochs"], "choose one of step, tokens, time"),
         (["runs", "compare", str(a), "--out", str(tmp_path / "x.pdf")], "write a .svg, .html or .png"),
@@ -122,3 +124,38 @@ def test_series_drops_points_a_resume_trained_again_and_maps_val_loss_to_tokens_
 def test_ticks_are_round():
     assert ticks(0, 100) == [0, 20, 40, 60, 80, 100] and ticks(0.5, 1.7) == [0.6, 0.8, 1.0, 1.2, 1.4, 1.6]
     assert ticks(3, 3) == [3]
+
+
+def test_compare_marks_whole_steps_on_the_terminal_chart(tmp_path):
+    a = finished(tmp_path / "a", last=20)  # steps 10 and 20: plotext alone marks 12.5 and 17.5
+    r = runner.invoke(app, ["runs", "compare", str(a)], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    axis = r.output.rstrip().splitlines()[-2]
+    assert "12.5" not in axis and "10.0" not in axis and "20" in axis, axis
+    b = write_run(tmp_path / "b", [start(), step(10, 4.0), step(12, 3.5)])  # two steps apart: 10.5 is no step
+    r = runner.invoke(app, ["runs", "compare", str(b)], env={"COLUMNS": "80"})
+    axis = r.output.rstrip().splitlines()[-2]
+    assert ".5" not in axis and "11" in axis, axis
+
+
+def test_long_run_names_are_cut_apart_on_one_line_at_80_columns(tmp_path):
+    for name in ("tinystories-tiny-lr3e-3-2026-12-07", "tinystories-tiny-lr3e-3-2026-12-07-2"):
+        finished(tmp_path / name, last=20)
+    r = runner.invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert max(map(len, lines)) <= 80, r.output
+    rows = [line.split() for line in lines if "finished" in line]
+    assert len(rows) == 2 and all(row[0].startswith("tinys") and "…" in row[0] for row in rows), r.output
+    assert rows[0][0] != rows[1][0] and any(row[0].endswith("-2") for row in rows), r.output  # it was folded 4 wide
+
+
+def test_compare_tells_runs_of_the_same_name_apart(tmp_path):
+    a = finished(tmp_path / "sweep-a" / "p00-32x2-1M", last=20)
+    b = finished(tmp_path / "sweep-b" / "p00-32x2-1M", last=30)
+    out = tmp_path / "same.svg"
+    r = runner.invoke(app, ["runs", "compare", str(a), str(b), str(a), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    labels = [t.text for t in ET.parse(out).getroot().iter(f"{SVG}text") if t.text and "p00" in t.text]
+    assert labels == ["sweep-a/p00-32x2-1M", "sweep-b/p00-32x2-1M"], labels  # both were 'p00-32x2-1M'
+    assert "sweep-a/p00-32x2-1M" in r.output and "sweep-b/p00-32x2-1M" in r.output

@@ -60,6 +60,9 @@ def test_widthxdepth_builds_a_shape_from_micro():
         get_preset("100x2")
     with pytest.raises(ValueError, match="unknown preset 'huge'.*WIDTHxDEPTH"):
         get_preset("huge")
+    for zero in ("32x0", "0x2", "032x2"):  # a shape with a zero: not 'unknown preset'
+        with pytest.raises(ValueError, match=f"shape '{zero}': width and depth are whole numbers from 1"):
+            get_preset(zero)
 
 
 def test_sizes_and_counts_parse_or_refuse_in_one_line():

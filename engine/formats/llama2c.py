@@ -18,6 +18,7 @@ from engine.bundles.bundle import build_model, save_bundle
 from engine.bundles.info import check_bundle_target
 from engine.errors import BundleError
 from engine.files import atomic_directory
+from engine.hub.catalog import LLAMA2C_SAMPLING
 from engine.model.config import ModelConfig
 from engine.model.tokenizer import TextTokenizer, TokenizerFileError
 from engine.safe_read import open_regular, read_regular, sha256_file, unreadable
@@ -346,5 +347,6 @@ def import_llama2c(
             "model": {"name": model_bin.name, "sha256": sha256_file(model_bin)},
             "tokenizer": {"name": tokenizer_bin.name, "sha256": sha256_file(tokenizer_bin)},
         },
+        "sampling": dict(LLAMA2C_SAMPLING),  # where `tell` and the studio start for it, pulled or imported
     }
     return atomic_directory(out_dir, lambda tmp: save_bundle(tmp, model, tokenizer, metadata), force=replace)

@@ -148,6 +148,8 @@ def get_preset(name: str) -> ModelConfig:
         return PRESETS[name]
     if SHAPE_NAME.fullmatch(name):
         return shape_preset(name)
+    if re.fullmatch(r"[0-9]+x[0-9]+", name):
+        raise ValueError(f"shape {name!r}: width and depth are whole numbers from 1, no leading zero (e.g. 64x2, 128x4)")
     raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}, or WIDTHxDEPTH (e.g. 128x4)")
 
 

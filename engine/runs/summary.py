@@ -50,7 +50,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
     """The summary of one run dir; ValueError (one line) when it is not a run dir."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: no such directory")
+        raise ValueError(f"{run_dir}: {'not a directory (give the run dir)' if run_dir.exists() else 'no such directory'}")
     if not is_run_dir(run_dir):
         raise ValueError(f"{run_dir}: not a training run (no {CONFIG_FILE} or events.jsonl)")
     state = fold(read_events(run_dir), run_dir)
@@ -68,7 +68,7 @@ def list_runs(root: str | Path) -> list[RunSummary]:
     """Every run dir directly inside root (or root itself when it is one), oldest first; [] when none."""
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"{root}: no such directory")
+        raise ValueError(f"{root}: {'not a directory (give the run dir)' if root.exists() else 'no such directory'}")
     dirs = [root] if is_run_dir(root) else sorted(p for p in root.iterdir() if p.is_dir() and is_run_dir(p))
     return sorted((summarize(d) for d in dirs), key=lambda r: (_mtime(r.path), r.name))
 

@@ -78,7 +78,10 @@ def bench_decode_cmd(
     ] = 0,
     vs_llama_cpp: Annotated[
         bool,
-        typer.Option("--vs-llama-cpp", help="Also time llama.cpp on the same weights (llama-cpp-python)."),
+        typer.Option(
+            "--vs-llama-cpp",
+            help="Also time llama.cpp (llama-cpp-python) on the same random weights: needs --preset.",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
@@ -162,7 +165,7 @@ def bench_startup_cmd(
             "`helium tell` uncompiled, in a temporary cache (yours is untouched).",
         ),
     ] = False,
-    quantize: Annotated[str, typer.Option(help="`helium tell --quantize`: auto, none or int8.")] = "auto",
+    quantize: Annotated[str, typer.Option(help="`helium tell --quantize`: auto, none, int8 or int4.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object after the table.")] = False,
 ) -> None:
     """Time to first token of a fresh `helium tell` process, Python and torch start-up included."""

@@ -42,7 +42,7 @@ def eval_cmd(
     device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32 (default, exact) or bfloat16.")] = "float32",
     quantize: Annotated[
-        str, typer.Option(help="Weights: int8 (weight-only), none, or auto (as the bundle stores them).")
+        str, typer.Option(help="Weights: int8, int4 (Q4_0), none, or auto (as the bundle stores them).")
     ] = "auto",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -83,12 +83,15 @@ def eval_cmd(
     if as_json:
         print(json.dumps(out))
         return
-    weights = " (int8 weights)" if session.quantize == "int8" else ""
+    weights = f" ({session.quantize} weights)" if session.quantize in ("int8", "int4") else ""
     print(
         f"{session.name}{weights} on {data.name}: {result.nats_per_token:.4f} nats/token, "
         f"{result.bits_per_byte:.4f} bits/byte ({plural(result.tokens, 'token', thousands=True)}, "
         f"{plural(result.bytes, 'byte', thousands=True)}, {plural(result.documents, 'document', thousands=True)})"
     )
+
+
+YES, NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")  # a --set KEY=VALUE for a yes-or-no setting
 
 
 def parse_setting(text: str) -> dict[str, object]:
@@ -102,8 +105,11 @@ def parse_setting(text: str) -> dict[str, object]:
         kind = MODEL_SETTINGS.get(key)
         if not sep or kind is None:
             raise ValueError(f"--set {part!r}: want KEY=VALUE with KEY one of {', '.join(MODEL_SETTINGS)}")
+        word = value.strip().lower()
+        if kind is bool and word not in YES + NO:
+            raise ValueError(f"--set {part!r}: {value!r} is not true or false")
         try:
-            out[key] = value.strip().lower() in ("1", "true", "yes") if kind is bool else kind(value)
+            out[key] = word in YES if kind is bool else kind(value)
         except ValueError:
             raise ValueError(f"--set {part!r}: {value!r} is not {kind.__name__}") from None
     return out
@@ -152,8 +158,8 @@ def _shown(params: object) -> str:
 
 
 def _print_row(row: dict, header: bool) -> None:
+    """One setting's measures, the setting last and whole (a cut one could hide what told two rows apart)."""
     if header:
-        print(f"{'setting':<44} {'name kept':>9} {'new names':>9} {'rep 4-gr':>8} {'loops':>5} {'ended':>6} {'words':>6}")
-    print(f"{row['params'][:44]:<44} {row['name_kept_pct']:>8.0f}% {row['invented_names']:>9.2f} "
-          f"{row['repeated_4grams_pct']:>7.1f}% {row['loops']:>5} {row['ended_pct']:>5.0f}% {row['mean_words']:>6.0f}",
-          flush=True)  # fmt: skip
+        print(f"{'name kept':>9} {'new names':>9} {'rep 4-gr':>8} {'loops':>5} {'ended':>6} {'words':>6}  setting")
+    print(f"{row['name_kept_pct']:>8.0f}% {row['invented_names']:>9.2f} {row['repeated_4grams_pct']:>7.1f}% "
+          f"{row['loops']:>5} {row['ended_pct']:>5.0f}% {row['mean_words']:>6.0f}  {row['params']}", flush=True)  # fmt: skip

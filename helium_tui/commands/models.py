@@ -46,7 +46,7 @@ def list_cmd(
     table = Table(title=cell(f"installed models (user dir: {user_models_dir()})"),
                   caption=f"bits/byte: on {REFERENCE_NAME} (16 stories written for Helium; lower is better)"
                   + ("" if score else "; – : not measured yet (helium models list --score)"))  # fmt: skip
-    table.add_column("name", no_wrap=True)
+    table.add_column("name", no_wrap=True, min_width=max(map(len, names.values()), default=4))  # cut once
     for col in ("params", "vocab", "source", "bits/byte"):
         table.add_column(col, justify="right" if col != "source" else "left", no_wrap=True)
     table.add_column("path", overflow="fold")
@@ -84,7 +84,9 @@ def _score(model: object) -> float | None:
 
 @models_app.command("install")
 def install_cmd(
-    source: Annotated[Path, typer.Argument(help="A bundle directory (e.g. RUN_DIR/bundle).")],
+    source: Annotated[
+        Path, typer.Argument(help="A bundle directory (e.g. RUN_DIR/bundle) or an installed name (helium-default).")
+    ],
     name: Annotated[str, typer.Option(help="Name to install it under (`--model NAME`).")],
     dtype: Annotated[
         str,
@@ -99,8 +101,9 @@ def install_cmd(
     with user_errors():
         from engine.bundles.install import install_bundle
         from engine.bundles.reference import arrival_note
+        from engine.bundles.registry import resolve_model
 
-        name, path = install_bundle(source, name, dtype=None if dtype == "keep" else dtype, force=force)
+        name, path = install_bundle(resolve_model(str(source)), name, dtype=None if dtype == "keep" else dtype, force=force)
         note = arrival_note(path)
     print(terminal_safe(f"installed {source} as {name!r} -> {path}"))
     print(terminal_safe(note))

@@ -76,29 +76,35 @@ def quantize_report(
     ] = None,
 ) -> None:
     """What each weight format costs and buys on the CPU: f32, bf16, int8 and int4 (Q4_0)."""
+    from engine.bundles.registry import resolve_model
+
     with user_errors():
         if data is not None and not data.is_file():
             raise ValueError(f"{data}: no such file" if not data.exists() else f"{data}: not a regular file")
         if plot is not None:
             check_plot(plot)
+        label = resolve_model(model or None).name  # the bundle's name, as `tell` and `eval` report it
         rows = [measure(model or None, name, data, threads) for name in FORMATS]
         if plot is not None:
-            atomic_write_text(plot, plot_svg(rows, model or "the default model"))
-    print_table(rows, as_json)
+            atomic_write_text(plot, plot_svg(rows, label))
+    print_table(rows, as_json, label)
     if plot is not None:
         typer.echo(f"wrote {plot}", err=as_json)
     if as_json:
-        print(json.dumps({"model": model or "default", "data": str(data) if data else None,
+        print(json.dumps({"model": label, "data": str(data) if data else None,
                           "formats": [asdict(r) for r in rows]}))  # fmt: skip
 
 
-def print_table(rows: list[FormatRow], to_stderr: bool) -> None:
+def print_table(rows: list[FormatRow], to_stderr: bool, model: str) -> None:
     """The report's table (on stderr when JSON follows on stdout)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from helium_tui.safe_text import terminal_safe
 
     base = rows[0]
-    table = Table(title="helium quantize-report — CPU, batch-1 greedy decode")
+    table = Table(title=Text(terminal_safe(f"helium quantize-report — {model}, CPU, batch-1 greedy decode")))
     for column in ("weights", "activations", "size", "x f32", "bits/byte", "vs f32", "decode tok/s"):
         table.add_column(column, justify="left" if column in ("weights", "activations") else "right")
     for r in rows:

@@ -8,7 +8,7 @@ import importlib.util
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -16,12 +16,18 @@ from typer.core import TyperGroup
 from engine.humanize import format_duration
 from engine.runs.summary import METRICS, X_AXES, RunSummary, list_runs, series, summarize
 from helium_tui.errors import fail, user_errors
+from helium_tui.names import cut_apart, run_labels
 from helium_tui.safe_text import terminal_safe
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 COLORS = ["blue", "red", "green", "orange", "magenta", "cyan"]  # one per run in the terminal plot
 MARKERS = ["•", "x", "+", "o", "*", "#"]  # one per run when the output is not a terminal (no colours)
 X_LABELS = {"step": "step", "tokens": "tokens", "time": "training time (s)"}
 PICTURES = (".svg", ".html", ".png")
+COLUMNS = ("run", "model", "data", "status", "steps", "tokens", "best val", "time")  # `helium runs`
+RUN_WIDTH = 12  # the fewest characters of a run's name `helium runs` shows (longer ones cut apart with '…')
 
 
 class RunsGroup(TyperGroup):
@@ -47,7 +53,6 @@ def list_cmd(
 ) -> None:
     """List the runs in DIR: preset, parameters, data, status, steps, tokens, best val loss, wall time."""
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
     from engine.paths import user_runs_dir
@@ -61,13 +66,31 @@ def list_cmd(
     if not runs:
         print(terminal_safe(f"no training runs in {root} (start one: helium train --data DIR --out RUN_DIR)"))
         return
-    table = Table(title=Text(terminal_safe(f"training runs in {root}")))
-    for col in ("run", "model", "data", "status", "steps", "tokens", "best val", "time"):
-        right = col in ("steps", "tokens", "best val", "time")
-        table.add_column(col, justify="right" if right else "left", overflow="fold", no_wrap=col != "run")
-    for run in runs:
-        table.add_row(*(Text(terminal_safe(cell)) for cell in _row(run)))
-    Console().print(table)
+    console = Console()
+    rows = [[terminal_safe(cell) for cell in _row(run)] for run in runs]
+    title = Text(terminal_safe(f"training runs in {root}"))
+    unbounded = console.options.update(width=10_000)  # measure each table's own width, not the terminal's
+    width = max(len(row[0]) for row in rows)  # the widest names that fit the terminal, cut apart with '…'
+    while width > RUN_WIDTH and console.measure(_table(title, rows, width), options=unbounded).maximum > console.width:
+        width -= 1
+    console.print(_table(title, rows, width))
+
+
+def _table(title: Text, rows: list[list[str]], width: int) -> Any:
+    """The listing with run names cut apart to width; the model column folds where the terminal is too narrow."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    names = cut_apart((row[0] for row in rows), width)
+    table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True)  # as `helium sweep`'s: 80 columns hold it
+    for col in COLUMNS:
+        right, cut = col in ("steps", "tokens", "best val", "time"), col == "run"
+        table.add_column(col, justify="right" if right else "left", overflow="fold",
+                         no_wrap=col != "model", min_width=max(map(len, names.values())) if cut else None)  # fmt: skip
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in [names[row[0]], *row[1:]]))
+    return table
 
 
 def _row(run: RunSummary) -> list[str]:
@@ -99,14 +122,16 @@ def compare_cmd(
     if out is not None:
         _check_out(out)
     curves = []
+    runs = list({run.resolve(): run for run in runs}.values())  # each run once, in the order first given
+    labels = run_labels(runs)
     with user_errors():
-        for run in runs:
+        for run, label in zip(runs, labels, strict=True):
             summarize(run)  # a bad dir: one line, exit 2
             xs, ys = series(run, metric, x)
             if xs:
-                curves.append((run.name, xs, ys))
+                curves.append((label, xs, ys))
             else:
-                print(terminal_safe(f"{run.name}: no {metric} against {x} in this run; left out"), file=sys.stderr)
+                print(terminal_safe(f"{label}: no {metric} against {x} in this run; left out"), file=sys.stderr)
     if not curves:
         raise fail(f"none of the runs has {metric} against {x} to plot")
     _terminal_plot(curves, metric, x)
@@ -134,6 +159,8 @@ def _terminal_plot(curves: list[tuple[str, list[float], list[float]]], metric: s
 
     import plotext
 
+    from helium_tui import runs_plot
+
     tty = sys.stdout.isatty()
     cols, rows = shutil.get_terminal_size((100, 30))
     plotext.clear_figure()
@@ -144,6 +171,10 @@ def _terminal_plot(curves: list[tuple[str, list[float], list[float]]], metric: s
         plotext.plot(xs, ys, label=terminal_safe(name), marker=marker, color=COLORS[i % len(COLORS)])
     plotext.title(metric)
     plotext.xlabel(X_LABELS[x])
+    marks = runs_plot.ticks(min(min(xs) for _, xs, _ in curves), max(max(xs) for _, xs, _ in curves))
+    if x != "time":  # steps and tokens are whole: never "12.5"
+        marks = [m for m in marks if m == int(m)]
+    plotext.xticks(marks, [f"{m:,.0f}" if m == int(m) else f"{m:g}" for m in marks])
     chart = plotext.build()
     plotext.clear_figure()
     print(chart if tty else re.sub(r"\x1b\[[0-9;]*m", "", chart))

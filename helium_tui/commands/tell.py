@@ -159,7 +159,7 @@ def tell(
                     "dtype": session.dtype_name,
                     "quantize": session.quantize,
                     "threads": session.threads,
-                    "compiled": compile and session.generator.compile_failed is None,
+                    "compiled": session.compile and session.generator.compile_failed is None,
                     "compile_s": round(compile_s, 2),  # before the story: not in ttft_s, not in tokens_per_s
                 },
                 ensure_ascii=False,
@@ -167,7 +167,7 @@ def tell(
         )
     else:
         sys.stdout.write("\n")
-        if compile:
+        if session.compile:  # not where --compile does nothing (the native runtime)
             print(f"helium: decoded {result.tokens_per_s:,.0f} tok/s (compiling took {compile_s:.1f} s before)",
                   file=sys.stderr)  # fmt: skip
 

@@ -27,6 +27,7 @@ from trainer.config import (
 
 D = TrainConfig()  # the defaults the help shows come from the config objects themselves
 F = D.with_(**FINETUNE_DEFAULTS)  # a fine-tune's defaults
+PRESET_VOCAB = ". Params are at the vocab shown: --data's tokenizer sets the vocab, so the embedding (and the count) follow it."
 OPTION_OF = {"warmup_steps": "warmup"}  # TrainConfig field -> the option that sets it, where the names differ
 
 
@@ -62,7 +63,7 @@ def train(
     ] = None,
     preset: Annotated[
         str | None,
-        typer.Option(help=f"Model preset (default {D.preset}): " + "; ".join(map(describe_preset, PRESETS)) + "."),
+        typer.Option(help=f"Model preset (default {D.preset}): " + "; ".join(map(describe_preset, PRESETS)) + PRESET_VOCAB),
     ] = None,
     init_from: Annotated[str | None, typer.Option(metavar="MODEL", help=FINETUNE_HELP)] = None,
     data: Annotated[Path | None, typer.Option(help="Prepared data dir (`helium data prepare`).")] = None,

@@ -50,3 +50,17 @@ async def test_quantize_int8_from_the_command_line(tiny_bundle):
     async with app.run_test(size=SIZE) as pilot:
         await loaded(app, pilot)
         assert app.session.quantize == "int8" and app.session.threads == 1
+
+
+async def test_quantize_int4_from_the_command_line_and_the_picker_keeps_it(tiny_bundle):
+    app = make_app(tiny_bundle, quantize="int4", threads=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(app, pilot)
+        assert app.session.quantize == "int4"
+        first = app.session
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
+        assert not app.screen.int8
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is app.studio, "the studio")
+        assert app.session is first and app.session.quantize == "int4"

@@ -48,3 +48,11 @@ async def test_overlay_other_runs_on_the_watched_one(tmp_path, helium_home):
         await pilot.press("o")
         await wait_for(pilot, lambda: app.screen is screen, "the monitor again")
         assert screen.monitor.overlays == [("other", [1.0, 2.0, 3.0, 4.0], [5.5, 4.5, 3.5, 2.5])]
+
+
+def test_overlays_of_the_same_name_are_labelled_apart(tmp_path):
+    from helium_tui.screens.training.overlay import load_overlays
+
+    a = run(tmp_path / "runs" / "tiny", [5.0, 4.0])
+    b = run(tmp_path / "elsewhere" / "tiny", [6.0, 5.0])  # the user runs dir's 'tiny' beside the watched one's
+    assert [name for name, _, _ in load_overlays([a, b])] == ["runs/tiny", "elsewhere/tiny"]

@@ -17,6 +17,7 @@ from textual.widgets import Label, SelectionList
 
 from engine.paths import user_runs_dir
 from engine.runs.summary import list_runs, series
+from helium_tui.names import run_labels
 from helium_tui.safe_text import terminal_safe
 
 Overlay = tuple[str, list[float], list[float]]  # (run name, steps, training losses)
@@ -41,15 +42,15 @@ def candidate_runs(watched: str | None) -> list[Path]:
 
 
 def load_overlays(paths: list[Path]) -> list[Overlay]:
-    """The training-loss curve of each run (runs with none are left out)."""
+    """The training-loss curve of each run (runs with none are left out), labelled apart (`run_labels`)."""
     curves = []
-    for path in paths[:MAX_OVERLAYS]:
+    for path, label in zip(paths[:MAX_OVERLAYS], run_labels(paths[:MAX_OVERLAYS]), strict=True):
         try:
             xs, ys = series(path, "loss")
         except (OSError, ValueError):
             continue
         if xs:
-            curves.append((path.name, xs, ys))
+            curves.append((label, xs, ys))
     return curves
 
 
