@@ -153,3 +153,14 @@ def test_bench_startup_compile_never_times_the_kernel_build_as_the_uncompiled_st
     script.write_text(FAKE_TELL_BUILDING_KERNELS)
     c = bench_compile_startup([sys.executable, str(script), "Once"], "Once", repeats=1)
     assert c.uncompiled.first_token_s < 0.5 and len(c.uncompiled.runs_s) == 1
+
+
+def test_bench_startup_compile_says_when_compile_does_nothing_here(tiny_bundle, monkeypatch):
+    from engine.generation.session import NATIVE_COMPILE_NOTE, open_session
+    from engine.model.native import native_status
+    from helium_tui.commands.bench import compile_note
+
+    native = native_status(open_session(str(tiny_bundle)).bundle.model) == ""
+    assert compile_note(str(tiny_bundle), "auto") == (NATIVE_COMPILE_NOTE if native else None)
+    monkeypatch.setenv("HELIUM_NATIVE_DECODE", "off")
+    assert compile_note(str(tiny_bundle), "auto") is None
