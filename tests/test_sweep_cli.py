@@ -72,7 +72,8 @@ def test_a_three_point_sweep_resumes_a_killed_point_and_fits(prepared_dir, tmp_p
 
 def test_print_slurm_writes_the_plan_and_a_job_array(prepared_dir, tmp_path):
     out = tmp_path / "sweep"
-    r = sweep("--data", str(prepared_dir), "--sizes", SIZES, "--tokens", "6K,12K", "--out", str(out), "--print-slurm")
+    r = sweep("--data", str(prepared_dir), "--sizes", SIZES, "--tokens", "6K,12K", "--batch-size", "8", "--out", str(out),
+              "--print-slurm")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "#SBATCH --array=0-5" in r.output and (out / "sweep.json").is_file()
     task = next(line for line in r.stdout.splitlines() if line.startswith("helium sweep"))
@@ -124,3 +125,11 @@ def test_sweep_help_explains_itself():
     assert r.returncode == 0
     for words in ("--tokens-per-param", "--print-slurm", "--fit-only", "Kaplan", "Chinchilla", "docs/sweeps.md"):
         assert words in r.stdout
+
+
+def test_a_budget_smaller_than_one_step_is_refused_before_anything_is_written(prepared_dir, tmp_path):
+    out = tmp_path / "sweep"
+    r = sweep("--data", str(prepared_dir), "--sizes", "32x1", "--tokens", "20K", "--context", "100000", "--out", str(out))
+    assert r.exit_code == 2 and not out.exists()
+    assert r.output.strip() == ("helium: error: point p00-32x1-20K: its budget (20,000 tokens) is less than one training "
+                                "step (32 x 100,000 = 3,200,000 tokens): lower --batch-size or --context, or raise the budget")

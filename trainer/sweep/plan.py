@@ -14,6 +14,7 @@ from pathlib import Path
 from engine.files import atomic_write_text
 from engine.jsonfile import read_json
 from engine.model.config import ModelConfig, get_preset
+from trainer.config import TrainConfig
 
 PLAN_FILE = "sweep.json"  # the plan, written once when the sweep starts
 FIT_FILE = "fit.json"  # the fitted laws and the table they came from
@@ -127,7 +128,8 @@ def parse_ratios(text: str) -> list[float]:
 
 
 def check_size(plan: SweepPlan) -> None:
-    """ValueError (one line) for a plan with too many points or a point too small to train one step."""
+    """ValueError (one line) for a plan with too many points, a shape the data's vocabulary breaks, or a point whose
+    budget is less than one training step (batch x context tokens)."""
     points = plan.points()
     if len(points) > MAX_POINTS:
         raise ValueError(f"{len(points)} points: a sweep has at most {MAX_POINTS}")
@@ -135,6 +137,15 @@ def check_size(plan: SweepPlan) -> None:
         raise ValueError("two points of this plan have the same size and budget; give each budget once")
     for size in plan.sizes:
         plan.shape(size)  # a shape the data's vocabulary breaks: its one-line error now
+    batch = plan.train.get("batch_size") or TrainConfig().batch_size
+    for point in points:
+        context = plan.train.get("context") or plan.shape(point.size).context_length
+        if point.tokens < batch * context:  # a point that is one step seeing many times its budget fits nothing
+            raise ValueError(
+                f"point {point.name}: its budget ({point.tokens:,} tokens) is less than one training step "
+                f"({batch} x {context:,} = {batch * context:,} tokens): lower --batch-size or --context, or raise the "
+                "budget"
+            )  # fmt: skip
 
 
 def open_plan(out: Path, plan: SweepPlan) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from engine.runs.rundir import has_checkpoints, is_run_dir, is_running
 from engine.runs.summary import summarize
+from trainer.config import TrainConfig
 from trainer.sweep.plan import Point, SweepPlan
 
-DEFAULT_BATCH = 32  # sequences per step, as `helium train`'s default
 WARMUP_SHARE = 0.1  # default warmup: a tenth of each point's steps (a fixed 100 would swallow short points)
 CHECKPOINTS_PER_POINT = 5  # a killed point loses at most a fifth of its steps
 
@@ -53,7 +53,7 @@ def state(out: Path, point: Point) -> str:
 def steps_of(plan: SweepPlan, point: Point) -> int:
     """The optimizer steps a point trains (its budget rounded up to whole steps, as the trainer does)."""
     context = plan.train.get("context") or plan.shape(point.size).context_length
-    return math.ceil(point.tokens / (plan.train.get("batch_size") or DEFAULT_BATCH) / context)
+    return math.ceil(point.tokens / (plan.train.get("batch_size") or TrainConfig().batch_size) / context)
 
 
 def train_args(plan: SweepPlan, out: Path, point: Point, how: str, runtime: list[str]) -> list[str]:
