@@ -92,7 +92,7 @@ class HeliumApp(GuardedApp):
         self.device_spec = device  # auto, cpu, cuda, mps
         self.dtype_spec = dtype  # auto, float32, bfloat16
         self.compile = compile  # torch.compile the decode step (compiled while the model loads)
-        self.quantize_spec = quantize  # auto (as the bundle stores it), none, int8; the model picker switches it
+        self.quantize_spec = quantize  # auto (as the bundle stores it), none, int8, int4; the model picker switches it
         self.threads = threads  # torch's CPU threads (None: HELIUM_THREADS, else torch's default)
         stories = StoryStore(Path(stories_dir) if stories_dir else None)  # None: the store's default folder
         self.state = AppState(stories)  # what the screens share
@@ -234,15 +234,16 @@ class HeliumApp(GuardedApp):
         if isinstance(self.screen, ModelPicker):
             return
         info = self.current_model_info()
-        int8 = self.session.quantize == "int8" if self.session else self.quantize_spec == "int8"
-        picker = ModelPicker(info.path if info else None, info, int8=int8)
+        weights = self.session.quantize if self.session else self.quantize_spec
+        weights = weights if weights in ("int8", "int4") else "none"
+        picker = ModelPicker(info.path if info else None, info, weights=weights)
 
         def chosen(path: str | None) -> None:
             if path is None:
                 return
-            if picker.int8 != int8:  # the weights switch changed: it applies to this load and the next ones
-                self.quantize_spec = "int8" if picker.int8 else "none"
-            if info is None or Path(path).resolve() != info.path.resolve() or picker.int8 != int8:
+            if picker.weights != weights:  # the weights changed: they apply to this load and the next ones
+                self.quantize_spec = picker.weights
+            if info is None or Path(path).resolve() != info.path.resolve() or picker.weights != weights:
                 self.load_model(path)
 
         self.push_screen(picker, chosen)

@@ -129,18 +129,23 @@ def _pull_finished(app: App, job: PullJob, path: Path | None, error: str | None)
         app.notify(f"{name} is downloaded and installed: ctrl+o to load it", timeout=8)
 
 
+WEIGHTS = ("none", "int8", "int4")  # the picker's `i` goes round them
+WEIGHT_NAMES = {"none": "full precision", "int8": "int8 (weight-only, faster on CPUs)",
+                "int4": "int4 (Q4_0 blocks: smallest, fastest on CPUs)"}  # fmt: skip
+
+
 class ModelPicker(ModalScreen[str | None]):
     """Choose a model bundle or a catalog model to download; dismisses with a bundle path (None: cancelled)."""
 
     BINDINGS = [
         Binding("escape", "cancel", "Close"),
         Binding("x", "stop_pull", "Stop the download"),
-        Binding("i", "toggle_int8", "int8 weights on/off"),
+        Binding("i", "next_weights", "Weights: full precision, int8, int4"),
     ]
 
-    def __init__(self, current: Path | None, current_info: ModelInfo | None = None, int8: bool = False) -> None:
+    def __init__(self, current: Path | None, current_info: ModelInfo | None = None, weights: str = "none") -> None:
         super().__init__(id="model-picker")
-        self.int8 = int8  # load with int8 weights (weight-only: faster on CPUs); the app reads it after dismissal
+        self.weights = weights  # "none", "int8" or "int4": how the model chosen next loads; the app reads it after
         self.current = current.resolve() if current else None  # path of the loaded bundle
         self.current_info = current_info  # describes it when it is not installed by name
         self.models: list[ModelInfo] = []  # the installed rows, in order
@@ -241,13 +246,12 @@ class ModelPicker(ModalScreen[str | None]):
         self.refresh_rows()
 
     def _weights_text(self) -> str:
-        if self.int8:
-            return "Weights: [b]int8[/] (weight-only, faster on CPUs)  [dim](i: full precision)[/]"
-        return "Weights: full precision  [dim](i: int8, faster on CPUs)[/]"
+        after = WEIGHTS[(WEIGHTS.index(self.weights) + 1) % len(WEIGHTS)]
+        return f"Weights: [b]{WEIGHT_NAMES[self.weights]}[/]  [dim](i: {WEIGHT_NAMES[after]})[/]"
 
-    def action_toggle_int8(self) -> None:
-        """Switch int8 weights on or off for the model chosen next (enter on the loaded one reloads it)."""
-        self.int8 = not self.int8
+    def action_next_weights(self) -> None:
+        """Cycle the weights of the model chosen next: full precision, int8, int4 (enter on the loaded one reloads it)."""
+        self.weights = WEIGHTS[(WEIGHTS.index(self.weights) + 1) % len(WEIGHTS)]
         self.query_one("#picker-weights", Label).update(self._weights_text())
 
     def action_cancel(self) -> None:

@@ -1,4 +1,5 @@
-"""int8 weights in the studio: `helium --quantize int8` loads them, and the model picker switches them (i)."""
+"""int8 and int4 weights in the studio: `helium --quantize int8|int4` loads them, and the model picker's `i` goes round
+full precision, int8 and int4."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ async def test_the_picker_switches_int8_weights_and_reloads(tiny_bundle):
         first = app.session
         await pilot.press("ctrl+o")
         await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
-        assert not app.screen.int8
+        assert app.screen.weights == "none"
         await pilot.press("i")
-        assert app.screen.int8 and "int8" in str(app.screen.query_one("#picker-weights").render())
+        assert app.screen.weights == "int8" and "int8" in str(app.screen.query_one("#picker-weights").render())
         await pilot.press("enter")  # the loaded model again: it reloads with int8 weights
         await until(pilot, lambda: app.session is not first, "the int8 reload")
         await loaded(app, pilot)
@@ -39,10 +40,22 @@ async def test_the_picker_switches_int8_weights_and_reloads(tiny_bundle):
         second = app.session
         await pilot.press("ctrl+o")
         await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
-        assert app.screen.int8  # it shows what is loaded
+        assert app.screen.weights == "int8"  # it shows what is loaded
         await pilot.press("escape")  # closing changes nothing
         await until(pilot, lambda: app.screen is app.studio, "the studio")
         assert app.session is second
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
+        await pilot.press("i")
+        assert app.screen.weights == "int4" and "int4" in str(app.screen.query_one("#picker-weights").render())
+        await pilot.press("enter")  # int4 now
+        await until(pilot, lambda: app.session is not second, "the int4 reload")
+        await loaded(app, pilot)
+        assert app.session.quantize == "int4" and (await tell(pilot)).generated_tokens > 0
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
+        await pilot.press("i")  # round to full precision
+        assert app.screen.weights == "none"
 
 
 async def test_quantize_int8_from_the_command_line(tiny_bundle):
@@ -60,7 +73,7 @@ async def test_quantize_int4_from_the_command_line_and_the_picker_keeps_it(tiny_
         first = app.session
         await pilot.press("ctrl+o")
         await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
-        assert not app.screen.int8
+        assert app.screen.weights == "int4"
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is app.studio, "the studio")
         assert app.session is first and app.session.quantize == "int4"
