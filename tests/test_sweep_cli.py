@@ -133,3 +133,15 @@ def test_a_budget_smaller_than_one_step_is_refused_before_anything_is_written(pr
     assert r.exit_code == 2 and not out.exists()
     assert r.output.strip() == ("helium: error: point p00-32x1-20K: its budget (20,000 tokens) is less than one training "
                                 "step (32 x 100,000 = 3,200,000 tokens): lower --batch-size or --context, or raise the budget")
+
+
+def test_a_point_that_sees_the_data_again_is_named_before_training(prepared_dir):
+    from trainer.sweep.plan import SweepPlan
+    from trainer.sweep.results import repeats, train_tokens
+
+    available = train_tokens(str(prepared_dir))
+    plan = SweepPlan(data=str(prepared_dir), sizes=["32x1"], tokens=[available // 2, 3 * available], vocab_size=300)
+    note = repeats(plan)
+    assert note.startswith(f"note: 1 point(s) train on more tokens than the data's {available:,} training tokens")
+    assert "p01-32x1-" in note and "3.0x" in note and "p00" not in note
+    assert repeats(SweepPlan(data=str(prepared_dir), sizes=["32x1"], tokens=[available], vocab_size=300)) is None

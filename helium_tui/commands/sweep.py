@@ -125,7 +125,11 @@ def _train(plan, out: Path, points: list, device: str, dtype: str | None, as_jso
     def say(line: str) -> None:
         print(terminal_safe(line), file=sys.stderr if as_json else sys.stdout, flush=True)
 
+    from trainer.sweep.results import repeats
+
     say(f"sweep: {plan.describe()}; {len(points)} point(s) to check in {out}")
+    if note := repeats(plan):
+        say(note)
     runtime = ["--device", device] + (["--dtype", dtype] if dtype else [])
     try:
         outcomes = run_points(plan, out, points, runtime, say)

@@ -51,6 +51,17 @@ def rows(plan: SweepPlan, out: Path) -> list[Row]:
     return [_row(plan, out, p, available) for p in plan.points()]
 
 
+def repeats(plan: SweepPlan) -> str | None:
+    """A line naming the points whose budget is more than the data's training text (they see it again), or None."""
+    available = train_tokens(plan.data)
+    over = [(p.name, p.tokens / available) for p in plan.points() if available and p.tokens > available]
+    if not over:
+        return None
+    listed = ", ".join(f"{name} {times:.1f}x" for name, times in over)
+    return (f"note: {len(over)} point(s) train on more tokens than the data's {available:,} training tokens, so they see "
+            f"the same text again ({listed}): their losses fall partly from memorising it")  # fmt: skip
+
+
 def _group(plan: SweepPlan, point: Point) -> str:
     if plan.tokens:
         return f"{short_count(point.tokens)} tokens"
