@@ -49,7 +49,7 @@ app.command(help="Train a model on a prepared data dir (--watch: live dashboard)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 app.command(help=SWEEP_HELP, short_help="Train a ladder of model sizes and fit a scaling law.")(sweep)
-app.command(help="Serve a model over HTTP: OpenAI- and Ollama-compatible APIs.")(serve)
+app.command(help="Serve models over HTTP: OpenAI- and Ollama-compatible APIs, many clients in one batch, every installed model by name (loaded on first use).")(serve)
 
 
 @app.callback(invoke_without_command=True)

@@ -35,16 +35,15 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Most stories decoded at once (more wait in a queue).")] = 8,
     device: Annotated[str, typer.Option(help=f"{DEVICE_CHOICES}.")] = "auto",
     dtype: Annotated[str, typer.Option(help=f"{DTYPE_CHOICES}.")] = "auto",
-    quantize: Annotated[str, typer.Option(help="Weights: int8, none, or auto (as the bundle stores them).")] = "auto",
+    quantize: Annotated[str, typer.Option(help="Weights of every model it loads: int8, int4, none, or auto (as each bundle stores them).")] = "auto",
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Accepted as by `tell`; the batched decode step runs eagerly for now, so it has no effect yet.")] = False,
     studio: Annotated[bool, typer.Option("--studio", help="Serve the story studio to a web browser instead of the API.")] = False,
     one_model: Annotated[bool, typer.Option("--one-model", help="Answer only for --model, not for every installed model by name.")] = False,
     memory_budget: Annotated[str, typer.Option(help="Memory the loaded models may hold together, e.g. 2GiB; past it the least recently used idle model is unloaded. auto: a quarter of this machine's memory.")] = "auto",
 ) -> None:
-    """Serve models over HTTP: OpenAI-compatible /v1 and Ollama-compatible /api, many clients in one batch.
-
-    --model is loaded at start; a request naming another installed model loads it on first use (as Ollama does)."""
+    """Serve models over HTTP (the help is cli.py's): --model is loaded at start; a request naming another installed
+    model loads it on first use (as Ollama does)."""
     if studio:
         serve_studio(model, host, port, bool(api_key), no_auth)
         return
