@@ -7,6 +7,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from engine.runs.summary import list_runs, series
@@ -148,6 +149,19 @@ def test_long_run_names_are_cut_apart_on_one_line_at_80_columns(tmp_path):
     rows = [line.split() for line in lines if "finished" in line]
     assert len(rows) == 2 and all(row[0].startswith("tinys") and "…" in row[0] for row in rows), r.output
     assert rows[0][0] != rows[1][0] and any(row[0].endswith("-2") for row in rows), r.output  # it was folded 4 wide
+
+
+@pytest.mark.parametrize("columns", [60, 44])
+def test_a_narrow_terminal_leaves_columns_out_and_never_cuts_a_number(tmp_path, columns):
+    run = finished(tmp_path / "tinystories-tiny-lr3e-3-2026-12-07", last=20)
+    wide = runner.invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": "200"}).output
+    tokens = next(cell for cell in wide.split() if "," in cell)  # e.g. '20,480'
+    r = runner.invoke(app, ["runs", str(tmp_path)], env={"COLUMNS": str(columns)})
+    assert r.exit_code == 0 and max(map(len, r.output.splitlines())) <= columns, r.output
+    row = next(line for line in r.output.splitlines() if "finished" in line)
+    assert tokens in row.split(), r.output  # at 60 columns it was cut to '1,001,47' without a mark
+    assert "left out: the terminal is" in " ".join(r.output.split()), r.output
+    assert run.name not in r.output  # the name is cut apart, not folded
 
 
 def test_compare_tells_runs_of_the_same_name_apart(tmp_path):

@@ -27,6 +27,7 @@ MARKERS = ["•", "x", "+", "o", "*", "#"]  # one per run when the output is not
 X_LABELS = {"step": "step", "tokens": "tokens", "time": "training time (s)"}
 PICTURES = (".svg", ".html", ".png")
 COLUMNS = ("run", "model", "data", "status", "steps", "tokens", "best val", "time")  # `helium runs`
+DROPPED_FIRST = ("model", "data", "time", "best val", "steps")  # what a terminal too narrow for every column leaves out
 RUN_WIDTH = 12  # the fewest characters of a run's name `helium runs` shows (longer ones cut apart with '…')
 
 
@@ -70,26 +71,43 @@ def list_cmd(
     rows = [[terminal_safe(cell) for cell in _row(run)] for run in runs]
     title = Text(terminal_safe(f"training runs in {root}"))
     unbounded = console.options.update(width=10_000)  # measure each table's own width, not the terminal's
-    width = max(len(row[0]) for row in rows)  # the widest names that fit the terminal, cut apart with '…'
-    while width > RUN_WIDTH and console.measure(_table(title, rows, width), options=unbounded).maximum > console.width:
+
+    def fits(width: int, columns: list[str], folded: bool) -> bool:
+        """Whether the table fits the terminal (folded: with the model column folded onto more lines)."""
+        measured = console.measure(_table(title, rows, width, columns), options=unbounded)
+        return (measured.minimum if folded else measured.maximum) <= console.width
+
+    width, columns = max(len(row[0]) for row in rows), list(COLUMNS)  # names cut apart with '…' to what fits
+    while width > RUN_WIDTH and not fits(width, columns, folded=False):
         width -= 1
-    console.print(_table(title, rows, width))
+    for dropped in DROPPED_FIRST:  # still too wide: leave out the columns a narrow terminal can spare
+        if fits(width, columns, folded=True):
+            break
+        columns.remove(dropped)
+    console.print(_table(title, rows, width, columns))
+    if len(columns) < len(COLUMNS):
+        left_out = ", ".join(c for c in COLUMNS if c not in columns)
+        console.print(f"[dim]({left_out} left out: the terminal is {console.width} columns)[/]")
 
 
-def _table(title: Text, rows: list[list[str]], width: int) -> Any:
-    """The listing with run names cut apart to width; the model column folds where the terminal is too narrow."""
+def _table(title: Text, rows: list[list[str]], width: int, columns: list[str]) -> Any:
+    """The listing's columns, run names cut apart to width; no number is ever cut, the model column folds."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     names = cut_apart((row[0] for row in rows), width)
+    keep = [COLUMNS.index(col) for col in columns]
     table = Table(title=title, box=box.SIMPLE_HEAD, collapse_padding=True)  # as `helium sweep`'s: 80 columns hold it
-    for col in COLUMNS:
-        right, cut = col in ("steps", "tokens", "best val", "time"), col == "run"
-        table.add_column(col, justify="right" if right else "left", overflow="fold",
-                         no_wrap=col != "model", min_width=max(map(len, names.values())) if cut else None)  # fmt: skip
+    for i in keep:
+        col = COLUMNS[i]
+        right = col in ("steps", "tokens", "best val", "time")
+        cells = [names[row[0]] if i == 0 else row[i] for row in rows]
+        table.add_column(col, justify="right" if right else "left", overflow="fold", no_wrap=col != "model",
+                         min_width=None if col == "model" else max(map(len, cells)))  # fmt: skip
     for row in rows:
-        table.add_row(*(Text(cell) for cell in [names[row[0]], *row[1:]]))
+        cells = [names[row[0]], *row[1:]]
+        table.add_row(*(Text(cells[i]) for i in keep))
     return table
 
 
