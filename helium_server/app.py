@@ -20,6 +20,7 @@ from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -79,6 +80,22 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
+
+
+class LocalCORS(CORSMiddleware):
+    """Starlette's CORS, but a refused preflight (another site's page) is a JSON error in the protocol's shape."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            headers = Headers(scope=scope)
+            if "origin" in headers and "access-control-request-method" in headers:
+                response = self.preflight_response(request_headers=headers)
+                if response.status_code == 400:
+                    detail = bytes(response.body).decode().lower()
+                    response = error_response(scope["path"], 400, f"a web page may not call this server: {detail}")
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def is_loopback_name(name: str) -> bool:
@@ -141,7 +158,7 @@ def build_app(
     app.add_middleware(BearerAuth, key=api_key)
     if loopback:
         app.add_middleware(LoopbackHosts)
-    app.add_middleware(CORSMiddleware, allow_origin_regex=LOCAL_ORIGINS, allow_methods=["GET", "POST", "HEAD"],
+    app.add_middleware(LocalCORS, allow_origin_regex=LOCAL_ORIGINS, allow_methods=["GET", "POST", "HEAD"],
                        allow_headers=["authorization", "content-type"])  # fmt: skip
     return app
 
