@@ -216,3 +216,12 @@ def test_open_session_counts_what_unloading_frees(home):
     cfg = session.bundle.config
     cache = 2 * cfg.n_layer * 4 * cfg.n_kv_head * cfg.context_length * (cfg.d_model // cfg.n_head) * 4
     assert session.memory_bytes() - before == cache
+
+
+def test_ollama_reports_the_time_a_request_spent_loading_its_model(home):
+    with serve(home) as url:
+        client = ollama.Client(host=url)
+        first = client.generate(model=B, prompt="Lily", options={"num_predict": 2})  # loads B
+        again = client.generate(model=B, prompt="Lily", options={"num_predict": 2})
+    assert first.load_duration > 1_000_000 and again.load_duration < first.load_duration
+    assert first.total_duration >= first.load_duration + first.eval_duration
