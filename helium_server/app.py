@@ -110,6 +110,11 @@ def is_loopback_name(name: str) -> bool:
 
 # browser pages served from this machine may call the API (as Ollama allows by default); other origins may not
 LOCAL_ORIGINS = r"(https?|app|tauri)://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?|file://.*|null"
+# the headers such pages may send: Ollama's list, with those the openai JS client adds (x-stainless-*)
+ALLOWED_HEADERS = ["authorization", "content-type", "user-agent", "accept", "x-requested-with", "openai-beta"] + [
+    f"x-stainless-{name}" for name in ("arch", "async", "custom-poll-interval", "helper-method", "lang", "os",
+                                       "package-version", "poll-helper", "retry-count", "runtime", "runtime-version",
+                                       "timeout")]  # fmt: skip
 
 
 class LoopbackHosts:
@@ -159,7 +164,7 @@ def build_app(
     if loopback:
         app.add_middleware(LoopbackHosts)
     app.add_middleware(LocalCORS, allow_origin_regex=LOCAL_ORIGINS, allow_methods=["GET", "POST", "HEAD"],
-                       allow_headers=["authorization", "content-type"])  # fmt: skip
+                       allow_headers=ALLOWED_HEADERS)  # fmt: skip
     return app
 
 

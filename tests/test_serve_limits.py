@@ -196,6 +196,10 @@ def test_local_pages_may_call_the_api_and_others_may_not(served):
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://localhost:3000"
     r = httpx.get(url + "/v1/models", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
+    stainless = "authorization, content-type, x-stainless-lang, x-stainless-os, x-stainless-retry-count, x-stainless-timeout"
+    ok = httpx.options(url + "/v1/chat/completions", headers={"Origin": "http://localhost:5173"} | asks | {
+        "Access-Control-Request-Headers": stainless})  # the openai JS client in a local page, as Ollama allows
+    assert ok.status_code == 200, ok.text
     for path in ("/v1/completions", "/api/generate"):  # a refused preflight is an error in the protocol's shape
         r = httpx.options(url + path, headers={"Origin": "https://evil.example"} | asks)
         assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
