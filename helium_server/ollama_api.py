@@ -6,6 +6,7 @@ temperature, top_k, top_p, repeat_penalty, seed, num_predict and stop. Errors ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -144,7 +145,16 @@ class Ollama:
         started = time.perf_counter_ns()
         async with self.models.use(f.text(body, "model")) as service:  # loads the model on first use
             timing = (started, time.perf_counter_ns() - started)
-            return await self._told(request, body, prompt, chat, service, timing)
+            response = await self._told(request, body, prompt, chat, service, timing)
+        if unloads(body.get("keep_alive")) and not isinstance(response, EventStream):
+            await self._unload_after(service.name)
+        return response
+
+    async def _unload_after(self, name: str) -> None:
+        """keep_alive 0 with a prompt: unload once the story is told, as Ollama does (unless another request
+        holds the model)."""
+        with contextlib.suppress(ApiError):
+            await self.models.unload(name)
 
     async def _told(
         self, request: Request, body: dict, prompt: str, chat: bool, service: Service, timing: tuple[int, int]
@@ -154,7 +164,7 @@ class Ollama:
         stream = f.flag(body, "stream", True)
         batch = await service.tell(Ask(prompt, params, stop=stop))
         if stream:
-            lines = self._lines(batch, service.name, chat, timing)
+            lines = self._lines(batch, service.name, chat, timing, unloads(body.get("keep_alive")))
             return EventStream(batch, lines, "application/x-ndjson")  # type: ignore[return-value]
         result = (await batch.collect(request))[0]
         if result.reason in ("cancelled", "error"):
@@ -178,12 +188,16 @@ class Ollama:
             "eval_duration": total - load,
         }  # fmt: skip
 
-    async def _lines(self, batch: Batch, model: str, chat: bool, timing: tuple[int, int]) -> AsyncIterator[bytes]:
+    async def _lines(
+        self, batch: Batch, model: str, chat: bool, timing: tuple[int, int], unload: bool
+    ) -> AsyncIterator[bytes]:  # fmt: skip
         async for event in batch.events():
             if isinstance(event, End):
                 if event.text:
                     yield json.dumps(self._piece(model, event.text, chat)).encode() + b"\n"
                 yield json.dumps(self._final(model, event, chat, timing)).encode() + b"\n"
+                if unload:
+                    await self._unload_after(model)
             elif event.text:
                 yield json.dumps(self._piece(model, event.text, chat)).encode() + b"\n"
 
