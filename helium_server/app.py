@@ -170,12 +170,18 @@ def build_app(
 
 class StoppingServer(uvicorn.Server):
     """uvicorn's server, but Ctrl-C or SIGTERM is a clean stop (exit 0), not re-raised once it has stopped;
-    a second Ctrl-C stops at once."""
+    a second Ctrl-C stops at once. The stories being told end at once (their requests answered 503), rather
+    than being cut off without an answer when the graceful shutdown's time is up."""
+
+    def __init__(self, config: uvicorn.Config, models: Models) -> None:
+        super().__init__(config)
+        self.models = models
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit and sig == signal.SIGINT:
             self.force_exit = True
         self.should_exit = True
+        self.models.halt()
 
 
 def serve(
@@ -187,7 +193,7 @@ def serve(
                     budget=budget)  # fmt: skip
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=3, lifespan="on")  # fmt: skip
-    server = StoppingServer(config)
+    server = StoppingServer(config, app.state.models)
     shown = f"[{host}]" if ":" in host else host
     auth = "API key required" if api_key else "no API key"
     more = ""
