@@ -20,6 +20,7 @@ from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -81,6 +82,22 @@ class BearerAuth:
 
 
 
+class LocalCORS(CORSMiddleware):
+    """Starlette's CORS, but a refused preflight (another site's page) is a JSON error in the protocol's shape."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            headers = Headers(scope=scope)
+            if "origin" in headers and "access-control-request-method" in headers:
+                response = self.preflight_response(request_headers=headers)
+                if response.status_code == 400:
+                    detail = bytes(response.body).decode().lower()
+                    response = error_response(scope["path"], 400, f"a web page may not call this server: {detail}")
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def is_loopback_name(name: str) -> bool:
     """localhost, or a loopback address (127.0.0.0/8, ::1, bracketed or not)."""
     if name in ("localhost", "localhost."):
@@ -93,6 +110,11 @@ def is_loopback_name(name: str) -> bool:
 
 # browser pages served from this machine may call the API (as Ollama allows by default); other origins may not
 LOCAL_ORIGINS = r"(https?|app|tauri)://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?|file://.*|null"
+# the headers such pages may send: Ollama's list, with those the openai JS client adds (x-stainless-*)
+ALLOWED_HEADERS = ["authorization", "content-type", "user-agent", "accept", "x-requested-with", "openai-beta"] + [
+    f"x-stainless-{name}" for name in ("arch", "async", "custom-poll-interval", "helper-method", "lang", "os",
+                                       "package-version", "poll-helper", "retry-count", "runtime", "runtime-version",
+                                       "timeout")]  # fmt: skip
 
 
 class LoopbackHosts:
@@ -141,19 +163,25 @@ def build_app(
     app.add_middleware(BearerAuth, key=api_key)
     if loopback:
         app.add_middleware(LoopbackHosts)
-    app.add_middleware(CORSMiddleware, allow_origin_regex=LOCAL_ORIGINS, allow_methods=["GET", "POST", "HEAD"],
-                       allow_headers=["authorization", "content-type"])  # fmt: skip
+    app.add_middleware(LocalCORS, allow_origin_regex=LOCAL_ORIGINS, allow_methods=["GET", "POST", "HEAD"],
+                       allow_headers=ALLOWED_HEADERS)  # fmt: skip
     return app
 
 
 class StoppingServer(uvicorn.Server):
     """uvicorn's server, but Ctrl-C or SIGTERM is a clean stop (exit 0), not re-raised once it has stopped;
-    a second Ctrl-C stops at once."""
+    a second Ctrl-C stops at once. The stories being told end at once (their requests answered 503), rather
+    than being cut off without an answer when the graceful shutdown's time is up."""
+
+    def __init__(self, config: uvicorn.Config, models: Models) -> None:
+        super().__init__(config)
+        self.models = models
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit and sig == signal.SIGINT:
             self.force_exit = True
         self.should_exit = True
+        self.models.halt()
 
 
 def serve(
@@ -165,7 +193,7 @@ def serve(
                     budget=budget)  # fmt: skip
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=3, lifespan="on")  # fmt: skip
-    server = StoppingServer(config)
+    server = StoppingServer(config, app.state.models)
     shown = f"[{host}]" if ":" in host else host
     auth = "API key required" if api_key else "no API key"
     more = ""

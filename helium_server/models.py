@@ -212,3 +212,8 @@ class Models:
     def stop(self) -> None:
         for service in self.loaded.values():
             service.scheduler.stop()
+
+    def halt(self) -> None:
+        """End every story now ("cancelled": waiting requests get 503), without waiting: the server is stopping."""
+        for service in self.loaded.values():
+            service.scheduler.stopping.set()

@@ -6,6 +6,7 @@ temperature, top_k, top_p, repeat_penalty, seed, num_predict and stop. Errors ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -141,22 +142,35 @@ class Ollama:
             "done": True, "done_reason": reason, "load_duration": time.perf_counter_ns() - started})  # fmt: skip
 
     async def _answer(self, request: Request, body: dict, prompt: str, chat: bool) -> Response:
-        async with self.models.use(f.text(body, "model")) as service:
-            return await self._told(request, body, prompt, chat, service)
+        started = time.perf_counter_ns()
+        async with self.models.use(f.text(body, "model")) as service:  # loads the model on first use
+            timing = (started, time.perf_counter_ns() - started)
+            response = await self._told(request, body, prompt, chat, service, timing)
+        if unloads(body.get("keep_alive")) and not isinstance(response, EventStream):
+            await self._unload_after(service.name)
+        return response
 
-    async def _told(self, request: Request, body: dict, prompt: str, chat: bool, service: Service) -> Response:
+    async def _unload_after(self, name: str) -> None:
+        """keep_alive 0 with a prompt: unload once the story is told, as Ollama does (unless another request
+        holds the model)."""
+        with contextlib.suppress(ApiError):
+            await self.models.unload(name)
+
+    async def _told(
+        self, request: Request, body: dict, prompt: str, chat: bool, service: Service, timing: tuple[int, int]
+    ) -> Response:  # fmt: skip
+        """timing: when the request began (perf_counter_ns) and the nanoseconds it spent loading the model."""
         params, stop = read_options(body, service.session.sampling)
         stream = f.flag(body, "stream", True)
-        started = time.perf_counter_ns()
         batch = await service.tell(Ask(prompt, params, stop=stop))
         if stream:
-            lines = self._lines(batch, service.name, chat, started)
+            lines = self._lines(batch, service.name, chat, timing, unloads(body.get("keep_alive")))
             return EventStream(batch, lines, "application/x-ndjson")  # type: ignore[return-value]
         result = (await batch.collect(request))[0]
         if result.reason in ("cancelled", "error"):
             raise ApiError(503, "the server stopped before the story ended")
         end = End(0, result.reason, result.text, result.prompt_tokens, result.completion_tokens)
-        return JSONResponse(self._final(service.name, end, chat, started, text=result.text))
+        return JSONResponse(self._final(service.name, end, chat, timing, text=result.text))
 
     @staticmethod
     def _piece(model: str, text: str, chat: bool) -> dict:
@@ -165,20 +179,25 @@ class Ollama:
             return head | {"message": {"role": "assistant", "content": text}, "done": False}
         return head | {"response": text, "done": False}
 
-    def _final(self, model: str, end: End, chat: bool, started: int, text: str = "") -> dict:
+    def _final(self, model: str, end: End, chat: bool, timing: tuple[int, int], text: str = "") -> dict:
+        started, load = timing
         total = time.perf_counter_ns() - started
         return self._piece(model, text, chat) | {
-            "done": True, "done_reason": DONE[end.reason], "total_duration": total, "load_duration": 0,
+            "done": True, "done_reason": DONE[end.reason], "total_duration": total, "load_duration": load,
             "prompt_eval_count": end.prompt_tokens, "prompt_eval_duration": 0, "eval_count": end.completion_tokens,
-            "eval_duration": total,
+            "eval_duration": total - load,
         }  # fmt: skip
 
-    async def _lines(self, batch: Batch, model: str, chat: bool, started: int) -> AsyncIterator[bytes]:
+    async def _lines(
+        self, batch: Batch, model: str, chat: bool, timing: tuple[int, int], unload: bool
+    ) -> AsyncIterator[bytes]:  # fmt: skip
         async for event in batch.events():
             if isinstance(event, End):
                 if event.text:
                     yield json.dumps(self._piece(model, event.text, chat)).encode() + b"\n"
-                yield json.dumps(self._final(model, event, chat, started)).encode() + b"\n"
+                yield json.dumps(self._final(model, event, chat, timing)).encode() + b"\n"
+                if unload:
+                    await self._unload_after(model)
             elif event.text:
                 yield json.dumps(self._piece(model, event.text, chat)).encode() + b"\n"
 

@@ -55,6 +55,8 @@ def read_ask(body: dict, prompt: str, chat: bool, model: dict | None = None) -> 
     )
     if chat:
         top = f.whole(body, "top_logprobs", 0, 0, f.MAX_TOP_LOGPROBS) if f.flag(body, "logprobs", False) else None
+        if top is None and body.get("top_logprobs") is not None:  # as OpenAI: not silently dropped
+            raise ApiError(400, "'top_logprobs' needs 'logprobs': true", param="top_logprobs")
     else:
         top = f.whole(body, "logprobs", None, 0, 5)
     n = f.whole(body, "n", 1, 1, f.MAX_N)

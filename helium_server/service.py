@@ -85,6 +85,7 @@ class Batch:
 
     async def _until(self, gone: asyncio.Task) -> AsyncIterator[Piece | End]:
         events = self.events()
+        nxt: asyncio.Future = asyncio.get_running_loop().create_future()
         try:
             while True:
                 nxt = asyncio.ensure_future(anext(events))
@@ -98,6 +99,9 @@ class Batch:
                 except StopAsyncIteration:
                     return
         finally:
+            if not nxt.done():  # cancelled while waiting (the server stopping): the generator must rest first
+                nxt.cancel()
+                await asyncio.gather(nxt, return_exceptions=True)
             await events.aclose()
 
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +47,41 @@ def test_serve_starts_says_where_and_stops_cleanly_on_sigterm(tiny_bundle):
         assert proc.wait(timeout=20) == 0
         rest = proc.stderr.read()
         assert "server stopped" in rest and "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_story_answers_503_and_logs_no_error(tiny_bundle):
+    port = free_port()
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "helium_tui.cli", "serve", "--model", str(tiny_bundle), "--port", str(port),
+           "--device", "cpu", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    answers: list[httpx.Response] = []
+    long = {"model": "tiny-bundle", "prompt": "Tom", "max_tokens": 32_000, "ignore_eos": True}
+    asker = threading.Thread(target=lambda: answers.append(httpx.post(
+        f"http://127.0.0.1:{port}/v1/completions", json=long, timeout=30)))  # fmt: skip
+    try:
+        proc.stderr.readline()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v1/models")
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        asker.start()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        asker.join(timeout=20)
+        rest = proc.stderr.read()
+        assert answers and answers[0].status_code == 503, answers and answers[0].text
+        assert "stopped" in answers[0].json()["error"]["message"]
+        assert "failed" not in rest and "ERROR" not in rest and "Traceback" not in rest, rest
     finally:
         if proc.poll() is None:
             proc.kill()

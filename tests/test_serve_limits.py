@@ -95,6 +95,7 @@ def test_bad_openai_requests_get_4xx_in_openai_shape(served, caplog, capfd, body
         ("/api/generate", {"model": NAME, "prompt": "x", "options": {"num_predict": 10**12}}),
         ("/api/chat", {"model": NAME, "messages": [{"content": "x"}]}),
         ("/api/generate", {"model": NAME, "prompt": ["x"]}),
+        ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}),
     ],
 )
 def test_bad_fields_everywhere_get_400(served, path, body):
@@ -195,3 +196,12 @@ def test_local_pages_may_call_the_api_and_others_may_not(served):
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://localhost:3000"
     r = httpx.get(url + "/v1/models", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
+    stainless = "authorization, content-type, x-stainless-lang, x-stainless-os, x-stainless-retry-count, x-stainless-timeout"
+    ok = httpx.options(url + "/v1/chat/completions", headers={"Origin": "http://localhost:5173"} | asks | {
+        "Access-Control-Request-Headers": stainless})  # the openai JS client in a local page, as Ollama allows
+    assert ok.status_code == 200, ok.text
+    for path in ("/v1/completions", "/api/generate"):  # a refused preflight is an error in the protocol's shape
+        r = httpx.options(url + path, headers={"Origin": "https://evil.example"} | asks)
+        assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
+        error = r.json()["error"]
+        assert "origin" in (error if path.startswith("/api") else error["message"])

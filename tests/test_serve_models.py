@@ -216,3 +216,24 @@ def test_open_session_counts_what_unloading_frees(home):
     cfg = session.bundle.config
     cache = 2 * cfg.n_layer * 4 * cfg.n_kv_head * cfg.context_length * (cfg.d_model // cfg.n_head) * 4
     assert session.memory_bytes() - before == cache
+
+
+def test_ollama_reports_the_time_a_request_spent_loading_its_model(home):
+    with serve(home) as url:
+        client = ollama.Client(host=url)
+        first = client.generate(model=B, prompt="Lily", options={"num_predict": 2})  # loads B
+        again = client.generate(model=B, prompt="Lily", options={"num_predict": 2})
+    assert first.load_duration > 1_000_000 and again.load_duration < first.load_duration
+    assert first.total_duration >= first.load_duration + first.eval_duration
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_keep_alive_zero_with_a_prompt_unloads_once_the_story_is_told(home, stream):
+    with serve(home) as url:
+        client = ollama.Client(host=url)
+        answer = client.generate(model=B, prompt="Lily", keep_alive=0, stream=stream, options={"num_predict": 3})
+        last = list(answer)[-1] if stream else answer
+        assert last.done and last.eval_count == 3
+        assert B not in loaded(url)
+        client.generate(model=B, prompt="Lily", keep_alive="5m", options={"num_predict": 1})
+        assert B in loaded(url)
