@@ -23,25 +23,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_serve_starts_says_where_and_stops_cleanly_on_sigterm(tiny_bundle):
+def start_serve(bundle) -> tuple[subprocess.Popen, int, str]:
+    """`helium serve` on a free port, answering: the process, its port and its first stderr line."""
     port = free_port()
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "helium_tui.cli", "serve", "--model", str(tiny_bundle), "--port", str(port),
+    cmd = [sys.executable, "-m", "helium_tui.cli", "serve", "--model", str(bundle), "--port", str(port),
            "--device", "cpu", "--threads", "1"]  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    line = proc.stderr.readline()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/models")
+            return proc, port, line
+        except httpx.ConnectError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise AssertionError(f"the server did not answer: {line}{proc.stderr.read()}") from None
+            time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_serve_starts_says_where_and_stops_cleanly_on_sigterm(tiny_bundle):
+    proc, port, line = start_serve(tiny_bundle)
     try:
-        line = proc.stderr.readline()
         assert "serving tiny-bundle" in line and f"http://127.0.0.1:{port}" in line, line
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                r = httpx.post(f"http://127.0.0.1:{port}/v1/completions",
-                               json={"model": "tiny-bundle", "prompt": "Tom", "max_tokens": 3})  # fmt: skip
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"model": "tiny-bundle", "prompt": "Tom", "max_tokens": 3})
         assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] > 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -54,25 +61,12 @@ def test_serve_starts_says_where_and_stops_cleanly_on_sigterm(tiny_bundle):
 
 @pytest.mark.slow
 def test_sigterm_mid_story_answers_503_and_logs_no_error(tiny_bundle):
-    port = free_port()
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "helium_tui.cli", "serve", "--model", str(tiny_bundle), "--port", str(port),
-           "--device", "cpu", "--threads", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc, port, _ = start_serve(tiny_bundle)
     answers: list[httpx.Response] = []
     long = {"model": "tiny-bundle", "prompt": "Tom", "max_tokens": 32_000, "ignore_eos": True}
     asker = threading.Thread(target=lambda: answers.append(httpx.post(
         f"http://127.0.0.1:{port}/v1/completions", json=long, timeout=30)))  # fmt: skip
     try:
-        proc.stderr.readline()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v1/models")
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
         asker.start()
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)

@@ -19,14 +19,18 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
+async def open_picker(app, pilot) -> None:
+    await pilot.press("ctrl+o")
+    await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
+
+
 async def test_the_picker_switches_int8_weights_and_reloads(tiny_bundle):
     app = make_app(tiny_bundle)
     async with app.run_test(size=SIZE) as pilot:
         await loaded(app, pilot)
         assert app.session.quantize == "none"
         first = app.session
-        await pilot.press("ctrl+o")
-        await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
+        await open_picker(app, pilot)
         assert app.screen.weights == "none"
         await pilot.press("i")
         assert app.screen.weights == "int8" and "int8" in str(app.screen.query_one("#picker-weights").render())
@@ -38,22 +42,19 @@ async def test_the_picker_switches_int8_weights_and_reloads(tiny_bundle):
         app.studio.param("max_tokens").value = 16
         assert (await tell(pilot)).generated_tokens > 0
         second = app.session
-        await pilot.press("ctrl+o")
-        await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
+        await open_picker(app, pilot)
         assert app.screen.weights == "int8"  # it shows what is loaded
         await pilot.press("escape")  # closing changes nothing
         await until(pilot, lambda: app.screen is app.studio, "the studio")
         assert app.session is second
-        await pilot.press("ctrl+o")
-        await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
+        await open_picker(app, pilot)
         await pilot.press("i")
         assert app.screen.weights == "int4" and "int4" in str(app.screen.query_one("#picker-weights").render())
         await pilot.press("enter")  # int4 now
         await until(pilot, lambda: app.session is not second, "the int4 reload")
         await loaded(app, pilot)
         assert app.session.quantize == "int4" and (await tell(pilot)).generated_tokens > 0
-        await pilot.press("ctrl+o")
-        await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
+        await open_picker(app, pilot)
         await pilot.press("i")  # round to full precision
         assert app.screen.weights == "none"
 
@@ -71,8 +72,7 @@ async def test_quantize_int4_from_the_command_line_and_the_picker_keeps_it(tiny_
         await loaded(app, pilot)
         assert app.session.quantize == "int4"
         first = app.session
-        await pilot.press("ctrl+o")
-        await until(pilot, lambda: isinstance(app.screen, ModelPicker), "the model picker")
+        await open_picker(app, pilot)
         assert app.screen.weights == "int4"
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is app.studio, "the studio")
