@@ -84,6 +84,7 @@ class Models:
         self.loaded: OrderedDict[str, Service] = OrderedDict()  # least recently used first
         self.sizes: dict[str, int] = {}  # bytes each model held when last loaded
         self._locks: dict[str, asyncio.Lock] = {}
+        self._measured(first)
         self._add(first)
 
     # -- what a request may name
@@ -152,13 +153,11 @@ class Models:
             await self._make_room(self.sizes[key], key)
         path = self.paths.get(key) or self.find(key).path
         try:
-            session = await asyncio.to_thread(self._open, path)
+            session, size = await asyncio.to_thread(self._open, path)
         except Exception as exc:  # a damaged or vanished bundle: the request fails, the server goes on
             log.error("loading %s failed: %s: %s", key, type(exc).__name__, exc)
             raise ApiError(503, f"model '{key}' could not be loaded: {exc}") from None
         self.paths[key] = path
-        size = session.memory_bytes()
-        self.sizes[key] = size
         if self.budget is not None and size > self.budget:
             raise ApiError(503, f"model '{key}' needs {human_bytes(size)}, more than the server's memory budget "
                                 f"({human_bytes(self.budget)}, --memory-budget)")  # fmt: skip
@@ -171,10 +170,15 @@ class Models:
         log.warning("loaded %s (%s)", key, human_bytes(size))
         return service
 
-    def _open(self, path: Path) -> Session:
+    def _open(self, path: Path) -> tuple[Session, int]:
         session = self.loader.open(path)
-        session.generator.ensure_cache(self.max_batch)  # counted now: the decode thread's batch has this many rows
-        return session
+        return session, self._measured(session)
+
+    def _measured(self, session: Session) -> int:
+        """The bytes session holds with its KV cache made for the decode thread's batch, recorded in `sizes`."""
+        session.generator.ensure_cache(self.max_batch)
+        self.sizes[session.name] = size = session.memory_bytes()
+        return size
 
     async def _make_room(self, need: int, keep: str) -> bool:
         """Unload idle models, least recently used first, until need more bytes fit the budget."""
@@ -197,8 +201,6 @@ class Models:
         log.warning("unloaded %s (%s)", name, human_bytes(self.sizes.get(name, 0)))
 
     def _add(self, session: Session) -> Service:
-        session.generator.ensure_cache(self.max_batch)
-        self.sizes[session.name] = session.memory_bytes()
         service = Service(session, Scheduler(session.generator, self.max_batch, self.max_queue))
         self.loaded[session.name] = service
         return service
