@@ -170,22 +170,32 @@ def dequantize_model(model: nn.Module) -> nn.Module:
     """The reverse of quantize_model, in place: float nn.Linear / nn.Embedding holding q * scale exactly."""
     if not is_quantized(model):
         return model
+    return restore_floats(model, Int8Linear, Int8Embedding, _dequantized_weight)
+
+
+def restore_floats(
+    model: nn.Module, linear_type: type, embedding_type: type, weight_of: Callable[[nn.Module], nn.Parameter]
+) -> nn.Module:  # fmt: skip
+    """Float nn.Linear / nn.Embedding in place of a TinySLM's linear_type / embedding_type modules, each holding
+    weight_of(module), in place (the int8 and int4 dequantizers' one walk); a tied head shares the new embedding's
+    weight. Returns model."""
     tied = model.output.weight is model.tok_embeddings.weight
 
     def float_linear(child: nn.Module) -> nn.Linear | None:
-        if not isinstance(child, Int8Linear):
+        if not isinstance(child, linear_type):
             return None
-        new = nn.Linear(child.in_features, child.out_features, bias=False, device="cpu")
-        new.weight = _dequantized_weight(child)
+        new = nn.Linear(child.in_features, child.out_features, bias=False, device=child.weight.device)
+        new.weight = weight_of(child)
         return new
 
     swap_modules(model, float_linear)
     emb = model.tok_embeddings
-    model.tok_embeddings = nn.Embedding(emb.num_embeddings, emb.embedding_dim, device="cpu")
-    model.tok_embeddings.weight = _dequantized_weight(emb)
-    if tied:
-        model.output = nn.Linear(emb.embedding_dim, emb.num_embeddings, bias=False, device="cpu")
-        model.output.weight = model.tok_embeddings.weight
+    if isinstance(emb, embedding_type):
+        weight = weight_of(emb)
+        model.tok_embeddings = nn.Embedding(emb.num_embeddings, emb.embedding_dim, _weight=weight)
+        if tied:
+            model.output = nn.Linear(emb.embedding_dim, emb.num_embeddings, bias=False, device=weight.device)
+            model.output.weight = model.tok_embeddings.weight
     return model
 
 

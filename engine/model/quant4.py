@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.model.quant import SCALE_SUFFIX, swap_linears, swap_modules
+from engine.model.quant import SCALE_SUFFIX, restore_floats, swap_linears
 
 BLOCK = 32  # weights per scale, as Q4_0
 
@@ -140,24 +140,7 @@ def dequantize_model_int4(model: nn.Module) -> nn.Module:
     exactly (quantizing them again gives the same blocks). Returns model."""
     if not is_int4(model):
         return model
-    tied = model.output.weight is model.tok_embeddings.weight
-
-    def float_linear(child: nn.Module) -> nn.Linear | None:
-        if not isinstance(child, Int4Linear):
-            return None
-        new = nn.Linear(child.in_features, child.out_features, bias=False, device=child.weight.device)
-        new.weight = nn.Parameter(dequantize_q4_0(child.weight, child.weight_scale))
-        return new
-
-    swap_modules(model, float_linear)
-    emb = model.tok_embeddings
-    if isinstance(emb, Int4Embedding):
-        weight = nn.Parameter(dequantize_q4_0(emb.weight, emb.weight_scale))
-        model.tok_embeddings = nn.Embedding(emb.num_embeddings, emb.embedding_dim, _weight=weight)
-        if tied:
-            model.output = nn.Linear(emb.embedding_dim, emb.num_embeddings, bias=False, device=weight.device)
-            model.output.weight = model.tok_embeddings.weight
-    return model
+    return restore_floats(model, Int4Linear, Int4Embedding, lambda m: nn.Parameter(dequantize_q4_0(m.weight, m.weight_scale)))
 
 
 def int4_shapes(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
